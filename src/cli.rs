@@ -1,0 +1,329 @@
+//! The command line: `gatehouse [serve|init|check-config|migrate|backup]`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::check::check;
+use crate::config::load::CliOverrides;
+use crate::config::local::{ensure_data_dir, fill_local_secrets, LOCAL_SECRETS_FILE};
+use crate::config::{self, ConfigSources, Finding, Mode, Report};
+use crate::db;
+use crate::startup::Application;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Self-hosted API keys and email-code login in one binary",
+    long_about = "Self-hosted API keys and email-code login in one binary.\n\n\
+        Without a subcommand, runs `serve`: with no configuration at all that is a \
+        complete local demo on http://127.0.0.1:8080/.\n\n\
+        Configuration layers, later wins: built-in defaults, the config file \
+        (--config, else ./gatehouse.toml if present), GATEHOUSE_* environment \
+        variables (`__` for nesting: GATEHOUSE_SMTP__HOST), command-line flags.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: ./gatehouse.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE", env = "GATEHOUSE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory holding gatehouse.db (overrides `data_dir`).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// `serve`'s flags, accepted without the subcommand too.
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (the default). Refuses to start outside local mode when
+    /// the startup checks find problems.
+    Serve(ServeArgs),
+    /// Write a complete configuration file with freshly generated secrets.
+    Init(InitArgs),
+    /// Run every startup check and print every problem; exit 0 when the
+    /// configuration may serve.
+    CheckConfig(CheckArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Write an online, consistent copy of the database (safe while serving).
+    Backup(BackupArgs),
+}
+
+#[derive(Args, Debug, Default)]
+struct ServeArgs {
+    /// local (default), staging or production (overrides `mode`).
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (overrides `listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// The https:// URL users reach (overrides `public_url`).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// The mode the file is for.
+    #[arg(long, value_enum, default_value = "local")]
+    mode: Mode,
+    /// The https:// URL users reach; required for staging and production.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Where to write; an existing file is never overwritten.
+    #[arg(long, value_name = "FILE", default_value = "gatehouse.toml")]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Check as if running in this mode (overrides `mode`).
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    /// The file to write; must not exist.
+    #[arg(value_name = "OUT_FILE")]
+    out: PathBuf,
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(&cli.config, &cli.data_dir, cli.serve),
+        Some(Command::Serve(args)) => serve(&cli.config, &cli.data_dir, args),
+        Some(Command::Init(args)) => init(args),
+        Some(Command::CheckConfig(args)) => check_config(&cli.config, &cli.data_dir, args),
+        Some(Command::Migrate) => migrate(&cli.config, &cli.data_dir),
+        Some(Command::Backup(args)) => backup(&cli.config, &cli.data_dir, args),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("gatehouse: {message}");
+    ExitCode::FAILURE
+}
+
+fn load(
+    config_file: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    mut overrides: CliOverrides,
+) -> Result<config::load::Loaded, ExitCode> {
+    overrides.data_dir = data_dir.clone();
+    config::load(&ConfigSources {
+        config_file: config_file.clone(),
+        overrides,
+    })
+    .map_err(|e| fail(format!("configuration error:\n{e}")))
+}
+
+fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeArgs) -> ExitCode {
+    let overrides = CliOverrides {
+        mode: args.mode,
+        listen: args.listen,
+        public_url: args.public_url,
+        data_dir: None,
+    };
+    let loaded = match load(config_file, data_dir, overrides) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut config = loaded.config;
+    let mut findings = loaded.findings;
+    if config.mode.is_local() {
+        if let Err(e) = ensure_data_dir(&config.data_dir) {
+            return fail(format!("cannot create {}: {e}", config.data_dir.display()));
+        }
+        let generated = match fill_local_secrets(&mut config) {
+            Ok(names) => names,
+            Err(e) => return fail(format!("local secrets: {e}")),
+        };
+        let stored = config.data_dir.join(LOCAL_SECRETS_FILE);
+        for name in &generated {
+            findings.push(Finding::warning(
+                name,
+                format!(
+                    "not configured; using the value generated in {} (local mode only)",
+                    stored.display()
+                ),
+            ));
+        }
+    }
+    findings.extend(check(&config));
+    let report = Report::new(config.mode, findings);
+    eprint!("{}", report.render());
+    if report.refuses() {
+        return ExitCode::FAILURE;
+    }
+
+    let _log_guard = crate::telemetry::init(&config.log);
+    let app = match Application::build(config.clone()) {
+        Ok(app) => app,
+        Err(e) => return fail(e),
+    };
+    print_banner(&config, app.port());
+    let system = actix_web::rt::System::new();
+    let result = system.block_on(async move { app.start()?.wait().await });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("server error: {e}")),
+    }
+}
+
+fn print_banner(config: &config::Config, port: u16) {
+    let base = match &config.public_url {
+        Some(url) => url.as_str().trim_end_matches('/').to_string(),
+        None => {
+            let url = config.effective_public_url();
+            format!(
+                "{}://{}:{port}",
+                url.scheme(),
+                url.host_str().unwrap_or("127.0.0.1")
+            )
+        }
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    println!("Listening on {}:{port}", config.listen.ip());
+    if config.mode.is_local() {
+        println!("Gatehouse {version} is serving a local demo (local mode: not for production).");
+        println!("  Admin UI:       {base}/");
+        println!("  Local mailbox:  {base}/dev/mailbox   (login codes arrive here)");
+        println!("  Data directory: {}", config.data_dir.display());
+    } else {
+        println!(
+            "Gatehouse {version} is serving in {} mode for {base}",
+            config.mode.as_str()
+        );
+    }
+}
+
+fn init(args: InitArgs) -> ExitCode {
+    match config::init::write(&args.out, args.mode, args.public_url.as_deref()) {
+        Ok(()) => {
+            println!(
+                "Wrote {} for {} mode with freshly generated secrets (file mode 0600).",
+                args.out.display(),
+                args.mode.as_str()
+            );
+            if !args.mode.is_local() {
+                println!("Next: fill in [smtp] host (and credentials), then run `gatehouse check-config --config {}`.", args.out.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn check_config(
+    config_file: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    args: CheckArgs,
+) -> ExitCode {
+    let overrides = CliOverrides {
+        mode: args.mode,
+        ..Default::default()
+    };
+    let loaded = match load(config_file, data_dir, overrides) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let config = loaded.config;
+    let mut findings = loaded.findings;
+    findings.extend(check(&config));
+    if config.mode.is_local() {
+        for f in findings.iter_mut() {
+            if f.key.starts_with("secrets.") && f.reason == "is missing" {
+                f.reason = "is missing (local mode generates it on first start)".into();
+            }
+        }
+    }
+    findings.extend(database_findings(&config.database_path()));
+    let report = Report::new(config.mode, findings);
+    eprint!("{}", report.render());
+    if report.refuses() {
+        ExitCode::FAILURE
+    } else {
+        println!(
+            "The configuration may serve in {} mode{}.",
+            config.mode.as_str(),
+            match &loaded.file {
+                Some(f) => format!(" (from {})", f.display()),
+                None => String::new(),
+            }
+        );
+        ExitCode::SUCCESS
+    }
+}
+
+fn database_findings(path: &Path) -> Vec<Finding> {
+    if !path.exists() {
+        return Vec::new();
+    }
+    match db::check_version(path) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![Finding::error(
+            "data_dir",
+            format!("{}: {e}", path.display()),
+        )],
+    }
+}
+
+fn migrate(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> ExitCode {
+    let config = match load(config_file, data_dir, CliOverrides::default()) {
+        Ok(l) => l.config,
+        Err(code) => return code,
+    };
+    if let Err(e) = ensure_data_dir(&config.data_dir) {
+        return fail(format!("cannot create {}: {e}", config.data_dir.display()));
+    }
+    let path = config.database_path();
+    let result = db::Db::open(&path, &config.database).and_then(|db| db.migrate());
+    match result {
+        Ok(o) if o.from == o.to => {
+            println!(
+                "{} is up to date (schema version {}).",
+                path.display(),
+                o.to
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(o) => {
+            println!(
+                "{} migrated from schema version {} to {}.",
+                path.display(),
+                o.from,
+                o.to
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn backup(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: BackupArgs) -> ExitCode {
+    let config = match load(config_file, data_dir, CliOverrides::default()) {
+        Ok(l) => l.config,
+        Err(code) => return code,
+    };
+    match db::backup(&config.database_path(), &args.out) {
+        Ok(o) => {
+            println!(
+                "Backup of {} written to {} ({} pages, {} bytes, integrity ok).",
+                config.database_path().display(),
+                args.out.display(),
+                o.pages,
+                o.bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("backup failed: {e}")),
+    }
+}

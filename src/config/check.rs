@@ -1,0 +1,625 @@
+//! The startup checks of SPEC section 2, run by `serve` and `check-config`:
+//! one pass that collects every problem, names the key and the reason, and
+//! never prints a configured secret.
+
+use std::fmt::Write as _;
+
+use super::{generate_secret, is_placeholder, Config, Mode, Secret};
+
+/// The example configuration shipped with the product; its secret values are
+/// placeholders by definition.
+const EXAMPLE_CONFIG: &str = include_str!("../../config.example.toml");
+const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Worth knowing; never stops the server.
+    Warning,
+    /// Unsafe outside local mode: refuses staging/production, warns in local.
+    Unsafe,
+    /// The configuration cannot work in any mode.
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    /// The setting's name (`secrets.session_key`) or environment variable.
+    pub key: String,
+    pub reason: String,
+    pub hint: Option<String>,
+}
+
+impl Finding {
+    pub fn warning(key: &str, reason: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, key, reason)
+    }
+    pub fn unsafe_(key: &str, reason: impl Into<String>) -> Self {
+        Self::new(Severity::Unsafe, key, reason)
+    }
+    pub fn error(key: &str, reason: impl Into<String>) -> Self {
+        Self::new(Severity::Error, key, reason)
+    }
+    fn new(severity: Severity, key: &str, reason: impl Into<String>) -> Self {
+        Finding {
+            severity,
+            key: key.to_string(),
+            reason: reason.into(),
+            hint: None,
+        }
+    }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Everything the checks found, judged for one mode.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub mode: Mode,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn new(mode: Mode, mut findings: Vec<Finding>) -> Self {
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        Report { mode, findings }
+    }
+
+    fn blocks(&self, f: &Finding) -> bool {
+        match f.severity {
+            Severity::Error => true,
+            Severity::Unsafe => !self.mode.is_local(),
+            Severity::Warning => false,
+        }
+    }
+
+    /// Whether the configuration may not serve in its mode.
+    pub fn refuses(&self) -> bool {
+        self.findings.iter().any(|f| self.blocks(f))
+    }
+
+    /// A human-readable account for the terminal, one problem per line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let problems = self.findings.iter().filter(|f| self.blocks(f)).count();
+        if problems > 0 {
+            let _ = writeln!(
+                out,
+                "refusing to start in {} mode: {} problem{} found",
+                self.mode.as_str(),
+                problems,
+                if problems == 1 { "" } else { "s" }
+            );
+        }
+        for f in &self.findings {
+            let label = if self.blocks(f) { "error" } else { "warning" };
+            let local_note = if f.severity == Severity::Unsafe && self.mode.is_local() {
+                " (allowed in local mode only)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  {label}: {}: {}{local_note}", f.key, f.reason);
+            if let Some(hint) = &f.hint {
+                let _ = writeln!(out, "      hint: {hint}");
+            }
+        }
+        out
+    }
+}
+
+/// Runs every check. The result is judged by [`Report::refuses`] for the mode.
+pub fn check(config: &Config) -> Vec<Finding> {
+    let mut out = Vec::new();
+    check_secrets(config, &mut out);
+    check_urls_and_network(config, &mut out);
+    check_smtp(config, &mut out);
+    for toggle in config.dev.enabled_toggles() {
+        out.push(
+            Finding::unsafe_(toggle, "is a test-only toggle and must be off")
+                .with_hint(format!("remove `{toggle}` from the configuration")),
+        );
+    }
+    check_ranges(config, &mut out);
+    check_catalog(config, &mut out);
+    if !crate::telemetry::is_valid_level(&config.log.level) {
+        out.push(Finding::error(
+            "log.level",
+            format!(
+                "`{}` is not a log filter (try `info` or `gatehouse=debug,info`)",
+                config.log.level
+            ),
+        ));
+    }
+    out
+}
+
+/// Secret values that `config.example.toml` ships.
+fn shipped_example_secrets() -> Vec<String> {
+    let Ok(doc) = EXAMPLE_CONFIG.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut values = Vec::new();
+    for (section, key) in [
+        ("secrets", "session_key"),
+        ("secrets", "ops_token"),
+        ("smtp", "password"),
+        ("billing", "stripe_webhook_secret"),
+    ] {
+        if let Some(v) = doc
+            .get(section)
+            .and_then(|s| s.get(key))
+            .and_then(|v| v.as_str())
+        {
+            values.push(v.to_string());
+        }
+    }
+    values
+}
+
+fn env_name(key: &str) -> String {
+    format!("GATEHOUSE_{}", key.to_ascii_uppercase().replace('.', "__"))
+}
+
+fn secret_hint(key: &str) -> String {
+    let (section, name) = key.split_once('.').unwrap_or(("", key));
+    format!(
+        "set [{section}] {name} = \"{}\" (a freshly generated value), or {}_FILE=/path/to/file, or run `gatehouse init`",
+        generate_secret(),
+        env_name(key)
+    )
+}
+
+fn check_secret(
+    key: &str,
+    value: Option<&Secret>,
+    required: bool,
+    shipped: &[String],
+    out: &mut Vec<Finding>,
+) {
+    match value {
+        None if required => {
+            out.push(Finding::unsafe_(key, "is missing").with_hint(secret_hint(key)));
+        }
+        None => {}
+        Some(secret) if is_placeholder(secret.expose(), shipped) => {
+            out.push(
+                Finding::unsafe_(key, "is a placeholder, not a secret").with_hint(secret_hint(key)),
+            );
+        }
+        Some(secret) if secret.expose().len() < MIN_SECRET_BYTES => {
+            out.push(
+                Finding::unsafe_(
+                    key,
+                    format!(
+                        "is {} bytes long; at least {MIN_SECRET_BYTES} are required",
+                        secret.expose().len()
+                    ),
+                )
+                .with_hint(secret_hint(key)),
+            );
+        }
+        Some(_) => {}
+    }
+}
+
+fn check_secrets(config: &Config, out: &mut Vec<Finding>) {
+    let shipped = shipped_example_secrets();
+    check_secret(
+        "secrets.session_key",
+        config.secrets.session_key.as_ref(),
+        true,
+        &shipped,
+        out,
+    );
+    check_secret(
+        "secrets.ops_token",
+        config.secrets.ops_token.as_ref(),
+        true,
+        &shipped,
+        out,
+    );
+    check_secret(
+        "billing.stripe_webhook_secret",
+        config.billing.stripe_webhook_secret.as_ref(),
+        config.billing_enabled(),
+        &shipped,
+        out,
+    );
+    check_secret(
+        "smtp.password",
+        config.smtp.password.as_ref(),
+        config.smtp.username.is_some(),
+        &shipped,
+        out,
+    );
+}
+
+fn check_urls_and_network(config: &Config, out: &mut Vec<Finding>) {
+    match &config.public_url {
+        None => out.push(
+            Finding::unsafe_(
+                "public_url",
+                "is missing; it must be the https:// address users reach",
+            )
+            .with_hint("public_url = \"https://keys.your-company.com\""),
+        ),
+        Some(url) if url.scheme() != "https" => out.push(
+            Finding::unsafe_("public_url", "must start with https://").with_hint(
+                "terminate TLS at your reverse proxy and set public_url to its https:// address",
+            ),
+        ),
+        Some(url) if url.host_str().is_none() => {
+            out.push(Finding::error("public_url", "has no host"))
+        }
+        Some(_) => {}
+    }
+    if config.mode.is_local() && !config.listen.ip().is_loopback() {
+        out.push(
+            Finding::warning(
+                "listen",
+                format!(
+                    "local mode is listening on the non-loopback address {}: the demo, its generated secrets and its mailbox are reachable from the network",
+                    config.listen.ip()
+                ),
+            )
+            .with_hint("listen = \"127.0.0.1:8080\", or run in staging/production mode"),
+        );
+    }
+    for (i, origin) in config.cors.allowed_origins.iter().enumerate() {
+        if !is_exact_origin(origin) {
+            out.push(Finding::error(
+                &format!("cors.allowed_origins[{i}]"),
+                format!("`{origin}` is not an exact origin like https://app.example.com (no path, no wildcard)"),
+            ));
+        }
+    }
+}
+
+/// `scheme://host[:port]` and nothing else.
+fn is_exact_origin(origin: &str) -> bool {
+    match url::Url::parse(origin) {
+        Ok(url) => {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && !origin.contains('*')
+                && url.path() == "/"
+                && !origin.ends_with('/')
+                && url.query().is_none()
+                && url.username().is_empty()
+        }
+        Err(_) => false,
+    }
+}
+
+fn check_smtp(config: &Config, out: &mut Vec<Finding>) {
+    match config.smtp.host.as_deref().map(str::trim) {
+        None | Some("") => out.push(
+            Finding::unsafe_(
+                "smtp.host",
+                "is missing: login codes could not be delivered",
+            )
+            .with_hint(
+                "set [smtp] host, port, from (and username/password if your server needs them)",
+            ),
+        ),
+        Some(_) => {}
+    }
+    if config.smtp.port == 0 {
+        out.push(Finding::error("smtp.port", "must be between 1 and 65535"));
+    }
+    if !config.smtp.from.contains('@') {
+        out.push(Finding::error(
+            "smtp.from",
+            "must be an email address, optionally with a name: `Gatehouse <keys@acme.test>`",
+        ));
+    }
+}
+
+fn range_check(out: &mut Vec<Finding>, key: &str, value: u64, min: u64, max: u64) {
+    if value < min || value > max {
+        out.push(Finding::error(
+            key,
+            format!("is {value}; allowed {min}..={max}"),
+        ));
+    }
+}
+
+fn check_ranges(config: &Config, out: &mut Vec<Finding>) {
+    const DAY: u64 = 86_400;
+    const YEAR: u64 = 365 * DAY;
+    let a = &config.auth;
+    range_check(out, "auth.code_length", a.code_length.into(), 6, 10);
+    range_check(out, "auth.code_ttl_secs", a.code_ttl_secs, 1, 600);
+    range_check(
+        out,
+        "auth.code_max_attempts",
+        a.code_max_attempts.into(),
+        1,
+        100,
+    );
+    range_check(
+        out,
+        "auth.send_code_interval_secs",
+        a.send_code_interval_secs,
+        1,
+        DAY,
+    );
+    range_check(
+        out,
+        "auth.send_code_per_hour",
+        a.send_code_per_hour.into(),
+        1,
+        10_000,
+    );
+    range_check(
+        out,
+        "auth.send_code_per_ip_per_hour",
+        a.send_code_per_ip_per_hour.into(),
+        1,
+        1_000_000,
+    );
+    range_check(out, "auth.access_ttl_secs", a.access_ttl_secs, 1, DAY);
+    range_check(out, "auth.session_idle_secs", a.session_idle_secs, 1, YEAR);
+    range_check(out, "auth.session_max_secs", a.session_max_secs, 1, YEAR);
+    range_check(
+        out,
+        "auth.refresh_reuse_grace_secs",
+        a.refresh_reuse_grace_secs,
+        0,
+        300,
+    );
+
+    let k = &config.keys;
+    if !(2..=12).contains(&k.prefix.len())
+        || !k
+            .prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        out.push(Finding::error(
+            "keys.prefix",
+            format!("`{}` must be 2-12 characters of a-z and 0-9", k.prefix),
+        ));
+    }
+    range_check(
+        out,
+        "keys.default_rate_limit.limit",
+        k.default_rate_limit.limit.into(),
+        1,
+        1_000_000_000,
+    );
+    range_check(
+        out,
+        "keys.default_rate_limit.window_secs",
+        k.default_rate_limit.window_secs.into(),
+        1,
+        DAY,
+    );
+    range_check(
+        out,
+        "keys.cache_capacity",
+        k.cache_capacity as u64,
+        1,
+        100_000_000,
+    );
+    range_check(
+        out,
+        "keys.negative_cache_ttl_secs",
+        k.negative_cache_ttl_secs,
+        1,
+        DAY,
+    );
+
+    range_check(
+        out,
+        "usage.flush_interval_secs",
+        config.usage.flush_interval_secs,
+        1,
+        3600,
+    );
+    range_check(
+        out,
+        "http.max_body_bytes",
+        config.http.max_body_bytes as u64,
+        1024,
+        64 * 1024 * 1024,
+    );
+    range_check(
+        out,
+        "http.shutdown_timeout_secs",
+        config.http.shutdown_timeout_secs,
+        0,
+        3600,
+    );
+    range_check(
+        out,
+        "database.pool_size",
+        config.database.pool_size.into(),
+        1,
+        256,
+    );
+    range_check(
+        out,
+        "database.busy_timeout_ms",
+        config.database.busy_timeout_ms,
+        0,
+        600_000,
+    );
+    range_check(out, "smtp.timeout_secs", config.smtp.timeout_secs, 1, 600);
+    range_check(
+        out,
+        "webhooks.timeout_secs",
+        config.webhooks.timeout_secs,
+        1,
+        300,
+    );
+    if config
+        .webhooks
+        .retry_delays_secs
+        .iter()
+        .any(|d| *d > 7 * DAY)
+    {
+        out.push(Finding::error(
+            "webhooks.retry_delays_secs",
+            "each delay must be at most 604800 (7 days)",
+        ));
+    }
+}
+
+/// Scope, route and plan definitions must form a consistent catalog.
+fn check_catalog(config: &Config, out: &mut Vec<Finding>) {
+    let mut names: Vec<&str> = crate::catalog::BUILTIN_SCOPES.iter().map(|s| s.0).collect();
+    for (i, scope) in config.scopes.iter().enumerate() {
+        if !crate::catalog::is_valid_scope_name(&scope.name) {
+            out.push(Finding::error(
+                &format!("scopes[{i}].name"),
+                format!(
+                    "`{}` must be 1-64 characters of a-z, 0-9, `:`, `_`, `-`, `.`",
+                    scope.name
+                ),
+            ));
+        } else if names.contains(&scope.name.as_str()) {
+            out.push(Finding::error(
+                &format!("scopes[{i}].name"),
+                format!("`{}` is defined twice (or is built in)", scope.name),
+            ));
+        } else {
+            names.push(&scope.name);
+        }
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        if !route.path_prefix.starts_with('/') {
+            out.push(Finding::error(
+                &format!("routes[{i}].path_prefix"),
+                format!("`{}` must start with /", route.path_prefix),
+            ));
+        }
+        if !names.contains(&route.scope.as_str()) {
+            out.push(
+                Finding::error(
+                    &format!("routes[{i}].scope"),
+                    format!("`{}` is not a known scope", route.scope),
+                )
+                .with_hint("declare it with [[scopes]] name = \"...\""),
+            );
+        }
+    }
+    let mut plan_names: Vec<&str> = Vec::new();
+    for (i, plan) in config.billing.plans.iter().enumerate() {
+        if plan.name.trim().is_empty() || plan_names.contains(&plan.name.as_str()) {
+            out.push(Finding::error(
+                &format!("billing.plans[{i}].name"),
+                "must be non-empty and unique",
+            ));
+        }
+        plan_names.push(&plan.name);
+    }
+    if !config.billing.plans.is_empty()
+        && !plan_names.contains(&config.billing.default_plan.as_str())
+    {
+        out.push(Finding::error(
+            "billing.default_plan",
+            format!(
+                "`{}` is not one of the [[billing.plans]]",
+                config.billing.default_plan
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn production() -> Config {
+        Config {
+            mode: Mode::Production,
+            public_url: Some("https://keys.acme.test".parse().unwrap()),
+            secrets: crate::config::SecretsConfig {
+                session_key: Some(Secret::new(generate_secret())),
+                ops_token: Some(Secret::new(generate_secret())),
+                ..Default::default()
+            },
+            smtp: crate::config::SmtpConfig {
+                host: Some("smtp.acme.test".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn keys_of(config: &Config) -> Vec<String> {
+        check(config).into_iter().map(|f| f.key).collect()
+    }
+
+    #[test]
+    fn a_complete_production_config_passes() {
+        let report = Report::new(Mode::Production, check(&production()));
+        assert!(!report.refuses(), "{}", report.render());
+    }
+
+    #[test]
+    fn the_shipped_example_values_are_placeholders() {
+        let shipped = shipped_example_secrets();
+        assert!(
+            shipped.len() >= 2,
+            "config.example.toml ships example secrets"
+        );
+        let mut c = production();
+        c.secrets.session_key = Some(Secret::new(shipped[0].clone()));
+        assert_eq!(keys_of(&c), vec!["secrets.session_key"]);
+    }
+
+    #[test]
+    fn each_problem_names_its_key_and_never_the_value() {
+        let mut c = production();
+        c.secrets.session_key = Some(Secret::new("0123456789abcdefghij"));
+        c.public_url = Some("http://keys.acme.test".parse().unwrap());
+        c.smtp.host = None;
+        c.dev.expose_codes = true;
+        let report = Report::new(Mode::Production, check(&c));
+        assert!(report.refuses());
+        let text = report.render();
+        for key in [
+            "secrets.session_key",
+            "public_url",
+            "smtp.host",
+            "dev.expose_codes",
+        ] {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
+        assert!(!text.contains("0123456789abcdefghij"));
+        assert!(text.contains("4 problems"));
+        let local = Report::new(Mode::Local, check(&c));
+        assert!(!local.refuses());
+    }
+
+    #[test]
+    fn smtp_password_is_required_with_a_username() {
+        let mut c = production();
+        c.smtp.username = Some("mailer".into());
+        assert_eq!(keys_of(&c), vec!["smtp.password"]);
+    }
+
+    #[test]
+    fn invalid_values_refuse_in_every_mode() {
+        let mut c = production();
+        c.mode = Mode::Local;
+        c.auth.code_length = 4;
+        c.keys.prefix = "Gate!".into();
+        let report = Report::new(Mode::Local, check(&c));
+        assert!(report.refuses());
+    }
+
+    #[test]
+    fn origins_must_be_exact() {
+        assert!(is_exact_origin("https://app.acme.test"));
+        assert!(is_exact_origin("http://localhost:3000"));
+        assert!(!is_exact_origin("https://app.acme.test/"));
+        assert!(!is_exact_origin("https://*.acme.test"));
+        assert!(!is_exact_origin("*"));
+        assert!(!is_exact_origin("https://app.acme.test/path"));
+    }
+}

@@ -1,0 +1,241 @@
+//! Storage: one narrow layer over SQLite. The rest of the code calls the
+//! async methods of [`Db`] (named for what they do) and never sees rusqlite;
+//! the SQLite work runs on the blocking thread pool, never on the async
+//! executor's threads.
+
+pub mod migrate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::config::DatabaseConfig;
+
+pub use migrate::{latest_version, MigrateOutcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("the database is busy")]
+    Busy,
+    #[error("database connection pool: {0}")]
+    Pool(String),
+    #[error("sqlite: {0}")]
+    Sqlite(rusqlite::Error),
+    #[error(
+        "the database is at schema version {found}, newer than this Gatehouse supports ({supported}); \
+         run the newer Gatehouse release, or restore a backup made before the upgrade"
+    )]
+    TooNew { found: u32, supported: u32 },
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("a database task stopped unexpectedly")]
+    TaskFailed,
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+                DbError::Busy
+            }
+            _ => DbError::Sqlite(e),
+        }
+    }
+}
+
+impl From<r2d2::Error> for DbError {
+    fn from(e: r2d2::Error) -> Self {
+        DbError::Pool(e.to_string())
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<SqliteConnectionManager>,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database file, switches it to WAL and
+    /// builds the pool; every pooled connection gets foreign keys, the busy
+    /// timeout and the configured `synchronous` level.
+    pub fn open(path: &Path, cfg: &DatabaseConfig) -> DbResult<Db> {
+        {
+            let conn = Connection::open(path)?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(DbError::Io(format!(
+                    "{} cannot use WAL journaling (got {mode})",
+                    path.display()
+                )));
+            }
+        }
+        let busy = cfg.busy_timeout_ms;
+        let sync = cfg.synchronous.as_str();
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(move |c| {
+                c.execute_batch(&format!(
+                    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy}; PRAGMA synchronous = {sync};"
+                ))
+            });
+        let pool = Pool::builder()
+            .max_size(cfg.pool_size)
+            .connection_timeout(Duration::from_millis(busy.max(1000)))
+            .build(manager)?;
+        Ok(Db {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with a pooled connection on the current thread. For start-up
+    /// and CLI code that is not on the async executor.
+    pub fn blocking<T>(&self, f: impl FnOnce(&mut Connection) -> DbResult<T>) -> DbResult<T> {
+        let mut conn = self.pool.get()?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool.
+    pub async fn call<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> DbResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|_| DbError::TaskFailed)?
+    }
+
+    pub fn migrate(&self) -> DbResult<MigrateOutcome> {
+        self.blocking(migrate::migrate)
+    }
+
+    /// Whether the database answers a query.
+    pub async fn ping(&self) -> DbResult<()> {
+        self.call(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The values of the connection-level pragmas, as a pooled connection sees them.
+    pub async fn pragmas(&self) -> DbResult<Pragmas> {
+        self.call(|c| {
+            Ok(Pragmas {
+                journal_mode: c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                foreign_keys: c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?,
+                synchronous: c.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+                busy_timeout_ms: c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?,
+            })
+        })
+        .await
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pragmas {
+    pub journal_mode: String,
+    pub foreign_keys: i64,
+    /// 0 = OFF, 1 = NORMAL, 2 = FULL, 3 = EXTRA.
+    pub synchronous: i64,
+    pub busy_timeout_ms: i64,
+}
+
+/// Checks that the database at `path` can be used by this version without
+/// changing it: refuses a schema newer than this binary knows.
+pub fn check_version(path: &Path) -> DbResult<u32> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let found = migrate::user_version(&conn)?;
+    let supported = latest_version();
+    if found > supported {
+        return Err(DbError::TooNew { found, supported });
+    }
+    Ok(found)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupOutcome {
+    pub pages: i64,
+    pub bytes: u64,
+}
+
+/// An online, consistent copy of the database at `source` into `out` (which
+/// must not exist), using SQLite's backup API while other processes keep
+/// reading and writing. The copy is written beside `out` and renamed into
+/// place only once complete and checked.
+pub fn backup(source: &Path, out: &Path) -> DbResult<BackupOutcome> {
+    if out.exists() {
+        return Err(DbError::Io(format!(
+            "{} already exists; backup never overwrites a file",
+            out.display()
+        )));
+    }
+    if !source.exists() {
+        return Err(DbError::Io(format!("no database at {}", source.display())));
+    }
+    let src = Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    src.busy_timeout(Duration::from_secs(30))?;
+    let partial = out.with_file_name(format!(
+        ".{}.partial",
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "backup".into())
+    ));
+    let _ = std::fs::remove_file(&partial);
+    let result = (|| {
+        let mut dst = Connection::open(&partial)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
+            // All pages in one step (-1): one read transaction, so one
+            // consistent snapshot even while writers carry on.
+            loop {
+                match backup.step(-1)? {
+                    rusqlite::backup::StepResult::Done => break,
+                    rusqlite::backup::StepResult::More => {}
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        // A backup is one self-contained file, not a WAL database.
+        let _: String = dst.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+        let ok: String = dst.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if ok != "ok" {
+            return Err(DbError::Io(format!(
+                "the copy failed its integrity check: {ok}"
+            )));
+        }
+        let pages: i64 = dst.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        dst.close().map_err(|(_, e)| DbError::from(e))?;
+        Ok(pages)
+    })();
+    let pages = match result {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .and_then(|_| std::fs::rename(&partial, out))
+        .map_err(|e| DbError::Io(format!("cannot write {}: {e}", out.display())))?;
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(BackupOutcome { pages, bytes })
+}

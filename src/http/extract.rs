@@ -1,0 +1,67 @@
+//! Extractor configuration: every way a request can fail to parse becomes an
+//! [`ApiError`] (422 naming the field, 413, 415), never actix's plain text.
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{web, HttpRequest};
+
+use crate::error::{ApiError, ErrorCode};
+
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|err, _req: &HttpRequest| json_error(err).into())
+}
+
+fn json_error(err: JsonPayloadError) -> ApiError {
+    match err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::new(ErrorCode::PayloadTooLarge)
+        }
+        JsonPayloadError::ContentType => ApiError::new(ErrorCode::UnsupportedMediaType),
+        JsonPayloadError::Deserialize(e) => {
+            let message = if e.is_data() {
+                format!("body: {e}")
+            } else {
+                format!("body is not valid JSON: {e}")
+            };
+            ApiError::new(ErrorCode::ValidationError).with_message(message)
+        }
+        JsonPayloadError::Payload(actix_web::error::PayloadError::Overflow) => {
+            ApiError::new(ErrorCode::PayloadTooLarge)
+        }
+        other => ApiError::new(ErrorCode::ValidationError)
+            .with_message(format!("body could not be read: {other}")),
+    }
+}
+
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        let message = match err {
+            QueryPayloadError::Deserialize(e) => format!("query: {e}"),
+            other => format!("query: {other}"),
+        };
+        ApiError::new(ErrorCode::ValidationError)
+            .with_message(message)
+            .into()
+    })
+}
+
+/// A path segment that does not parse names nothing that exists.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_err: PathError, _req| ApiError::not_found().into())
+}
+
+pub fn payload_config(limit: usize) -> web::PayloadConfig {
+    web::PayloadConfig::new(limit)
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if any.
+pub fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}

@@ -1,0 +1,20 @@
+//! Gatehouse: self-hosted API keys and email-code login in one binary.
+//!
+//! The library holds everything; `main.rs` only dispatches the command line.
+//! See `startup` for how the HTTP server is assembled and `routes` for every
+//! route.
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod ui;

@@ -1,0 +1,155 @@
+//! Building and running the HTTP server: state, extractor settings,
+//! middleware order and routes, in one place.
+
+use std::net::TcpListener;
+
+use actix_cors::Cors;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{from_fn, Condition};
+use actix_web::{web, App, HttpServer};
+
+use crate::config::local::ensure_data_dir;
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+}
+
+/// A prepared server: database open and migrated, socket bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Blocking preparation; call it before the async runtime runs. With
+    /// `listen` on port 0 the system picks a free port (see [`Self::port`]).
+    pub fn build(config: Config) -> Result<Application, StartupError> {
+        ensure_data_dir(&config.data_dir)
+            .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
+        let db = Db::open(&config.database_path(), &config.database)?;
+        let outcome = db.migrate()?;
+        if outcome.from != outcome.to {
+            tracing::info!(from = outcome.from, to = outcome.to, "database migrated");
+        }
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| StartupError::Listen(config.listen.to_string(), e))?;
+        Ok(Application {
+            listener,
+            state: web::Data::new(AppState::new(config, db)),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Starts serving. Must be called inside an actix system. SIGTERM and
+    /// SIGINT stop the server gracefully.
+    pub fn start(self) -> std::io::Result<Running> {
+        let state = self.state.clone();
+        let http = &state.config.http;
+        let mut server = HttpServer::new({
+            let state = state.clone();
+            move || build_app(state.clone())
+        })
+        .shutdown_timeout(http.shutdown_timeout_secs);
+        if http.workers > 0 {
+            server = server.workers(http.workers);
+        }
+        let server = server.listen(self.listener)?.run();
+        Ok(Running { server, state })
+    }
+}
+
+/// A serving application.
+pub struct Running {
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Running {
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped, then finishes the shutdown work.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.state.shutdown().await;
+        result
+    }
+}
+
+fn build_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limit = state.config.http.max_body_bytes;
+    let origins = state.config.cors.allowed_origins.clone();
+    App::new()
+        .app_data(state)
+        .app_data(crate::http::extract::json_config(limit))
+        .app_data(crate::http::extract::payload_config(limit))
+        .app_data(crate::http::extract::query_config())
+        .app_data(crate::http::extract::path_config())
+        .configure(crate::routes::configure)
+        .default_service(web::to(not_found))
+        // Innermost first: CORS, then the envelope and headers, then the
+        // request id / log / metrics around everything.
+        .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+        .wrap(from_fn(crate::http::finish))
+        .wrap(from_fn(crate::http::observe))
+}
+
+async fn not_found() -> Result<&'static str, ApiError> {
+    Err(ApiError::not_found())
+}
+
+/// CORS for exactly the configured origins; none configured means no CORS headers.
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "x-api-key",
+            "x-project-id",
+            "x-csrf-token",
+            "x-request-id",
+        ])
+        .expose_headers([
+            "x-request-id",
+            "ratelimit",
+            "ratelimit-policy",
+            "retry-after",
+        ])
+        .max_age(600);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}

@@ -1,0 +1,422 @@
+//! The built binary: zero-config local mode, the fail-closed startup checks,
+//! init, check-config, migrate, backup, graceful shutdown.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::helpers::{gatehouse, production_toml, run, write, Server};
+
+fn example_secret() -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+        .unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    doc["secrets"]["session_key"].as_str().unwrap().to_string()
+}
+
+/// Replaces the `session_key = "..."` line of a production config.
+fn with_session_key(toml: &str, line: Option<&str>) -> String {
+    toml.lines()
+        .filter_map(|l| {
+            if l.starts_with("session_key = ") {
+                line.map(str::to_string)
+            } else {
+                Some(l.to_string())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn serve_with(dir: &Path, config: &str) -> crate::helpers::Output {
+    let path = write(dir, "gatehouse.toml", config);
+    run(gatehouse(dir).args(["serve", "--config"]).arg(path))
+}
+
+#[test]
+fn zero_config_serves_a_local_demo_and_keeps_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(gatehouse(dir.path()).args(["--listen", "127.0.0.1:0"]));
+    assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(server.get("/readyz").status, 200);
+    let (code, stdout, stderr) = server.terminate();
+    assert_eq!(code, Some(0), "graceful stop exits 0:\n{stderr}");
+    let stdout = stdout.join("\n");
+    assert!(
+        stdout.contains("/dev/mailbox"),
+        "mailbox URL printed:\n{stdout}"
+    );
+
+    let secrets_path = dir.path().join("gatehouse-data/local-secrets.toml");
+    let first = std::fs::read_to_string(&secrets_path).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secrets_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let doc: toml::Table = first.parse().unwrap();
+    let session_key = doc["session_key"].as_str().unwrap().to_string();
+    assert!(session_key.len() >= 32);
+    assert!(!stdout.contains(&session_key), "secrets are never printed");
+
+    let server = Server::start(gatehouse(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]));
+    assert_eq!(server.get("/readyz").status, 200);
+    drop(server);
+    let second = std::fs::read_to_string(&secrets_path).unwrap();
+    assert_eq!(
+        first, second,
+        "the second start reuses the generated secrets"
+    );
+}
+
+#[test]
+fn production_refuses_each_unsafe_setting_and_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = production_toml(dir.path());
+    let example = example_secret();
+    let cases: Vec<(&str, String, Option<String>)> = vec![
+        ("secrets.session_key", with_session_key(&good, None), None),
+        (
+            "secrets.session_key",
+            with_session_key(&good, Some("session_key = \"changeme\"")),
+            Some("changeme".into()),
+        ),
+        (
+            "secrets.session_key",
+            with_session_key(&good, Some("session_key = \"k2J9s8dLq0Zx7Vb3Nm4R\"")),
+            Some("k2J9s8dLq0Zx7Vb3Nm4R".into()),
+        ),
+        (
+            "secrets.session_key",
+            with_session_key(&good, Some(&format!("session_key = \"{example}\""))),
+            Some(example.clone()),
+        ),
+        (
+            "public_url",
+            good.replace("https://keys.acme.test", "http://keys.acme.test"),
+            None,
+        ),
+        (
+            "smtp.host",
+            good.replace("host = \"127.0.0.1\"\n", ""),
+            None,
+        ),
+        (
+            "dev.expose_codes",
+            format!("{good}\n[dev]\nexpose_codes = true\n"),
+            None,
+        ),
+    ];
+    for (key, config, secret) in cases {
+        let out = serve_with(dir.path(), &config);
+        assert_eq!(out.code, Some(1), "{key}: refused\n{}", out.stderr);
+        assert!(
+            out.stderr.contains("refusing to start in production mode"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(key), "{key} named in:\n{}", out.stderr);
+        assert!(out.stderr.contains("1 problem found"), "{}", out.stderr);
+        if let Some(secret) = secret {
+            assert!(!out.stderr.contains(&secret), "the secret value leaked");
+            assert!(!out.stdout.contains(&secret), "the secret value leaked");
+        }
+        assert!(
+            !dir.path().join("data/gatehouse.db").exists(),
+            "nothing was started"
+        );
+
+        // The same settings in local mode start, with warnings.
+        let local = config.replace("mode = \"production\"", "mode = \"local\"");
+        let path = write(dir.path(), "local.toml", &local);
+        let server = Server::start(gatehouse(dir.path()).args(["serve", "--config"]).arg(&path));
+        assert_eq!(
+            server.get("/healthz").status,
+            200,
+            "{key}: local mode serves"
+        );
+        let (_, _, stderr) = server.terminate();
+        assert!(stderr.contains("warning"), "{key}: warned:\n{stderr}");
+        assert!(
+            stderr.contains(key),
+            "{key}: named in the warnings:\n{stderr}"
+        );
+        let _ = std::fs::remove_dir_all(dir.path().join("data"));
+    }
+}
+
+#[test]
+fn every_problem_is_listed_in_one_run_without_secret_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+mode = "production"
+public_url = "http://keys.acme.test"
+[secrets]
+session_key = "short-but-secret-value"
+ops_token = "changeme"
+[dev]
+expose_codes = true
+"#;
+    for args in [vec!["serve"], vec!["check-config"]] {
+        let path = write(dir.path(), "bad.toml", config);
+        let out = run(gatehouse(dir.path()).args(&args).arg("--config").arg(path));
+        assert_eq!(out.code, Some(1));
+        for key in [
+            "secrets.session_key",
+            "secrets.ops_token",
+            "public_url",
+            "smtp.host",
+            "dev.expose_codes",
+        ] {
+            assert!(
+                out.stderr.contains(key),
+                "{key} missing from:\n{}",
+                out.stderr
+            );
+        }
+        assert!(out.stderr.contains("5 problems"), "{}", out.stderr);
+        assert!(!out.stderr.contains("short-but-secret-value"));
+        assert!(out.stderr.contains("hint:"), "hints are given");
+    }
+}
+
+#[test]
+fn init_then_smtp_host_passes_check_config_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(gatehouse(dir.path()).args([
+        "init",
+        "--mode",
+        "production",
+        "--public-url",
+        "https://keys.acme.test",
+        "--out",
+        "prod.toml",
+    ]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let path = dir.path().join("prod.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("mode = \"production\""));
+    assert!(text.contains("public_url = \"https://keys.acme.test\""));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Without SMTP the check refuses, naming smtp.host only.
+    let out = run(gatehouse(dir.path()).args(["check-config", "--config", "prod.toml"]));
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("smtp.host") && out.stderr.contains("1 problem"),
+        "{}",
+        out.stderr
+    );
+
+    // With an SMTP host (here from the environment) it passes and serves.
+    let out = run(gatehouse(dir.path())
+        .args(["check-config", "--config", "prod.toml"])
+        .env("GATEHOUSE_SMTP__HOST", "127.0.0.1"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let server = Server::start(
+        gatehouse(dir.path())
+            .args(["serve", "--config", "prod.toml", "--listen", "127.0.0.1:0"])
+            .env("GATEHOUSE_SMTP__HOST", "127.0.0.1"),
+    );
+    assert_eq!(server.get("/readyz").status, 200);
+    let res = server.get("/healthz");
+    assert!(res.header("strict-transport-security").is_some());
+    drop(server);
+
+    // init never overwrites.
+    let before = std::fs::read_to_string(&path).unwrap();
+    let out = run(gatehouse(dir.path()).args([
+        "init",
+        "--mode",
+        "production",
+        "--public-url",
+        "https://other.acme.test",
+        "--out",
+        "prod.toml",
+    ]));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+
+    // Staging and production need a public URL.
+    let out = run(gatehouse(dir.path()).args(["init", "--mode", "staging", "--out", "s.toml"]));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("--public-url"));
+    assert!(!dir.path().join("s.toml").exists());
+}
+
+#[test]
+fn secrets_can_come_from_files_and_unknown_variables_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = production_toml(dir.path());
+    let config = with_session_key(&good, None);
+    let path = write(dir.path(), "prod.toml", &config);
+    let secret = gatehouse::config::generate_secret();
+    let secret_file = write(dir.path(), "session_key", &format!("{secret}\n"));
+
+    let out = run(gatehouse(dir.path())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("GATEHOUSE_SECRETS__SESSION_KEY_FILE", &secret_file)
+        .env("GATEHOUSE_SMTP_HOST", "typo.acme.test"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("GATEHOUSE_SMTP_HOST"), "{}", out.stderr);
+    assert!(!out.stderr.contains(&secret) && !out.stdout.contains(&secret));
+
+    // A file and an inline value at once is ambiguous: refused.
+    let out = run(gatehouse(dir.path())
+        .args(["check-config", "--config"])
+        .arg(write(dir.path(), "both.toml", &good))
+        .env("GATEHOUSE_SECRETS__SESSION_KEY_FILE", &secret_file));
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("secrets.session_key_file"),
+        "{}",
+        out.stderr
+    );
+
+    // An unreadable file is named, its path shown.
+    let out = run(gatehouse(dir.path())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env(
+            "GATEHOUSE_SECRETS__SESSION_KEY_FILE",
+            dir.path().join("missing"),
+        ));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("cannot read"), "{}", out.stderr);
+}
+
+#[test]
+fn invalid_values_are_reported_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(gatehouse(dir.path())
+        .args(["check-config"])
+        .env("GATEHOUSE_LISTEN", "not-an-address"));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("listen"), "{}", out.stderr);
+    let out = run(gatehouse(dir.path())
+        .args(["check-config"])
+        .env("GATEHOUSE_AUTH__CODE_LENGTH", "4"));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("auth.code_length"), "{}", out.stderr);
+    let out = run(gatehouse(dir.path()).args(["check-config", "--config", "missing.toml"]));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("missing.toml"), "{}", out.stderr);
+}
+
+#[test]
+fn migrate_applies_the_schema_and_refuses_newer_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(gatehouse(dir.path()).args(["migrate", "--data-dir", "d"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("migrated from schema version 0"),
+        "{}",
+        out.stdout
+    );
+    let out = run(gatehouse(dir.path()).args(["migrate", "--data-dir", "d"]));
+    assert!(out.stdout.contains("up to date"), "{}", out.stdout);
+
+    let conn = rusqlite::Connection::open(dir.path().join("d/gatehouse.db")).unwrap();
+    conn.pragma_update(None, "user_version", 999).unwrap();
+    drop(conn);
+    for args in [
+        vec!["migrate"],
+        vec!["serve", "--listen", "127.0.0.1:0"],
+        vec!["check-config"],
+    ] {
+        let out = run(gatehouse(dir.path()).args(&args).args(["--data-dir", "d"]));
+        assert_eq!(out.code, Some(1), "{args:?}");
+        assert!(
+            out.stderr.contains("newer than this Gatehouse supports"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn backup_while_serving_is_consistent_and_holds_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(gatehouse(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]));
+    let db_path = dir.path().join("gatehouse-data/gatehouse.db");
+
+    // Write rows while the server answers requests.
+    let writer = {
+        let db_path = db_path.clone();
+        std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&db_path).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            for i in 0..300 {
+                conn.execute(
+                    "INSERT INTO users (id, email, created_at) VALUES (?1, ?2, 0)",
+                    rusqlite::params![format!("usr_{i}"), format!("user{i}@acme.test")],
+                )
+                .unwrap();
+            }
+        })
+    };
+    for _ in 0..20 {
+        assert_eq!(server.get("/readyz").status, 200);
+    }
+    let out = run(gatehouse(dir.path()).args(["backup", "during.db"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    writer.join().unwrap();
+    let out = run(gatehouse(dir.path()).args(["backup", "after.db"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(server.get("/readyz").status, 200, "still serving");
+
+    for (name, min) in [("during.db", 0), ("after.db", 300)] {
+        let copy = rusqlite::Connection::open(dir.path().join(name)).unwrap();
+        let ok: String = copy
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        let n: i64 = copy
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert!(n >= min && n <= 300, "{name}: {n} users");
+        let version: u32 = copy
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, gatehouse::db::latest_version());
+    }
+    let out = run(gatehouse(dir.path()).args(["backup", "after.db"]));
+    assert_eq!(out.code, Some(1), "never overwrites");
+}
+
+#[test]
+fn json_logs_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        gatehouse(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("GATEHOUSE_LOG__FORMAT", "json"),
+    );
+    let res = crate::helpers::send(
+        server
+            .request("GET", "/healthz")
+            .set("X-Request-Id", "log-check-1"),
+    );
+    assert_eq!(res.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, lines, _) = server.terminate();
+    assert_eq!(code, Some(0));
+    let entry = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["request_id"] == "log-check-1")
+        .unwrap_or_else(|| panic!("no JSON access log line in {lines:#?}"));
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["path"], "/healthz");
+    assert_eq!(entry["method"], "GET");
+}

@@ -1,0 +1,337 @@
+//! Test harness: an in-process app on 127.0.0.1:0 with a temporary data
+//! directory (`spawn_app`), the built binary as a child process
+//! (`Binary`), and a small blocking HTTP client.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+use gatehouse::config::{generate_secret, Config, Secret};
+use gatehouse::startup::Application;
+use gatehouse::state::AppState;
+
+pub struct TestApp {
+    pub base: String,
+    /// Kept so the data directory lives as long as the app.
+    _dir: tempfile::TempDir,
+    pub state: web::Data<AppState>,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A test configuration: loopback, port 0, a temporary data directory,
+/// generated secrets, one worker.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("data"),
+        ..Default::default()
+    };
+    config.http.workers = 1;
+    config.secrets.session_key = Some(Secret::new(generate_secret()));
+    config.secrets.ops_token = Some(Secret::new(generate_secret()));
+    config
+}
+
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {})
+}
+
+pub fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    customize(&mut config);
+    let app = Application::build(config).expect("the app builds");
+    let port = app.port();
+    let state = app.state();
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let running = app.start().expect("the server starts");
+            tx.send(running.handle()).unwrap();
+            running.wait().await.expect("the server stops cleanly");
+        })
+    });
+    let handle = rx.recv().expect("the server reports its handle");
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+        state,
+        handle,
+        thread: Some(thread),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+    pub fn get(&self, path: &str) -> Resp {
+        send(ureq::get(&self.url(path)))
+    }
+    pub fn request(&self, method: &str, path: &str) -> ureq::Request {
+        ureq::request(method, &self.url(path))
+    }
+    /// Runs an async storage call on a throwaway runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        actix_web::rt::System::new().block_on(f)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        actix_web::rt::System::new().block_on(handle.stop(true));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A response, whatever its status.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+    /// Asserts the error envelope: status, code, and `request_id` equal to the header.
+    pub fn assert_error(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status, status, "status of {}", self.body);
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        assert_eq!(
+            body["error"]["request_id"].as_str(),
+            self.header("x-request-id"),
+            "request_id matches X-Request-Id"
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        body
+    }
+}
+
+fn into_resp(r: ureq::Response) -> Resp {
+    let status = r.status();
+    let mut headers = HashMap::new();
+    for name in r.headers_names() {
+        if let Some(v) = r.header(&name) {
+            headers.insert(name.to_ascii_lowercase(), v.to_string());
+        }
+    }
+    let body = r.into_string().unwrap_or_default();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn send(req: ureq::Request) -> Resp {
+    match req.call() {
+        Ok(r) => into_resp(r),
+        Err(ureq::Error::Status(_, r)) => into_resp(r),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+pub fn send_body(req: ureq::Request, body: &str) -> Resp {
+    match req.send_string(body) {
+        Ok(r) => into_resp(r),
+        Err(ureq::Error::Status(_, r)) => into_resp(r),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The built binary.
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+/// A `gatehouse` command in `dir`, with no GATEHOUSE_* variables inherited.
+pub fn gatehouse(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GATEHOUSE_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("gatehouse runs");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A running `gatehouse serve` child process.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    stdout_lines: mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Server {
+    /// Starts the command (which must listen on port 0 or a free port) and
+    /// waits for its "Listening on" line. Panics with its stderr if it exits.
+    pub fn start(cmd: &mut Command) -> Server {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gatehouse starts");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                s.push_str(&line);
+                s.push('\n');
+            }
+            s
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut base = None;
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("Listening on ") {
+                        base = Some(format!("http://{}", addr.trim()));
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let err = stderr.join().unwrap_or_default();
+                        panic!("gatehouse exited with {status} before listening:\n{err}");
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let Some(base) = base else {
+            let _ = child.kill();
+            let err = stderr.join().unwrap_or_default();
+            panic!("gatehouse did not report a listening address:\n{err}");
+        };
+        Server {
+            child: Some(child),
+            base,
+            stdout_lines: rx,
+            stderr,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        send(ureq::get(&format!("{}{path}", self.base)))
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> ureq::Request {
+        ureq::request(method, &format!("{}{path}", self.base))
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code, the
+    /// stdout lines printed since start-up and all of stderr.
+    pub fn terminate(mut self) -> (Option<i32>, Vec<String>, String) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("gatehouse did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stdout_lines.recv_timeout(Duration::from_millis(500)) {
+            lines.push(line);
+        }
+        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new));
+        (code, lines, stderr.join().unwrap_or_default())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A production configuration that passes every check, as TOML text, so a
+/// test can break exactly one thing.
+pub fn production_toml(dir: &Path) -> String {
+    format!(
+        r#"mode = "production"
+public_url = "https://keys.acme.test"
+listen = "127.0.0.1:0"
+data_dir = "{data}"
+
+[secrets]
+session_key = "{session}"
+ops_token = "{ops}"
+
+[smtp]
+host = "127.0.0.1"
+port = 2525
+tls = "none"
+from = "Gatehouse <keys@acme.test>"
+"#,
+        data = dir.join("data").display(),
+        session = generate_secret(),
+        ops = generate_secret(),
+    )
+}
+
+pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}

@@ -1,0 +1,77 @@
+//! SPEC section 11: the OpenAPI 3.1 document lists every route, and every
+//! documented operation exists on the server.
+
+use crate::helpers::{send, spawn_app};
+
+/// Every route the server has today. A new route must be added here and to
+/// the document, or this test fails.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/catalog"),
+    ("get", "/api/v1/openapi.json"),
+];
+
+#[test]
+fn document_is_openapi_3_1_and_lists_every_route() {
+    let app = spawn_app();
+    let res = app.get("/api/v1/openapi.json");
+    assert_eq!(res.status, 200);
+    let doc = res.json();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(doc["info"]["title"], "Gatehouse");
+    let paths = doc["paths"].as_object().unwrap();
+
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    for (method, path) in ROUTES {
+        assert!(
+            documented.iter().any(|(m, p)| m == method && p == path),
+            "{method} {path} is missing from openapi.json"
+        );
+    }
+    assert_eq!(
+        documented.len(),
+        ROUTES.len(),
+        "undocumented or extra: {documented:?}"
+    );
+
+    // Every operation documents the error envelope and it resolves.
+    for (method, path) in &documented {
+        let op = &paths[path][method];
+        assert!(
+            op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("/ErrorEnvelope")),
+            "{method} {path} lacks the error envelope"
+        );
+    }
+    let envelope = &doc["components"]["schemas"]["ErrorEnvelope"];
+    assert!(envelope["properties"]["error"].is_object(), "{envelope}");
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[test]
+fn every_documented_operation_exists_on_the_server() {
+    let app = spawn_app();
+    let doc = app.get("/api/v1/openapi.json").json();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let res = send(app.request(&method.to_uppercase(), path));
+            assert!(
+                res.status != 404 && res.status != 405,
+                "{method} {path} answered {}",
+                res.status
+            );
+        }
+    }
+}
