@@ -45,3 +45,74 @@ CREATE TABLE audit_events (
     created_at  INTEGER NOT NULL
 );
 CREATE INDEX audit_events_by_project ON audit_events(project_id, id);
+
+-- migration: 2 login codes, sessions, tokens, mail outbox
+-- One live code per address: a new code replaces the previous one.
+CREATE TABLE login_codes (
+    email       TEXT PRIMARY KEY,
+    code_hash   BLOB NOT NULL,             -- HMAC-SHA256(session_key, email:code)
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    expires_at  INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+-- Every send-code request, for the per-address and per-IP throttles.
+CREATE TABLE code_requests (
+    id          INTEGER PRIMARY KEY,
+    email       TEXT NOT NULL,
+    ip          TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX code_requests_by_email ON code_requests(email, created_at);
+CREATE INDEX code_requests_by_ip ON code_requests(ip, created_at);
+
+-- A login session: the family of refresh tokens grown from one login.
+CREATE TABLE sessions (
+    id              TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    via_cookie      INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    last_used_at    INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,      -- absolute end (auth.session_max_secs)
+    revoked_at      INTEGER,
+    revoked_reason  TEXT,
+    ip              TEXT,
+    user_agent      TEXT
+);
+CREATE INDEX sessions_by_user ON sessions(user_id);
+
+CREATE TABLE refresh_tokens (
+    token_hash  BLOB PRIMARY KEY,          -- HMAC-SHA256(session_key, token)
+    session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    parent_hash BLOB,
+    created_at  INTEGER NOT NULL,
+    used_at     INTEGER                    -- spent: exchanged for a new pair
+);
+CREATE INDEX refresh_tokens_by_session ON refresh_tokens(session_id);
+CREATE INDEX refresh_tokens_by_parent ON refresh_tokens(parent_hash);
+
+CREATE TABLE access_tokens (
+    token_hash  BLOB PRIMARY KEY,          -- HMAC-SHA256(session_key, token)
+    session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX access_tokens_by_session ON access_tokens(session_id);
+
+-- Outgoing mail. `mailbox` rows are the local-mode mailbox; `smtp` rows are
+-- the delivery queue. A body is erased once delivered or given up on.
+CREATE TABLE mail_outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    transport       TEXT NOT NULL CHECK (transport IN ('mailbox', 'smtp')),
+    recipient       TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,      -- not worth delivering after this
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    sent_at         INTEGER,
+    failed_at       INTEGER,
+    last_error      TEXT
+);
+CREATE INDEX mail_outbox_pending ON mail_outbox(transport, next_attempt_at)
+    WHERE sent_at IS NULL AND failed_at IS NULL;

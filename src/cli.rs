@@ -53,6 +53,29 @@ enum Command {
     Migrate,
     /// Write an online, consistent copy of the database (safe while serving).
     Backup(BackupArgs),
+    /// Manage users (bootstrap for invite-only deployments).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Create a user (if needed) and optionally add them to a project,
+    /// creating the project when no project has that name.
+    Add(UsersAddArgs),
+}
+
+#[derive(Args, Debug)]
+struct UsersAddArgs {
+    /// The user's email address.
+    #[arg(long)]
+    email: String,
+    /// Project name; created (with this user as owner by default) if absent.
+    #[arg(long, value_name = "NAME")]
+    project: Option<String>,
+    /// Role in the project. Default: owner for a new project, member for an existing one.
+    #[arg(long, value_enum, requires = "project")]
+    role: Option<crate::types::Role>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -104,6 +127,9 @@ pub fn run() -> ExitCode {
         Some(Command::CheckConfig(args)) => check_config(&cli.config, &cli.data_dir, args),
         Some(Command::Migrate) => migrate(&cli.config, &cli.data_dir),
         Some(Command::Backup(args)) => backup(&cli.config, &cli.data_dir, args),
+        Some(Command::Users(UsersCommand::Add(args))) => {
+            users_add(&cli.config, &cli.data_dir, args)
+        }
     }
 }
 
@@ -325,5 +351,64 @@ fn backup(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: Backu
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("backup failed: {e}")),
+    }
+}
+
+fn users_add(
+    config_file: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    args: UsersAddArgs,
+) -> ExitCode {
+    let config = match load(config_file, data_dir, CliOverrides::default()) {
+        Ok(l) => l.config,
+        Err(code) => return code,
+    };
+    let email = match crate::types::Email::parse(&args.email) {
+        Ok(e) => e,
+        Err(why) => return fail(format!("--email {why}")),
+    };
+    let project = match args.project.as_deref().map(crate::types::Name::parse) {
+        Some(Ok(name)) => Some((name.as_str().to_string(), args.role)),
+        Some(Err(why)) => return fail(format!("--project {why}")),
+        None => None,
+    };
+    if let Err(e) = ensure_data_dir(&config.data_dir) {
+        return fail(format!("cannot create {}: {e}", config.data_dir.display()));
+    }
+    let db = match db::Db::open(&config.database_path(), &config.database) {
+        Ok(db) => db,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = db.migrate() {
+        return fail(e);
+    }
+    let plan = config.billing.default_plan.clone();
+    let result = actix_web::rt::System::new().block_on(db.bootstrap_user(email, project, plan));
+    match result {
+        Ok(Ok(o)) => {
+            println!(
+                "{} user {} ({})",
+                if o.user_created { "Created" } else { "Found" },
+                o.user.email,
+                o.user.id
+            );
+            if let (Some(p), Some(role)) = (&o.project, o.role) {
+                println!(
+                    "{} project {:?} ({}); {} is {}",
+                    if o.project_created {
+                        "Created"
+                    } else {
+                        "Using"
+                    },
+                    p.name,
+                    p.id,
+                    o.user.email,
+                    role.as_str()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(why)) => fail(why),
+        Err(e) => fail(e),
     }
 }

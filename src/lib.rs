@@ -4,6 +4,7 @@
 //! See `startup` for how the HTTP server is assembled and `routes` for every
 //! route.
 
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -11,10 +12,13 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod keys;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod types;
 pub mod ui;

@@ -20,12 +20,31 @@ use utoipa::{Modify, OpenApi};
         crate::routes::ops::metrics,
         crate::routes::ops::openapi,
         crate::routes::catalog::catalog,
+        crate::routes::auth::send_code,
+        crate::routes::auth::verify_code,
+        crate::routes::auth::refresh_token,
+        crate::routes::auth::revoke_token,
+        crate::routes::auth::logout,
+        crate::routes::auth::me,
+        crate::routes::auth::browser_refresh,
+        crate::routes::projects::list,
+        crate::routes::projects::create,
+        crate::routes::members::list,
+        crate::routes::members::add,
+        crate::routes::members::change,
+        crate::routes::members::remove,
+        crate::routes::dev::mailbox,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&SecuritySchemes, &DefaultErrorResponse),
     tags(
         (name = "public", description = "No authentication"),
         (name = "ops", description = "Health, readiness and metrics"),
+        (name = "auth", description = "Email-code login and sessions"),
+        (name = "projects", description = "Projects"),
+        (name = "members", description = "Members of the current project"),
+        (name = "dev", description = "Local mode only"),
+        (name = "browser", description = "Form endpoints for the admin UI"),
     )
 )]
 pub struct ApiDoc;
@@ -49,6 +68,13 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "gatehouse_access",
+                "The session cookie (named __Host-gatehouse_access over https); mutations also need X-CSRF-Token.",
+            ))),
         );
         components.add_security_scheme(
             "ops_token",

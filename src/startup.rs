@@ -74,6 +74,7 @@ impl Application {
             server = server.workers(http.workers);
         }
         let server = server.listen(self.listener)?.run();
+        spawn_background_tasks(&state);
         Ok(Running { server, state })
     }
 }
@@ -123,6 +124,24 @@ fn build_app(
         .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
         .wrap(from_fn(crate::http::finish))
         .wrap(from_fn(crate::http::observe))
+}
+
+/// The mail delivery worker and the periodic cleanup. They stop with the
+/// actix system; their work is all in the database, so none is lost.
+fn spawn_background_tasks(state: &web::Data<AppState>) {
+    actix_web::rt::spawn(crate::mail::worker::run(state.clone()));
+    let state = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match state.db.cleanup(state.session_limits()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "expired codes, sessions and mail removed"),
+                Err(e) => tracing::warn!(error = %e, "cleanup failed"),
+            }
+        }
+    });
 }
 
 async fn not_found() -> Result<&'static str, ApiError> {

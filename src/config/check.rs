@@ -309,7 +309,12 @@ fn check_smtp(config: &Config, out: &mut Vec<Finding>) {
     if config.smtp.port == 0 {
         out.push(Finding::error("smtp.port", "must be between 1 and 65535"));
     }
-    if !config.smtp.from.contains('@') {
+    if config
+        .smtp
+        .from
+        .parse::<lettre::message::Mailbox>()
+        .is_err()
+    {
         out.push(Finding::error(
             "smtp.from",
             "must be an email address, optionally with a name: `Gatehouse <keys@acme.test>`",
@@ -448,6 +453,20 @@ fn check_ranges(config: &Config, out: &mut Vec<Finding>) {
         600_000,
     );
     range_check(out, "smtp.timeout_secs", config.smtp.timeout_secs, 1, 600);
+    range_check(
+        out,
+        "smtp.retry_base_secs",
+        config.smtp.retry_base_secs,
+        1,
+        3600,
+    );
+    range_check(
+        out,
+        "smtp.retry_max_secs",
+        config.smtp.retry_max_secs,
+        config.smtp.retry_base_secs,
+        DAY,
+    );
     range_check(
         out,
         "webhooks.timeout_secs",

@@ -284,6 +284,10 @@ pub struct SmtpConfig {
     pub tls: SmtpTls,
     /// Seconds before an SMTP conversation is abandoned (and retried later).
     pub timeout_secs: u64,
+    /// First retry delay after a failed delivery; doubles each attempt.
+    pub retry_base_secs: u64,
+    /// Longest delay between two attempts.
+    pub retry_max_secs: u64,
 }
 
 impl Default for SmtpConfig {
@@ -297,6 +301,8 @@ impl Default for SmtpConfig {
             from: "Gatehouse <gatehouse@localhost>".into(),
             tls: SmtpTls::Starttls,
             timeout_secs: 15,
+            retry_base_secs: 5,
+            retry_max_secs: 900,
         }
     }
 }

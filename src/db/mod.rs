@@ -3,7 +3,11 @@
 //! the SQLite work runs on the blocking thread pool, never on the async
 //! executor's threads.
 
+pub mod audit;
+pub mod mail;
 pub mod migrate;
+pub mod sessions;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -4,19 +4,47 @@
 //! Routes are registered as resources (`web::resource(path).route(...)`) so
 //! that a known path with an unsupported method answers 405, not 404.
 
+pub mod auth;
 pub mod catalog;
+pub mod dev;
+pub mod members;
 pub mod ops;
+pub mod projects;
+pub mod views;
 
-use actix_web::web::{self, get, resource};
+use actix_web::web::{self, delete, get, patch, post, resource};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(get().to(ops::healthz)))
         .service(resource("/readyz").route(get().to(ops::readyz)))
         .service(resource("/metrics").route(get().to(ops::metrics)))
+        .service(resource("/auth/refresh").route(post().to(auth::browser_refresh)))
         .service(
             web::scope("/api/v1")
                 .service(resource("/catalog").route(get().to(catalog::catalog)))
-                .service(resource("/openapi.json").route(get().to(ops::openapi))),
+                .service(resource("/openapi.json").route(get().to(ops::openapi)))
+                .service(resource("/auth/send-code").route(post().to(auth::send_code)))
+                .service(resource("/auth/verify-code").route(post().to(auth::verify_code)))
+                .service(resource("/auth/refresh-token").route(post().to(auth::refresh_token)))
+                .service(resource("/auth/revoke-token").route(post().to(auth::revoke_token)))
+                .service(resource("/auth/logout").route(post().to(auth::logout)))
+                .service(resource("/me").route(get().to(auth::me)))
+                .service(
+                    resource("/projects")
+                        .route(get().to(projects::list))
+                        .route(post().to(projects::create)),
+                )
+                .service(
+                    resource("/members")
+                        .route(get().to(members::list))
+                        .route(post().to(members::add)),
+                )
+                .service(
+                    resource("/members/{user_id}")
+                        .route(patch().to(members::change))
+                        .route(delete().to(members::remove)),
+                )
+                .service(resource("/dev/mailbox").route(get().to(dev::mailbox))),
         );
     crate::ui::configure(cfg);
 }

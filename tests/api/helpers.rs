@@ -15,6 +15,12 @@ use gatehouse::config::{generate_secret, Config, Secret};
 use gatehouse::startup::Application;
 use gatehouse::state::AppState;
 
+/// A client that never follows redirects (tests look at the 303s themselves).
+pub fn agent() -> &'static ureq::Agent {
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    AGENT.get_or_init(|| ureq::AgentBuilder::new().redirects(0).build())
+}
+
 pub struct TestApp {
     pub base: String,
     /// Kept so the data directory lives as long as the app.
@@ -72,10 +78,10 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
     pub fn get(&self, path: &str) -> Resp {
-        send(ureq::get(&self.url(path)))
+        send(agent().get(&self.url(path)))
     }
     pub fn request(&self, method: &str, path: &str) -> ureq::Request {
-        ureq::request(method, &self.url(path))
+        agent().request(method, &self.url(path))
     }
     /// Runs an async storage call on a throwaway runtime.
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -260,11 +266,11 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> Resp {
-        send(ureq::get(&format!("{}{path}", self.base)))
+        send(agent().get(&format!("{}{path}", self.base)))
     }
 
     pub fn request(&self, method: &str, path: &str) -> ureq::Request {
-        ureq::request(method, &format!("{}{path}", self.base))
+        agent().request(method, &format!("{}{path}", self.base))
     }
 
     /// Sends SIGTERM and waits for the exit; returns the exit code, the

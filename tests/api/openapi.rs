@@ -11,6 +11,20 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/api/v1/catalog"),
     ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/auth/send-code"),
+    ("post", "/api/v1/auth/verify-code"),
+    ("post", "/api/v1/auth/refresh-token"),
+    ("post", "/api/v1/auth/revoke-token"),
+    ("post", "/api/v1/auth/logout"),
+    ("get", "/api/v1/me"),
+    ("post", "/auth/refresh"),
+    ("get", "/api/v1/projects"),
+    ("post", "/api/v1/projects"),
+    ("get", "/api/v1/members"),
+    ("post", "/api/v1/members"),
+    ("patch", "/api/v1/members/{user_id}"),
+    ("delete", "/api/v1/members/{user_id}"),
+    ("get", "/api/v1/dev/mailbox"),
 ];
 
 #[test]

@@ -1,0 +1,183 @@
+//! The email-code login flow and session refresh (SPEC section 6), between
+//! the HTTP handlers and storage.
+
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+
+use crate::auth::tokens::{generate_code, new_access_token, new_refresh_token, new_session_id};
+use crate::db::audit::{Actor, ActorType};
+use crate::db::sessions::{
+    CodeLimits, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens,
+    RefreshOutcome,
+};
+use crate::db::users::User;
+use crate::error::{ApiError, ErrorCode};
+use crate::http::RequestContext;
+use crate::state::AppState;
+use crate::types::Email;
+
+/// A fresh token pair for a session; the plaintexts exist only here and in
+/// the response.
+pub struct Grant {
+    pub user: User,
+    pub session_id: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub via_cookie: bool,
+}
+
+fn anonymous_actor(ctx: &RequestContext) -> Actor {
+    Actor {
+        kind: ActorType::User,
+        id: None,
+        ip: Some(ctx.ip().to_string()),
+        request_id: Some(ctx.request_id.to_string()),
+    }
+}
+
+fn mint(state: &AppState) -> (String, String, NewTokens) {
+    let access = new_access_token();
+    let refresh = new_refresh_token();
+    let tokens = NewTokens {
+        access_hash: state.keyring.token_hash(&access),
+        refresh_hash: state.keyring.token_hash(&refresh),
+        access_expires_at: crate::types::now() + state.config.auth.access_ttl_secs as i64,
+    };
+    (access, refresh, tokens)
+}
+
+pub fn rate_limited(retry_after_secs: u64) -> ApiError {
+    ApiError::new(ErrorCode::RateLimited)
+        .with_message(format!(
+            "Too many codes requested; retry in {retry_after_secs} s."
+        ))
+        .with_header(
+            HeaderName::from_static("retry-after"),
+            HeaderValue::from(retry_after_secs.max(1)),
+        )
+}
+
+/// Sends a code when the address may log in. The answer is the same either
+/// way (no account enumeration). Returns the code only when
+/// `dev.expose_codes` is on (local mode).
+pub async fn send_code(
+    state: &AppState,
+    email: Email,
+    ctx: &RequestContext,
+) -> Result<Option<String>, ApiError> {
+    let a = &state.config.auth;
+    let code = generate_code(a.code_length);
+    let message = state.mailer.login_code(&email, &code);
+    let outcome = state
+        .db
+        .request_login_code(CodeRequest {
+            code_hash: state.keyring.code_hash(&email, &code),
+            email: email.clone(),
+            ip: ctx.ip().to_string(),
+            limits: CodeLimits {
+                interval_secs: a.send_code_interval_secs as i64,
+                per_hour: a.send_code_per_hour as i64,
+                per_ip_per_hour: a.send_code_per_ip_per_hour as i64,
+                ttl_secs: a.code_ttl_secs as i64,
+            },
+            open_signup: a.signup == crate::config::Signup::Open,
+            message: message.clone(),
+        })
+        .await?;
+    match outcome {
+        CodeRequestOutcome::Throttled { retry_after_secs } => {
+            Err(rate_limited(retry_after_secs as u64))
+        }
+        CodeRequestOutcome::Sent => {
+            state.mailer.queued(&message);
+            Ok(state.config.dev.expose_codes.then_some(code))
+        }
+        CodeRequestOutcome::Suppressed => {
+            tracing::info!(request_id = %ctx.request_id, "login code not sent: address may not sign up");
+            Ok(None)
+        }
+    }
+}
+
+/// Checks the code and opens a session. Every failure is the same 401
+/// `invalid_code`.
+pub async fn verify_code(
+    state: &AppState,
+    email: Email,
+    code: &str,
+    via_cookie: bool,
+    ctx: &RequestContext,
+    user_agent: Option<String>,
+) -> Result<Grant, ApiError> {
+    let a = &state.config.auth;
+    let (access, refresh, tokens) = mint(state);
+    let session_id = new_session_id();
+    let outcome = state
+        .db
+        .login_with_code(LoginRequest {
+            presented_hash: state.keyring.code_hash(&email, code.trim()),
+            email,
+            max_attempts: a.code_max_attempts as i64,
+            open_signup: a.signup == crate::config::Signup::Open,
+            session_id: session_id.clone(),
+            via_cookie,
+            tokens,
+            limits: state.session_limits(),
+            personal_project: ("Personal".into(), state.config.billing.default_plan.clone()),
+            actor: anonymous_actor(ctx),
+            user_agent,
+        })
+        .await?;
+    match outcome {
+        LoginOutcome::Success { user, .. } => Ok(Grant {
+            user,
+            session_id,
+            access_token: access,
+            refresh_token: refresh,
+            via_cookie,
+        }),
+        LoginOutcome::Failed => {
+            // Flatten timing between "no code" and "wrong code" a little.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Err(ApiError::new(ErrorCode::InvalidCode))
+        }
+    }
+}
+
+/// Rotates a refresh token into a new pair.
+pub async fn refresh(
+    state: &AppState,
+    refresh_token: &str,
+    ctx: &RequestContext,
+) -> Result<Grant, ApiError> {
+    if refresh_token.is_empty() || refresh_token.len() > 200 {
+        return Err(ApiError::new(ErrorCode::InvalidToken));
+    }
+    let (access, refresh, tokens) = mint(state);
+    let presented = state.keyring.token_hash(refresh_token);
+    match state
+        .db
+        .refresh_session(
+            presented,
+            tokens,
+            state.session_limits(),
+            anonymous_actor(ctx),
+        )
+        .await?
+    {
+        RefreshOutcome::Rotated {
+            user,
+            session_id,
+            via_cookie,
+        } => Ok(Grant {
+            user,
+            session_id,
+            access_token: access,
+            refresh_token: refresh,
+            via_cookie,
+        }),
+        RefreshOutcome::Invalid => Err(ApiError::new(ErrorCode::InvalidToken)),
+        RefreshOutcome::Reused => Err(ApiError::new(ErrorCode::TokenReused)),
+    }
+}

@@ -1,0 +1,325 @@
+//! Who is calling (SPEC section 5): one extractor, [`Principal`], turns the
+//! credential of a request into a caller, and [`ProjectAccess`] adds the
+//! project it acts on. Credentials, in order: `Authorization: Bearer`,
+//! `X-API-Key`, the session cookie. A bearer value that starts with
+//! `{keys.prefix}_sk_` / `_pk_` is an API key; otherwise an access token.
+//! An API key is never accepted from a cookie.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, HttpRequest};
+
+use crate::db::audit::{Actor, ActorType};
+use crate::db::users::{Membership, Project, User};
+use crate::error::{ApiError, ErrorCode};
+use crate::http::extract::bearer_token;
+use crate::http::RequestContext;
+use crate::keys::{looks_like_key, ApiKey};
+use crate::state::AppState;
+use crate::types::Role;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Bearer,
+    Cookie,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionPrincipal {
+    pub session_id: String,
+    pub user: User,
+    pub via: Via,
+}
+
+#[derive(Clone, Debug)]
+pub enum Principal {
+    Session(SessionPrincipal),
+}
+
+impl Principal {
+    /// The session caller; an API key gets 403 `forbidden` (keys may not
+    /// manage people, projects or other keys).
+    pub fn session(&self) -> Result<&SessionPrincipal, ApiError> {
+        match self {
+            Principal::Session(s) => Ok(s),
+        }
+    }
+
+    pub fn actor(&self, ctx: &RequestContext) -> Actor {
+        match self {
+            Principal::Session(s) => Actor {
+                kind: ActorType::User,
+                id: Some(s.user.id.clone()),
+                ip: Some(ctx.ip().to_string()),
+                request_id: Some(ctx.request_id.to_string()),
+            },
+        }
+    }
+}
+
+fn state_of(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("application state missing"))
+}
+
+fn cookie_value(req: &HttpRequest, name: &str) -> Option<String> {
+    req.cookie(name)
+        .map(|c| c.value().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await })
+    }
+}
+
+async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+    let state = state_of(req)?;
+    let prefix = state.config.keys.prefix.as_str();
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        let token = bearer_token(req.headers()).ok_or_else(|| {
+            ApiError::new(ErrorCode::MissingAuthorization)
+                .with_message("Use `Authorization: Bearer <token>`.")
+        })?;
+        if looks_like_key(token, prefix) {
+            return authenticate_key(&state, token);
+        }
+        return Ok(Principal::Session(
+            authenticate_session(&state, token, Via::Bearer).await?,
+        ));
+    }
+    if let Some(value) = req.headers().get("x-api-key") {
+        let raw = value.to_str().unwrap_or_default().trim();
+        return authenticate_key(&state, raw);
+    }
+    let names = crate::auth::cookies::names(state.config.is_https());
+    if let Some(token) = cookie_value(req, names.access) {
+        let session = authenticate_session(&state, &token, Via::Cookie).await?;
+        check_csrf(req, &state, &session.session_id)?;
+        return Ok(Principal::Session(session));
+    }
+    Err(ApiError::new(ErrorCode::MissingAuthorization))
+}
+
+/// API keys are checked for shape and checksum first (`malformed_key`, no
+/// storage involved). No key is stored yet in this version, so every
+/// well-formed key is unknown.
+fn authenticate_key(state: &AppState, raw: &str) -> Result<Principal, ApiError> {
+    ApiKey::parse(raw, &state.config.keys.prefix)
+        .map_err(|_| ApiError::new(ErrorCode::MalformedKey))?;
+    Err(ApiError::new(ErrorCode::InvalidKey))
+}
+
+async fn authenticate_session(
+    state: &AppState,
+    token: &str,
+    via: Via,
+) -> Result<SessionPrincipal, ApiError> {
+    if token.len() > 200 {
+        return Err(ApiError::new(ErrorCode::InvalidToken));
+    }
+    let hash = state.keyring.token_hash(token);
+    let auth = state
+        .db
+        .authenticate_access_token(hash, state.session_limits())
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken))?;
+    Ok(SessionPrincipal {
+        session_id: auth.session_id,
+        user: auth.user,
+        via,
+    })
+}
+
+fn is_safe_method(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether the request comes from our own pages: `Sec-Fetch-Site` is not
+/// `cross-site`, and an `Origin`, when sent, names this host (as the browser
+/// addressed it, or as `public_url` says).
+pub fn same_origin(req: &HttpRequest, state: &AppState) -> bool {
+    same_origin_headers(req.headers(), &state.config.effective_public_url())
+}
+
+fn same_origin_headers(headers: &HeaderMap, public_url: &url::Url) -> bool {
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Some(origin) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
+        return false; // includes `Origin: null`
+    };
+    let Some(origin_host) = origin.host_str() else {
+        return false;
+    };
+    let origin_authority = match origin.port() {
+        Some(p) => format!("{origin_host}:{p}"),
+        None => origin_host.to_string(),
+    };
+    let host_header = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let public_authority = match public_url.port() {
+        Some(p) => format!("{}:{p}", public_url.host_str().unwrap_or_default()),
+        None => public_url.host_str().unwrap_or_default().to_string(),
+    };
+    host_header.is_some_and(|h| h.eq_ignore_ascii_case(&origin_authority))
+        || origin_authority.eq_ignore_ascii_case(&public_authority)
+}
+
+/// Cookie-authenticated mutations need the session's CSRF token in
+/// `X-CSRF-Token` (compared in constant time) and must not come from a
+/// foreign origin.
+fn check_csrf(req: &HttpRequest, state: &AppState, session_id: &str) -> Result<(), ApiError> {
+    if is_safe_method(req.method()) {
+        return Ok(());
+    }
+    let csrf_failed = || ApiError::new(ErrorCode::CsrfFailed);
+    if !same_origin(req, state) {
+        return Err(csrf_failed().with_message("Cross-site requests are refused."));
+    }
+    let presented = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| csrf_failed().with_message("The X-CSRF-Token header is missing."))?;
+    let expected = state.keyring.csrf_token(session_id);
+    if !crate::crypto::secure_eq(presented.as_bytes(), expected.as_bytes()) {
+        return Err(csrf_failed().with_message("The X-CSRF-Token header is wrong."));
+    }
+    Ok(())
+}
+
+/// The project a request acts on, with the caller's role in it.
+#[derive(Clone, Debug)]
+pub struct ProjectAccess {
+    pub principal: Principal,
+    pub project: Project,
+    pub role: Role,
+}
+
+impl ProjectAccess {
+    /// 403 `forbidden` unless the caller's role is at least `min`.
+    pub fn require(&self, min: Role) -> Result<(), ApiError> {
+        if self.role >= min {
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorCode::Forbidden)
+                .with_message(format!("This needs the {} role or higher.", min.as_str())))
+        }
+    }
+}
+
+impl FromRequest for ProjectAccess {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let principal = authenticate(&req).await?;
+            let state = state_of(&req)?;
+            let session = principal.session()?;
+            let membership = resolve_project(&req, &state, &session.user).await?;
+            Ok(ProjectAccess {
+                principal,
+                project: membership.project,
+                role: membership.role,
+            })
+        })
+    }
+}
+
+/// `X-Project-Id` when given (a project the user is not in is 404, no
+/// existence oracle), else the user's only project, else 400 `project_required`.
+async fn resolve_project(
+    req: &HttpRequest,
+    state: &AppState,
+    user: &User,
+) -> Result<Membership, ApiError> {
+    if let Some(value) = req.headers().get("x-project-id") {
+        let id = value.to_str().map(str::trim).unwrap_or_default();
+        if id.is_empty() || id.len() > 64 {
+            return Err(ApiError::not_found().with_message("No such project."));
+        }
+        return state
+            .db
+            .project_role(user.id.clone(), id.to_string())
+            .await?
+            .ok_or_else(|| ApiError::not_found().with_message("No such project."));
+    }
+    let mut memberships = state.db.memberships(user.id.clone()).await?;
+    match memberships.len() {
+        1 => Ok(memberships.remove(0)),
+        _ => Err(ApiError::new(ErrorCode::ProjectRequired)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                header::HeaderName::from_static(k),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn origin_rules() {
+        let public: url::Url = "https://keys.acme.test".parse().unwrap();
+        assert!(same_origin_headers(
+            &headers(&[("host", "127.0.0.1:8080")]),
+            &public
+        ));
+        assert!(same_origin_headers(
+            &headers(&[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:8080")
+            ]),
+            &public
+        ));
+        assert!(same_origin_headers(
+            &headers(&[
+                ("host", "internal:9000"),
+                ("origin", "https://keys.acme.test")
+            ]),
+            &public
+        ));
+        assert!(!same_origin_headers(
+            &headers(&[
+                ("host", "keys.acme.test"),
+                ("origin", "https://evil.example")
+            ]),
+            &public
+        ));
+        assert!(!same_origin_headers(
+            &headers(&[("host", "keys.acme.test"), ("origin", "null")]),
+            &public
+        ));
+        assert!(!same_origin_headers(
+            &headers(&[("host", "keys.acme.test"), ("sec-fetch-site", "cross-site")]),
+            &public
+        ));
+    }
+}

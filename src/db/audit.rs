@@ -1,0 +1,120 @@
+//! The audit log: one row per security-relevant event.
+
+use rusqlite::{params, Connection};
+
+use super::DbResult;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActorType {
+    User,
+    Key,
+    System,
+}
+
+impl ActorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorType::User => "user",
+            ActorType::Key => "key",
+            ActorType::System => "system",
+        }
+    }
+}
+
+/// Who did something, from where, in which request.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub kind: ActorType,
+    pub id: Option<String>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    pub fn system() -> Self {
+        Actor {
+            kind: ActorType::System,
+            id: None,
+            ip: None,
+            request_id: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditEvent<'a> {
+    pub project_id: Option<&'a str>,
+    pub action: &'a str,
+    pub actor: &'a Actor,
+    pub target: Option<&'a str>,
+    pub details: serde_json::Value,
+}
+
+/// Records an event inside the caller's transaction, so it is kept exactly
+/// when the change it describes is.
+pub fn record(conn: &Connection, event: &AuditEvent<'_>, now: i64) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO audit_events (project_id, action, actor_type, actor_id, target, ip, request_id, details, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            event.project_id,
+            event.action,
+            event.actor.kind.as_str(),
+            event.actor.id,
+            event.target,
+            event.actor.ip,
+            event.actor.request_id,
+            event.details.to_string(),
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+/// Stored audit events, newest first (tests and the audit-log route).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub project_id: Option<String>,
+    pub action: String,
+    pub actor_type: String,
+    pub actor_id: Option<String>,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    pub details: serde_json::Value,
+    pub created_at: i64,
+}
+
+impl super::Db {
+    /// The newest events with this action (or all, for `None`), newest first.
+    pub async fn audit_events(
+        &self,
+        action: Option<String>,
+        limit: i64,
+    ) -> DbResult<Vec<StoredEvent>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, project_id, action, actor_type, actor_id, target, ip, request_id, details, created_at
+                 FROM audit_events WHERE (?1 IS NULL OR action = ?1) ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![action, limit], |r| {
+                let details: String = r.get(8)?;
+                Ok(StoredEvent {
+                    id: r.get(0)?,
+                    project_id: r.get(1)?,
+                    action: r.get(2)?,
+                    actor_type: r.get(3)?,
+                    actor_id: r.get(4)?,
+                    target: r.get(5)?,
+                    ip: r.get(6)?,
+                    request_id: r.get(7)?,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                    created_at: r.get(9)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,515 @@
+//! Login codes, their throttles, sessions and their tokens. Every operation
+//! is one immediate transaction, so concurrent requests cannot both spend a
+//! code or a refresh token.
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use subtle::ConstantTimeEq;
+
+use super::audit::{self, Actor, AuditEvent};
+use super::mail::{self, Outgoing};
+use super::users::{self, User, USER_COLUMNS};
+use super::{Db, DbResult};
+use crate::types::{Email, Role};
+
+/// The throttles of `send-code` (SPEC section 6).
+#[derive(Clone, Copy, Debug)]
+pub struct CodeLimits {
+    pub interval_secs: i64,
+    pub per_hour: i64,
+    pub per_ip_per_hour: i64,
+    pub ttl_secs: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeRequestOutcome {
+    /// A code was stored and its message queued.
+    Sent,
+    /// Nothing was sent (invite-only and the address is unknown); the
+    /// client gets the same answer as for `Sent`.
+    Suppressed,
+    Throttled {
+        retry_after_secs: i64,
+    },
+}
+
+pub struct CodeRequest {
+    pub email: Email,
+    pub ip: String,
+    pub code_hash: [u8; 32],
+    pub limits: CodeLimits,
+    /// Whether an unknown address may sign up (`auth.signup = "open"`).
+    pub open_signup: bool,
+    pub message: Outgoing,
+}
+
+/// Tokens minted for a session; only their hashes are stored.
+pub struct NewTokens {
+    pub access_hash: [u8; 32],
+    pub refresh_hash: [u8; 32],
+    pub access_expires_at: i64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    pub idle_secs: i64,
+    pub max_secs: i64,
+    pub reuse_grace_secs: i64,
+}
+
+pub struct LoginRequest {
+    pub email: Email,
+    pub presented_hash: [u8; 32],
+    pub max_attempts: i64,
+    pub open_signup: bool,
+    pub session_id: String,
+    pub via_cookie: bool,
+    pub tokens: NewTokens,
+    pub limits: SessionLimits,
+    pub personal_project: (String, String),
+    pub actor: Actor,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum LoginOutcome {
+    Success { user: User, created: bool },
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub enum RefreshOutcome {
+    Rotated {
+        user: User,
+        session_id: String,
+        via_cookie: bool,
+    },
+    Invalid,
+    Reused,
+}
+
+/// The session behind a valid access token.
+#[derive(Debug, Clone)]
+pub struct SessionAuth {
+    pub session_id: String,
+    pub user: User,
+    pub via_cookie: bool,
+}
+
+fn count_since(
+    conn: &Connection,
+    column: &str,
+    value: &str,
+    since: i64,
+) -> DbResult<(i64, Option<i64>)> {
+    Ok(conn.query_row(
+        &format!("SELECT count(*), min(created_at) FROM code_requests WHERE {column} = ?1 AND created_at > ?2"),
+        params![value, since],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
+fn insert_tokens(
+    conn: &Connection,
+    session_id: &str,
+    t: &NewTokens,
+    parent: Option<&[u8]>,
+    now: i64,
+) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, parent_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![&t.refresh_hash[..], session_id, parent, now],
+    )?;
+    conn.execute(
+        "INSERT INTO access_tokens (token_hash, session_id, expires_at) VALUES (?1, ?2, ?3)",
+        params![&t.access_hash[..], session_id, t.access_expires_at],
+    )?;
+    Ok(())
+}
+
+fn revoke(conn: &Connection, session_id: &str, reason: &str, now: i64) -> DbResult<()> {
+    conn.execute(
+        "UPDATE sessions SET revoked_at = coalesce(revoked_at, ?2), revoked_reason = coalesce(revoked_reason, ?3) WHERE id = ?1",
+        params![session_id, now, reason],
+    )?;
+    conn.execute(
+        "DELETE FROM access_tokens WHERE session_id = ?1",
+        [session_id],
+    )?;
+    Ok(())
+}
+
+fn session_alive(
+    now: i64,
+    last_used_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    limits: &SessionLimits,
+) -> bool {
+    revoked_at.is_none() && now < expires_at && now - last_used_at <= limits.idle_secs
+}
+
+impl Db {
+    /// `send-code`: throttles, then (when the address may log in) replaces
+    /// the address's code and queues its message, all in one transaction.
+    /// The request counts against the throttles whether or not a code is sent.
+    pub async fn request_login_code(&self, req: CodeRequest) -> DbResult<CodeRequestOutcome> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let l = req.limits;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let email = req.email.as_str();
+            let hour_ago = now - 3600;
+            let mut retry_after: i64 = 0;
+            let (recent, _) = count_since(&tx, "email", email, now - l.interval_secs)?;
+            if recent > 0 {
+                let last: i64 = tx.query_row(
+                    "SELECT max(created_at) FROM code_requests WHERE email = ?1",
+                    [email],
+                    |r| r.get(0),
+                )?;
+                retry_after = retry_after.max(last + l.interval_secs - now);
+            }
+            let (per_email, oldest) = count_since(&tx, "email", email, hour_ago)?;
+            if per_email >= l.per_hour {
+                retry_after = retry_after.max(oldest.unwrap_or(now) + 3600 - now);
+            }
+            let (per_ip, oldest) = count_since(&tx, "ip", &req.ip, hour_ago)?;
+            if per_ip >= l.per_ip_per_hour {
+                retry_after = retry_after.max(oldest.unwrap_or(now) + 3600 - now);
+            }
+            if retry_after > 0 || recent > 0 {
+                return Ok(CodeRequestOutcome::Throttled {
+                    retry_after_secs: retry_after.max(1),
+                });
+            }
+            tx.execute(
+                "INSERT INTO code_requests (email, ip, created_at) VALUES (?1, ?2, ?3)",
+                params![email, req.ip, now],
+            )?;
+            let may_log_in = req.open_signup || users::find_user_by_email(&tx, email)?.is_some();
+            let outcome = if may_log_in {
+                tx.execute(
+                    "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES (?1, ?2, 0, ?3, ?4)
+                     ON CONFLICT (email) DO UPDATE SET code_hash = excluded.code_hash, attempts = 0,
+                         expires_at = excluded.expires_at, created_at = excluded.created_at",
+                    params![email, &req.code_hash[..], now + l.ttl_secs, now],
+                )?;
+                mail::enqueue(&tx, &req.message, now)?;
+                CodeRequestOutcome::Sent
+            } else {
+                CodeRequestOutcome::Suppressed
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// `verify-code`: checks and spends the code, creates the user (and a
+    /// personal project when the user belongs to none) and the session.
+    pub async fn login_with_code(&self, req: LoginRequest) -> DbResult<LoginOutcome> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let email = req.email.as_str();
+            let stored: Option<(Vec<u8>, i64, i64)> = tx
+                .query_row(
+                    "SELECT code_hash, attempts, expires_at FROM login_codes WHERE email = ?1",
+                    [email],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let failure = |reason: &str| -> DbResult<()> {
+                let user = users::find_user_by_email(&tx, email)?;
+                audit::record(
+                    &tx,
+                    &AuditEvent {
+                        project_id: None,
+                        action: "login.failed",
+                        actor: &Actor {
+                            id: user.map(|u| u.id),
+                            ..req.actor.clone()
+                        },
+                        target: Some(email),
+                        details: serde_json::json!({ "reason": reason }),
+                    },
+                    now,
+                )
+            };
+            let Some((hash, attempts, expires_at)) = stored else {
+                return Ok(LoginOutcome::Failed);
+            };
+            if now >= expires_at {
+                tx.execute("DELETE FROM login_codes WHERE email = ?1", [email])?;
+                failure("expired")?;
+                tx.commit()?;
+                return Ok(LoginOutcome::Failed);
+            }
+            let matches: bool = hash.as_slice().ct_eq(&req.presented_hash[..]).into();
+            if !matches {
+                if attempts + 1 >= req.max_attempts {
+                    tx.execute("DELETE FROM login_codes WHERE email = ?1", [email])?;
+                    failure("wrong_code_burned")?;
+                } else {
+                    tx.execute("UPDATE login_codes SET attempts = attempts + 1 WHERE email = ?1", [email])?;
+                    failure("wrong_code")?;
+                }
+                tx.commit()?;
+                return Ok(LoginOutcome::Failed);
+            }
+            tx.execute("DELETE FROM login_codes WHERE email = ?1", [email])?;
+            let existing = users::find_user_by_email(&tx, email)?;
+            let (user, created) = match existing {
+                Some(u) => (u, false),
+                None if req.open_signup => users::find_or_create_user(&tx, &req.email, now)?,
+                None => {
+                    failure("unknown_user")?;
+                    tx.commit()?;
+                    return Ok(LoginOutcome::Failed);
+                }
+            };
+            if users::memberships_of(&tx, &user.id)?.is_empty() {
+                let (name, plan) = &req.personal_project;
+                let project = users::insert_project(&tx, name, plan, now)?;
+                users::insert_membership(&tx, &project.id, &user.id, Role::Owner, now)?;
+            }
+            tx.execute(
+                "INSERT INTO sessions (id, user_id, via_cookie, created_at, last_used_at, expires_at, ip, user_agent)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+                params![
+                    req.session_id,
+                    user.id,
+                    req.via_cookie,
+                    now,
+                    now + req.limits.max_secs,
+                    req.actor.ip,
+                    req.user_agent
+                ],
+            )?;
+            insert_tokens(&tx, &req.session_id, &req.tokens, None, now)?;
+            audit::record(
+                &tx,
+                &AuditEvent {
+                    project_id: None,
+                    action: "login.succeeded",
+                    actor: &Actor {
+                        id: Some(user.id.clone()),
+                        ..req.actor.clone()
+                    },
+                    target: Some(&user.id),
+                    details: serde_json::json!({ "session_id": req.session_id, "new_user": created, "cookie": req.via_cookie }),
+                },
+                now,
+            )?;
+            tx.commit()?;
+            Ok(LoginOutcome::Success { user, created })
+        })
+        .await
+    }
+
+    /// Exchanges a refresh token for a new pair (rotation). A spent token is
+    /// reuse, which revokes the whole session, except the immediate parent of
+    /// a live token presented within the grace period.
+    pub async fn refresh_session(
+        &self,
+        presented: [u8; 32],
+        tokens: NewTokens,
+        limits: SessionLimits,
+        actor: Actor,
+    ) -> DbResult<RefreshOutcome> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row = tx
+                .query_row(
+                    &format!(
+                        "SELECT r.session_id, r.used_at, s.via_cookie, s.last_used_at, s.expires_at, s.revoked_at, {USER_COLUMNS}
+                         FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id
+                         WHERE r.token_hash = ?1"
+                    ),
+                    [&presented[..]],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<i64>>(1)?,
+                            r.get::<_, bool>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, Option<i64>>(5)?,
+                            users::user_from(r, 6)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((session_id, used_at, via_cookie, last_used, expires_at, revoked_at, user)) = row else {
+                return Ok(RefreshOutcome::Invalid);
+            };
+            if !session_alive(now, last_used, expires_at, revoked_at, &limits) {
+                return Ok(RefreshOutcome::Invalid);
+            }
+            if let Some(used_at) = used_at {
+                let spent_children: i64 = tx.query_row(
+                    "SELECT count(*) FROM refresh_tokens WHERE parent_hash = ?1 AND used_at IS NOT NULL",
+                    [&presented[..]],
+                    |r| r.get(0),
+                )?;
+                let in_grace = limits.reuse_grace_secs > 0
+                    && now - used_at <= limits.reuse_grace_secs
+                    && spent_children == 0;
+                if !in_grace {
+                    revoke(&tx, &session_id, "token_reused", now)?;
+                    audit::record(
+                        &tx,
+                        &AuditEvent {
+                            project_id: None,
+                            action: "session.token_reused",
+                            actor: &Actor {
+                                id: Some(user.id.clone()),
+                                ..actor
+                            },
+                            target: Some(&session_id),
+                            details: serde_json::json!({ "spent_at": used_at }),
+                        },
+                        now,
+                    )?;
+                    tx.commit()?;
+                    return Ok(RefreshOutcome::Reused);
+                }
+            } else {
+                tx.execute(
+                    "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1",
+                    params![&presented[..], now],
+                )?;
+            }
+            insert_tokens(&tx, &session_id, &tokens, Some(&presented[..]), now)?;
+            tx.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![session_id, now])?;
+            tx.commit()?;
+            Ok(RefreshOutcome::Rotated {
+                user,
+                session_id,
+                via_cookie,
+            })
+        })
+        .await
+    }
+
+    /// Revokes the session a refresh token (spent or not) belongs to.
+    pub async fn revoke_by_refresh_token(&self, presented: [u8; 32]) -> DbResult<Option<String>> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let session: Option<String> = tx
+                .query_row(
+                    "SELECT session_id FROM refresh_tokens WHERE token_hash = ?1",
+                    [&presented[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = &session {
+                revoke(&tx, id, "revoked", now)?;
+            }
+            tx.commit()?;
+            Ok(session)
+        })
+        .await
+    }
+
+    pub async fn revoke_session(
+        &self,
+        session_id: String,
+        reason: &'static str,
+        actor: Actor,
+    ) -> DbResult<()> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            revoke(&tx, &session_id, reason, now)?;
+            audit::record(
+                &tx,
+                &AuditEvent {
+                    project_id: None,
+                    action: "logout",
+                    actor: &actor,
+                    target: Some(&session_id),
+                    details: serde_json::json!({}),
+                },
+                now,
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The live session behind an access token. Marks the session used at
+    /// most once a minute (so reads stay cheap).
+    pub async fn authenticate_access_token(
+        &self,
+        presented: [u8; 32],
+        limits: SessionLimits,
+    ) -> DbResult<Option<SessionAuth>> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let row = c
+                .query_row(
+                    &format!(
+                        "SELECT s.id, s.via_cookie, s.last_used_at, s.expires_at, s.revoked_at, {USER_COLUMNS}
+                         FROM access_tokens a JOIN sessions s ON s.id = a.session_id JOIN users u ON u.id = s.user_id
+                         WHERE a.token_hash = ?1 AND a.expires_at > ?2"
+                    ),
+                    params![&presented[..], now],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, bool>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                            users::user_from(r, 5)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((session_id, via_cookie, last_used, expires_at, revoked_at, user)) = row else {
+                return Ok(None);
+            };
+            if !session_alive(now, last_used, expires_at, revoked_at, &limits) {
+                return Ok(None);
+            }
+            if now - last_used >= 60 {
+                c.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![session_id, now])?;
+            }
+            Ok(Some(SessionAuth {
+                session_id,
+                user,
+                via_cookie,
+            }))
+        })
+        .await
+    }
+
+    /// Deletes what can no longer be used: expired codes, old throttle
+    /// records, expired access tokens, dead sessions and old mail.
+    pub async fn cleanup(&self, limits: SessionLimits) -> DbResult<usize> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = 0;
+            n += tx.execute("DELETE FROM login_codes WHERE expires_at <= ?1", [now])?;
+            n += tx.execute("DELETE FROM code_requests WHERE created_at < ?1", [now - 86_400])?;
+            n += tx.execute("DELETE FROM access_tokens WHERE expires_at <= ?1", [now])?;
+            n += tx.execute(
+                "DELETE FROM sessions WHERE expires_at <= ?1 OR last_used_at < ?2 OR revoked_at < ?3",
+                params![now, now - limits.idle_secs, now - 86_400],
+            )?;
+            n += tx.execute(
+                "DELETE FROM mail_outbox WHERE (transport = 'mailbox' AND created_at < ?1)
+                    OR (sent_at IS NOT NULL AND sent_at < ?2) OR (failed_at IS NOT NULL AND failed_at < ?2)",
+                params![now - 86_400, now - 7 * 86_400],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+}

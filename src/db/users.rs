@@ -1,0 +1,527 @@
+//! Users, projects and memberships.
+
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use super::audit::{self, Actor, AuditEvent};
+use super::{Db, DbResult};
+use crate::crypto::new_id;
+use crate::types::{Email, Role};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub full_name: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub plan: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub project: Project,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub user: User,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+pub(crate) const USER_COLUMNS: &str = "u.id, u.email, u.full_name, u.created_at";
+const PROJECT_COLUMNS: &str = "p.id, p.name, p.plan, p.created_at";
+
+/// Reads a user from `USER_COLUMNS` starting at column `at`.
+pub(crate) fn user_from(r: &Row<'_>, at: usize) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(at)?,
+        email: r.get(at + 1)?,
+        full_name: r.get(at + 2)?,
+        created_at: r.get(at + 3)?,
+    })
+}
+
+fn project_from(r: &Row<'_>, at: usize) -> rusqlite::Result<Project> {
+    Ok(Project {
+        id: r.get(at)?,
+        name: r.get(at + 1)?,
+        plan: r.get(at + 2)?,
+        created_at: r.get(at + 3)?,
+    })
+}
+
+fn role_from(r: &Row<'_>, at: usize) -> rusqlite::Result<Role> {
+    let s: String = r.get(at)?;
+    Role::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            at,
+            rusqlite::types::Type::Text,
+            "unknown role".into(),
+        )
+    })
+}
+
+pub(crate) fn find_user_by_email(conn: &Connection, email: &str) -> DbResult<Option<User>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email = ?1"),
+            [email],
+            |r| user_from(r, 0),
+        )
+        .optional()?)
+}
+
+/// Returns the user with this address, creating it if needed (`true` = created).
+pub(crate) fn find_or_create_user(
+    conn: &Connection,
+    email: &Email,
+    now: i64,
+) -> DbResult<(User, bool)> {
+    if let Some(user) = find_user_by_email(conn, email.as_str())? {
+        return Ok((user, false));
+    }
+    let user = User {
+        id: new_id("usr"),
+        email: email.as_str().to_string(),
+        full_name: None,
+        created_at: now,
+    };
+    conn.execute(
+        "INSERT INTO users (id, email, full_name, created_at) VALUES (?1, ?2, NULL, ?3)",
+        params![user.id, user.email, now],
+    )?;
+    Ok((user, true))
+}
+
+pub(crate) fn insert_project(
+    conn: &Connection,
+    name: &str,
+    plan: &str,
+    now: i64,
+) -> DbResult<Project> {
+    let project = Project {
+        id: new_id("prj"),
+        name: name.to_string(),
+        plan: plan.to_string(),
+        created_at: now,
+    };
+    conn.execute(
+        "INSERT INTO projects (id, name, plan, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![project.id, project.name, project.plan, now],
+    )?;
+    Ok(project)
+}
+
+pub(crate) fn insert_membership(
+    conn: &Connection,
+    project_id: &str,
+    user_id: &str,
+    role: Role,
+    now: i64,
+) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO memberships (project_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![project_id, user_id, role.as_str(), now],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn memberships_of(conn: &Connection, user_id: &str) -> DbResult<Vec<Membership>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {PROJECT_COLUMNS}, m.role FROM memberships m JOIN projects p ON p.id = m.project_id
+         WHERE m.user_id = ?1 ORDER BY m.created_at, p.id"
+    ))?;
+    let rows = stmt.query_map([user_id], |r| {
+        Ok(Membership {
+            project: project_from(r, 0)?,
+            role: role_from(r, 4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn member_row(conn: &Connection, project_id: &str, user_id: &str) -> DbResult<Option<Member>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {USER_COLUMNS}, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id
+                 WHERE m.project_id = ?1 AND m.user_id = ?2"
+            ),
+            params![project_id, user_id],
+            |r| {
+                Ok(Member {
+                    user: user_from(r, 0)?,
+                    role: role_from(r, 4)?,
+                    created_at: r.get(5)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn owner_count(conn: &Connection, project_id: &str) -> DbResult<i64> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM memberships WHERE project_id = ?1 AND role = 'owner'",
+        [project_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Why a membership change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChangeError {
+    NotFound,
+    AlreadyMember,
+    /// The project would be left without an owner.
+    LastOwner,
+    /// The acting role may not do this to that member.
+    Forbidden,
+}
+
+/// The role rules of SPEC section 7, without storage: whether `actor` may
+/// set a member's role from `from` (None = not a member yet) to `to`
+/// (None = remove).
+pub fn may_change(
+    actor: Role,
+    actor_is_target: bool,
+    from: Option<Role>,
+    to: Option<Role>,
+) -> bool {
+    match (from, to) {
+        // Adding: owners add anyone; admins add admins and members.
+        (None, Some(to)) => actor == Role::Owner || (actor == Role::Admin && to != Role::Owner),
+        // Changing a role: owners only.
+        (Some(_), Some(_)) => actor == Role::Owner,
+        // Removing: anyone may leave; owners remove anyone; admins remove admins and members.
+        (Some(from), None) => {
+            actor_is_target || actor == Role::Owner || (actor == Role::Admin && from != Role::Owner)
+        }
+        (None, None) => false,
+    }
+}
+
+impl Db {
+    pub async fn memberships(&self, user_id: String) -> DbResult<Vec<Membership>> {
+        self.call(move |c| memberships_of(c, &user_id)).await
+    }
+
+    /// The user's role in the project, or `None` when not a member.
+    pub async fn project_role(
+        &self,
+        user_id: String,
+        project_id: String,
+    ) -> DbResult<Option<Membership>> {
+        self.call(move |c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {PROJECT_COLUMNS}, m.role FROM memberships m JOIN projects p ON p.id = m.project_id
+                     WHERE m.user_id = ?1 AND m.project_id = ?2"
+                ),
+                params![user_id, project_id],
+                |r| {
+                    Ok(Membership {
+                        project: project_from(r, 0)?,
+                        role: role_from(r, 4)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Creates a project with `user_id` as its owner.
+    pub async fn create_project(
+        &self,
+        user_id: String,
+        name: String,
+        plan: String,
+        actor: Actor,
+    ) -> DbResult<Project> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let project = insert_project(&tx, &name, &plan, now)?;
+            insert_membership(&tx, &project.id, &user_id, Role::Owner, now)?;
+            audit::record(
+                &tx,
+                &AuditEvent {
+                    project_id: Some(&project.id),
+                    action: "project.created",
+                    actor: &actor,
+                    target: Some(&project.id),
+                    details: serde_json::json!({ "name": name }),
+                },
+                now,
+            )?;
+            tx.commit()?;
+            Ok(project)
+        })
+        .await
+    }
+
+    /// One page of the user's projects with their role, and the total count.
+    pub async fn projects_page(
+        &self,
+        user_id: String,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<(Vec<Membership>, i64)> {
+        self.call(move |c| {
+            let total: i64 =
+                c.query_row("SELECT count(*) FROM memberships WHERE user_id = ?1", [&user_id], |r| r.get(0))?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {PROJECT_COLUMNS}, m.role FROM memberships m JOIN projects p ON p.id = m.project_id
+                 WHERE m.user_id = ?1 ORDER BY m.created_at, p.id LIMIT ?2 OFFSET ?3"
+            ))?;
+            let rows = stmt.query_map(params![user_id, limit, offset], |r| {
+                Ok(Membership {
+                    project: project_from(r, 0)?,
+                    role: role_from(r, 4)?,
+                })
+            })?;
+            Ok((rows.collect::<Result<Vec<_>, _>>()?, total))
+        })
+        .await
+    }
+
+    pub async fn members_page(
+        &self,
+        project_id: String,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<(Vec<Member>, i64)> {
+        self.call(move |c| {
+            let total: i64 = c.query_row(
+                "SELECT count(*) FROM memberships WHERE project_id = ?1",
+                [&project_id],
+                |r| r.get(0),
+            )?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {USER_COLUMNS}, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id
+                 WHERE m.project_id = ?1 ORDER BY m.created_at, u.email LIMIT ?2 OFFSET ?3"
+            ))?;
+            let rows = stmt.query_map(params![project_id, limit, offset], |r| {
+                Ok(Member {
+                    user: user_from(r, 0)?,
+                    role: role_from(r, 4)?,
+                    created_at: r.get(5)?,
+                })
+            })?;
+            Ok((rows.collect::<Result<Vec<_>, _>>()?, total))
+        })
+        .await
+    }
+
+    /// Adds `email` (creating the user if needed) with `role`; `notify` is
+    /// queued in the same transaction.
+    pub async fn add_member(
+        &self,
+        project_id: String,
+        email: Email,
+        role: Role,
+        actor_role: Role,
+        actor: Actor,
+        notify: super::mail::Outgoing,
+    ) -> DbResult<Result<Member, MemberChangeError>> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !may_change(actor_role, false, None, Some(role)) {
+                return Ok(Err(MemberChangeError::Forbidden));
+            }
+            let (user, _) = find_or_create_user(&tx, &email, now)?;
+            if member_row(&tx, &project_id, &user.id)?.is_some() {
+                return Ok(Err(MemberChangeError::AlreadyMember));
+            }
+            insert_membership(&tx, &project_id, &user.id, role, now)?;
+            audit::record(
+                &tx,
+                &AuditEvent {
+                    project_id: Some(&project_id),
+                    action: "member.added",
+                    actor: &actor,
+                    target: Some(&user.id),
+                    details: serde_json::json!({ "email": user.email, "role": role.as_str() }),
+                },
+                now,
+            )?;
+            super::mail::enqueue(&tx, &notify, now)?;
+            let member = member_row(&tx, &project_id, &user.id)?.expect("just inserted");
+            tx.commit()?;
+            Ok(Ok(member))
+        })
+        .await
+    }
+
+    /// Changes a member's role (`Some`) or removes the member (`None`),
+    /// keeping at least one owner.
+    pub async fn change_member(
+        &self,
+        project_id: String,
+        user_id: String,
+        to: Option<Role>,
+        actor_role: Role,
+        actor: Actor,
+    ) -> DbResult<Result<Option<Member>, MemberChangeError>> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(current) = member_row(&tx, &project_id, &user_id)? else {
+                return Ok(Err(MemberChangeError::NotFound));
+            };
+            let actor_is_target = actor.id.as_deref() == Some(user_id.as_str());
+            if !may_change(actor_role, actor_is_target, Some(current.role), to) {
+                return Ok(Err(MemberChangeError::Forbidden));
+            }
+            let loses_owner = current.role == Role::Owner && to != Some(Role::Owner);
+            if loses_owner && owner_count(&tx, &project_id)? <= 1 {
+                return Ok(Err(MemberChangeError::LastOwner));
+            }
+            let action = match to {
+                Some(role) => {
+                    tx.execute(
+                        "UPDATE memberships SET role = ?3 WHERE project_id = ?1 AND user_id = ?2",
+                        params![project_id, user_id, role.as_str()],
+                    )?;
+                    "member.role_changed"
+                }
+                None => {
+                    tx.execute(
+                        "DELETE FROM memberships WHERE project_id = ?1 AND user_id = ?2",
+                        params![project_id, user_id],
+                    )?;
+                    "member.removed"
+                }
+            };
+            audit::record(
+                &tx,
+                &AuditEvent {
+                    project_id: Some(&project_id),
+                    action,
+                    actor: &actor,
+                    target: Some(&user_id),
+                    details: serde_json::json!({
+                        "email": current.user.email,
+                        "from": current.role.as_str(),
+                        "to": to.map(Role::as_str),
+                    }),
+                },
+                now,
+            )?;
+            let after = member_row(&tx, &project_id, &user_id)?;
+            tx.commit()?;
+            Ok(Ok(after))
+        })
+        .await
+    }
+
+    /// `gatehouse users add`: the user, and optionally a membership in the
+    /// project of that name (created when none exists).
+    pub async fn bootstrap_user(
+        &self,
+        email: Email,
+        project: Option<(String, Option<Role>)>,
+        plan: String,
+    ) -> DbResult<Result<BootstrapOutcome, String>> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (user, user_created) = find_or_create_user(&tx, &email, now)?;
+            let mut outcome = BootstrapOutcome {
+                user,
+                user_created,
+                project: None,
+                project_created: false,
+                role: None,
+            };
+            if let Some((name, role)) = project {
+                let ids: Vec<String> = {
+                    let mut stmt = tx.prepare("SELECT id FROM projects WHERE name = ?1")?;
+                    let rows = stmt.query_map([&name], |r| r.get(0))?;
+                    rows.collect::<Result<Vec<_>, _>>()?
+                };
+                let (project, created) = match ids.as_slice() {
+                    [] => (insert_project(&tx, &name, &plan, now)?, true),
+                    [id] => {
+                        let p = tx.query_row(
+                            &format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = ?1"),
+                            [id],
+                            |r| project_from(r, 0),
+                        )?;
+                        (p, false)
+                    }
+                    _ => return Ok(Err(format!("{} projects are named {name:?}; rename one first", ids.len()))),
+                };
+                let role = role.unwrap_or(if created { Role::Owner } else { Role::Member });
+                match member_row(&tx, &project.id, &outcome.user.id)? {
+                    Some(existing) if existing.role != role => {
+                        return Ok(Err(format!(
+                            "{} is already a {} of {name:?}",
+                            outcome.user.email,
+                            existing.role.as_str()
+                        )))
+                    }
+                    Some(_) => {}
+                    None => {
+                        insert_membership(&tx, &project.id, &outcome.user.id, role, now)?;
+                        audit::record(
+                            &tx,
+                            &AuditEvent {
+                                project_id: Some(&project.id),
+                                action: "member.added",
+                                actor: &Actor::system(),
+                                target: Some(&outcome.user.id),
+                                details: serde_json::json!({ "email": outcome.user.email, "role": role.as_str(), "via": "cli" }),
+                            },
+                            now,
+                        )?;
+                    }
+                }
+                outcome.project = Some(project);
+                outcome.project_created = created;
+                outcome.role = Some(role);
+            }
+            tx.commit()?;
+            Ok(Ok(outcome))
+        })
+        .await
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BootstrapOutcome {
+    pub user: User,
+    pub user_created: bool,
+    pub project: Option<Project>,
+    pub project_created: bool,
+    pub role: Option<Role>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Role::*;
+
+    #[test]
+    fn role_rules() {
+        assert!(may_change(Owner, false, None, Some(Owner)));
+        assert!(may_change(Admin, false, None, Some(Admin)));
+        assert!(!may_change(Admin, false, None, Some(Owner)));
+        assert!(!may_change(Member, false, None, Some(Member)));
+        assert!(may_change(Owner, false, Some(Member), Some(Admin)));
+        assert!(!may_change(Admin, false, Some(Member), Some(Admin)));
+        assert!(may_change(Admin, false, Some(Member), None));
+        assert!(!may_change(Admin, false, Some(Owner), None));
+        assert!(!may_change(Member, false, Some(Member), None));
+        assert!(may_change(Member, true, Some(Member), None));
+    }
+}

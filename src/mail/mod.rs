@@ -1,0 +1,117 @@
+//! Mail: one interface, two deliveries. In local mode every message goes to
+//! the local mailbox (`/dev/mailbox`) and to the log, and also to SMTP when
+//! `smtp.host` is set; otherwise messages go through SMTP only. Either way a
+//! message is a row in the outbox written in the transaction of the change
+//! that caused it; the SMTP worker (`worker`) delivers it with retries.
+
+pub mod worker;
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::db::mail::{Outgoing, Transport};
+use crate::types::Email;
+
+/// How long an invitation keeps being retried.
+const NOTICE_TTL_SECS: i64 = 7 * 86_400;
+
+pub struct Mailer {
+    config: Arc<Config>,
+    wake: Arc<Notify>,
+}
+
+impl Mailer {
+    pub fn new(config: Arc<Config>) -> Self {
+        Mailer {
+            config,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    fn smtp_configured(&self) -> bool {
+        self.config
+            .smtp
+            .host
+            .as_deref()
+            .is_some_and(|h| !h.trim().is_empty())
+    }
+
+    pub fn transports(&self) -> Vec<Transport> {
+        let mut t = Vec::new();
+        if self.config.mode.is_local() {
+            t.push(Transport::Mailbox);
+        }
+        if self.smtp_configured() || !self.config.mode.is_local() {
+            t.push(Transport::Smtp);
+        }
+        t
+    }
+
+    fn site(&self) -> String {
+        self.config
+            .effective_public_url()
+            .as_str()
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    pub fn login_code(&self, to: &Email, code: &str) -> Outgoing {
+        let ttl = self.config.auth.code_ttl_secs;
+        let lifetime = if ttl >= 120 && ttl % 60 == 0 {
+            format!("{} minutes", ttl / 60)
+        } else {
+            format!("{ttl} seconds")
+        };
+        Outgoing {
+            transports: self.transports(),
+            to: to.as_str().to_string(),
+            subject: "Your Gatehouse login code".into(),
+            body: format!(
+                "Your Gatehouse login code is:\n\n    {code}\n\n\
+                 It expires in {lifetime} and works once. A newer code replaces it.\n\n\
+                 If you did not try to log in, you can ignore this email: nobody can\n\
+                 log in without the code.\n\n\
+                 Gatehouse at {site}\n",
+                site = self.site()
+            ),
+            expires_at: crate::types::now() + ttl as i64,
+        }
+    }
+
+    pub fn member_added(&self, to: &Email, project: &str, by: &str, role: &str) -> Outgoing {
+        Outgoing {
+            transports: self.transports(),
+            to: to.as_str().to_string(),
+            subject: format!("You were added to {project} on Gatehouse"),
+            body: format!(
+                "{by} added you to the project \"{project}\" as {role}.\n\n\
+                 Log in with this email address at {site}/login\n\
+                 (you will get a one-time code by email; there is no password).\n",
+                site = self.site()
+            ),
+            expires_at: crate::types::now() + NOTICE_TTL_SECS,
+        }
+    }
+
+    /// Call after the transaction that queued `msg` committed: logs mailbox
+    /// copies (local mode) and wakes the SMTP worker.
+    pub fn queued(&self, msg: &Outgoing) {
+        if msg.transports.contains(&Transport::Mailbox) {
+            tracing::info!(
+                to = %msg.to,
+                subject = %msg.subject,
+                body = %msg.body,
+                "local mailbox: message delivered (see /dev/mailbox)"
+            );
+        }
+        if msg.transports.contains(&Transport::Smtp) {
+            self.wake.notify_one();
+        }
+    }
+
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}

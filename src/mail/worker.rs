@@ -1,0 +1,161 @@
+//! The SMTP delivery worker: sends due outbox messages with lettre, retries
+//! failures with exponential backoff, gives up only when a message is no
+//! longer useful. Messages live in the database, so a restart loses none.
+
+use std::time::Duration;
+
+use actix_web::web;
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::{SmtpConfig, SmtpTls};
+use crate::db::mail::PendingMail;
+use crate::state::AppState;
+
+/// The delay before attempt `attempts + 1`: base * 2^attempts, capped.
+pub fn backoff(cfg: &SmtpConfig, attempts: u32) -> u64 {
+    let factor = 1u64.checked_shl(attempts.min(30)).unwrap_or(u64::MAX);
+    cfg.retry_base_secs
+        .saturating_mul(factor)
+        .min(cfg.retry_max_secs)
+}
+
+fn build_transport(cfg: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let host = cfg.host.as_deref().unwrap_or_default().trim();
+    let builder = match cfg.tls {
+        SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+        SmtpTls::Starttls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(|e| e.to_string())?
+        }
+        SmtpTls::Tls => {
+            AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(|e| e.to_string())?
+        }
+    };
+    let mut builder = builder
+        .port(cfg.port)
+        .timeout(Some(Duration::from_secs(cfg.timeout_secs)));
+    if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            password.expose().to_string(),
+        ));
+    }
+    Ok(builder.build())
+}
+
+fn build_message(from: &str, mail: &PendingMail) -> Result<Message, String> {
+    let from: Mailbox = from.parse().map_err(|e| format!("smtp.from: {e}"))?;
+    let to: Mailbox = mail.to.parse().map_err(|e| format!("recipient: {e}"))?;
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(mail.subject.clone())
+        .header(ContentType::TEXT_PLAIN)
+        .body(mail.body.clone())
+        .map_err(|e| e.to_string())
+}
+
+/// Runs until the server stops.
+pub async fn run(state: web::Data<AppState>) {
+    let cfg = state.config.smtp.clone();
+    if cfg.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
+        return;
+    }
+    let transport = match build_transport(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "SMTP is misconfigured; mail stays queued");
+            return;
+        }
+    };
+    let wake = state.mailer.wake_handle();
+    loop {
+        let now = crate::types::now();
+        match state.db.due_mail(now, 20).await {
+            Ok(batch) => {
+                for mail in batch {
+                    deliver(&state, &transport, &cfg, mail).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the mail outbox"),
+        }
+        let now = crate::types::now();
+        let wait = match state.db.next_mail_due().await {
+            Ok(Some(due)) => (due - now).clamp(0, 30) as u64,
+            _ => 30,
+        };
+        if wait > 0 {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            }
+        }
+    }
+}
+
+async fn deliver(
+    state: &AppState,
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    cfg: &SmtpConfig,
+    mail: PendingMail,
+) {
+    let now = crate::types::now();
+    if now >= mail.expires_at {
+        tracing::warn!(id = mail.id, to = %mail.to, "mail expired before it could be delivered");
+        let _ = state
+            .db
+            .mail_failed(mail.id, "expired before delivery".into(), now, true, now)
+            .await;
+        return;
+    }
+    let result = match build_message(&cfg.from, &mail) {
+        Ok(message) => transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => {
+            tracing::error!(id = mail.id, error = %e, "mail cannot be built; giving up");
+            let _ = state.db.mail_failed(mail.id, e, now, true, now).await;
+            return;
+        }
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!(id = mail.id, to = %mail.to, subject = %mail.subject, "mail delivered");
+            if let Err(e) = state.db.mail_sent(mail.id, crate::types::now()).await {
+                tracing::warn!(id = mail.id, error = %e, "delivered mail could not be marked sent");
+            }
+        }
+        Err(error) => {
+            let delay = backoff(cfg, mail.attempts) as i64;
+            let next = now + delay;
+            let give_up = next >= mail.expires_at;
+            tracing::warn!(id = mail.id, to = %mail.to, attempt = mail.attempts + 1, retry_in_secs = delay, give_up, error = %error, "mail delivery failed");
+            let _ = state
+                .db
+                .mail_failed(mail.id, error, next, give_up, now)
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let cfg = SmtpConfig {
+            retry_base_secs: 5,
+            retry_max_secs: 900,
+            ..Default::default()
+        };
+        let delays: Vec<u64> = (0..10).map(|a| backoff(&cfg, a)).collect();
+        assert_eq!(delays[..5], [5, 10, 20, 40, 80]);
+        assert_eq!(delays[9], 900);
+        assert_eq!(backoff(&cfg, 200), 900);
+    }
+}

@@ -1,0 +1,313 @@
+//! Login and sessions (SPEC section 6): send-code, verify-code,
+//! refresh-token, revoke-token, logout, me, and the browser `/auth/refresh`.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::cookies;
+use crate::auth::login::{self, Grant};
+use crate::auth::principal::same_origin;
+use crate::auth::redirect::safe_next;
+use crate::auth::{Principal, Via};
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
+use crate::http::RequestContext;
+use crate::routes::views::{Empty, MembershipView, UserView};
+use crate::state::AppState;
+use crate::types::Email;
+
+#[derive(Deserialize, ToSchema)]
+pub struct SendCodeBody {
+    #[schema(example = "alice@acme.test")]
+    pub email: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SendCodeAnswer {
+    /// Always `sent`, whether or not the address may log in.
+    #[schema(example = "sent")]
+    pub status: String,
+    /// The code itself, only when `dev.expose_codes` is on (local mode demos).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct VerifyCodeBody {
+    pub email: String,
+    #[schema(example = "123456")]
+    pub code: String,
+    /// Set the tokens as cookies instead of returning them.
+    #[serde(default)]
+    pub cookie: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    #[schema(example = "bearer")]
+    pub token_type: String,
+    /// Seconds the access token lives.
+    pub expires_in: u64,
+    pub user: UserView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CookieLogin {
+    pub user: UserView,
+    /// Send as `X-CSRF-Token` on every cookie-authenticated mutation.
+    pub csrf_token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum VerifyAnswer {
+    Tokens(TokenPair),
+    Cookies(CookieLogin),
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RefreshTokenBody {
+    pub refresh_token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeView {
+    pub user: UserView,
+    pub memberships: Vec<MembershipView>,
+    /// Present when the session came from a cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+}
+
+fn no_store(mut res: HttpResponse) -> HttpResponse {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn parse_email(raw: &str) -> ApiResult<Email> {
+    Email::parse(raw).map_err(|why| ApiError::validation("email", why))
+}
+
+fn token_pair(state: &AppState, grant: Grant) -> TokenPair {
+    TokenPair {
+        access_token: grant.access_token,
+        refresh_token: grant.refresh_token,
+        token_type: "bearer".into(),
+        expires_in: state.config.auth.access_ttl_secs,
+        user: (&grant.user).into(),
+    }
+}
+
+fn set_session_cookies(res: &mut HttpResponse, state: &AppState, grant: &Grant) -> ApiResult<()> {
+    let a = &state.config.auth;
+    for cookie in cookies::session(
+        state.config.is_https(),
+        grant.access_token.clone(),
+        a.access_ttl_secs as i64,
+        grant.refresh_token.clone(),
+        a.session_max_secs as i64,
+    ) {
+        res.add_cookie(&cookie).map_err(ApiError::internal)?;
+    }
+    Ok(())
+}
+
+fn clear_session_cookies(res: &mut HttpResponse, state: &AppState) -> ApiResult<()> {
+    for cookie in cookies::cleared(state.config.is_https()) {
+        res.add_cookie(&cookie).map_err(ApiError::internal)?;
+    }
+    Ok(())
+}
+
+/// Send a one-time login code by email.
+#[utoipa::path(post, path = "/api/v1/auth/send-code", tag = "auth",
+    request_body = SendCodeBody,
+    responses(
+        (status = 202, description = "Sent if the address may log in; the same answer otherwise", body = SendCodeAnswer),
+        (status = 422, description = "Malformed email", body = ErrorEnvelope),
+        (status = 429, description = "Throttled; see Retry-After", body = ErrorEnvelope)))]
+pub async fn send_code(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    body: web::Json<SendCodeBody>,
+) -> ApiResult<HttpResponse> {
+    let email = parse_email(&body.email)?;
+    let code = login::send_code(&state, email, &ctx).await?;
+    Ok(no_store(HttpResponse::Accepted().json(SendCodeAnswer {
+        status: "sent".into(),
+        code,
+    })))
+}
+
+/// Exchange the code for a session: tokens in the body, or cookies with `"cookie": true`.
+#[utoipa::path(post, path = "/api/v1/auth/verify-code", tag = "auth",
+    request_body = VerifyCodeBody,
+    responses(
+        (status = 200, description = "Logged in", body = VerifyAnswer),
+        (status = 401, description = "invalid_code: wrong, expired, used or burned", body = ErrorEnvelope),
+        (status = 422, description = "Malformed request", body = ErrorEnvelope)))]
+pub async fn verify_code(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    body: web::Json<VerifyCodeBody>,
+) -> ApiResult<HttpResponse> {
+    let email = parse_email(&body.email)?;
+    if body.code.len() > 64 {
+        return Err(ApiError::validation("code", "is too long"));
+    }
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect());
+    let grant =
+        login::verify_code(&state, email, &body.code, body.cookie, &ctx, user_agent).await?;
+    if grant.via_cookie {
+        let mut res = HttpResponse::Ok().json(CookieLogin {
+            user: (&grant.user).into(),
+            csrf_token: state.keyring.csrf_token(&grant.session_id),
+        });
+        set_session_cookies(&mut res, &state, &grant)?;
+        Ok(no_store(res))
+    } else {
+        Ok(no_store(HttpResponse::Ok().json(token_pair(&state, grant))))
+    }
+}
+
+/// Rotate a refresh token into a new pair. A spent token revokes its session.
+#[utoipa::path(post, path = "/api/v1/auth/refresh-token", tag = "auth",
+    request_body = RefreshTokenBody,
+    responses(
+        (status = 200, description = "A new pair", body = TokenPair),
+        (status = 401, description = "invalid_token, or token_reused (the session is now revoked)", body = ErrorEnvelope)))]
+pub async fn refresh_token(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    body: web::Json<RefreshTokenBody>,
+) -> ApiResult<HttpResponse> {
+    let grant = login::refresh(&state, &body.refresh_token, &ctx).await?;
+    Ok(no_store(HttpResponse::Ok().json(token_pair(&state, grant))))
+}
+
+/// Revoke the session a refresh token belongs to. Always 200.
+#[utoipa::path(post, path = "/api/v1/auth/revoke-token", tag = "auth",
+    request_body = RefreshTokenBody,
+    responses((status = 200, description = "Revoked (or nothing to revoke)", body = Empty)))]
+pub async fn revoke_token(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshTokenBody>,
+) -> ApiResult<HttpResponse> {
+    if !body.refresh_token.is_empty() && body.refresh_token.len() <= 200 {
+        let hash = state.keyring.token_hash(&body.refresh_token);
+        state.db.revoke_by_refresh_token(hash).await?;
+    }
+    Ok(no_store(HttpResponse::Ok().json(Empty {})))
+}
+
+/// End the current session and clear its cookies.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Logged out", body = Empty),
+        (status = 401, description = "Not logged in", body = ErrorEnvelope),
+        (status = 403, description = "csrf_failed", body = ErrorEnvelope)))]
+pub async fn logout(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    principal: Principal,
+) -> ApiResult<HttpResponse> {
+    let session = principal.session()?;
+    state
+        .db
+        .revoke_session(session.session_id.clone(), "logout", principal.actor(&ctx))
+        .await?;
+    let mut res = HttpResponse::Ok()
+        .insert_header(("clear-site-data", "\"cookies\""))
+        .json(Empty {});
+    clear_session_cookies(&mut res, &state)?;
+    Ok(no_store(res))
+}
+
+/// The caller: user and memberships (plus the CSRF token for cookie sessions).
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "The caller", body = MeView),
+        (status = 401, description = "Not authenticated", body = ErrorEnvelope)))]
+pub async fn me(state: web::Data<AppState>, principal: Principal) -> ApiResult<HttpResponse> {
+    let session = principal.session()?;
+    let memberships = state.db.memberships(session.user.id.clone()).await?;
+    Ok(no_store(HttpResponse::Ok().json(MeView {
+        user: (&session.user).into(),
+        memberships: memberships.iter().map(Into::into).collect(),
+        csrf_token:
+            (session.via == Via::Cookie).then(|| state.keyring.csrf_token(&session.session_id)),
+    })))
+}
+
+/// For the UI's "session expired" panel: exchanges the refresh cookie for
+/// fresh cookies and answers 303 to `next` when it is a same-site path
+/// (else `/`). Without a good refresh cookie: 303 to `/login?next=...`.
+#[utoipa::path(post, path = "/auth/refresh", tag = "browser",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`next=/path`"),
+    responses(
+        (status = 303, description = "To `next`, or to the login page"),
+        (status = 403, description = "csrf_failed: a cross-site form", body = ErrorEnvelope)))]
+pub async fn browser_refresh(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    if !same_origin(&req, &state) {
+        return Err(
+            ApiError::new(ErrorCode::CsrfFailed).with_message("Cross-site requests are refused.")
+        );
+    }
+    let next_raw = url::form_urlencoded::parse(&body)
+        .chain(url::form_urlencoded::parse(req.query_string().as_bytes()))
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned());
+    let next = next_raw
+        .as_deref()
+        .and_then(safe_next)
+        .unwrap_or("/")
+        .to_string();
+
+    let names = cookies::names(state.config.is_https());
+    let refreshed = match req.cookie(names.refresh) {
+        Some(cookie) if !cookie.value().is_empty() => {
+            login::refresh(&state, cookie.value(), &ctx).await
+        }
+        _ => Err(ApiError::new(ErrorCode::InvalidToken)),
+    };
+    let mut res = match refreshed {
+        Ok(grant) => {
+            let mut res = HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, next.as_str()))
+                .finish();
+            set_session_cookies(&mut res, &state, &grant)?;
+            res
+        }
+        Err(e) if matches!(e.code, ErrorCode::InvalidToken | ErrorCode::TokenReused) => {
+            let login_url = format!(
+                "/login?next={}",
+                url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+            );
+            let mut res = HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, login_url))
+                .finish();
+            clear_session_cookies(&mut res, &state)?;
+            res
+        }
+        Err(e) => return Err(e),
+    };
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}

@@ -1,0 +1,171 @@
+//! Members of the current project (SPEC section 7). Owners and admins add
+//! and remove members (admins cannot grant or remove owners), owners change
+//! roles, and the last owner can be neither removed nor demoted.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::ProjectAccess;
+use crate::db::users::MemberChangeError;
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
+use crate::http::RequestContext;
+use crate::routes::views::{Empty, MemberView, PageQuery, Pagination};
+use crate::state::AppState;
+use crate::types::{Email, Role};
+
+#[derive(Deserialize, ToSchema)]
+pub struct AddMemberBody {
+    pub email: String,
+    pub role: Role,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChangeRoleBody {
+    pub role: Role,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberList {
+    pub items: Vec<MemberView>,
+    pub pagination: Pagination,
+}
+
+fn refused(e: MemberChangeError) -> ApiError {
+    match e {
+        MemberChangeError::NotFound => ApiError::not_found().with_message("No such member."),
+        MemberChangeError::AlreadyMember => {
+            ApiError::new(ErrorCode::Conflict).with_message("That user is already a member.")
+        }
+        MemberChangeError::LastOwner => ApiError::new(ErrorCode::Conflict)
+            .with_message("A project needs at least one owner; make someone else owner first."),
+        MemberChangeError::Forbidden => ApiError::new(ErrorCode::Forbidden)
+            .with_message("Your role does not allow this change."),
+    }
+}
+
+/// The project's members.
+#[utoipa::path(get, path = "/api/v1/members", tag = "members",
+    params(PageQuery, ("X-Project-Id" = Option<String>, Header, description = "The project; optional when the user has one")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "One page of members", body = MemberList),
+        (status = 400, description = "project_required", body = ErrorEnvelope),
+        (status = 404, description = "Not a member of that project", body = ErrorEnvelope)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    access: ProjectAccess,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let paging = query.paging()?;
+    let (rows, total) = state
+        .db
+        .members_page(access.project.id.clone(), paging.offset(), paging.limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(MemberList {
+        items: rows.iter().map(Into::into).collect(),
+        pagination: paging.describe(total),
+    }))
+}
+
+/// Add a member by email (owner/admin; admins cannot grant owner). The
+/// person gets an email and logs in with a code.
+#[utoipa::path(post, path = "/api/v1/members", tag = "members",
+    request_body = AddMemberBody,
+    params(("X-Project-Id" = Option<String>, Header, description = "The project")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, description = "Added", body = MemberView),
+        (status = 403, description = "forbidden", body = ErrorEnvelope),
+        (status = 409, description = "Already a member", body = ErrorEnvelope),
+        (status = 422, description = "Invalid email or role", body = ErrorEnvelope)))]
+pub async fn add(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    access: ProjectAccess,
+    body: web::Json<AddMemberBody>,
+) -> ApiResult<HttpResponse> {
+    access.require(Role::Admin)?;
+    let email = Email::parse(&body.email).map_err(|why| ApiError::validation("email", why))?;
+    let inviter = access.principal.session()?.user.email.clone();
+    let notice =
+        state
+            .mailer
+            .member_added(&email, &access.project.name, &inviter, body.role.as_str());
+    let member = state
+        .db
+        .add_member(
+            access.project.id.clone(),
+            email,
+            body.role,
+            access.role,
+            access.principal.actor(&ctx),
+            notice.clone(),
+        )
+        .await?
+        .map_err(refused)?;
+    state.mailer.queued(&notice);
+    Ok(HttpResponse::Created().json(MemberView::from(&member)))
+}
+
+/// Change a member's role (owner only).
+#[utoipa::path(patch, path = "/api/v1/members/{user_id}", tag = "members",
+    request_body = ChangeRoleBody,
+    params(("user_id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Changed", body = MemberView),
+        (status = 403, description = "forbidden", body = ErrorEnvelope),
+        (status = 404, description = "No such member", body = ErrorEnvelope),
+        (status = 409, description = "The last owner cannot be demoted", body = ErrorEnvelope)))]
+pub async fn change(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    access: ProjectAccess,
+    user_id: web::Path<String>,
+    body: web::Json<ChangeRoleBody>,
+) -> ApiResult<HttpResponse> {
+    access.require(Role::Owner)?;
+    let member = state
+        .db
+        .change_member(
+            access.project.id.clone(),
+            user_id.into_inner(),
+            Some(body.role),
+            access.role,
+            access.principal.actor(&ctx),
+        )
+        .await?
+        .map_err(refused)?
+        .ok_or_else(|| ApiError::internal("member vanished after a role change"))?;
+    Ok(HttpResponse::Ok().json(MemberView::from(&member)))
+}
+
+/// Remove a member (owner/admin; anyone may leave). The last owner cannot be removed.
+#[utoipa::path(delete, path = "/api/v1/members/{user_id}", tag = "members",
+    params(("user_id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Removed", body = Empty),
+        (status = 403, description = "forbidden", body = ErrorEnvelope),
+        (status = 404, description = "No such member", body = ErrorEnvelope),
+        (status = 409, description = "The last owner cannot be removed", body = ErrorEnvelope)))]
+pub async fn remove(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    access: ProjectAccess,
+    user_id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    state
+        .db
+        .change_member(
+            access.project.id.clone(),
+            user_id.into_inner(),
+            None,
+            access.role,
+            access.principal.actor(&ctx),
+        )
+        .await?
+        .map_err(refused)?;
+    Ok(HttpResponse::Ok().json(Empty {}))
+}

@@ -1,0 +1,94 @@
+//! Projects (SPEC section 7): list the caller's projects, create one.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::http::RequestContext;
+use crate::routes::views::{PageQuery, Pagination, ProjectView};
+use crate::state::AppState;
+use crate::types::{Name, Role};
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateProjectBody {
+    #[schema(example = "Acme API")]
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectItem {
+    #[serde(flatten)]
+    pub project: ProjectView,
+    /// The caller's role in it.
+    pub role: Role,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectList {
+    pub items: Vec<ProjectItem>,
+    pub pagination: Pagination,
+}
+
+/// The projects the caller belongs to, with the caller's role.
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
+    params(PageQuery),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "One page of projects", body = ProjectList),
+        (status = 401, description = "Not authenticated", body = ErrorEnvelope),
+        (status = 403, description = "API keys cannot list projects", body = ErrorEnvelope)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let user = &principal.session()?.user;
+    let paging = query.paging()?;
+    let (rows, total) = state
+        .db
+        .projects_page(user.id.clone(), paging.offset(), paging.limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(ProjectList {
+        items: rows
+            .iter()
+            .map(|m| ProjectItem {
+                project: (&m.project).into(),
+                role: m.role,
+            })
+            .collect(),
+        pagination: paging.describe(total),
+    }))
+}
+
+/// Create a project; the caller becomes its owner.
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects",
+    request_body = CreateProjectBody,
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, description = "Created", body = ProjectItem),
+        (status = 401, description = "Not authenticated", body = ErrorEnvelope),
+        (status = 422, description = "Invalid name", body = ErrorEnvelope)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    principal: Principal,
+    body: web::Json<CreateProjectBody>,
+) -> ApiResult<HttpResponse> {
+    let user = &principal.session()?.user;
+    let name = Name::parse(&body.name).map_err(|why| ApiError::validation("name", why))?;
+    let project = state
+        .db
+        .create_project(
+            user.id.clone(),
+            name.as_str().to_string(),
+            state.config.billing.default_plan.clone(),
+            principal.actor(&ctx),
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(ProjectItem {
+        project: (&project).into(),
+        role: Role::Owner,
+    }))
+}
