@@ -420,3 +420,86 @@ fn json_logs_carry_the_request_id() {
     assert_eq!(entry["path"], "/healthz");
     assert_eq!(entry["method"], "GET");
 }
+
+#[test]
+fn users_add_bootstraps_an_invite_only_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(gatehouse(dir.path()).args([
+        "users",
+        "add",
+        "--email",
+        "Admin@Acme.test",
+        "--project",
+        "Acme",
+        "--data-dir",
+        "d",
+    ]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("Created user admin@acme.test"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Created project \"Acme\""),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("is owner"), "{}", out.stdout);
+
+    let out = run(gatehouse(dir.path()).args([
+        "users",
+        "add",
+        "--email",
+        "dev@acme.test",
+        "--project",
+        "Acme",
+        "--data-dir",
+        "d",
+    ]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("Using project \"Acme\""),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("is member"), "{}", out.stdout);
+    let out =
+        run(gatehouse(dir.path()).args(["users", "add", "--email", "nope", "--data-dir", "d"]));
+    assert_eq!(out.code, Some(1));
+
+    let conn = rusqlite::Connection::open(dir.path().join("d/gatehouse.db")).unwrap();
+    let owners: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM memberships m JOIN users u ON u.id = m.user_id WHERE u.email = 'admin@acme.test' AND m.role = 'owner'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(owners, 1);
+    drop(conn);
+
+    // Invite-only: the bootstrapped user gets a code, a stranger does not.
+    let server = Server::start(
+        gatehouse(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "d"])
+            .env("GATEHOUSE_AUTH__SIGNUP", "invite"),
+    );
+    for email in ["admin@acme.test", "stranger@acme.test"] {
+        let res = crate::helpers::send_body(
+            server
+                .request("POST", "/api/v1/auth/send-code")
+                .set("Content-Type", "application/json"),
+            &format!(r#"{{"email": "{email}"}}"#),
+        );
+        assert_eq!(res.status, 202);
+    }
+    let mailbox = server.get("/api/v1/dev/mailbox").json();
+    let to: Vec<&str> = mailbox["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(to, ["admin@acme.test"]);
+}

@@ -23,8 +23,10 @@ pub fn agent() -> &'static ureq::Agent {
 
 pub struct TestApp {
     pub base: String,
+    /// Where the app keeps its data (`data/` below it).
+    pub root: PathBuf,
     /// Kept so the data directory lives as long as the app.
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     pub state: web::Data<AppState>,
     handle: ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -50,7 +52,23 @@ pub fn spawn_app() -> TestApp {
 
 pub fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let root = dir.path().to_path_buf();
+    let mut app = spawn_app_at(&root, customize);
+    app._dir = Some(dir);
+    app
+}
+
+/// An app whose data lives in `root/data` (which outlives it), for restarts.
+pub fn spawn_app_at(root: &Path, customize: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(root);
+    // Keep the session key across restarts of the same data directory.
+    let key_file = root.join("test-session-key");
+    let key = std::fs::read_to_string(&key_file).unwrap_or_else(|_| {
+        let k = generate_secret();
+        std::fs::write(&key_file, &k).unwrap();
+        k
+    });
+    config.secrets.session_key = Some(Secret::new(key));
     customize(&mut config);
     let app = Application::build(config).expect("the app builds");
     let port = app.port();
@@ -66,7 +84,8 @@ pub fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
     let handle = rx.recv().expect("the server reports its handle");
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
+        root: root.to_path_buf(),
+        _dir: None,
         state,
         handle,
         thread: Some(thread),
@@ -104,12 +123,29 @@ impl Drop for TestApp {
 pub struct Resp {
     pub status: u16,
     pub headers: HashMap<String, String>,
+    /// Every `Set-Cookie` header.
+    pub set_cookies: Vec<String>,
     pub body: String,
 }
 
 impl Resp {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    /// The value of the cookie `name` set by this response.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies.iter().find_map(|c| {
+            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| v.to_string())
+        })
+    }
+    /// The whole `Set-Cookie` line for `name`.
+    pub fn set_cookie_line(&self, name: &str) -> Option<&str> {
+        self.set_cookies
+            .iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .map(String::as_str)
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -137,6 +173,7 @@ impl Resp {
 fn into_resp(r: ureq::Response) -> Resp {
     let status = r.status();
     let mut headers = HashMap::new();
+    let set_cookies = r.all("set-cookie").into_iter().map(String::from).collect();
     for name in r.headers_names() {
         if let Some(v) = r.header(&name) {
             headers.insert(name.to_ascii_lowercase(), v.to_string());
@@ -146,6 +183,7 @@ fn into_resp(r: ureq::Response) -> Resp {
     Resp {
         status,
         headers,
+        set_cookies,
         body,
     }
 }
@@ -340,4 +378,95 @@ pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
     path
+}
+
+// ---------------------------------------------------------------------------
+// Logging in.
+
+impl TestApp {
+    pub fn post_json(&self, path: &str, body: serde_json::Value) -> Resp {
+        send_body(
+            self.request("POST", path)
+                .set("Content-Type", "application/json"),
+            &body.to_string(),
+        )
+    }
+
+    /// A request with a bearer token.
+    pub fn authed(&self, method: &str, path: &str, token: &str) -> ureq::Request {
+        self.request(method, path)
+            .set("Authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn send_code(&self, email: &str) -> Resp {
+        self.post_json(
+            "/api/v1/auth/send-code",
+            serde_json::json!({ "email": email }),
+        )
+    }
+
+    /// The code in the newest mailbox message to `email`.
+    pub fn code_from_mailbox(&self, email: &str) -> String {
+        let res = self.get("/api/v1/dev/mailbox");
+        assert_eq!(res.status, 200, "{}", res.body);
+        let body = res.json();
+        let message = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["to"] == email)
+            .unwrap_or_else(|| panic!("no mail to {email} in {body}"));
+        code_in(message["body"].as_str().unwrap()).unwrap_or_else(|| panic!("no code in {message}"))
+    }
+
+    pub fn verify(&self, email: &str, code: &str) -> Resp {
+        self.post_json(
+            "/api/v1/auth/verify-code",
+            serde_json::json!({ "email": email, "code": code }),
+        )
+    }
+
+    /// Logs in through send-code, the mailbox and verify-code.
+    pub fn login(&self, email: &str) -> Tokens {
+        let sent = self.send_code(email);
+        assert_eq!(sent.status, 202, "{}", sent.body);
+        let code = self.code_from_mailbox(email);
+        let res = self.verify(email, &code);
+        assert_eq!(res.status, 200, "{}", res.body);
+        let body = res.json();
+        Tokens {
+            access: body["access_token"].as_str().unwrap().to_string(),
+            refresh: body["refresh_token"].as_str().unwrap().to_string(),
+            user_id: body["user"]["id"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// The id of the user's personal project (their first membership).
+    pub fn first_project(&self, access: &str) -> String {
+        let me = send(self.authed("GET", "/api/v1/me", access)).json();
+        me["memberships"][0]["project"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Runs a query against the app's database file.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        let conn = rusqlite::Connection::open(self.root.join("data/gatehouse.db")).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub user_id: String,
+}
+
+/// The login code in a message body: the line that is only digits.
+pub fn code_in(body: &str) -> Option<String> {
+    body.lines()
+        .map(str::trim)
+        .find(|l| l.len() >= 6 && l.chars().all(|c| c.is_ascii_digit()))
+        .map(String::from)
 }

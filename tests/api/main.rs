@@ -3,8 +3,11 @@
 
 mod helpers;
 
+mod auth;
 mod cli;
 mod conventions;
+mod members;
 mod openapi;
 mod ops;
+mod smtp;
 mod storage;

@@ -1,0 +1,551 @@
+//! SPEC section 6: email-code login, tokens, cookies, CSRF, redirects.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{send, send_body, spawn_app, spawn_app_with, TestApp};
+
+fn refresh(app: &TestApp, token: &str) -> crate::helpers::Resp {
+    app.post_json(
+        "/api/v1/auth/refresh-token",
+        json!({ "refresh_token": token }),
+    )
+}
+
+#[test]
+fn full_flow_with_rotation_reuse_detection_and_revocation() {
+    let app = spawn_app_with(|c| {
+        c.auth.refresh_reuse_grace_secs = 1;
+        c.auth.send_code_interval_secs = 1;
+    });
+    let email = "alice@acme.test";
+    let sent = app.send_code(email);
+    assert_eq!(sent.status, 202);
+    assert_eq!(sent.json(), json!({ "status": "sent" }));
+    let code = app.code_from_mailbox(email);
+    assert_eq!(code.len(), 6);
+
+    let res = app.verify(email, &code);
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.header("cache-control"), Some("no-store"));
+    let body = res.json();
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(body["user"]["email"], email);
+    let access = body["access_token"].as_str().unwrap().to_string();
+    let refresh1 = body["refresh_token"].as_str().unwrap().to_string();
+    assert!(access.len() >= 40 && refresh1.len() >= 40);
+
+    // Only hashes at rest: neither the code nor the tokens are in the database.
+    let dump = std::fs::read(app.root.join("data/gatehouse.db")).unwrap();
+    let wal = std::fs::read(app.root.join("data/gatehouse.db-wal")).unwrap_or_default();
+    for secret in [&access, &refresh1] {
+        let needle = secret.as_bytes();
+        assert!(!dump.windows(needle.len()).any(|w| w == needle));
+        assert!(!wal.windows(needle.len()).any(|w| w == needle));
+    }
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM login_codes"),
+        0,
+        "the code is spent"
+    );
+
+    // /me with the access token: the user and the personal project.
+    let me = send(app.authed("GET", "/api/v1/me", &access));
+    assert_eq!(me.status, 200);
+    let me = me.json();
+    assert_eq!(me["user"]["email"], email);
+    assert_eq!(me["memberships"][0]["role"], "owner");
+    assert_eq!(me["memberships"][0]["project"]["plan"], "free");
+    assert!(
+        me.get("csrf_token").is_none(),
+        "bearer sessions need no CSRF token"
+    );
+
+    // Refresh: a new pair; the new access token works.
+    let res = refresh(&app, &refresh1);
+    assert_eq!(res.status, 200, "{}", res.body);
+    let refresh2 = res.json()["refresh_token"].as_str().unwrap().to_string();
+    let access2 = res.json()["access_token"].as_str().unwrap().to_string();
+    assert_ne!(refresh2, refresh1);
+    assert_eq!(send(app.authed("GET", "/api/v1/me", &access2)).status, 200);
+
+    // After the grace, the spent token is reuse: 401 token_reused, and the
+    // whole family dies, including the newest refresh and access tokens.
+    std::thread::sleep(Duration::from_millis(2100));
+    refresh(&app, &refresh1).assert_error(401, "token_reused");
+    refresh(&app, &refresh2).assert_error(401, "invalid_token");
+    send(app.authed("GET", "/api/v1/me", &access2)).assert_error(401, "invalid_token");
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM audit_events WHERE action = 'session.token_reused'"),
+        1
+    );
+
+    // revoke-token kills the access token at once.
+    let t = app_login_again(&app, email);
+    assert_eq!(send(app.authed("GET", "/api/v1/me", &t.0)).status, 200);
+    let res = app.post_json("/api/v1/auth/revoke-token", json!({ "refresh_token": t.1 }));
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json(), json!({}));
+    send(app.authed("GET", "/api/v1/me", &t.0)).assert_error(401, "invalid_token");
+    refresh(&app, &t.1).assert_error(401, "invalid_token");
+    // Unknown tokens are fine too.
+    assert_eq!(
+        app.post_json(
+            "/api/v1/auth/revoke-token",
+            json!({ "refresh_token": "nope" })
+        )
+        .status,
+        200
+    );
+}
+
+fn app_login_again(app: &TestApp, email: &str) -> (String, String) {
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = app.login(email);
+    (t.access, t.refresh)
+}
+
+#[test]
+fn the_parent_of_the_current_token_gets_a_grace_period() {
+    let app = spawn_app(); // grace 10 s
+    let t = app.login("tabs@acme.test");
+    let r2 = refresh(&app, &t.refresh).json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A second tab presents the same parent within the grace: a fresh pair.
+    let res = refresh(&app, &t.refresh);
+    assert_eq!(res.status, 200, "{}", res.body);
+    // The first tab's token still works...
+    let r3 = refresh(&app, &r2);
+    assert_eq!(r3.status, 200);
+    // ...and now the original is a grandparent: reuse.
+    refresh(&app, &t.refresh).assert_error(401, "token_reused");
+}
+
+#[test]
+fn no_grace_when_it_is_zero() {
+    let app = spawn_app_with(|c| c.auth.refresh_reuse_grace_secs = 0);
+    let t = app.login("strict@acme.test");
+    assert_eq!(refresh(&app, &t.refresh).status, 200);
+    refresh(&app, &t.refresh).assert_error(401, "token_reused");
+}
+
+#[test]
+fn every_code_failure_is_the_same_invalid_code() {
+    let app = spawn_app_with(|c| {
+        c.auth.send_code_interval_secs = 1;
+        c.auth.code_ttl_secs = 2;
+    });
+    let email = "bob@acme.test";
+    let mut messages = Vec::new();
+
+    // Five wrong codes burn it: the right one then fails.
+    app.send_code(email);
+    let code = app.code_from_mailbox(email);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let res = app.verify(email, wrong);
+        messages.push(res.assert_error(401, "invalid_code")["error"]["message"].clone());
+    }
+    let res = app.verify(email, &code);
+    messages.push(res.assert_error(401, "invalid_code")["error"]["message"].clone());
+
+    // A used code fails.
+    std::thread::sleep(Duration::from_millis(1100));
+    app.send_code(email);
+    let code = app.code_from_mailbox(email);
+    assert_eq!(app.verify(email, &code).status, 200);
+    let res = app.verify(email, &code);
+    messages.push(res.assert_error(401, "invalid_code")["error"]["message"].clone());
+
+    // An older code fails once a newer one was sent.
+    std::thread::sleep(Duration::from_millis(1100));
+    app.send_code(email);
+    let old = app.code_from_mailbox(email);
+    std::thread::sleep(Duration::from_millis(1100));
+    app.send_code(email);
+    let new = app.code_from_mailbox(email);
+    if old != new {
+        let res = app.verify(email, &old);
+        messages.push(res.assert_error(401, "invalid_code")["error"]["message"].clone());
+    }
+    assert_eq!(app.verify(email, &new).status, 200);
+
+    // An expired code fails.
+    std::thread::sleep(Duration::from_millis(1100));
+    app.send_code(email);
+    let code = app.code_from_mailbox(email);
+    std::thread::sleep(Duration::from_millis(2100));
+    let res = app.verify(email, &code);
+    messages.push(res.assert_error(401, "invalid_code")["error"]["message"].clone());
+
+    // An address that never asked for a code.
+    let res = app.verify("nobody@acme.test", "123456");
+    messages.push(res.assert_error(401, "invalid_code")["error"]["message"].clone());
+
+    assert!(messages.iter().all(|m| *m == messages[0]), "{messages:?}");
+    assert!(
+        app.query_i64("SELECT count(*) FROM audit_events WHERE action = 'login.failed'") >= 7,
+        "failures are audited"
+    );
+    assert!(
+        app.query_i64("SELECT count(*) FROM audit_events WHERE action = 'login.succeeded'") >= 2
+    );
+}
+
+#[test]
+fn send_code_does_not_reveal_accounts_and_is_throttled() {
+    let app = spawn_app_with(|c| c.auth.signup = gatehouse::config::Signup::Invite);
+    app.block_on(app.state.db.bootstrap_user(
+        gatehouse::types::Email::parse("known@acme.test").unwrap(),
+        Some(("Acme".into(), None)),
+        "free".into(),
+    ))
+    .unwrap()
+    .unwrap();
+    let known = app.send_code("known@acme.test");
+    let unknown = app.send_code("stranger@acme.test");
+    assert_eq!(known.status, 202);
+    assert_eq!(
+        (known.status, known.json()),
+        (unknown.status, unknown.json())
+    );
+    let mailbox = app.get("/api/v1/dev/mailbox").json();
+    let recipients: Vec<&str> = mailbox["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        recipients,
+        ["known@acme.test"],
+        "nothing is sent to unknown addresses"
+    );
+    // The invited user can log in; the stranger cannot.
+    let code = app.code_from_mailbox("known@acme.test");
+    assert_eq!(app.verify("known@acme.test", &code).status, 200);
+    app.verify("stranger@acme.test", &code)
+        .assert_error(401, "invalid_code");
+
+    // Six sends in a minute for one address: throttled, with Retry-After.
+    let app = spawn_app();
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| app.send_code("busy@acme.test").status)
+        .collect();
+    assert_eq!(statuses[0], 202);
+    assert_eq!(statuses[5], 429, "{statuses:?}");
+    let res = app.send_code("busy@acme.test");
+    res.assert_error(429, "rate_limited");
+    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+}
+
+#[test]
+fn per_hour_and_per_ip_limits() {
+    let app = spawn_app_with(|c| {
+        c.auth.send_code_interval_secs = 1;
+        c.auth.send_code_per_hour = 2;
+        c.auth.send_code_per_ip_per_hour = 3;
+    });
+    assert_eq!(app.send_code("h@acme.test").status, 202);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(app.send_code("h@acme.test").status, 202);
+    std::thread::sleep(Duration::from_millis(1100));
+    let res = app.send_code("h@acme.test");
+    res.assert_error(429, "rate_limited");
+    assert!(res.header("retry-after").unwrap().parse::<u64>().unwrap() > 3000);
+    // Third code from this IP (another address) is still allowed, the fourth is not.
+    assert_eq!(app.send_code("i@acme.test").status, 202);
+    app.send_code("j@acme.test")
+        .assert_error(429, "rate_limited");
+}
+
+#[test]
+fn malformed_requests_get_the_envelope() {
+    let app = spawn_app_with(|c| c.http.max_body_bytes = 1024);
+    app.send_code("not-an-email")
+        .assert_error(422, "validation_error");
+    let res = app.send_code("not-an-email");
+    assert!(res.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("email"));
+    let post = |body: &str, ct: &str| {
+        send_body(
+            app.request("POST", "/api/v1/auth/send-code")
+                .set("Content-Type", ct),
+            body,
+        )
+    };
+    // Malformed JSON, wrong shapes, missing fields: 422 naming the problem.
+    post("{not json", "application/json").assert_error(422, "validation_error");
+    post("[]", "application/json").assert_error(422, "validation_error");
+    let res = post("{}", "application/json");
+    res.assert_error(422, "validation_error");
+    assert!(res.body.contains("email"), "{}", res.body);
+    post(r#"{"email": 42}"#, "application/json").assert_error(422, "validation_error");
+    post("email=a@b.test", "application/x-www-form-urlencoded")
+        .assert_error(415, "unsupported_media_type");
+    let big = json!({ "email": "x".repeat(2000) }).to_string();
+    post(&big, "application/json").assert_error(413, "payload_too_large");
+    // Chunked (no Content-Length) oversized bodies are caught by the extractor.
+    let res = match app
+        .request("POST", "/api/v1/auth/send-code")
+        .set("Content-Type", "application/json")
+        .send(std::io::Cursor::new(big.into_bytes()))
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(res, 413);
+}
+
+fn cookie_login(app: &TestApp, email: &str) -> (crate::helpers::Resp, String) {
+    app.send_code(email);
+    let code = app.code_from_mailbox(email);
+    let res = app.post_json(
+        "/api/v1/auth/verify-code",
+        json!({ "email": email, "code": code, "cookie": true }),
+    );
+    assert_eq!(res.status, 200, "{}", res.body);
+    let csrf = res.json()["csrf_token"].as_str().unwrap().to_string();
+    (res, csrf)
+}
+
+#[test]
+fn cookie_sessions_need_csrf_and_same_origin() {
+    let app = spawn_app();
+    let (res, csrf) = cookie_login(&app, "carol@acme.test");
+    let body = res.json();
+    assert!(
+        body.get("access_token").is_none(),
+        "cookie mode returns no tokens in the body"
+    );
+    assert_eq!(body["user"]["email"], "carol@acme.test");
+    assert_eq!(res.header("cache-control"), Some("no-store"));
+    let line = res.set_cookie_line("gatehouse_access").unwrap();
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(line.contains(attr), "{attr} in {line}");
+    }
+    assert!(!line.contains("Secure"), "plain http: no Secure flag");
+    assert!(res
+        .set_cookie_line("gatehouse_refresh")
+        .unwrap()
+        .contains("HttpOnly"));
+    let access = res.cookie("gatehouse_access").unwrap();
+    let refresh_cookie = res.cookie("gatehouse_refresh").unwrap();
+    let cookie = format!("gatehouse_access={access}; gatehouse_refresh={refresh_cookie}");
+
+    // GET needs no CSRF token; /me returns the same token.
+    let me = send(app.request("GET", "/api/v1/me").set("Cookie", &cookie));
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json()["csrf_token"], csrf.as_str());
+
+    let create = |extra: &[(&str, &str)]| {
+        let mut req = app
+            .request("POST", "/api/v1/projects")
+            .set("Cookie", &cookie)
+            .set("Content-Type", "application/json");
+        for (k, v) in extra {
+            req = req.set(k, v);
+        }
+        send_body(req, r#"{"name": "Cookie project"}"#)
+    };
+    create(&[]).assert_error(403, "csrf_failed");
+    create(&[("X-CSRF-Token", "wrong")]).assert_error(403, "csrf_failed");
+    create(&[("X-CSRF-Token", &csrf), ("Origin", "https://evil.example")])
+        .assert_error(403, "csrf_failed");
+    create(&[("X-CSRF-Token", &csrf), ("Sec-Fetch-Site", "cross-site")])
+        .assert_error(403, "csrf_failed");
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM projects WHERE name = 'Cookie project'"),
+        0
+    );
+    let origin = app.base.clone();
+    let ok = create(&[("X-CSRF-Token", &csrf), ("Origin", &origin)]);
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    assert_eq!(ok.json()["role"], "owner");
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM projects WHERE name = 'Cookie project'"),
+        1
+    );
+
+    // An API key is never taken from a cookie; a bearer call needs no CSRF token.
+    // Logout: CSRF-checked, clears cookies, Clear-Site-Data, kills the session.
+    send(
+        app.request("POST", "/api/v1/auth/logout")
+            .set("Cookie", &cookie),
+    )
+    .assert_error(403, "csrf_failed");
+    let out = send(
+        app.request("POST", "/api/v1/auth/logout")
+            .set("Cookie", &cookie)
+            .set("X-CSRF-Token", &csrf),
+    );
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(out.header("clear-site-data"), Some("\"cookies\""));
+    assert!(out
+        .set_cookie_line("gatehouse_access")
+        .unwrap()
+        .contains("Max-Age=0"));
+    send(app.request("GET", "/api/v1/me").set("Cookie", &cookie))
+        .assert_error(401, "invalid_token");
+}
+
+#[test]
+fn https_cookies_are_secure_with_the_host_prefix() {
+    let app = spawn_app_with(|c| c.public_url = Some("https://keys.acme.test".parse().unwrap()));
+    let (res, _) = cookie_login(&app, "dave@acme.test");
+    for name in ["__Host-gatehouse_access", "__Host-gatehouse_refresh"] {
+        let line = res
+            .set_cookie_line(name)
+            .unwrap_or_else(|| panic!("{name}: {:?}", res.set_cookies));
+        for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+            assert!(line.contains(attr), "{attr} in {line}");
+        }
+        assert!(!line.contains("Domain"), "__Host- cookies carry no Domain");
+    }
+    assert!(res.set_cookie_line("gatehouse_access").is_none());
+}
+
+#[test]
+fn browser_refresh_redirects_only_to_same_site_paths() {
+    let app = spawn_app();
+    let (res, _) = cookie_login(&app, "erin@acme.test");
+    let mut refresh_cookie = res.cookie("gatehouse_refresh").unwrap();
+    let cases = [
+        ("/dashboard", "/dashboard"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("https:evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("%2F%2Fevil.example", "/"),
+        ("/%09/evil.example", "/"),
+    ];
+    for (next, expected) in cases {
+        let form: String = url_encode(next);
+        let res = send_body(
+            app.request("POST", "/auth/refresh")
+                .set("Content-Type", "application/x-www-form-urlencoded")
+                .set("Cookie", &format!("gatehouse_refresh={refresh_cookie}")),
+            &format!("next={form}"),
+        );
+        assert_eq!(res.status, 303, "{next}: {}", res.body);
+        assert_eq!(res.header("location"), Some(expected), "{next}");
+        let access = res.cookie("gatehouse_access").expect("fresh access cookie");
+        assert_eq!(
+            send(
+                app.request("GET", "/api/v1/me")
+                    .set("Cookie", &format!("gatehouse_access={access}"))
+            )
+            .status,
+            200
+        );
+        refresh_cookie = res
+            .cookie("gatehouse_refresh")
+            .expect("fresh refresh cookie");
+    }
+    // Without a refresh cookie: to the login page, keeping a safe `next`.
+    let res = send_body(
+        app.request("POST", "/auth/refresh")
+            .set("Content-Type", "application/x-www-form-urlencoded"),
+        "next=%2Fdashboard",
+    );
+    assert_eq!(res.status, 303);
+    assert_eq!(res.header("location"), Some("/login?next=%2Fdashboard"));
+    let res = send_body(
+        app.request("POST", "/auth/refresh")
+            .set("Content-Type", "application/x-www-form-urlencoded")
+            .set("Cookie", "gatehouse_refresh=bogus"),
+        "next=//evil.example",
+    );
+    assert_eq!(res.header("location"), Some("/login?next=%2F"));
+    // A cross-site form is refused.
+    send_body(
+        app.request("POST", "/auth/refresh")
+            .set("Origin", "https://evil.example")
+            .set("Content-Type", "application/x-www-form-urlencoded"),
+        "next=/",
+    )
+    .assert_error(403, "csrf_failed");
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn mailbox_is_local_only_and_shows_codes_newest_first() {
+    let app = spawn_app();
+    app.send_code("first@acme.test");
+    app.send_code("second@acme.test");
+    let items = app.get("/api/v1/dev/mailbox").json()["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["to"], "second@acme.test");
+    assert!(items[0]["subject"].as_str().unwrap().contains("login code"));
+    assert!(items[0]["body"].as_str().unwrap().contains("10 minutes"));
+    assert!(items[0]["created_at"].as_str().unwrap().ends_with('Z'));
+
+    // Through a trusted proxy from a remote client: refused.
+    let app = spawn_app_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]);
+    send(
+        app.request("GET", "/api/v1/dev/mailbox")
+            .set("X-Forwarded-For", "203.0.113.7"),
+    )
+    .assert_error(403, "forbidden");
+
+    let app = spawn_app_with(|c| {
+        c.mode = gatehouse::config::Mode::Production;
+        c.smtp.host = Some("127.0.0.1".into());
+    });
+    app.get("/api/v1/dev/mailbox")
+        .assert_error(404, "not_found");
+}
+
+#[test]
+fn expose_codes_returns_the_code_in_local_mode() {
+    let app = spawn_app_with(|c| c.dev.expose_codes = true);
+    let res = app.send_code("demo@acme.test");
+    let code = res.json()["code"].as_str().unwrap().to_string();
+    assert_eq!(code, app.code_from_mailbox("demo@acme.test"));
+}
+
+#[test]
+fn credentials_are_checked_in_order_with_the_documented_codes() {
+    let app = spawn_app();
+    app.get("/api/v1/me")
+        .assert_error(401, "missing_authorization");
+    send(
+        app.request("GET", "/api/v1/me")
+            .set("Authorization", "Basic eDp5"),
+    )
+    .assert_error(401, "missing_authorization");
+    send(app.authed("GET", "/api/v1/me", "not-a-real-token")).assert_error(401, "invalid_token");
+    send(app.authed("GET", "/api/v1/me", "gate_sk_tooShort")).assert_error(401, "malformed_key");
+    let key = gatehouse::keys::ApiKey::generate("gate", gatehouse::keys::KeyType::Secret);
+    send(app.authed("GET", "/api/v1/me", key.expose())).assert_error(401, "invalid_key");
+    send(app.request("GET", "/api/v1/me").set("X-API-Key", "junk"))
+        .assert_error(401, "malformed_key");
+    // An API key in a cookie is not a credential.
+    send(
+        app.request("GET", "/api/v1/me")
+            .set("Cookie", &format!("gatehouse_access={}", key.expose())),
+    )
+    .assert_error(401, "invalid_token");
+}
