@@ -549,3 +549,63 @@ fn credentials_are_checked_in_order_with_the_documented_codes() {
     )
     .assert_error(401, "invalid_token");
 }
+
+#[test]
+fn access_tokens_and_sessions_expire() {
+    // Access tokens: short-lived, renewed by refreshing.
+    let app = spawn_app_with(|c| c.auth.access_ttl_secs = 1);
+    let t = app.login("short@acme.test");
+    std::thread::sleep(Duration::from_millis(2100));
+    send(app.authed("GET", "/api/v1/me", &t.access)).assert_error(401, "invalid_token");
+    let res = refresh(&app, &t.refresh);
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.json()["expires_in"], 1);
+
+    // Idle: a session unused for longer than session_idle_secs is over.
+    let app = spawn_app_with(|c| c.auth.session_idle_secs = 1);
+    let t = app.login("idle@acme.test");
+    assert_eq!(send(app.authed("GET", "/api/v1/me", &t.access)).status, 200);
+    std::thread::sleep(Duration::from_millis(2100));
+    send(app.authed("GET", "/api/v1/me", &t.access)).assert_error(401, "invalid_token");
+    refresh(&app, &t.refresh).assert_error(401, "invalid_token");
+
+    // Absolute: however active, a session ends session_max_secs after login.
+    let app = spawn_app_with(|c| c.auth.session_max_secs = 2);
+    let t = app.login("busy-bee@acme.test");
+    std::thread::sleep(Duration::from_millis(1000));
+    let res = refresh(&app, &t.refresh);
+    assert_eq!(res.status, 200);
+    let next = res.json()["refresh_token"].as_str().unwrap().to_string();
+    let access = res.json()["access_token"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1600));
+    refresh(&app, &next).assert_error(401, "invalid_token");
+    send(app.authed("GET", "/api/v1/me", &access)).assert_error(401, "invalid_token");
+}
+
+#[test]
+fn cleanup_removes_expired_codes_and_dead_sessions() {
+    let app = spawn_app_with(|c| {
+        c.auth.code_ttl_secs = 1;
+        c.auth.session_max_secs = 1;
+        c.auth.access_ttl_secs = 1;
+    });
+    let t = app.login("gone@acme.test");
+    app.send_code("pending@acme.test");
+    assert_eq!(app.query_i64("SELECT count(*) FROM login_codes"), 1);
+    assert_eq!(app.query_i64("SELECT count(*) FROM sessions"), 1);
+    std::thread::sleep(Duration::from_millis(2100));
+    let removed = app
+        .block_on(app.state.db.cleanup(app.state.session_limits()))
+        .unwrap();
+    assert!(removed >= 3, "{removed}");
+    assert_eq!(app.query_i64("SELECT count(*) FROM login_codes"), 0);
+    assert_eq!(app.query_i64("SELECT count(*) FROM sessions"), 0);
+    assert_eq!(app.query_i64("SELECT count(*) FROM access_tokens"), 0);
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM refresh_tokens"),
+        0,
+        "cascaded"
+    );
+    assert_eq!(app.query_i64("SELECT count(*) FROM users"), 1, "users stay");
+    refresh(&app, &t.refresh).assert_error(401, "invalid_token");
+}
