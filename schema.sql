@@ -116,3 +116,48 @@ CREATE TABLE mail_outbox (
 );
 CREATE INDEX mail_outbox_pending ON mail_outbox(transport, next_attempt_at)
     WHERE sent_at IS NULL AND failed_at IS NULL;
+
+-- migration: 3 API keys and usage
+CREATE TABLE api_keys (
+    id                      TEXT PRIMARY KEY,
+    project_id              TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    key_hash                BLOB NOT NULL UNIQUE,      -- SHA-256 of the key text
+    prefix                  TEXT NOT NULL,             -- first 16 characters, for display
+    name                    TEXT NOT NULL,
+    type                    TEXT NOT NULL CHECK (type IN ('secret', 'publishable')),
+    environment             TEXT NOT NULL,
+    scopes                  TEXT NOT NULL DEFAULT '[]',   -- JSON array
+    rate_limit              INTEGER,                   -- NULL: keys.default_rate_limit
+    rate_window_secs        INTEGER,
+    owner_id                TEXT,
+    credits_remaining       INTEGER,                   -- NULL: unlimited
+    credits_refill_amount   INTEGER,
+    credits_refill_interval TEXT CHECK (credits_refill_interval IN ('daily', 'monthly')),
+    credits_period_start    INTEGER,                   -- start of the refill interval last applied
+    allowed_ips             TEXT,                      -- JSON array of CIDRs, NULL: anywhere
+    metadata                TEXT NOT NULL DEFAULT '{}',
+    imported                INTEGER NOT NULL DEFAULT 0, -- 1: hash imported from another service
+    created_at              INTEGER NOT NULL,
+    updated_at              INTEGER NOT NULL,
+    last_used_at            INTEGER,
+    expires_at              INTEGER,
+    revoked_at              INTEGER,
+    created_by              TEXT,
+    rotated_from            TEXT
+);
+CREATE INDEX api_keys_by_project ON api_keys(project_id, created_at);
+CREATE INDEX api_keys_by_owner ON api_keys(project_id, owner_id);
+CREATE INDEX api_keys_imported ON api_keys(imported) WHERE imported = 1;
+
+-- Verification counts per key per hour, written in batches.
+CREATE TABLE usage_hourly (
+    key_id        TEXT NOT NULL,
+    project_id    TEXT NOT NULL,
+    hour          INTEGER NOT NULL,                    -- epoch seconds at the start of the hour
+    valid         INTEGER NOT NULL DEFAULT 0,
+    invalid       INTEGER NOT NULL DEFAULT 0,
+    rate_limited  INTEGER NOT NULL DEFAULT 0,
+    refused       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, hour)
+) WITHOUT ROWID;
+CREATE INDEX usage_hourly_by_project ON usage_hourly(project_id, hour);

@@ -132,3 +132,50 @@ impl Catalog {
         self.scopes.iter().any(|s| s.name == name)
     }
 }
+
+/// The scope a forward-auth path needs: the `[[routes]]` rule with the
+/// longest `path_prefix` that matches. A prefix matches the path itself and
+/// everything below it (`/orders` matches `/orders` and `/orders/7`, not
+/// `/ordersx`), unless it ends with `/`.
+pub fn scope_for_path<'a>(rules: &'a [crate::config::RouteRule], path: &str) -> Option<&'a str> {
+    rules
+        .iter()
+        .filter(|r| {
+            let p = r.path_prefix.as_str();
+            path == p
+                || (path.starts_with(p)
+                    && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/')))
+        })
+        .max_by_key(|r| r.path_prefix.len())
+        .map(|r| r.scope.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RouteRule;
+
+    #[test]
+    fn longest_prefix_wins_on_segment_boundaries() {
+        let rules = vec![
+            RouteRule {
+                path_prefix: "/".into(),
+                scope: "read".into(),
+            },
+            RouteRule {
+                path_prefix: "/orders".into(),
+                scope: "orders".into(),
+            },
+            RouteRule {
+                path_prefix: "/orders/admin".into(),
+                scope: "admin".into(),
+            },
+        ];
+        assert_eq!(scope_for_path(&rules, "/orders"), Some("orders"));
+        assert_eq!(scope_for_path(&rules, "/orders/7"), Some("orders"));
+        assert_eq!(scope_for_path(&rules, "/orders/admin/x"), Some("admin"));
+        assert_eq!(scope_for_path(&rules, "/ordersx"), Some("read"));
+        assert_eq!(scope_for_path(&rules, "/"), Some("read"));
+        assert_eq!(scope_for_path(&rules[1..], "/other"), None);
+    }
+}

@@ -41,11 +41,14 @@ impl Application {
         if outcome.from != outcome.to {
             tracing::info!(from = outcome.from, to = outcome.to, "database migrated");
         }
+        let imported = db.imported_key_hashes()?;
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| StartupError::Listen(config.listen.to_string(), e))?;
+        let state = AppState::new(config, db);
+        state.keys.set_imported(imported);
         Ok(Application {
             listener,
-            state: web::Data::new(AppState::new(config, db)),
+            state: web::Data::new(state),
         })
     }
 
@@ -130,6 +133,17 @@ fn build_app(
 /// actix system; their work is all in the database, so none is lost.
 fn spawn_background_tasks(state: &web::Data<AppState>) {
     actix_web::rt::spawn(crate::mail::worker::run(state.clone()));
+    let usage_state = state.clone();
+    actix_web::rt::spawn(async move {
+        let every = std::time::Duration::from_secs(usage_state.config.usage.flush_interval_secs);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = usage_state.keys.usage.flush(&usage_state.db).await {
+                tracing::warn!(error = %e, "usage flush failed; will retry");
+            }
+        }
+    });
     let state = state.clone();
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

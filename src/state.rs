@@ -8,6 +8,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::sessions::SessionLimits;
 use crate::db::Db;
+use crate::keys::store::KeyStore;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 
@@ -18,6 +19,9 @@ pub struct AppState {
     pub catalog: Catalog,
     pub keyring: Keyring,
     pub mailer: Mailer,
+    pub keys: KeyStore,
+    /// Leaked-key reports per client address: 10 a minute.
+    pub leak_reports: crate::keys::limiter::IpLimiter,
     /// The OpenAPI document, generated once at start.
     pub openapi_json: String,
 }
@@ -33,8 +37,11 @@ impl AppState {
             .as_ref()
             .map(|s| s.expose().as_bytes().to_vec())
             .unwrap_or_else(|| crate::config::generate_secret().into_bytes());
+        let keys = KeyStore::new(&config);
         let config = Arc::new(config);
         AppState {
+            keys,
+            leak_reports: crate::keys::limiter::IpLimiter::new(10, 60),
             keyring: Keyring::new(&session_key),
             mailer: Mailer::new(config.clone()),
             config,
@@ -43,6 +50,11 @@ impl AppState {
             catalog,
             openapi_json: crate::openapi::document_json(),
         }
+    }
+
+    /// The plan's monthly verification quota, once plans are enforced.
+    pub fn quota_gate(&self) -> Option<&dyn crate::keys::store::QuotaGate> {
+        None
     }
 
     pub fn session_limits(&self) -> SessionLimits {
@@ -54,8 +66,12 @@ impl AppState {
         }
     }
 
-    /// Work to finish before the process exits after a graceful stop.
+    /// Work to finish before the process exits after a graceful stop:
+    /// usage counts still in memory are written.
     pub async fn shutdown(&self) {
-        tracing::info!("stopped");
+        match self.keys.usage.flush(&self.db).await {
+            Ok(()) => tracing::info!("usage written; stopped"),
+            Err(e) => tracing::error!(error = %e, "usage could not be written at shutdown"),
+        }
     }
 }

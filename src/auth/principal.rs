@@ -7,17 +7,21 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::Method;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use crate::db::audit::{Actor, ActorType};
 use crate::db::users::{Membership, Project, User};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::bearer_token;
 use crate::http::RequestContext;
-use crate::keys::{looks_like_key, ApiKey};
+use crate::keys::limiter::{RateHeaders, RateStatus};
+use crate::keys::looks_like_key;
+use crate::keys::record::KeyRecord;
+use crate::keys::store::{CheckInput, Denial, Purpose};
 use crate::state::AppState;
 use crate::types::Role;
 
@@ -35,8 +39,14 @@ pub struct SessionPrincipal {
 }
 
 #[derive(Clone, Debug)]
+pub struct KeyPrincipal {
+    pub key: Arc<KeyRecord>,
+}
+
+#[derive(Clone, Debug)]
 pub enum Principal {
     Session(SessionPrincipal),
+    Key(KeyPrincipal),
 }
 
 impl Principal {
@@ -45,19 +55,37 @@ impl Principal {
     pub fn session(&self) -> Result<&SessionPrincipal, ApiError> {
         match self {
             Principal::Session(s) => Ok(s),
+            Principal::Key(_) => Err(ApiError::new(ErrorCode::Forbidden)
+                .with_message("API keys cannot do this; log in as a member of the project.")),
         }
     }
 
     pub fn actor(&self, ctx: &RequestContext) -> Actor {
-        match self {
-            Principal::Session(s) => Actor {
-                kind: ActorType::User,
-                id: Some(s.user.id.clone()),
-                ip: Some(ctx.ip().to_string()),
-                request_id: Some(ctx.request_id.to_string()),
-            },
+        let (kind, id) = match self {
+            Principal::Session(s) => (ActorType::User, s.user.id.clone()),
+            Principal::Key(k) => (ActorType::Key, k.key.id.to_string()),
+        };
+        Actor {
+            kind,
+            id: Some(id),
+            ip: Some(ctx.ip().to_string()),
+            request_id: Some(ctx.request_id.to_string()),
         }
     }
+}
+
+/// The error for a refused key, with `Retry-After` when rate limited.
+pub fn denial_error(denial: Denial, rate: Option<RateStatus>) -> ApiError {
+    let mut err = ApiError::new(denial.code());
+    if denial == Denial::RateLimited {
+        let retry = rate.map(|r| r.reset_secs.max(1)).unwrap_or(1);
+        err = err
+            .with_message(format!(
+                "The key's rate limit is reached; retry in {retry} s."
+            ))
+            .with_header(header::RETRY_AFTER, header::HeaderValue::from(retry));
+    }
+    err
 }
 
 fn state_of(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
@@ -90,8 +118,8 @@ async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
             ApiError::new(ErrorCode::MissingAuthorization)
                 .with_message("Use `Authorization: Bearer <token>`.")
         })?;
-        if looks_like_key(token, prefix) {
-            return authenticate_key(&state, token);
+        if looks_like_key(token, prefix) || state.keys.hash_of(token).is_some() {
+            return authenticate_key(req, &state, token).await;
         }
         return Ok(Principal::Session(
             authenticate_session(&state, token, Via::Bearer).await?,
@@ -99,7 +127,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     }
     if let Some(value) = req.headers().get("x-api-key") {
         let raw = value.to_str().unwrap_or_default().trim();
-        return authenticate_key(&state, raw);
+        return authenticate_key(req, &state, raw).await;
     }
     let names = crate::auth::cookies::names(state.config.is_https());
     if let Some(token) = cookie_value(req, names.access) {
@@ -110,13 +138,41 @@ async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     Err(ApiError::new(ErrorCode::MissingAuthorization))
 }
 
-/// API keys are checked for shape and checksum first (`malformed_key`, no
-/// storage involved). No key is stored yet in this version, so every
-/// well-formed key is unknown.
-fn authenticate_key(state: &AppState, raw: &str) -> Result<Principal, ApiError> {
-    ApiKey::parse(raw, &state.config.keys.prefix)
-        .map_err(|_| ApiError::new(ErrorCode::MalformedKey))?;
-    Err(ApiError::new(ErrorCode::InvalidKey))
+/// API keys: shape and checksum first (`malformed_key`, no storage), then
+/// the key checks of SPEC section 8 for this request's method and client
+/// address. The call counts against the key's rate-limit window, and the
+/// answer carries the RateLimit fields.
+async fn authenticate_key(
+    req: &HttpRequest,
+    state: &AppState,
+    raw: &str,
+) -> Result<Principal, ApiError> {
+    let ctx = crate::http::RequestContext::extract(req)
+        .await
+        .map_err(|_| ApiError::internal("request context"))?;
+    let checked = state
+        .keys
+        .check(
+            &state.db,
+            raw,
+            &CheckInput {
+                method: req.method().as_str(),
+                scopes: &[],
+                ip: Some(ctx.ip()),
+                cost: 0,
+                purpose: Purpose::OwnApi,
+            },
+            None,
+        )
+        .await?;
+    if let Some(rate) = checked.rate {
+        req.extensions_mut().insert(RateHeaders(rate));
+    }
+    match (checked.outcome, checked.key) {
+        (Ok(()), Some(key)) => Ok(Principal::Key(KeyPrincipal { key })),
+        (Err(denial), _) => Err(denial_error(denial, checked.rate)),
+        (Ok(()), None) => Err(ApiError::new(ErrorCode::InvalidKey)),
+    }
 }
 
 async fn authenticate_session(
@@ -204,22 +260,49 @@ fn check_csrf(req: &HttpRequest, state: &AppState, session_id: &str) -> Result<(
     Ok(())
 }
 
-/// The project a request acts on, with the caller's role in it.
+/// The project a request acts on, with the caller's role in it (`None`
+/// for an API key, which acts on its own project by its scopes).
 #[derive(Clone, Debug)]
 pub struct ProjectAccess {
     pub principal: Principal,
     pub project: Project,
-    pub role: Role,
+    pub role: Option<Role>,
 }
 
 impl ProjectAccess {
-    /// 403 `forbidden` unless the caller's role is at least `min`.
+    /// 403 `forbidden` unless a session caller's role is at least `min`;
+    /// API keys are refused.
     pub fn require(&self, min: Role) -> Result<(), ApiError> {
-        if self.role >= min {
-            Ok(())
-        } else {
-            Err(ApiError::new(ErrorCode::Forbidden)
-                .with_message(format!("This needs the {} role or higher.", min.as_str())))
+        match self.role {
+            Some(role) if role >= min => Ok(()),
+            Some(_) => Err(ApiError::new(ErrorCode::Forbidden)
+                .with_message(format!("This needs the {} role or higher.", min.as_str()))),
+            None => self.principal.session().map(|_| ()),
+        }
+    }
+
+    /// A session with at least `min`, or an API key with `scope` (or
+    /// `full_access`; else 403 `insufficient_scope`).
+    pub fn require_role_or_scope(&self, min: Role, scope: &str) -> Result<(), ApiError> {
+        match &self.principal {
+            Principal::Key(k) if k.key.has_scope(scope) => Ok(()),
+            Principal::Key(_) => Err(ApiError::new(ErrorCode::InsufficientScope)
+                .with_message(format!("This needs a key with the `{scope}` scope."))),
+            Principal::Session(_) => self.require(min),
+        }
+    }
+
+    /// The session caller's role; API keys get 403 `forbidden`.
+    pub fn session_role(&self) -> Result<Role, ApiError> {
+        self.principal.session()?;
+        self.role.ok_or_else(|| ApiError::new(ErrorCode::Forbidden))
+    }
+
+    /// The caller's user id, for sessions.
+    pub fn user_id(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::Session(s) => Some(&s.user.id),
+            Principal::Key(_) => None,
         }
     }
 }
@@ -233,13 +316,28 @@ impl FromRequest for ProjectAccess {
         Box::pin(async move {
             let principal = authenticate(&req).await?;
             let state = state_of(&req)?;
-            let session = principal.session()?;
-            let membership = resolve_project(&req, &state, &session.user).await?;
-            Ok(ProjectAccess {
-                principal,
-                project: membership.project,
-                role: membership.role,
-            })
+            match &principal {
+                Principal::Session(session) => {
+                    let membership = resolve_project(&req, &state, &session.user).await?;
+                    Ok(ProjectAccess {
+                        principal,
+                        project: membership.project,
+                        role: Some(membership.role),
+                    })
+                }
+                Principal::Key(k) => {
+                    let project = state
+                        .db
+                        .project(k.key.project_id.to_string())
+                        .await?
+                        .ok_or_else(|| ApiError::new(ErrorCode::InvalidKey))?;
+                    Ok(ProjectAccess {
+                        principal,
+                        project,
+                        role: None,
+                    })
+                }
+            }
         })
     }
 }

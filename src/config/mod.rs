@@ -365,6 +365,9 @@ pub struct KeysConfig {
     pub cache_capacity: usize,
     /// Seconds an unknown key is remembered as unknown.
     pub negative_cache_ttl_secs: u64,
+    /// Seconds before a cached key's settings are re-read from storage
+    /// (picks up changes made by another process, such as the CLI).
+    pub cache_ttl_secs: u64,
 }
 
 impl Default for KeysConfig {
@@ -377,6 +380,7 @@ impl Default for KeysConfig {
             },
             cache_capacity: 100_000,
             negative_cache_ttl_secs: 30,
+            cache_ttl_secs: 60,
         }
     }
 }

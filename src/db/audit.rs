@@ -86,6 +86,24 @@ pub struct StoredEvent {
     pub created_at: i64,
 }
 
+/// Reads an event from `id, project_id, action, actor_type, actor_id,
+/// target, ip, request_id, details, created_at`.
+pub(crate) fn event_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let details: String = r.get(8)?;
+    Ok(StoredEvent {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        action: r.get(2)?,
+        actor_type: r.get(3)?,
+        actor_id: r.get(4)?,
+        target: r.get(5)?,
+        ip: r.get(6)?,
+        request_id: r.get(7)?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+        created_at: r.get(9)?,
+    })
+}
+
 impl super::Db {
     /// The newest events with this action (or all, for `None`), newest first.
     pub async fn audit_events(
@@ -98,21 +116,7 @@ impl super::Db {
                 "SELECT id, project_id, action, actor_type, actor_id, target, ip, request_id, details, created_at
                  FROM audit_events WHERE (?1 IS NULL OR action = ?1) ORDER BY id DESC LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![action, limit], |r| {
-                let details: String = r.get(8)?;
-                Ok(StoredEvent {
-                    id: r.get(0)?,
-                    project_id: r.get(1)?,
-                    action: r.get(2)?,
-                    actor_type: r.get(3)?,
-                    actor_id: r.get(4)?,
-                    target: r.get(5)?,
-                    ip: r.get(6)?,
-                    request_id: r.get(7)?,
-                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
-                    created_at: r.get(9)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![action, limit], event_from)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

@@ -209,6 +209,18 @@ pub fn may_change(
 }
 
 impl Db {
+    pub async fn project(&self, id: String) -> DbResult<Option<Project>> {
+        self.call(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = ?1"),
+                [id],
+                |r| project_from(r, 0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     pub async fn memberships(&self, user_id: String) -> DbResult<Vec<Membership>> {
         self.call(move |c| memberships_of(c, &user_id)).await
     }

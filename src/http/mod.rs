@@ -182,6 +182,18 @@ pub async fn finish(
         .is_some_and(|v| v.starts_with("text/html"));
     let is_api = res.request().path().starts_with("/api/");
     apply_security_headers(res.headers_mut(), is_html, is_api, hsts);
+    let rate = res
+        .request()
+        .extensions()
+        .get::<crate::keys::limiter::RateHeaders>()
+        .copied();
+    if let Some(crate::keys::limiter::RateHeaders(status)) = rate {
+        for (name, value) in crate::keys::limiter::rate_limit_headers(&status) {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                res.headers_mut().insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
     Ok(res)
 }
 

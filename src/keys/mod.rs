@@ -1,6 +1,14 @@
-//! API keys: the key format and checksum (`format`). Issuance,
-//! verification, the cache and the rate limiter live beside it.
+//! API keys: the key format and checksum (`format`), stored settings
+//! (`record`), the rate limiter (`limiter`), credits (`credits`), the
+//! in-memory verification store (`store`) and write-behind usage (`usage`).
 
+pub mod admin;
+pub mod credits;
 pub mod format;
+pub mod input;
+pub mod limiter;
+pub mod record;
+pub mod store;
+pub mod usage;
 
 pub use format::{looks_like_key, ApiKey, KeyType, MalformedKey};

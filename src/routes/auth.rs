@@ -74,6 +74,19 @@ pub struct RefreshTokenBody {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct KeyMeView {
+    pub project: crate::routes::views::ProjectView,
+    pub key: crate::routes::keys::KeyView,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MeAnswer {
+    Session(MeView),
+    Key(Box<KeyMeView>),
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct MeView {
     pub user: UserView,
     pub memberships: Vec<MembershipView>,
@@ -233,13 +246,25 @@ pub async fn logout(
     Ok(no_store(res))
 }
 
-/// The caller: user and memberships (plus the CSRF token for cookie sessions).
+/// The caller: a user with memberships (plus the CSRF token for cookie
+/// sessions), or an API key with its project.
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth",
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "The caller", body = MeView),
+        (status = 200, description = "The caller", body = MeAnswer),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope)))]
 pub async fn me(state: web::Data<AppState>, principal: Principal) -> ApiResult<HttpResponse> {
+    if let Principal::Key(k) = &principal {
+        let project = state
+            .db
+            .project(k.key.project_id.to_string())
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidKey))?;
+        return Ok(no_store(HttpResponse::Ok().json(KeyMeView {
+            project: (&project).into(),
+            key: crate::routes::keys::KeyView::new(&k.key, &state),
+        })));
+    }
     let session = principal.session()?;
     let memberships = state.db.memberships(session.user.id.clone()).await?;
     Ok(no_store(HttpResponse::Ok().json(MeView {

@@ -57,6 +57,7 @@ pub async fn list(
     access: ProjectAccess,
     query: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
+    access.session_role()?;
     let paging = query.paging()?;
     let (rows, total) = state
         .db
@@ -98,7 +99,7 @@ pub async fn add(
             access.project.id.clone(),
             email,
             body.role,
-            access.role,
+            access.session_role()?,
             access.principal.actor(&ctx),
             notice.clone(),
         )
@@ -132,7 +133,7 @@ pub async fn change(
             access.project.id.clone(),
             user_id.into_inner(),
             Some(body.role),
-            access.role,
+            access.session_role()?,
             access.principal.actor(&ctx),
         )
         .await?
@@ -162,7 +163,7 @@ pub async fn remove(
             access.project.id.clone(),
             user_id.into_inner(),
             None,
-            access.role,
+            access.session_role()?,
             access.principal.actor(&ctx),
         )
         .await?

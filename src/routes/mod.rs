@@ -7,9 +7,12 @@
 pub mod auth;
 pub mod catalog;
 pub mod dev;
+pub mod keys;
 pub mod members;
 pub mod ops;
 pub mod projects;
+pub mod usage;
+pub mod verify;
 pub mod views;
 
 use actix_web::web::{self, delete, get, patch, post, resource};
@@ -44,7 +47,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(patch().to(members::change))
                         .route(delete().to(members::remove)),
                 )
-                .service(resource("/dev/mailbox").route(get().to(dev::mailbox))),
+                .service(resource("/dev/mailbox").route(get().to(dev::mailbox)))
+                .service(
+                    resource("/api-keys")
+                        .route(get().to(keys::list))
+                        .route(post().to(keys::create)),
+                )
+                .service(
+                    resource("/api-keys/{id}")
+                        .route(get().to(keys::get))
+                        .route(patch().to(keys::patch))
+                        .route(delete().to(keys::revoke)),
+                )
+                .service(resource("/api-keys/{id}/rotate").route(post().to(keys::rotate)))
+                .service(resource("/keys/verify").route(post().to(verify::verify)))
+                .service(resource("/keys/leaked").route(post().to(verify::leaked)))
+                // Forward-auth answers any method: proxies send the original one.
+                .service(resource("/auth/check").to(verify::check))
+                .service(resource("/usage").route(get().to(usage::usage)))
+                .service(resource("/audit-log").route(get().to(usage::audit_log))),
         );
     crate::ui::configure(cfg);
 }

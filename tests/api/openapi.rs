@@ -25,6 +25,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/api/v1/members/{user_id}"),
     ("delete", "/api/v1/members/{user_id}"),
     ("get", "/api/v1/dev/mailbox"),
+    ("get", "/api/v1/api-keys"),
+    ("post", "/api/v1/api-keys"),
+    ("get", "/api/v1/api-keys/{id}"),
+    ("patch", "/api/v1/api-keys/{id}"),
+    ("delete", "/api/v1/api-keys/{id}"),
+    ("post", "/api/v1/api-keys/{id}/rotate"),
+    ("post", "/api/v1/keys/verify"),
+    ("get", "/api/v1/auth/check"),
+    ("post", "/api/v1/keys/leaked"),
+    ("get", "/api/v1/usage"),
+    ("get", "/api/v1/audit-log"),
 ];
 
 #[test]

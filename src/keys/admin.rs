@@ -1,0 +1,260 @@
+//! Issuing, editing, rotating and revoking keys: the logic shared by the
+//! HTTP routes and the CLI. Every change reaches the verification cache
+//! before the caller gets its answer.
+
+use std::sync::Arc;
+
+use crate::crypto::new_id;
+use crate::db::audit::Actor;
+use crate::error::{ApiError, ErrorCode};
+use crate::keys::credits::Balance;
+use crate::keys::input::{self, KeySpec, PatchKeyBody};
+use crate::keys::record::KeyRecord;
+use crate::keys::ApiKey;
+use crate::state::AppState;
+
+/// A fresh key and its stored record. The plaintext lives only in the
+/// returned [`ApiKey`].
+pub fn mint(
+    spec: KeySpec,
+    project_id: &str,
+    created_by: Option<String>,
+    prefix: &str,
+    now: i64,
+) -> (KeyRecord, ApiKey) {
+    let key = ApiKey::generate(prefix, spec.kind);
+    let record = KeyRecord {
+        id: Arc::from(new_id("key")),
+        project_id: Arc::from(project_id),
+        hash: key.hash(),
+        prefix: key.display_prefix().to_string(),
+        name: spec.name,
+        kind: spec.kind,
+        environment: spec.environment,
+        scopes: spec.scopes,
+        rate_limit: spec.rate_limit,
+        owner_id: spec.owner_id,
+        credits: spec.credits.map(|(remaining, refill)| Balance {
+            remaining,
+            refill,
+            period_start: refill.map(|r| r.interval.period_start(now)).unwrap_or(0),
+        }),
+        allowed_ips: spec.allowed_ips,
+        metadata: spec.metadata,
+        created_at: now,
+        updated_at: now,
+        last_used_at: None,
+        expires_at: spec.expires_at,
+        revoked_at: None,
+        created_by,
+    };
+    (record, key)
+}
+
+pub async fn create(
+    state: &AppState,
+    project_id: &str,
+    spec: KeySpec,
+    actor: Actor,
+) -> Result<(KeyRecord, ApiKey), ApiError> {
+    let created_by = match actor.kind {
+        crate::db::audit::ActorType::User => actor.id.clone(),
+        _ => None,
+    };
+    let (record, key) = mint(
+        spec,
+        project_id,
+        created_by,
+        &state.config.keys.prefix,
+        crate::types::now(),
+    );
+    let record = state.db.create_key(record, actor).await?;
+    Ok((record, key))
+}
+
+/// Revokes a key (idempotent).
+pub async fn revoke(
+    state: &AppState,
+    project_id: &str,
+    id: &str,
+    actor: Actor,
+) -> Result<KeyRecord, ApiError> {
+    let now = crate::types::now();
+    let record = state
+        .db
+        .update_key(
+            project_id.to_string(),
+            id.to_string(),
+            "key.revoked",
+            actor,
+            move |k| {
+                let already = k.revoked_at.is_some();
+                k.revoked_at = Some(k.revoked_at.unwrap_or(now));
+                serde_json::json!({ "already_revoked": already })
+            },
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
+    state.keys.updated(&record, false);
+    Ok(record)
+}
+
+/// A new key with the same settings; the old one is revoked now (`grace_secs`
+/// = 0) or expires after the grace. The new key gets the old key's current
+/// credit balance, and an expiring key's lifetime is carried over.
+pub async fn rotate(
+    state: &AppState,
+    project_id: &str,
+    id: &str,
+    grace_secs: i64,
+    actor: Actor,
+) -> Result<(KeyRecord, ApiKey), ApiError> {
+    let now = crate::types::now();
+    let old = state
+        .db
+        .key_by_id(project_id.to_string(), id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
+    if !old.is_active(now) {
+        return Err(
+            ApiError::new(ErrorCode::Conflict).with_message("Only an active key can be rotated.")
+        );
+    }
+    let credits = state.keys.live_credits(&old.hash).or(old.credits);
+    let spec = KeySpec {
+        name: old.name.clone(),
+        kind: old.kind,
+        environment: old.environment.clone(),
+        scopes: old.scopes.clone(),
+        expires_at: old.expires_at.map(|e| now + (e - old.created_at).max(1)),
+        rate_limit: old.rate_limit,
+        owner_id: old.owner_id.clone(),
+        credits: None,
+        allowed_ips: old.allowed_ips.clone(),
+        metadata: old.metadata.clone(),
+    };
+    let created_by = actor
+        .id
+        .clone()
+        .filter(|_| actor.kind == crate::db::audit::ActorType::User);
+    let (mut new, key) = mint(spec, project_id, created_by, &state.config.keys.prefix, now);
+    new.credits = credits;
+    let old_expires = (grace_secs > 0).then_some(now + grace_secs);
+    let (old, new) = state
+        .db
+        .rotate_key(
+            project_id.to_string(),
+            id.to_string(),
+            new,
+            old_expires,
+            actor,
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
+    state.keys.updated(&old, false);
+    Ok((new, key))
+}
+
+/// Applies a PATCH. Absent fields stay; `null` clears a nullable field.
+pub async fn patch(
+    state: &AppState,
+    project_id: &str,
+    id: &str,
+    body: PatchKeyBody,
+    actor: Actor,
+) -> Result<KeyRecord, ApiError> {
+    let now = crate::types::now();
+    let name = body.name.as_deref().map(input::name).transpose()?;
+    let scopes = body
+        .scopes
+        .as_deref()
+        .map(|s| input::scopes(s, &state.catalog))
+        .transpose()?;
+    let rate_limit = body
+        .rate_limit
+        .map(|r| r.map(input::rate_limit).transpose())
+        .transpose()?;
+    let owner_id = body
+        .owner_id
+        .map(|o| o.as_deref().map(input::owner_id).transpose())
+        .transpose()?;
+    let credits = body
+        .credits
+        .map(|c| c.map(input::credits).transpose())
+        .transpose()?;
+    let allowed_ips = body
+        .allowed_ips
+        .map(|a| a.as_deref().map(input::allowed_ips).transpose())
+        .transpose()?;
+    let expires_at = body
+        .expires_at
+        .map(|e| e.as_deref().map(|s| input::expires_at(s, now)).transpose())
+        .transpose()?;
+    let metadata = body
+        .metadata
+        .map(|m| input::metadata(Some(m)))
+        .transpose()?;
+    let credits_changed = credits.is_some();
+
+    // Setting a balance must not race a usage flush writing an older one.
+    let _exclusive = if credits_changed {
+        Some(state.keys.usage.exclusive().await)
+    } else {
+        None
+    };
+    let record = state
+        .db
+        .update_key(
+            project_id.to_string(),
+            id.to_string(),
+            "key.updated",
+            actor,
+            move |k| {
+                let mut changed = Vec::new();
+                if let Some(v) = name {
+                    k.name = v;
+                    changed.push("name");
+                }
+                if let Some(v) = scopes {
+                    k.scopes = v;
+                    changed.push("scopes");
+                }
+                if let Some(v) = rate_limit {
+                    k.rate_limit = v;
+                    changed.push("rate_limit");
+                }
+                if let Some(v) = owner_id {
+                    k.owner_id = v;
+                    changed.push("owner_id");
+                }
+                if let Some(v) = credits {
+                    k.credits = v.map(|(remaining, refill)| Balance {
+                        remaining,
+                        refill,
+                        period_start: refill.map(|r| r.interval.period_start(now)).unwrap_or(0),
+                    });
+                    changed.push("credits");
+                }
+                if let Some(v) = allowed_ips {
+                    k.allowed_ips = v;
+                    changed.push("allowed_ips");
+                }
+                if let Some(v) = expires_at {
+                    k.expires_at = v;
+                    changed.push("expires_at");
+                }
+                if let Some(v) = metadata {
+                    k.metadata = v;
+                    changed.push("metadata");
+                }
+                serde_json::json!({ "changed": changed })
+            },
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
+    if credits_changed {
+        state.keys.usage.forget_credits(&record.id);
+    }
+    state.keys.updated(&record, credits_changed);
+    Ok(record)
+}

@@ -1,0 +1,356 @@
+//! API keys of the current project (SPEC section 8).
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{Principal, ProjectAccess};
+use crate::config::RateLimitConfig;
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
+use crate::http::RequestContext;
+use crate::keys::admin;
+use crate::keys::credits::Refill;
+use crate::keys::input::{CreateKeyBody, PatchKeyBody};
+use crate::keys::record::KeyRecord;
+use crate::keys::KeyType;
+use crate::routes::views::{PageQuery, Pagination};
+use crate::state::AppState;
+use crate::types::{rfc3339, Role};
+
+#[derive(Serialize, ToSchema)]
+pub struct RateLimitView {
+    pub limit: u32,
+    pub window_secs: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreditsView {
+    pub remaining: i64,
+    pub refill: Option<Refill>,
+}
+
+/// Key metadata: every read returns this; never the key or its hash.
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: KeyType,
+    pub environment: String,
+    /// The first 16 characters, e.g. `gate_sk_Ab3dE6gH`.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    /// The key's own limit, or the configured default.
+    pub rate_limit: RateLimitView,
+    pub owner_id: Option<String>,
+    /// `null`: unlimited.
+    pub credits: Option<CreditsView>,
+    pub allowed_ips: Option<Vec<String>>,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    pub is_active: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_used_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    /// The user who created it.
+    pub created_by: Option<String>,
+}
+
+impl KeyView {
+    pub fn new(k: &KeyRecord, state: &AppState) -> Self {
+        let rl: RateLimitConfig = k.effective_rate_limit(state.config.keys.default_rate_limit);
+        let credits = state.keys.live_credits(&k.hash).or(k.credits);
+        KeyView {
+            id: k.id.to_string(),
+            project_id: k.project_id.to_string(),
+            name: k.name.clone(),
+            kind: k.kind,
+            environment: k.environment.clone(),
+            prefix: k.prefix.clone(),
+            scopes: k.scopes.clone(),
+            rate_limit: RateLimitView {
+                limit: rl.limit,
+                window_secs: rl.window_secs,
+            },
+            owner_id: k.owner_id.clone(),
+            credits: credits.map(|c| CreditsView {
+                remaining: c.remaining,
+                refill: c.refill,
+            }),
+            allowed_ips: k
+                .allowed_ips
+                .as_ref()
+                .map(|ips| ips.iter().map(|c| String::from(*c)).collect()),
+            metadata: k.metadata.clone(),
+            is_active: k.is_active(crate::types::now()),
+            created_at: rfc3339(k.created_at),
+            updated_at: rfc3339(k.updated_at),
+            last_used_at: k.last_used_at.map(rfc3339),
+            expires_at: k.expires_at.map(rfc3339),
+            revoked_at: k.revoked_at.map(rfc3339),
+            created_by: k.created_by.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: KeyView,
+    /// The key itself. Shown once: store it now.
+    pub plaintext_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub items: Vec<KeyView>,
+    pub pagination: Pagination,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeyListQuery {
+    pub page: Option<i64>,
+    pub limit: Option<i64>,
+    /// Include revoked and expired keys.
+    #[serde(default)]
+    pub include_inactive: bool,
+    /// Only keys with this `owner_id`.
+    pub owner_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Revoked {
+    pub id: String,
+    pub is_active: bool,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+pub struct RotateBody {
+    /// 0 (default): the old key stops at once; up to 604800 (7 days).
+    #[serde(default)]
+    pub expire_previous_in_secs: i64,
+}
+
+fn no_store(mut res: HttpResponse) -> HttpResponse {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// The project's keys, newest first.
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "keys",
+    params(KeyListQuery, ("X-Project-Id" = Option<String>, Header, description = "The project (sessions)")),
+    security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "One page of keys", body = KeyList),
+        (status = 403, description = "forbidden or insufficient_scope (keys need keys:read)", body = ErrorEnvelope)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    access: ProjectAccess,
+    query: web::Query<KeyListQuery>,
+) -> ApiResult<HttpResponse> {
+    access.require_role_or_scope(Role::Member, "keys:read")?;
+    let paging = PageQuery {
+        page: query.page,
+        limit: query.limit,
+    }
+    .paging()?;
+    let filter = crate::db::keys::KeyFilter {
+        include_inactive: query.include_inactive,
+        owner_id: query.owner_id.clone(),
+    };
+    let (rows, total) = state
+        .db
+        .keys_page(
+            access.project.id.clone(),
+            filter,
+            paging.offset(),
+            paging.limit,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(KeyList {
+        items: rows.iter().map(|k| KeyView::new(k, &state)).collect(),
+        pagination: paging.describe(total),
+    }))
+}
+
+/// Issue a key (session owner/admin). The plaintext is in this answer only.
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "keys",
+    request_body = CreateKeyBody,
+    params(("X-Project-Id" = Option<String>, Header, description = "The project")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, description = "Created; `plaintext_key` is shown once", body = CreatedKey),
+        (status = 403, description = "forbidden (members, API keys) or plan_limit", body = ErrorEnvelope),
+        (status = 422, description = "Invalid settings", body = ErrorEnvelope)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    access: ProjectAccess,
+    body: web::Json<CreateKeyBody>,
+) -> ApiResult<HttpResponse> {
+    access.require(Role::Admin)?;
+    let spec = body
+        .into_inner()
+        .validate(&state.catalog, crate::types::now())?;
+    let (record, key) = admin::create(
+        &state,
+        &access.project.id,
+        spec,
+        access.principal.actor(&ctx),
+    )
+    .await?;
+    Ok(no_store(HttpResponse::Created().json(CreatedKey {
+        key: KeyView::new(&record, &state),
+        plaintext_key: key.expose().to_string(),
+    })))
+}
+
+async fn find(state: &AppState, access: &ProjectAccess, id: &str) -> ApiResult<KeyRecord> {
+    if id.len() > 64 {
+        return Err(ApiError::not_found().with_message("No such key."));
+    }
+    state
+        .db
+        .key_by_id(access.project.id.clone(), id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found().with_message("No such key."))
+}
+
+/// One key's metadata.
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "keys",
+    params(("id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+    security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
+    responses((status = 200, description = "The key", body = KeyView), (status = 404, description = "No such key", body = ErrorEnvelope)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    access: ProjectAccess,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    access.require_role_or_scope(Role::Member, "keys:read")?;
+    let key = find(&state, &access, &id).await?;
+    Ok(HttpResponse::Ok().json(KeyView::new(&key, &state)))
+}
+
+/// Change a key's settings (owner/admin). Takes effect at once.
+#[utoipa::path(patch, path = "/api/v1/api-keys/{id}", tag = "keys",
+    request_body = PatchKeyBody,
+    params(("id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Updated", body = KeyView),
+        (status = 403, description = "forbidden", body = ErrorEnvelope),
+        (status = 404, description = "No such key", body = ErrorEnvelope),
+        (status = 422, description = "Invalid settings", body = ErrorEnvelope)))]
+pub async fn patch(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    access: ProjectAccess,
+    id: web::Path<String>,
+    body: web::Json<PatchKeyBody>,
+) -> ApiResult<HttpResponse> {
+    access.require(Role::Admin)?;
+    find(&state, &access, &id).await?;
+    let key = admin::patch(
+        &state,
+        &access.project.id,
+        &id,
+        body.into_inner(),
+        access.principal.actor(&ctx),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(KeyView::new(&key, &state)))
+}
+
+/// Revoke a key (owner/admin; an API key may revoke only itself). Once this
+/// answers, the key never verifies again.
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "keys",
+    params(("id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+    security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Revoked", body = Revoked),
+        (status = 403, description = "forbidden", body = ErrorEnvelope),
+        (status = 404, description = "No such key", body = ErrorEnvelope)))]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    access: ProjectAccess,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    match &access.principal {
+        Principal::Key(k) if *k.key.id == **id => {}
+        Principal::Key(_) => {
+            return Err(ApiError::new(ErrorCode::Forbidden)
+                .with_message("An API key may revoke only itself."))
+        }
+        Principal::Session(_) => access.require(Role::Admin)?,
+    }
+    find(&state, &access, &id).await?;
+    let key = admin::revoke(
+        &state,
+        &access.project.id,
+        &id,
+        access.principal.actor(&ctx),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(Revoked {
+        id: key.id.to_string(),
+        is_active: false,
+        revoked_at: key.revoked_at.map(rfc3339),
+    }))
+}
+
+/// Replace a key with a new one with the same settings (owner/admin).
+#[utoipa::path(post, path = "/api/v1/api-keys/{id}/rotate", tag = "keys",
+    request_body = RotateBody,
+    params(("id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 201, description = "The new key; `plaintext_key` is shown once", body = CreatedKey),
+        (status = 403, description = "forbidden", body = ErrorEnvelope),
+        (status = 404, description = "No such key", body = ErrorEnvelope),
+        (status = 409, description = "The key is not active", body = ErrorEnvelope),
+        (status = 422, description = "Invalid grace period", body = ErrorEnvelope)))]
+pub async fn rotate(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    access: ProjectAccess,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    access.require(Role::Admin)?;
+    // The body is optional; when present it must be valid (a typo must not
+    // silently mean "no grace").
+    let grace = if body.iter().all(u8::is_ascii_whitespace) {
+        0
+    } else {
+        serde_json::from_slice::<RotateBody>(&body)
+            .map_err(|e| ApiError::validation("body", e))?
+            .expire_previous_in_secs
+    };
+    if !(0..=604_800).contains(&grace) {
+        return Err(ApiError::validation(
+            "expire_previous_in_secs",
+            "must be between 0 and 604800 (7 days)",
+        ));
+    }
+    find(&state, &access, &id).await?;
+    let (record, key) = admin::rotate(
+        &state,
+        &access.project.id,
+        &id,
+        grace,
+        access.principal.actor(&ctx),
+    )
+    .await?;
+    Ok(no_store(HttpResponse::Created().json(CreatedKey {
+        key: KeyView::new(&record, &state),
+        plaintext_key: key.expose().to_string(),
+    })))
+}

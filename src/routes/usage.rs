@@ -1,0 +1,225 @@
+//! Usage figures and the audit log of the current project (SPEC section 10).
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::ProjectAccess;
+use crate::db::keys::UsageCounts;
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::routes::views::{PageQuery, Pagination};
+use crate::state::AppState;
+use crate::types::{rfc3339, Role};
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// RFC 3339; default 24 hours before `to`.
+    pub from: Option<String>,
+    /// RFC 3339; default now.
+    pub to: Option<String>,
+    /// `hour` (default) or `day`.
+    pub granularity: Option<String>,
+    /// Only this key.
+    pub key_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema, Default, Clone, Copy)]
+pub struct Counts {
+    pub valid: u64,
+    pub invalid: u64,
+    pub rate_limited: u64,
+    /// Every other failed check (forbidden_ip, insufficient_scope, usage_exceeded, quota_exceeded).
+    pub refused: u64,
+}
+
+impl From<UsageCounts> for Counts {
+    fn from(c: UsageCounts) -> Self {
+        Counts {
+            valid: c.valid,
+            invalid: c.invalid,
+            rate_limited: c.rate_limited,
+            refused: c.refused,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Point {
+    /// Start of the bucket, RFC 3339.
+    pub t: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageReport {
+    pub series: Vec<Point>,
+    pub totals: Counts,
+}
+
+fn parse_time(field: &str, raw: &str) -> ApiResult<i64> {
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| {
+            ApiError::validation(
+                field,
+                "must be an RFC 3339 time such as 2026-11-22T00:00:00Z",
+            )
+        })
+}
+
+/// Verifications over time (session member+, or a key with `analytics:read`).
+#[utoipa::path(get, path = "/api/v1/usage", tag = "usage",
+    params(UsageQuery, ("X-Project-Id" = Option<String>, Header, description = "The project")),
+    security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "Counts per bucket and in total", body = UsageReport),
+        (status = 404, description = "No such key", body = ErrorEnvelope),
+        (status = 422, description = "Invalid range or granularity", body = ErrorEnvelope)))]
+pub async fn usage(
+    state: web::Data<AppState>,
+    access: ProjectAccess,
+    query: web::Query<UsageQuery>,
+) -> ApiResult<HttpResponse> {
+    access.require_role_or_scope(Role::Member, "analytics:read")?;
+    let now = crate::types::now();
+    let to = query
+        .to
+        .as_deref()
+        .map(|t| parse_time("to", t))
+        .transpose()?
+        .unwrap_or(now);
+    let from = query
+        .from
+        .as_deref()
+        .map(|t| parse_time("from", t))
+        .transpose()?
+        .unwrap_or(to - 86_400);
+    if from >= to {
+        return Err(ApiError::validation("from", "must be before `to`"));
+    }
+    let bucket = match query.granularity.as_deref() {
+        None | Some("hour") => 3600,
+        Some("day") => 86_400,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "granularity",
+                "must be `hour` or `day`",
+            ))
+        }
+    };
+    if (to - from) / bucket > 10_000 {
+        return Err(ApiError::validation(
+            "from",
+            "the range holds more than 10000 buckets; use granularity=day or a shorter range",
+        ));
+    }
+    if let Some(key_id) = &query.key_id {
+        if key_id.len() > 64
+            || state
+                .db
+                .key_by_id(access.project.id.clone(), key_id.clone())
+                .await?
+                .is_none()
+        {
+            return Err(ApiError::not_found().with_message("No such key."));
+        }
+    }
+    // Include what is still being aggregated in memory.
+    state.keys.usage.flush(&state.db).await?;
+    let series = state
+        .db
+        .usage_series(
+            access.project.id.clone(),
+            query.key_id.clone(),
+            from,
+            to,
+            bucket,
+        )
+        .await?;
+    let mut totals = Counts::default();
+    let points = series
+        .into_iter()
+        .map(|(t, c)| {
+            totals.valid += c.valid;
+            totals.invalid += c.invalid;
+            totals.rate_limited += c.rate_limited;
+            totals.refused += c.refused;
+            Point {
+                t: rfc3339(t),
+                counts: c.into(),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(UsageReport {
+        series: points,
+        totals,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ActorView {
+    /// `user`, `key` or `system`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditItem {
+    pub id: i64,
+    pub action: String,
+    pub actor: ActorView,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    pub created_at: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditItem>,
+    pub pagination: Pagination,
+}
+
+/// The audit log, newest first (owner/admin, or a key with `analytics:read`).
+#[utoipa::path(get, path = "/api/v1/audit-log", tag = "usage",
+    params(PageQuery, ("X-Project-Id" = Option<String>, Header, description = "The project")),
+    security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "One page of events", body = AuditPage),
+        (status = 403, description = "forbidden or insufficient_scope", body = ErrorEnvelope)))]
+pub async fn audit_log(
+    state: web::Data<AppState>,
+    access: ProjectAccess,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    access.require_role_or_scope(Role::Admin, "analytics:read")?;
+    let paging = query.paging()?;
+    let (rows, total) = state
+        .db
+        .audit_page(access.project.id.clone(), paging.offset(), paging.limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(AuditPage {
+        items: rows
+            .into_iter()
+            .map(|e| AuditItem {
+                id: e.id,
+                action: e.action,
+                actor: ActorView {
+                    kind: e.actor_type,
+                    id: e.actor_id,
+                },
+                target: e.target,
+                ip: e.ip,
+                request_id: e.request_id,
+                created_at: rfc3339(e.created_at),
+                details: e.details,
+            })
+            .collect(),
+        pagination: paging.describe(total),
+    }))
+}

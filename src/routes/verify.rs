@@ -1,0 +1,365 @@
+//! Checking keys for other services (SPEC section 9): `POST /keys/verify`,
+//! the forward-auth endpoint, and leaked-key reports. These are the hot
+//! path: a cached key is checked without any database I/O.
+
+use std::net::IpAddr;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::principal::denial_error;
+use crate::db::audit::{Actor, ActorType};
+use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
+use crate::http::extract::bearer_token;
+use crate::http::RequestContext;
+use crate::keys::limiter::RateHeaders;
+use crate::keys::store::{CheckInput, Purpose};
+use crate::state::AppState;
+use crate::types::rfc3339;
+
+#[derive(Deserialize, ToSchema)]
+pub struct VerifyBody {
+    pub key: String,
+    /// Every scope listed is required.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The method of the request being checked (publishable keys: GET, HEAD, OPTIONS only).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The end client's address, for `allowed_ips`.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Credits to spend (default 1; 0 spends nothing).
+    #[serde(default)]
+    pub cost: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RateLimitState {
+    pub limit: u32,
+    pub remaining: u64,
+    pub reset_secs: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreditsRemaining {
+    pub remaining: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VerifyValid {
+    /// Always `true`.
+    pub valid: bool,
+    pub key_id: String,
+    pub project_id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: crate::keys::KeyType,
+    pub environment: String,
+    pub scopes: Vec<String>,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    pub expires_at: Option<String>,
+    pub owner_id: Option<String>,
+    pub credits: Option<CreditsRemaining>,
+    pub ratelimit: RateLimitState,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VerifyInvalid {
+    /// Always `false`.
+    pub valid: bool,
+    /// `malformed_key`, `invalid_key`, `forbidden_ip`, `insufficient_scope`,
+    /// `rate_limited`, `usage_exceeded` or `quota_exceeded`.
+    pub code: ErrorCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+}
+
+// Lives on the stack for one response: boxing the large variant would only
+// add an allocation to the hot path.
+#[allow(clippy::large_enum_variant)]
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum VerifyAnswer {
+    Valid(VerifyValid),
+    Invalid(VerifyInvalid),
+}
+
+fn parse_method(raw: Option<&str>) -> ApiResult<String> {
+    match raw {
+        None => Ok("GET".into()),
+        Some(m) if (1..=16).contains(&m.len()) && m.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            Ok(m.to_ascii_uppercase())
+        }
+        Some(_) => Err(ApiError::validation(
+            "method",
+            "must be an HTTP method such as GET or POST",
+        )),
+    }
+}
+
+/// Check a key for your own service. Always 200 with `valid` true or false
+/// (422 only for a malformed request body).
+#[utoipa::path(post, path = "/api/v1/keys/verify", tag = "verify",
+    request_body = VerifyBody,
+    responses(
+        (status = 200, description = "The verdict", body = VerifyAnswer),
+        (status = 422, description = "Malformed request", body = ErrorEnvelope)))]
+pub async fn verify(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<VerifyBody>,
+) -> ApiResult<HttpResponse> {
+    let method = parse_method(body.method.as_deref())?;
+    let ip = match body.ip.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            raw.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ApiError::validation("ip", "must be an IPv4 or IPv6 address"))?,
+        ),
+    };
+    let cost = body.cost.unwrap_or(1);
+    if !(0..=1_000_000).contains(&cost) {
+        return Err(ApiError::validation(
+            "cost",
+            "must be between 0 and 1000000",
+        ));
+    }
+    if body.scopes.len() > 50 {
+        return Err(ApiError::validation("scopes", "at most 50 scopes"));
+    }
+    let checked = state
+        .keys
+        .check(
+            &state.db,
+            &body.key,
+            &CheckInput {
+                method: &method,
+                scopes: &body.scopes,
+                ip,
+                cost,
+                purpose: Purpose::Verify,
+            },
+            state.quota_gate(),
+        )
+        .await?;
+    if let Some(rate) = checked.rate {
+        req.extensions_mut().insert(RateHeaders(rate));
+    }
+    let answer = match (checked.outcome, &checked.key) {
+        (Ok(()), Some(k)) => {
+            state.metrics.observe_verification("verify", "valid");
+            let rate = checked.rate.expect("a found key has a rate status");
+            VerifyAnswer::Valid(VerifyValid {
+                valid: true,
+                key_id: k.id.to_string(),
+                project_id: k.project_id.to_string(),
+                name: k.name.clone(),
+                kind: k.kind,
+                environment: k.environment.clone(),
+                scopes: k.scopes.clone(),
+                metadata: k.metadata.clone(),
+                expires_at: k.expires_at.map(rfc3339),
+                owner_id: k.owner_id.clone(),
+                credits: checked
+                    .credits
+                    .map(|remaining| CreditsRemaining { remaining }),
+                ratelimit: RateLimitState {
+                    limit: rate.limit,
+                    remaining: rate.remaining,
+                    reset_secs: rate.reset_secs,
+                },
+            })
+        }
+        (outcome, _) => {
+            let denial = outcome.err().unwrap_or(crate::keys::store::Denial::Invalid);
+            state
+                .metrics
+                .observe_verification("verify", denial.code().as_str());
+            VerifyAnswer::Invalid(VerifyInvalid {
+                valid: false,
+                code: denial.code(),
+                retry_after_secs: (denial == crate::keys::store::Denial::RateLimited)
+                    .then(|| checked.rate.map(|r| r.reset_secs.max(1)).unwrap_or(1)),
+            })
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(answer))
+}
+
+fn header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| req.headers().get(*n))
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Forward-auth for nginx `auth_request`, Caddy `forward_auth` and Traefik
+/// `ForwardAuth` (any method). The key comes from `Authorization: Bearer`
+/// or `X-API-Key`; the original method and path from `X-Forwarded-Method`
+/// / `X-Original-Method` and `X-Forwarded-Uri` / `X-Original-URI`; the scope
+/// the path needs from the `[[routes]]` rules (longest prefix wins).
+#[utoipa::path(get, path = "/api/v1/auth/check", tag = "verify",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Allowed; see X-Gatehouse-Key-Id, X-Gatehouse-Project-Id, X-Gatehouse-Scopes and the RateLimit fields"),
+        (status = 401, description = "missing_authorization, malformed_key or invalid_key", body = ErrorEnvelope),
+        (status = 403, description = "forbidden_ip or insufficient_scope", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited, usage_exceeded or quota_exceeded; see Retry-After", body = ErrorEnvelope)))]
+pub async fn check(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+) -> ApiResult<HttpResponse> {
+    let raw = match bearer_token(req.headers()) {
+        Some(token) => token,
+        None => match req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+            Some(key) => key.trim(),
+            None => {
+                state
+                    .metrics
+                    .observe_verification("forward_auth", "missing_authorization");
+                return Err(ApiError::new(ErrorCode::MissingAuthorization));
+            }
+        },
+    };
+    let method =
+        header(&req, &["x-forwarded-method", "x-original-method"]).unwrap_or(req.method().as_str());
+    let uri = header(&req, &["x-forwarded-uri", "x-original-uri"]).unwrap_or("/");
+    let path = uri.split(['?', '#']).next().unwrap_or("/");
+    let required: Vec<String> = crate::catalog::scope_for_path(&state.config.routes, path)
+        .map(|s| vec![s.to_string()])
+        .unwrap_or_default();
+    let checked = state
+        .keys
+        .check(
+            &state.db,
+            raw,
+            &CheckInput {
+                method,
+                scopes: &required,
+                ip: Some(ctx.ip()),
+                cost: 1,
+                purpose: Purpose::Verify,
+            },
+            state.quota_gate(),
+        )
+        .await?;
+    if let Some(rate) = checked.rate {
+        req.extensions_mut().insert(RateHeaders(rate));
+    }
+    match (checked.outcome, checked.key) {
+        (Ok(()), Some(key)) => {
+            state.metrics.observe_verification("forward_auth", "valid");
+            let mut res = HttpResponse::Ok().finish();
+            let h = res.headers_mut();
+            for (name, value) in [
+                ("x-gatehouse-key-id", key.id.to_string()),
+                ("x-gatehouse-project-id", key.project_id.to_string()),
+                ("x-gatehouse-scopes", key.scopes.join(",")),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    h.insert(HeaderName::from_static(name), v);
+                }
+            }
+            Ok(res)
+        }
+        (outcome, _) => {
+            let denial = outcome.err().unwrap_or(crate::keys::store::Denial::Invalid);
+            state
+                .metrics
+                .observe_verification("forward_auth", denial.code().as_str());
+            Err(denial_error(denial, checked.rate))
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LeakReport {
+    pub token: String,
+    /// Where it was found.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Who found it (a scanner's name).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LeakResult {
+    /// The first 16 characters of the reported token.
+    pub token_prefix: String,
+    /// `revoked`, `already_inactive` or `not_found`.
+    pub result: String,
+}
+
+/// Report leaked keys (for secret scanners; no authentication, rate limited
+/// per client address). Every active key among the tokens is revoked. The
+/// answer reveals no project.
+#[utoipa::path(post, path = "/api/v1/keys/leaked", tag = "verify",
+    request_body = Vec<LeakReport>,
+    responses(
+        (status = 200, description = "One result per token, in order", body = Vec<LeakResult>),
+        (status = 422, description = "Malformed request (at most 100 tokens)", body = ErrorEnvelope),
+        (status = 429, description = "Too many reports from this address", body = ErrorEnvelope)))]
+pub async fn leaked(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    body: web::Json<Vec<LeakReport>>,
+) -> ApiResult<HttpResponse> {
+    let now_ms = crate::types::now() * 1000;
+    let rate = state.leak_reports.check(ctx.ip(), now_ms);
+    if !rate.allowed {
+        return Err(ApiError::new(ErrorCode::RateLimited)
+            .with_message("Too many leak reports from this address.")
+            .with_header(
+                actix_web::http::header::RETRY_AFTER,
+                HeaderValue::from(rate.reset_secs.max(1)),
+            ));
+    }
+    if body.len() > 100 {
+        return Err(ApiError::validation(
+            "body",
+            "at most 100 tokens per report",
+        ));
+    }
+    let actor = Actor {
+        kind: ActorType::System,
+        id: None,
+        ip: Some(ctx.ip().to_string()),
+        request_id: Some(ctx.request_id.to_string()),
+    };
+    let mut results = Vec::with_capacity(body.len());
+    for report in body.iter() {
+        let token_prefix: String = report.token.chars().take(16).collect();
+        let result = match state.keys.hash_of(report.token.trim()) {
+            None => "not_found",
+            Some(hash) => {
+                let details = serde_json::json!({
+                    "url": report.url.as_deref().map(|u| u.chars().take(2048).collect::<String>()),
+                    "source": report.source.as_deref().map(|s| s.chars().take(200).collect::<String>()),
+                });
+                match state.db.revoke_leaked(hash, actor.clone(), details).await? {
+                    None => "not_found",
+                    Some((_, false)) => "already_inactive",
+                    Some((key, true)) => {
+                        state.keys.updated(&key, false);
+                        tracing::warn!(key_id = %key.id, project_id = %key.project_id, "leaked key revoked");
+                        "revoked"
+                    }
+                }
+            }
+        };
+        results.push(LeakResult {
+            token_prefix,
+            result: result.into(),
+        });
+    }
+    Ok(HttpResponse::Ok().json(results))
+}
