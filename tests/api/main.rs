@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod cli;
 mod conventions;
+mod keys;
 mod members;
 mod openapi;
 mod ops;
