@@ -238,6 +238,19 @@ impl Db {
         .await
     }
 
+    /// The project a key belongs to (CLI revocation by key id).
+    pub async fn key_project(&self, id: String) -> DbResult<Option<String>> {
+        self.call(move |c| {
+            Ok(
+                c.query_row("SELECT project_id FROM api_keys WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+        .await
+    }
+
     pub async fn key_by_id(&self, project_id: String, id: String) -> DbResult<Option<KeyRecord>> {
         self.call(move |c| key_by_id(c, &project_id, &id)).await
     }

@@ -221,6 +221,25 @@ impl Db {
         .await
     }
 
+    /// A project by id, or by name when exactly one project has it (CLI).
+    pub async fn find_project(&self, id_or_name: String) -> DbResult<Result<Project, String>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = ?1 OR p.name = ?1 ORDER BY p.id = ?1 DESC"
+            ))?;
+            let rows: Vec<Project> = stmt
+                .query_map([&id_or_name], |r| project_from(r, 0))?
+                .collect::<Result<_, _>>()?;
+            Ok(match rows.as_slice() {
+                [] => Err(format!("no project has the id or name {id_or_name:?}")),
+                [one, ..] if one.id == id_or_name => Ok(one.clone()),
+                [one] => Ok(one.clone()),
+                many => Err(format!("{} projects are named {id_or_name:?}; use the project id", many.len())),
+            })
+        })
+        .await
+    }
+
     pub async fn memberships(&self, user_id: String) -> DbResult<Vec<Membership>> {
         self.call(move |c| memberships_of(c, &user_id)).await
     }

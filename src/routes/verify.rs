@@ -225,7 +225,9 @@ pub async fn check(
                 state
                     .metrics
                     .observe_verification("forward_auth", "missing_authorization");
-                return Err(ApiError::new(ErrorCode::MissingAuthorization));
+                return Err(forward_auth_error(ApiError::new(
+                    ErrorCode::MissingAuthorization,
+                )));
             }
         },
     };
@@ -275,9 +277,16 @@ pub async fn check(
             state
                 .metrics
                 .observe_verification("forward_auth", denial.code().as_str());
-            Err(denial_error(denial, checked.rate))
+            Err(forward_auth_error(denial_error(denial, checked.rate)))
         }
     }
+}
+
+/// Proxies that drop the body of the check (nginx `auth_request`) can still
+/// tell the client why: the code is repeated in `X-Gatehouse-Error`.
+fn forward_auth_error(err: ApiError) -> ApiError {
+    let code = HeaderValue::from_static(err.code.as_str());
+    err.with_header(HeaderName::from_static("x-gatehouse-error"), code)
 }
 
 #[derive(Deserialize, ToSchema)]

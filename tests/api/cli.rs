@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::helpers::{gatehouse, production_toml, run, write, Server};
 
 fn example_secret() -> String {
@@ -502,4 +504,164 @@ fn users_add_bootstraps_an_invite_only_deployment() {
         .map(|m| m["to"].as_str().unwrap())
         .collect();
     assert_eq!(to, ["admin@acme.test"]);
+}
+
+#[test]
+fn keys_cli_creates_lists_revokes_and_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = ["--data-dir", "d"];
+    let out = run(gatehouse(dir.path())
+        .args([
+            "users",
+            "add",
+            "--email",
+            "ops@acme.test",
+            "--project",
+            "Acme",
+        ])
+        .args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+
+    let out = run(gatehouse(dir.path())
+        .args([
+            "keys",
+            "create",
+            "--project",
+            "Acme",
+            "--name",
+            "deploy bot",
+            "--scopes",
+            "keys:read,analytics:read",
+        ])
+        .args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let key = out.stdout.lines().last().unwrap().trim().to_string();
+    assert!(
+        gatehouse::keys::ApiKey::parse(&key, "gate").is_ok(),
+        "{}",
+        out.stdout
+    );
+    let id = out
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("key_"))
+        .unwrap()
+        .to_string();
+    let out = run(gatehouse(dir.path())
+        .args(["keys", "create", "--project", "Nope", "--name", "x"])
+        .args(d));
+    assert_eq!(out.code, Some(1));
+    let out = run(gatehouse(dir.path())
+        .args([
+            "keys",
+            "create",
+            "--project",
+            "Acme",
+            "--name",
+            "x",
+            "--scopes",
+            "bogus",
+        ])
+        .args(d));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("bogus"), "{}", out.stderr);
+
+    // A key from another service, known only by its SHA-256.
+    let legacy = "sk_live_51HxLegacyKeyFromElsewhere";
+    let legacy_hash: String = gatehouse::crypto::sha256(legacy.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let lines = format!(
+        "{}\n\n{}\n",
+        json!({ "hash": legacy_hash, "name": "legacy", "prefix": "sk_live_51Hx", "scopes": ["keys:read"], "owner_id": "cus_9" }),
+        json!({ "hash": "00".repeat(32), "name": "other", "type": "publishable" })
+    );
+    let file = write(dir.path(), "import.jsonl", &lines);
+    let out = run(gatehouse(dir.path())
+        .args(["keys", "import"])
+        .arg(&file)
+        .args(["--project", "Acme"])
+        .args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("Imported 2 key(s)"), "{}", out.stdout);
+    let out = run(gatehouse(dir.path())
+        .args(["keys", "import"])
+        .arg(&file)
+        .args(["--project", "Acme"])
+        .args(d));
+    assert_eq!(
+        out.code,
+        Some(1),
+        "duplicates are refused, nothing half-imported"
+    );
+    let bad = write(
+        dir.path(),
+        "bad.jsonl",
+        "{\"hash\": \"xyz\", \"name\": \"n\"}\n",
+    );
+    let out = run(gatehouse(dir.path())
+        .args(["keys", "import"])
+        .arg(&bad)
+        .args(["--project", "Acme"])
+        .args(d));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("line 1"), "{}", out.stderr);
+
+    let out = run(gatehouse(dir.path())
+        .args(["keys", "list", "--project", "Acme"])
+        .args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("3 key(s)")
+            && out.stdout.contains("deploy bot")
+            && out.stdout.contains("sk_live_51Hx"),
+        "{}",
+        out.stdout
+    );
+
+    // A server verifies both the issued and the imported key.
+    let server = Server::start(
+        gatehouse(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(d),
+    );
+    let verify = |k: &str| {
+        crate::helpers::send_body(
+            server
+                .request("POST", "/api/v1/keys/verify")
+                .set("Content-Type", "application/json"),
+            &json!({ "key": k }).to_string(),
+        )
+        .json()
+    };
+    assert_eq!(verify(&key)["valid"], true);
+    let v = verify(legacy);
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["owner_id"], "cus_9");
+    assert_eq!(verify("sk_live_somethingElse")["code"], "malformed_key");
+    drop(server);
+
+    let out = run(gatehouse(dir.path()).args(["keys", "revoke", &id]).args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(gatehouse(dir.path())
+        .args(["keys", "list", "--project", "Acme"])
+        .args(d));
+    assert!(out.stdout.contains("2 key(s)"), "{}", out.stdout);
+    let out = run(gatehouse(dir.path())
+        .args(["keys", "list", "--project", "Acme", "--all"])
+        .args(d));
+    assert!(out.stdout.contains("revoked"), "{}", out.stdout);
+    let server = Server::start(
+        gatehouse(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(d),
+    );
+    let res = crate::helpers::send_body(
+        server
+            .request("POST", "/api/v1/keys/verify")
+            .set("Content-Type", "application/json"),
+        &json!({ "key": key }).to_string(),
+    );
+    assert_eq!(res.json()["code"], "invalid_key");
 }

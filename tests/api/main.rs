@@ -10,5 +10,6 @@ mod keys;
 mod members;
 mod openapi;
 mod ops;
+mod proxies;
 mod smtp;
 mod storage;

@@ -1,4 +1,6 @@
-//! The command line: `gatehouse [serve|init|check-config|migrate|backup]`.
+//! The command line: `gatehouse [serve|init|check-config|migrate|backup|users|keys]`.
+
+mod keys;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,6 +58,9 @@ enum Command {
     /// Manage users (bootstrap for invite-only deployments).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage API keys from the host (create, list, revoke, import).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,6 +135,7 @@ pub fn run() -> ExitCode {
         Some(Command::Users(UsersCommand::Add(args))) => {
             users_add(&cli.config, &cli.data_dir, args)
         }
+        Some(Command::Keys(command)) => keys_command(&cli.config, &cli.data_dir, command),
     }
 }
 
@@ -354,15 +360,40 @@ fn backup(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: Backu
     }
 }
 
+/// Loads the configuration and opens (and migrates) the database, for
+/// subcommands that work on the data directly.
+fn open_database(
+    config_file: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+) -> Result<(config::Config, db::Db), ExitCode> {
+    let config = load(config_file, data_dir, CliOverrides::default())?.config;
+    ensure_data_dir(&config.data_dir)
+        .map_err(|e| fail(format!("cannot create {}: {e}", config.data_dir.display())))?;
+    let db = db::Db::open(&config.database_path(), &config.database).map_err(fail)?;
+    db.migrate().map_err(fail)?;
+    Ok((config, db))
+}
+
+fn keys_command(
+    config_file: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    command: keys::KeysCommand,
+) -> ExitCode {
+    let (config, db) = match open_database(config_file, data_dir) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    match actix_web::rt::System::new().block_on(keys::run(&config, &db, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
 fn users_add(
     config_file: &Option<PathBuf>,
     data_dir: &Option<PathBuf>,
     args: UsersAddArgs,
 ) -> ExitCode {
-    let config = match load(config_file, data_dir, CliOverrides::default()) {
-        Ok(l) => l.config,
-        Err(code) => return code,
-    };
     let email = match crate::types::Email::parse(&args.email) {
         Ok(e) => e,
         Err(why) => return fail(format!("--email {why}")),
@@ -372,16 +403,10 @@ fn users_add(
         Some(Err(why)) => return fail(format!("--project {why}")),
         None => None,
     };
-    if let Err(e) = ensure_data_dir(&config.data_dir) {
-        return fail(format!("cannot create {}: {e}", config.data_dir.display()));
-    }
-    let db = match db::Db::open(&config.database_path(), &config.database) {
-        Ok(db) => db,
-        Err(e) => return fail(e),
+    let (config, db) = match open_database(config_file, data_dir) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
-    if let Err(e) = db.migrate() {
-        return fail(e);
-    }
     let plan = config.billing.default_plan.clone();
     let result = actix_web::rt::System::new().block_on(db.bootstrap_user(email, project, plan));
     match result {
