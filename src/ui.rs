@@ -1,27 +1,64 @@
 //! The admin UI: static files from `assets/`, embedded in the binary, served
 //! with their content type, an `ETag` and `Cache-Control: no-cache` (files
 //! are not fingerprinted, so browsers revalidate; unchanged files cost a 304).
+//!
+//! The UI is a single page (`index.html` plus ES modules) that routes on the
+//! path; every page path below serves that shell. `GET /` sends a browser
+//! with a session cookie to the keys page and anyone else to the login page.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use rust_embed::RustEmbed;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(RustEmbed)]
 #[folder = "assets/"]
 struct Assets;
 
+/// Paths of the UI's pages; each serves the application shell.
+pub const PAGES: &[&str] = &[
+    "/login",
+    "/keys",
+    "/members",
+    "/usage",
+    "/audit",
+    "/webhooks",
+    "/billing",
+    "/projects",
+    "/dev/mailbox",
+];
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/").route(web::get().to(index)))
-        .service(web::resource("/assets/{file:.+}").route(web::get().to(asset)));
+    cfg.service(web::resource("/").route(web::get().to(root)));
+    for page in PAGES {
+        cfg.service(web::resource(*page).route(web::get().to(shell)));
+    }
+    cfg.service(web::resource("/assets/{file:.+}").route(web::get().to(asset)));
 }
 
-async fn index(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+/// `/`: the dashboard (keys) with a session cookie, else the login page.
+async fn root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let names = crate::auth::cookies::names(state.config.is_https());
+    let has_session = [names.access, names.refresh]
+        .iter()
+        .any(|n| req.cookie(n).is_some_and(|c| !c.value().is_empty()));
+    let to = if has_session { "/keys" } else { "/login" };
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+async fn shell(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     serve(&req, "index.html")
 }
 
 async fn asset(req: HttpRequest, file: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    if file.as_str() == "index.html" {
+        return Err(ApiError::not_found());
+    }
     serve(&req, &file)
 }
 
@@ -39,7 +76,13 @@ fn serve(req: &HttpRequest, path: &str) -> Result<HttpResponse, ApiError> {
         HttpResponse::Ok().body(file.data.into_owned())
     };
     let headers = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(file.metadata.mimetype()) {
+    let mime = file.metadata.mimetype();
+    let content_type = if mime.starts_with("text/") || mime.contains("javascript") {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
         headers.insert(header::CONTENT_TYPE, v);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

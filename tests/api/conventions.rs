@@ -93,7 +93,7 @@ fn security_headers_on_api_html_and_error_responses() {
         "no HSTS over http"
     );
 
-    let html = app.get("/");
+    let html = app.get("/login");
     assert_eq!(html.status, 200);
     assert!(html
         .header("content-type")
@@ -118,7 +118,7 @@ fn security_headers_on_api_html_and_error_responses() {
 #[test]
 fn hsts_is_sent_when_the_public_url_is_https() {
     let app = spawn_app_with(|c| c.public_url = Some("https://keys.acme.test".parse().unwrap()));
-    for path in ["/healthz", "/", "/nope"] {
+    for path in ["/healthz", "/login", "/nope"] {
         let res = app.get(path);
         assert_eq!(
             res.header("strict-transport-security"),
@@ -146,7 +146,7 @@ fn assets_have_types_etags_and_revalidate() {
     let app = spawn_app();
     let css = app.get("/assets/app.css");
     assert_eq!(css.status, 200);
-    assert_eq!(css.header("content-type"), Some("text/css"));
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
     let etag = css.header("etag").unwrap().to_string();
     let again = send(
         app.request("GET", "/assets/app.css")
@@ -204,4 +204,20 @@ fn no_cors_unless_origins_are_listed_exactly() {
     let refused = preflight("https://evil.example");
     refused.assert_error(400, "bad_request");
     assert!(refused.header("access-control-allow-origin").is_none());
+}
+
+#[test]
+fn root_goes_to_the_dashboard_or_the_login_page() {
+    let app = spawn_app();
+    let res = app.get("/");
+    assert_eq!(res.status, 303);
+    assert_eq!(res.header("location"), Some("/login"));
+    let res = send(app.request("GET", "/").set("Cookie", "gatehouse_refresh=x"));
+    assert_eq!(res.header("location"), Some("/keys"));
+    for page in gatehouse::ui::PAGES {
+        let res = app.get(page);
+        assert_eq!(res.status, 200, "{page}");
+        assert!(res.header("content-type").unwrap().starts_with("text/html"));
+    }
+    app.get("/assets/index.html").assert_error(404, "not_found");
 }
