@@ -161,3 +161,58 @@ CREATE TABLE usage_hourly (
     PRIMARY KEY (key_id, hour)
 ) WITHOUT ROWID;
 CREATE INDEX usage_hourly_by_project ON usage_hourly(project_id, hour);
+
+-- migration: 4 outgoing webhooks and billing
+CREATE TABLE webhook_endpoints (
+    id              TEXT PRIMARY KEY,
+    project_id      TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    url             TEXT NOT NULL,
+    events          TEXT NOT NULL,             -- JSON array of event types
+    secret          TEXT NOT NULL,             -- whsec_<base64>, kept as it must be used
+    is_active       INTEGER NOT NULL DEFAULT 1,
+    disabled_reason TEXT,
+    created_at      INTEGER NOT NULL,
+    created_by      TEXT
+);
+CREATE INDEX webhook_endpoints_by_project ON webhook_endpoints(project_id);
+
+-- One event; its id is the `webhook-id` of every delivery and retry.
+CREATE TABLE webhook_messages (
+    id          TEXT PRIMARY KEY,
+    project_id  TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    type        TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+-- One event to one endpoint, with its retry state.
+CREATE TABLE webhook_deliveries (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id         TEXT NOT NULL REFERENCES webhook_messages(id) ON DELETE CASCADE,
+    endpoint_id        TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+    status             TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at_ms) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint_id, id);
+
+CREATE TABLE webhook_attempts (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id     INTEGER NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+    attempt         INTEGER NOT NULL,
+    at              INTEGER NOT NULL,
+    response_status INTEGER,
+    error           TEXT,
+    duration_ms     INTEGER
+);
+CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts(delivery_id);
+
+-- Stripe events already applied (idempotency), written with the change they cause.
+CREATE TABLE stripe_events (
+    id            TEXT PRIMARY KEY,
+    type          TEXT NOT NULL,
+    processed_at  INTEGER NOT NULL
+);

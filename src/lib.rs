@@ -22,3 +22,4 @@ pub mod state;
 pub mod telemetry;
 pub mod types;
 pub mod ui;
+pub mod webhooks;

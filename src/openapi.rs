@@ -45,6 +45,11 @@ use utoipa::{Modify, OpenApi};
         crate::routes::verify::leaked,
         crate::routes::usage::usage,
         crate::routes::usage::audit_log,
+        crate::routes::webhooks::list,
+        crate::routes::webhooks::create,
+        crate::routes::webhooks::delete,
+        crate::routes::webhooks::deliveries,
+        crate::routes::webhooks::test,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&SecuritySchemes, &DefaultErrorResponse),
@@ -58,6 +63,7 @@ use utoipa::{Modify, OpenApi};
         (name = "keys", description = "API keys of the current project"),
         (name = "verify", description = "Checking keys from other services"),
         (name = "usage", description = "Usage and the audit log"),
+        (name = "webhooks", description = "Signed outgoing webhooks"),
         (name = "browser", description = "Form endpoints for the admin UI"),
     )
 )]

@@ -57,6 +57,15 @@ impl AppState {
         None
     }
 
+    /// A key's metadata as the API shows it (live credit balance included).
+    pub fn key_view(&self, k: &crate::keys::record::KeyRecord) -> crate::keys::view::KeyView {
+        crate::keys::view::KeyView::new(
+            k,
+            self.config.keys.default_rate_limit,
+            self.keys.live_credits(&k.hash),
+        )
+    }
+
     pub fn session_limits(&self) -> SessionLimits {
         let a = &self.config.auth;
         SessionLimits {

@@ -219,7 +219,7 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
             let (record, key) =
                 crate::keys::admin::mint(spec, &project.id, None, &config.keys.prefix, now);
             let record = db
-                .create_key(record, Actor::system())
+                .create_key(record, Actor::system(), config.keys.default_rate_limit)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
@@ -282,6 +282,7 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                     a.id.clone(),
                     "key.revoked",
                     Actor::system(),
+                    config.keys.default_rate_limit,
                     move |k| {
                         k.revoked_at = Some(k.revoked_at.unwrap_or(revoked_at));
                         serde_json::json!({ "via": "cli" })

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::audit::{self, Actor, AuditEvent};
+use super::webhooks::emit;
 use super::{Db, DbError, DbResult};
 use crate::config::{Cidr, RateLimitConfig};
 use crate::keys::credits::{Balance, Interval, Refill};
 use crate::keys::record::KeyRecord;
+use crate::keys::view::key_json;
 use crate::keys::KeyType;
 
 const KEY_COLUMNS: &str =
@@ -255,8 +257,13 @@ impl Db {
         self.call(move |c| key_by_id(c, &project_id, &id)).await
     }
 
-    /// Creates a key and records `key.created`.
-    pub async fn create_key(&self, key: KeyRecord, actor: Actor) -> DbResult<KeyRecord> {
+    /// Creates a key, with `key.created` in the audit log and the webhook outbox.
+    pub async fn create_key(
+        &self,
+        key: KeyRecord,
+        actor: Actor,
+        default_rate: RateLimitConfig,
+    ) -> DbResult<KeyRecord> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             insert_key(&tx, &key, false, None)?;
@@ -266,6 +273,13 @@ impl Db {
                 &key,
                 &actor,
                 serde_json::json!({ "name": key.name, "type": key.kind.as_str() }),
+                key.created_at,
+            )?;
+            emit(
+                &tx,
+                &key.project_id,
+                "key.created",
+                key_json(&key, default_rate),
                 key.created_at,
             )?;
             tx.commit()?;
@@ -323,6 +337,7 @@ impl Db {
         id: String,
         action: &'static str,
         actor: Actor,
+        default_rate: RateLimitConfig,
         change: F,
     ) -> DbResult<Option<KeyRecord>>
     where
@@ -365,6 +380,7 @@ impl Db {
                 ],
             )?;
             key_event(&tx, action, &key, &actor, details, now)?;
+            emit(&tx, &key.project_id, action, key_json(&key, default_rate), now)?;
             tx.commit()?;
             Ok(Some(key))
         })
@@ -380,6 +396,7 @@ impl Db {
         new: KeyRecord,
         old_expires_at: Option<i64>,
         actor: Actor,
+        default_rate: RateLimitConfig,
     ) -> DbResult<Option<(KeyRecord, KeyRecord)>> {
         self.call(move |c| {
             let now = crate::types::now();
@@ -406,6 +423,9 @@ impl Db {
                 now,
             )?;
             key_event(&tx, "key.created", &new, &actor, serde_json::json!({ "name": new.name, "rotated_from": &*old.id }), now)?;
+            let mut data = key_json(&new, default_rate);
+            data["rotated_from"] = serde_json::json!({ "id": &*old.id, "expires_at": old.expires_at.map(crate::types::rfc3339), "revoked_at": old.revoked_at.map(crate::types::rfc3339) });
+            emit(&tx, &new.project_id, "key.rotated", data, now)?;
             tx.commit()?;
             Ok(Some((old, new)))
         })
@@ -419,6 +439,7 @@ impl Db {
         hash: [u8; 32],
         actor: Actor,
         details: serde_json::Value,
+        default_rate: RateLimitConfig,
     ) -> DbResult<Option<(KeyRecord, bool)>> {
         self.call(move |c| {
             let now = crate::types::now();
@@ -442,7 +463,10 @@ impl Db {
                 "UPDATE api_keys SET revoked_at = ?2, updated_at = ?2 WHERE id = ?1",
                 params![&*key.id, now],
             )?;
-            key_event(&tx, "key.leaked", &key, &actor, details, now)?;
+            key_event(&tx, "key.leaked", &key, &actor, details.clone(), now)?;
+            let mut data = key_json(&key, default_rate);
+            data["report"] = details;
+            emit(&tx, &key.project_id, "key.leaked", data, now)?;
             tx.commit()?;
             Ok(Some((key, true)))
         })

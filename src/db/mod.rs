@@ -9,6 +9,7 @@ pub mod mail;
 pub mod migrate;
 pub mod sessions;
 pub mod users;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -167,6 +167,20 @@ fn member_row(conn: &Connection, project_id: &str, user_id: &str) -> DbResult<Op
         .optional()?)
 }
 
+/// A member as webhook payloads show it.
+fn member_json(m: &Member) -> serde_json::Value {
+    serde_json::json!({
+        "user": {
+            "id": m.user.id,
+            "email": m.user.email,
+            "full_name": m.user.full_name,
+            "created_at": crate::types::rfc3339(m.user.created_at),
+        },
+        "role": m.role.as_str(),
+        "created_at": crate::types::rfc3339(m.created_at),
+    })
+}
+
 fn owner_count(conn: &Connection, project_id: &str) -> DbResult<i64> {
     Ok(conn.query_row(
         "SELECT count(*) FROM memberships WHERE project_id = ?1 AND role = 'owner'",
@@ -387,6 +401,7 @@ impl Db {
             )?;
             super::mail::enqueue(&tx, &notify, now)?;
             let member = member_row(&tx, &project_id, &user.id)?.expect("just inserted");
+            super::webhooks::emit(&tx, &project_id, "member.added", member_json(&member), now)?;
             tx.commit()?;
             Ok(Ok(member))
         })
@@ -449,6 +464,15 @@ impl Db {
                 now,
             )?;
             let after = member_row(&tx, &project_id, &user_id)?;
+            if to.is_none() {
+                super::webhooks::emit(
+                    &tx,
+                    &project_id,
+                    "member.removed",
+                    member_json(&current),
+                    now,
+                )?;
+            }
             tx.commit()?;
             Ok(Ok(after))
         })

@@ -68,7 +68,10 @@ pub async fn create(
         &state.config.keys.prefix,
         crate::types::now(),
     );
-    let record = state.db.create_key(record, actor).await?;
+    let record = state
+        .db
+        .create_key(record, actor, state.config.keys.default_rate_limit)
+        .await?;
     Ok((record, key))
 }
 
@@ -87,6 +90,7 @@ pub async fn revoke(
             id.to_string(),
             "key.revoked",
             actor,
+            state.config.keys.default_rate_limit,
             move |k| {
                 let already = k.revoked_at.is_some();
                 k.revoked_at = Some(k.revoked_at.unwrap_or(now));
@@ -148,6 +152,7 @@ pub async fn rotate(
             new,
             old_expires,
             actor,
+            state.config.keys.default_rate_limit,
         )
         .await?
         .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
@@ -209,6 +214,7 @@ pub async fn patch(
             id.to_string(),
             "key.updated",
             actor,
+            state.config.keys.default_rate_limit,
             move |k| {
                 let mut changed = Vec::new();
                 if let Some(v) = name {

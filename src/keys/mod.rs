@@ -10,5 +10,6 @@ pub mod limiter;
 pub mod record;
 pub mod store;
 pub mod usage;
+pub mod view;
 
 pub use format::{looks_like_key, ApiKey, KeyType, MalformedKey};

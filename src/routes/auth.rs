@@ -262,7 +262,7 @@ pub async fn me(state: web::Data<AppState>, principal: Principal) -> ApiResult<H
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidKey))?;
         return Ok(no_store(HttpResponse::Ok().json(KeyMeView {
             project: (&project).into(),
-            key: crate::routes::keys::KeyView::new(&k.key, &state),
+            key: state.key_view(&k.key),
         })));
     }
     let session = principal.session()?;

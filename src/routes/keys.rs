@@ -6,96 +6,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Principal, ProjectAccess};
-use crate::config::RateLimitConfig;
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::RequestContext;
 use crate::keys::admin;
-use crate::keys::credits::Refill;
 use crate::keys::input::{CreateKeyBody, PatchKeyBody};
 use crate::keys::record::KeyRecord;
-use crate::keys::KeyType;
+pub use crate::keys::view::KeyView;
 use crate::routes::views::{PageQuery, Pagination};
 use crate::state::AppState;
 use crate::types::{rfc3339, Role};
-
-#[derive(Serialize, ToSchema)]
-pub struct RateLimitView {
-    pub limit: u32,
-    pub window_secs: u32,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CreditsView {
-    pub remaining: i64,
-    pub refill: Option<Refill>,
-}
-
-/// Key metadata: every read returns this; never the key or its hash.
-#[derive(Serialize, ToSchema)]
-pub struct KeyView {
-    pub id: String,
-    pub project_id: String,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: KeyType,
-    pub environment: String,
-    /// The first 16 characters, e.g. `gate_sk_Ab3dE6gH`.
-    pub prefix: String,
-    pub scopes: Vec<String>,
-    /// The key's own limit, or the configured default.
-    pub rate_limit: RateLimitView,
-    pub owner_id: Option<String>,
-    /// `null`: unlimited.
-    pub credits: Option<CreditsView>,
-    pub allowed_ips: Option<Vec<String>>,
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
-    pub is_active: bool,
-    pub created_at: String,
-    pub updated_at: String,
-    pub last_used_at: Option<String>,
-    pub expires_at: Option<String>,
-    pub revoked_at: Option<String>,
-    /// The user who created it.
-    pub created_by: Option<String>,
-}
-
-impl KeyView {
-    pub fn new(k: &KeyRecord, state: &AppState) -> Self {
-        let rl: RateLimitConfig = k.effective_rate_limit(state.config.keys.default_rate_limit);
-        let credits = state.keys.live_credits(&k.hash).or(k.credits);
-        KeyView {
-            id: k.id.to_string(),
-            project_id: k.project_id.to_string(),
-            name: k.name.clone(),
-            kind: k.kind,
-            environment: k.environment.clone(),
-            prefix: k.prefix.clone(),
-            scopes: k.scopes.clone(),
-            rate_limit: RateLimitView {
-                limit: rl.limit,
-                window_secs: rl.window_secs,
-            },
-            owner_id: k.owner_id.clone(),
-            credits: credits.map(|c| CreditsView {
-                remaining: c.remaining,
-                refill: c.refill,
-            }),
-            allowed_ips: k
-                .allowed_ips
-                .as_ref()
-                .map(|ips| ips.iter().map(|c| String::from(*c)).collect()),
-            metadata: k.metadata.clone(),
-            is_active: k.is_active(crate::types::now()),
-            created_at: rfc3339(k.created_at),
-            updated_at: rfc3339(k.updated_at),
-            last_used_at: k.last_used_at.map(rfc3339),
-            expires_at: k.expires_at.map(rfc3339),
-            revoked_at: k.revoked_at.map(rfc3339),
-            created_by: k.created_by.clone(),
-        }
-    }
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct CreatedKey {
@@ -175,7 +94,7 @@ pub async fn list(
         )
         .await?;
     Ok(HttpResponse::Ok().json(KeyList {
-        items: rows.iter().map(|k| KeyView::new(k, &state)).collect(),
+        items: rows.iter().map(|k| state.key_view(k)).collect(),
         pagination: paging.describe(total),
     }))
 }
@@ -207,7 +126,7 @@ pub async fn create(
     )
     .await?;
     Ok(no_store(HttpResponse::Created().json(CreatedKey {
-        key: KeyView::new(&record, &state),
+        key: state.key_view(&record),
         plaintext_key: key.expose().to_string(),
     })))
 }
@@ -235,7 +154,7 @@ pub async fn get(
 ) -> ApiResult<HttpResponse> {
     access.require_role_or_scope(Role::Member, "keys:read")?;
     let key = find(&state, &access, &id).await?;
-    Ok(HttpResponse::Ok().json(KeyView::new(&key, &state)))
+    Ok(HttpResponse::Ok().json(state.key_view(&key)))
 }
 
 /// Change a key's settings (owner/admin). Takes effect at once.
@@ -265,7 +184,7 @@ pub async fn patch(
         access.principal.actor(&ctx),
     )
     .await?;
-    Ok(HttpResponse::Ok().json(KeyView::new(&key, &state)))
+    Ok(HttpResponse::Ok().json(state.key_view(&key)))
 }
 
 /// Revoke a key (owner/admin; an API key may revoke only itself). Once this
@@ -350,7 +269,7 @@ pub async fn rotate(
     )
     .await?;
     Ok(no_store(HttpResponse::Created().json(CreatedKey {
-        key: KeyView::new(&record, &state),
+        key: state.key_view(&record),
         plaintext_key: key.expose().to_string(),
     })))
 }

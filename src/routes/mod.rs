@@ -14,6 +14,7 @@ pub mod projects;
 pub mod usage;
 pub mod verify;
 pub mod views;
+pub mod webhooks;
 
 use actix_web::web::{self, delete, get, patch, post, resource};
 
@@ -65,7 +66,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 // Forward-auth answers any method: proxies send the original one.
                 .service(resource("/auth/check").to(verify::check))
                 .service(resource("/usage").route(get().to(usage::usage)))
-                .service(resource("/audit-log").route(get().to(usage::audit_log))),
+                .service(resource("/audit-log").route(get().to(usage::audit_log)))
+                .service(
+                    resource("/webhooks")
+                        .route(get().to(webhooks::list))
+                        .route(post().to(webhooks::create)),
+                )
+                .service(resource("/webhooks/{id}").route(delete().to(webhooks::delete)))
+                .service(
+                    resource("/webhooks/{id}/deliveries").route(get().to(webhooks::deliveries)),
+                )
+                .service(resource("/webhooks/{id}/test").route(post().to(webhooks::test))),
         );
     crate::ui::configure(cfg);
 }

@@ -354,7 +354,16 @@ pub async fn leaked(
                     "url": report.url.as_deref().map(|u| u.chars().take(2048).collect::<String>()),
                     "source": report.source.as_deref().map(|s| s.chars().take(200).collect::<String>()),
                 });
-                match state.db.revoke_leaked(hash, actor.clone(), details).await? {
+                match state
+                    .db
+                    .revoke_leaked(
+                        hash,
+                        actor.clone(),
+                        details,
+                        state.config.keys.default_rate_limit,
+                    )
+                    .await?
+                {
                     None => "not_found",
                     Some((_, false)) => "already_inactive",
                     Some((key, true)) => {

@@ -470,3 +470,22 @@ pub fn code_in(body: &str) -> Option<String> {
         .find(|l| l.len() >= 6 && l.chars().all(|c| c.is_ascii_digit()))
         .map(String::from)
 }
+
+/// Logs in where there is no mailbox (staging/production mode in-process):
+/// the app must run with `dev.expose_codes`, which returns the code.
+pub fn login_directly(app: &TestApp, email: &str) -> Tokens {
+    let sent = app.send_code(email);
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let code = sent.json()["code"]
+        .as_str()
+        .expect("dev.expose_codes is on")
+        .to_string();
+    let res = app.verify(email, &code);
+    assert_eq!(res.status, 200, "{}", res.body);
+    let body = res.json();
+    Tokens {
+        access: body["access_token"].as_str().unwrap().to_string(),
+        refresh: body["refresh_token"].as_str().unwrap().to_string(),
+        user_id: body["user"]["id"].as_str().unwrap().to_string(),
+    }
+}

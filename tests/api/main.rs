@@ -13,3 +13,4 @@ mod ops;
 mod proxies;
 mod smtp;
 mod storage;
+mod webhooks;

@@ -36,6 +36,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/keys/leaked"),
     ("get", "/api/v1/usage"),
     ("get", "/api/v1/audit-log"),
+    ("get", "/api/v1/webhooks"),
+    ("post", "/api/v1/webhooks"),
+    ("delete", "/api/v1/webhooks/{id}"),
+    ("get", "/api/v1/webhooks/{id}/deliveries"),
+    ("post", "/api/v1/webhooks/{id}/test"),
 ];
 
 #[test]

@@ -1,0 +1,374 @@
+//! Webhook endpoints, the event outbox, deliveries and their attempts.
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{Db, DbResult};
+use crate::crypto::new_id;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub id: String,
+    pub project_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret: String,
+    pub is_active: bool,
+    pub disabled_reason: Option<String>,
+    pub created_at: i64,
+}
+
+const ENDPOINT_COLUMNS: &str =
+    "id, project_id, url, events, secret, is_active, disabled_reason, created_at";
+
+fn endpoint_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Endpoint> {
+    let events: String = r.get(3)?;
+    Ok(Endpoint {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        url: r.get(2)?,
+        events: serde_json::from_str(&events).unwrap_or_default(),
+        secret: r.get(4)?,
+        is_active: r.get(5)?,
+        disabled_reason: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+/// Queues `event` for every active endpoint of the project that subscribes
+/// to it, inside the caller's transaction: the event exists exactly when
+/// the change that caused it was committed.
+pub(crate) fn emit(
+    conn: &Connection,
+    project_id: &str,
+    event: &str,
+    data: serde_json::Value,
+    now: i64,
+) -> DbResult<()> {
+    let endpoints: Vec<(String, String)> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, events FROM webhook_endpoints WHERE project_id = ?1 AND is_active = 1",
+        )?;
+        let rows = stmt.query_map([project_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let targets: Vec<String> = endpoints
+        .into_iter()
+        .filter(|(_, events)| {
+            serde_json::from_str::<Vec<String>>(events).is_ok_and(|e| e.iter().any(|x| x == event))
+        })
+        .map(|(id, _)| id)
+        .collect();
+    queue(conn, project_id, event, data, &targets, now)
+}
+
+fn queue(
+    conn: &Connection,
+    project_id: &str,
+    event: &str,
+    data: serde_json::Value,
+    targets: &[String],
+    now: i64,
+) -> DbResult<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let id = new_id("msg");
+    let payload = serde_json::json!({
+        "type": event,
+        "timestamp": crate::types::rfc3339(now),
+        "data": data,
+    });
+    conn.execute(
+        "INSERT INTO webhook_messages (id, project_id, type, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, project_id, event, payload.to_string(), now],
+    )?;
+    for endpoint in targets {
+        conn.execute(
+            "INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at_ms, created_at, updated_at)
+             VALUES (?1, ?2, 'pending', ?3, ?4, ?4)",
+            params![id, endpoint, now * 1000, now],
+        )?;
+    }
+    Ok(())
+}
+
+/// A delivery due for an attempt, with what is needed to make it.
+#[derive(Clone, Debug)]
+pub struct DueDelivery {
+    pub id: i64,
+    pub message_id: String,
+    pub payload: String,
+    pub attempts: u32,
+    pub endpoint_id: String,
+    pub url: String,
+    pub secret: String,
+    pub endpoint_active: bool,
+}
+
+/// What happened to one attempt.
+#[derive(Clone, Debug)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Retry at this time (epoch milliseconds).
+    Retry(i64),
+    /// No more attempts.
+    Failed,
+    /// 410 Gone: the endpoint is disabled and nothing more is sent to it.
+    Gone,
+}
+
+/// One attempt as the worker made it.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub delivery_id: i64,
+    pub endpoint_id: String,
+    /// 1 for the first try.
+    pub number: u32,
+    pub response_status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub at: i64,
+    pub response_status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub message_id: String,
+    pub event_type: String,
+    pub status: String,
+    pub created_at: i64,
+    pub next_attempt_at_ms: Option<i64>,
+    pub attempts: Vec<AttemptView>,
+}
+
+impl Db {
+    pub async fn create_webhook(
+        &self,
+        project_id: String,
+        url: String,
+        events: Vec<String>,
+        secret: String,
+        created_by: Option<String>,
+    ) -> DbResult<Endpoint> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let endpoint = Endpoint {
+                id: new_id("whk"),
+                project_id,
+                url,
+                events,
+                secret,
+                is_active: true,
+                disabled_reason: None,
+                created_at: now,
+            };
+            c.execute(
+                "INSERT INTO webhook_endpoints (id, project_id, url, events, secret, is_active, created_at, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)",
+                params![
+                    endpoint.id,
+                    endpoint.project_id,
+                    endpoint.url,
+                    serde_json::to_string(&endpoint.events).expect("strings"),
+                    endpoint.secret,
+                    now,
+                    created_by
+                ],
+            )?;
+            Ok(endpoint)
+        })
+        .await
+    }
+
+    pub async fn webhooks(&self, project_id: String) -> DbResult<Vec<Endpoint>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE project_id = ?1 ORDER BY created_at, id"
+            ))?;
+            let rows = stmt.query_map([project_id], endpoint_from)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn webhook(&self, project_id: String, id: String) -> DbResult<Option<Endpoint>> {
+        self.call(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE project_id = ?1 AND id = ?2"),
+                params![project_id, id],
+                endpoint_from,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Deletes an endpoint with its pending deliveries.
+    pub async fn delete_webhook(&self, project_id: String, id: String) -> DbResult<bool> {
+        self.call(move |c| {
+            Ok(c.execute(
+                "DELETE FROM webhook_endpoints WHERE project_id = ?1 AND id = ?2",
+                params![project_id, id],
+            )? > 0)
+        })
+        .await
+    }
+
+    /// Queues a test event for one endpoint.
+    pub async fn send_test_event(&self, project_id: String, endpoint_id: String) -> DbResult<()> {
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            queue(
+                &tx,
+                &project_id,
+                crate::webhooks::TEST_EVENT,
+                serde_json::json!({ "endpoint_id": endpoint_id }),
+                std::slice::from_ref(&endpoint_id),
+                now,
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn due_deliveries(&self, now_ms: i64, limit: i64) -> DbResult<Vec<DueDelivery>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active
+                 FROM webhook_deliveries d
+                 JOIN webhook_messages m ON m.id = d.message_id
+                 JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                 WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1
+                 ORDER BY d.next_attempt_at_ms, d.id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now_ms, limit], |r| {
+                Ok(DueDelivery {
+                    id: r.get(0)?,
+                    message_id: r.get(1)?,
+                    payload: r.get(2)?,
+                    attempts: r.get(3)?,
+                    endpoint_id: r.get(4)?,
+                    url: r.get(5)?,
+                    secret: r.get(6)?,
+                    endpoint_active: r.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Records an attempt and its consequence in one transaction.
+    pub async fn record_attempt(&self, attempt: Attempt, outcome: AttemptOutcome) -> DbResult<()> {
+        let Attempt {
+            delivery_id,
+            endpoint_id,
+            number: attempt,
+            response_status,
+            error,
+            duration_ms,
+        } = attempt;
+        self.call(move |c| {
+            let now = crate::types::now();
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, at, response_status, error, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![delivery_id, attempt, now, response_status, error, duration_ms],
+            )?;
+            let (status, next) = match outcome {
+                AttemptOutcome::Delivered => ("delivered", None),
+                AttemptOutcome::Retry(at) => ("pending", Some(at)),
+                AttemptOutcome::Failed | AttemptOutcome::Gone => ("failed", None),
+            };
+            tx.execute(
+                "UPDATE webhook_deliveries SET status = ?2, attempts = ?3, next_attempt_at_ms = ?4, updated_at = ?5 WHERE id = ?1",
+                params![delivery_id, status, attempt, next, now],
+            )?;
+            if matches!(outcome, AttemptOutcome::Gone) {
+                tx.execute(
+                    "UPDATE webhook_endpoints SET is_active = 0, disabled_reason = 'the endpoint answered 410 Gone' WHERE id = ?1",
+                    [&endpoint_id],
+                )?;
+                tx.execute(
+                    "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at_ms = NULL, updated_at = ?2
+                     WHERE endpoint_id = ?1 AND status = 'pending'",
+                    params![endpoint_id, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// An endpoint's deliveries with every attempt, newest first.
+    pub async fn deliveries(
+        &self,
+        endpoint_id: String,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<(Vec<DeliveryView>, i64)> {
+        self.call(move |c| {
+            let total: i64 = c.query_row("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = ?1", [&endpoint_id], |r| r.get(0))?;
+            let mut stmt = c.prepare(
+                "SELECT d.id, d.message_id, m.type, d.status, d.created_at, d.next_attempt_at_ms
+                 FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id
+                 WHERE d.endpoint_id = ?1 ORDER BY d.id DESC LIMIT ?2 OFFSET ?3",
+            )?;
+            let mut out: Vec<DeliveryView> = stmt
+                .query_map(params![endpoint_id, limit, offset], |r| {
+                    Ok(DeliveryView {
+                        id: r.get(0)?,
+                        message_id: r.get(1)?,
+                        event_type: r.get(2)?,
+                        status: r.get(3)?,
+                        created_at: r.get(4)?,
+                        next_attempt_at_ms: r.get(5)?,
+                        attempts: Vec::new(),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut attempts = c.prepare(
+                "SELECT attempt, at, response_status, error, duration_ms FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY attempt",
+            )?;
+            for d in out.iter_mut() {
+                d.attempts = attempts
+                    .query_map([d.id], |r| {
+                        Ok(AttemptView {
+                            attempt: r.get(0)?,
+                            at: r.get(1)?,
+                            response_status: r.get(2)?,
+                            error: r.get(3)?,
+                            duration_ms: r.get(4)?,
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?;
+            }
+            Ok((out, total))
+        })
+        .await
+    }
+
+    /// When the next pending delivery is due (epoch ms), if any.
+    pub async fn next_delivery_due(&self) -> DbResult<Option<i64>> {
+        self.call(|c| {
+            Ok(c.query_row(
+                "SELECT min(next_attempt_at_ms) FROM webhook_deliveries WHERE status = 'pending'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+}

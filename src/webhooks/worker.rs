@@ -1,0 +1,182 @@
+//! The webhook delivery worker: signs and posts due deliveries, records
+//! every attempt, retries failures on `webhooks.retry_delays_secs` with
+//! jitter, disables an endpoint that answers 410, never follows redirects.
+//! Deliveries live in the database, so a restart resumes them.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use futures_util::future::{join_all, LocalBoxFuture};
+
+use crate::db::webhooks::{Attempt, AttemptOutcome, DueDelivery};
+use crate::state::AppState;
+
+/// Resolves names, refusing any that lead to a forbidden address (checked
+/// on the addresses actually connected to, so a name cannot be re-pointed
+/// between check and use).
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl actix_tls::connect::Resolve for GuardedResolver {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+            if !self.allow_private && addrs.iter().any(|a| super::is_forbidden_target(a.ip())) {
+                return Err(
+                    "the target resolves to a private, loopback or link-local address".into(),
+                );
+            }
+            Ok(addrs)
+        })
+    }
+}
+
+fn build_client(timeout: Duration, allow_private: bool) -> awc::Client {
+    let tcp =
+        actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(GuardedResolver {
+            allow_private,
+        }))
+        .service();
+    let connector = awc::Connector::new().connector(tcp).timeout(timeout);
+    awc::Client::builder()
+        .connector(connector)
+        .disable_redirects()
+        .timeout(timeout)
+        .add_default_header((
+            "user-agent",
+            concat!("Gatehouse-Webhooks/", env!("CARGO_PKG_VERSION")),
+        ))
+        .finish()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// When to try again after attempt number `attempt` failed, or `None` when
+/// the schedule is used up. Up to 10% jitter spreads retries out.
+pub fn next_attempt(delays: &[u64], attempt: u32, now_ms: i64) -> Option<i64> {
+    let delay_ms = *delays.get(attempt.checked_sub(1)? as usize)? as i64 * 1000;
+    let jitter = (delay_ms as f64 * 0.1 * fastrand::f64()) as i64;
+    Some(now_ms + delay_ms + jitter)
+}
+
+/// Runs until the server stops.
+pub async fn run(state: web::Data<AppState>) {
+    let cfg = &state.config.webhooks;
+    let allow_private = state.config.mode.is_local() || cfg.allow_private_targets;
+    let client = build_client(Duration::from_secs(cfg.timeout_secs), allow_private);
+    loop {
+        match state.db.due_deliveries(now_ms(), 20).await {
+            Ok(batch) => {
+                join_all(
+                    batch
+                        .into_iter()
+                        .map(|d| deliver(&state, &client, allow_private, d)),
+                )
+                .await;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read webhook deliveries"),
+        }
+        let wait_ms = match state.db.next_delivery_due().await {
+            Ok(Some(due)) => (due - now_ms()).clamp(50, 1000),
+            _ => 1000,
+        };
+        tokio::time::sleep(Duration::from_millis(wait_ms as u64)).await;
+    }
+}
+
+async fn deliver(state: &AppState, client: &awc::Client, allow_private: bool, d: DueDelivery) {
+    let attempt = d.attempts + 1;
+    let started = Instant::now();
+    let (status, error) = if !d.endpoint_active {
+        (None, Some("the endpoint is disabled".to_string()))
+    } else if let Err(why) = super::validate_url(&d.url, allow_private) {
+        (None, Some(format!("target refused: {why}")))
+    } else {
+        let timestamp = crate::types::now();
+        match super::sign(&d.secret, &d.message_id, timestamp, &d.payload) {
+            None => (None, Some("the signing secret is malformed".to_string())),
+            Some(signature) => {
+                let sent = client
+                    .post(&d.url)
+                    .insert_header(("content-type", "application/json"))
+                    .insert_header(("webhook-id", d.message_id.as_str()))
+                    .insert_header(("webhook-timestamp", timestamp.to_string()))
+                    .insert_header(("webhook-signature", signature))
+                    .send_body(d.payload.clone())
+                    .await;
+                match sent {
+                    Ok(mut res) => {
+                        // Read (and discard) a little of the answer so the connection can be reused.
+                        let _ = res.body().limit(64 * 1024).await;
+                        (Some(res.status().as_u16()), None)
+                    }
+                    Err(e) => (None, Some(e.to_string())),
+                }
+            }
+        }
+    };
+    let outcome = match status {
+        Some(s) if (200..300).contains(&s) => AttemptOutcome::Delivered,
+        Some(410) => AttemptOutcome::Gone,
+        _ if !d.endpoint_active => AttemptOutcome::Failed,
+        _ => match next_attempt(&state.config.webhooks.retry_delays_secs, attempt, now_ms()) {
+            Some(at) => AttemptOutcome::Retry(at),
+            None => AttemptOutcome::Failed,
+        },
+    };
+    tracing::info!(
+        delivery = d.id,
+        webhook_id = %d.message_id,
+        endpoint = %d.endpoint_id,
+        attempt,
+        status = ?status,
+        error = ?error,
+        outcome = ?outcome,
+        "webhook attempt"
+    );
+    let duration_ms = started.elapsed().as_millis() as i64;
+    if let Err(e) = state
+        .db
+        .record_attempt(
+            Attempt {
+                delivery_id: d.id,
+                endpoint_id: d.endpoint_id,
+                number: attempt,
+                response_status: status,
+                error,
+                duration_ms,
+            },
+            outcome,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "webhook attempt could not be recorded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_follow_the_schedule_with_bounded_jitter() {
+        let delays = [5, 300];
+        let a = next_attempt(&delays, 1, 1_000_000).unwrap();
+        assert!((1_005_000..=1_005_500).contains(&a), "{a}");
+        let b = next_attempt(&delays, 2, 1_000_000).unwrap();
+        assert!((1_300_000..=1_330_000).contains(&b), "{b}");
+        assert_eq!(next_attempt(&delays, 3, 1_000_000), None);
+        assert_eq!(next_attempt(&delays, 0, 1_000_000), None);
+    }
+}

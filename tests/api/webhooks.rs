@@ -1,0 +1,386 @@
+//! SPEC section 10: signed outgoing webhooks, checked by a receiver started
+//! by the test on loopback. Signatures are verified here from the Standard
+//! Webhooks definition with `ring`, not with the product's signing code.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::helpers::{send, send_body, spawn_app, spawn_app_at, spawn_app_with, TestApp, Tokens};
+use crate::keys::create_key;
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP receiver answering with `statuses` in turn (the last one repeats).
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start(statuses: Vec<u16>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/hook",
+            listener.local_addr().unwrap().port()
+        );
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let record = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.push((k.trim().to_string(), v.trim().to_string()));
+                    }
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let n = {
+                    let mut g = record.lock().unwrap();
+                    g.push(Received {
+                        headers,
+                        body: String::from_utf8(body).unwrap(),
+                    });
+                    g.len()
+                };
+                let status = statuses
+                    .get(n - 1)
+                    .or(statuses.last())
+                    .copied()
+                    .unwrap_or(200);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { url, got }
+    }
+
+    fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.got.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "received {} of {n} deliveries",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Standard Webhooks: base64(HMAC-SHA256(base64decode(secret without whsec_), "{id}.{ts}.{body}")).
+fn assert_signed(r: &Received, secret: &str) {
+    let id = r.header("webhook-id").expect("webhook-id");
+    let ts = r.header("webhook-timestamp").expect("webhook-timestamp");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    assert!((24..=64).contains(&key.len()));
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+        format!("{id}.{ts}.{}", r.body).as_bytes(),
+    );
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+    );
+    let sigs = r.header("webhook-signature").expect("webhook-signature");
+    assert!(
+        sigs.split(' ').any(|s| s == expected),
+        "{sigs} vs {expected}"
+    );
+    let ts: i64 = ts.parse().unwrap();
+    assert!((gatehouse::types::now() - ts).abs() < 60);
+}
+
+fn add_webhook(app: &TestApp, t: &Tokens, url: &str, events: &[&str]) -> (String, String) {
+    let res = send_body(
+        app.authed("POST", "/api/v1/webhooks", &t.access)
+            .set("Content-Type", "application/json"),
+        &json!({ "url": url, "events": events }).to_string(),
+    );
+    assert_eq!(res.status, 201, "{}", res.body);
+    let v = res.json();
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["secret"].as_str().unwrap().to_string(),
+    )
+}
+
+fn deliveries(app: &TestApp, t: &Tokens, id: &str) -> Value {
+    let res = send(app.authed(
+        "GET",
+        &format!("/api/v1/webhooks/{id}/deliveries"),
+        &t.access,
+    ));
+    assert_eq!(res.status, 200, "{}", res.body);
+    res.json()
+}
+
+#[test]
+fn key_created_is_delivered_signed_and_retried_with_a_stable_id() {
+    let app = spawn_app_with(|c| c.webhooks.retry_delays_secs = vec![1, 1, 1]);
+    let t = app.login("hooks@acme.test");
+    let receiver = Receiver::start(vec![500, 500, 200]);
+    let (hook_id, secret) = add_webhook(&app, &t, &receiver.url, &["key.created", "key.revoked"]);
+    assert!(secret.starts_with("whsec_"));
+    let listed = send(app.authed("GET", "/api/v1/webhooks", &t.access));
+    assert!(!listed.body.contains(&secret), "the secret is shown once");
+
+    let (key_id, _) = create_key(&app, &t, json!({ "name": "hooked" }));
+    let got = receiver.wait_for(3, Duration::from_secs(20));
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "the same webhook-id on every retry: {ids:?}"
+    );
+    for r in &got {
+        assert_signed(r, &secret);
+        let payload: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(payload["type"], "key.created");
+        assert!(payload["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(payload["data"]["id"], key_id.as_str());
+        assert_eq!(payload["data"]["name"], "hooked");
+        assert!(payload["data"].get("plaintext_key").is_none());
+    }
+    // The deliveries list shows the three attempts.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let list = loop {
+        let list = deliveries(&app, &t, &hook_id);
+        if list["items"][0]["status"] == "delivered" {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let attempts = list["items"][0]["attempts"].as_array().unwrap();
+    let statuses: Vec<u64> = attempts
+        .iter()
+        .map(|a| a["response_status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [500, 500, 200]);
+    assert_eq!(list["items"][0]["webhook_id"], ids[0]);
+    assert_eq!(list["items"][0]["event_type"], "key.created");
+
+    // Events it did not subscribe to are not sent; subscribed ones are.
+    send_body(
+        app.authed("POST", "/api/v1/members", &t.access)
+            .set("Content-Type", "application/json"),
+        r#"{"email": "x@acme.test", "role": "member"}"#,
+    );
+    send(app.authed("DELETE", &format!("/api/v1/api-keys/{key_id}"), &t.access));
+    let got = receiver.wait_for(4, Duration::from_secs(10));
+    let last: Value = serde_json::from_str(&got[3].body).unwrap();
+    assert_eq!(last["type"], "key.revoked");
+    assert_eq!(last["data"]["is_active"], false);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        receiver.got.lock().unwrap().len(),
+        4,
+        "member.added was not subscribed"
+    );
+}
+
+#[test]
+fn gone_disables_the_endpoint_and_failures_stop_after_the_schedule() {
+    let app = spawn_app_with(|c| c.webhooks.retry_delays_secs = vec![1]);
+    let t = app.login("gone@acme.test");
+    let gone = Receiver::start(vec![410]);
+    let (gone_id, _) = add_webhook(&app, &t, &gone.url, &["key.created"]);
+    let failing = Receiver::start(vec![503]);
+    let (failing_id, _) = add_webhook(&app, &t, &failing.url, &["key.created"]);
+    create_key(&app, &t, json!({ "name": "one" }));
+    gone.wait_for(1, Duration::from_secs(10));
+    failing.wait_for(2, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let hooks = send(app.authed("GET", "/api/v1/webhooks", &t.access)).json();
+        let g = hooks["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == gone_id.as_str())
+            .unwrap()
+            .clone();
+        let f = deliveries(&app, &t, &failing_id);
+        if g["is_active"] == false && f["items"][0]["status"] == "failed" {
+            assert!(g["disabled_reason"].as_str().unwrap().contains("410"));
+            assert_eq!(
+                f["items"][0]["attempts"].as_array().unwrap().len(),
+                2,
+                "one try and one retry"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{g} {f}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    create_key(&app, &t, json!({ "name": "two" }));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        gone.got.lock().unwrap().len(),
+        1,
+        "nothing more is sent to a gone endpoint"
+    );
+}
+
+#[test]
+fn a_pending_delivery_is_sent_after_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(vec![500, 200]);
+    let t = {
+        let app = spawn_app_at(root.path(), |c| c.webhooks.retry_delays_secs = vec![2]);
+        let t = app.login("restart@acme.test");
+        add_webhook(&app, &t, &receiver.url, &["key.created"]);
+        create_key(&app, &t, json!({ "name": "before restart" }));
+        receiver.wait_for(1, Duration::from_secs(10));
+        t
+    }; // stopped with the retry pending
+    let app = spawn_app_at(root.path(), |c| c.webhooks.retry_delays_secs = vec![2]);
+    let got = receiver.wait_for(2, Duration::from_secs(20));
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    let _ = (app, t);
+}
+
+#[test]
+fn private_targets_are_refused_outside_local_mode() {
+    let app = spawn_app_with(|c| {
+        c.mode = gatehouse::config::Mode::Production;
+        c.smtp.host = Some("127.0.0.1".into());
+        c.smtp.port = 9;
+        c.dev.expose_codes = true;
+    });
+    let t = crate::helpers::login_directly(&app, "prod@acme.test");
+    for url in [
+        "http://127.0.0.1:9/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.5/",
+        "http://[::1]/",
+        "http://localhost:8080/",
+    ] {
+        let res = send_body(
+            app.authed("POST", "/api/v1/webhooks", &t.access)
+                .set("Content-Type", "application/json"),
+            &json!({ "url": url, "events": ["key.created"] }).to_string(),
+        );
+        res.assert_error(422, "validation_error");
+    }
+    let res = send_body(
+        app.authed("POST", "/api/v1/webhooks", &t.access)
+            .set("Content-Type", "application/json"),
+        &json!({ "url": "https://hooks.acme.test/in", "events": ["key.created", "bogus"] })
+            .to_string(),
+    );
+    res.assert_error(422, "validation_error");
+    assert_eq!(
+        send_body(
+            app.authed("POST", "/api/v1/webhooks", &t.access)
+                .set("Content-Type", "application/json"),
+            &json!({ "url": "https://hooks.acme.test/in", "events": ["key.created"] }).to_string(),
+        )
+        .status,
+        201
+    );
+    let allowed = spawn_app_with(|c| {
+        c.mode = gatehouse::config::Mode::Production;
+        c.webhooks.allow_private_targets = true;
+        c.dev.expose_codes = true;
+    });
+    let t = crate::helpers::login_directly(&allowed, "lab@acme.test");
+    add_webhook(&allowed, &t, "http://127.0.0.1:9/x", &["key.created"]);
+}
+
+#[test]
+fn webhooks_need_owner_admin_or_the_scope() {
+    let app = spawn_app();
+    let t = app.login("boss@acme.test");
+    let (_, manager) = create_key(
+        &app,
+        &t,
+        json!({ "name": "ci", "scopes": ["webhooks:manage"] }),
+    );
+    let (_, plain) = create_key(&app, &t, json!({ "name": "plain" }));
+    assert_eq!(
+        send(app.authed("GET", "/api/v1/webhooks", &manager)).status,
+        200
+    );
+    send(app.authed("GET", "/api/v1/webhooks", &plain)).assert_error(403, "insufficient_scope");
+    send_body(
+        app.authed("POST", "/api/v1/members", &t.access)
+            .set("Content-Type", "application/json"),
+        r#"{"email": "m@acme.test", "role": "member"}"#,
+    );
+    let member = app.login("m@acme.test");
+    send(app.authed("GET", "/api/v1/webhooks", &member.access)).assert_error(403, "forbidden");
+    send(app.authed("DELETE", "/api/v1/webhooks/whk_missing", &t.access))
+        .assert_error(404, "not_found");
+
+    // "Send test event" reaches only that endpoint.
+    let receiver = Receiver::start(vec![200]);
+    let (id, secret) = add_webhook(&app, &t, &receiver.url, &["member.removed"]);
+    assert_eq!(
+        send(app.authed("POST", &format!("/api/v1/webhooks/{id}/test"), &t.access)).status,
+        202
+    );
+    let got = receiver.wait_for(1, Duration::from_secs(10));
+    assert_signed(&got[0], &secret);
+    assert_eq!(
+        serde_json::from_str::<Value>(&got[0].body).unwrap()["type"],
+        "webhook.test"
+    );
+    assert_eq!(
+        send(app.authed("DELETE", &format!("/api/v1/webhooks/{id}"), &t.access)).status,
+        200
+    );
+    assert_eq!(
+        send(app.authed("GET", "/api/v1/webhooks", &t.access)).json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
