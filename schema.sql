@@ -216,3 +216,12 @@ CREATE TABLE stripe_events (
     type          TEXT NOT NULL,
     processed_at  INTEGER NOT NULL
 );
+
+-- migration: 5 plans of Stripe customers not yet linked to a project
+-- (Stripe does not order its events: a subscription may be reported before
+-- the checkout that links its customer to a project).
+CREATE TABLE stripe_customer_plans (
+    customer_id  TEXT PRIMARY KEY,
+    plan         TEXT NOT NULL,
+    updated_at   INTEGER NOT NULL
+);

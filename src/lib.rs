@@ -5,6 +5,7 @@
 //! route.
 
 pub mod auth;
+pub mod billing;
 pub mod catalog;
 pub mod cli;
 pub mod config;

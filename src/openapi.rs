@@ -50,6 +50,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::webhooks::delete,
         crate::routes::webhooks::deliveries,
         crate::routes::webhooks::test,
+        crate::routes::billing::billing,
+        crate::routes::billing::stripe_webhook,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&SecuritySchemes, &DefaultErrorResponse),
@@ -64,6 +66,7 @@ use utoipa::{Modify, OpenApi};
         (name = "verify", description = "Checking keys from other services"),
         (name = "usage", description = "Usage and the audit log"),
         (name = "webhooks", description = "Signed outgoing webhooks"),
+        (name = "billing", description = "Plans from signed Stripe webhooks"),
         (name = "browser", description = "Form endpoints for the admin UI"),
     )
 )]

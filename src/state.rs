@@ -20,6 +20,8 @@ pub struct AppState {
     pub keyring: Keyring,
     pub mailer: Mailer,
     pub keys: KeyStore,
+    /// Present when `[[billing.plans]]` are configured.
+    pub quotas: Option<crate::billing::quota::Quotas>,
     /// Leaked-key reports per client address: 10 a minute.
     pub leak_reports: crate::keys::limiter::IpLimiter,
     /// The OpenAPI document, generated once at start.
@@ -39,8 +41,11 @@ impl AppState {
             .unwrap_or_else(|| crate::config::generate_secret().into_bytes());
         let keys = KeyStore::new(&config);
         let config = Arc::new(config);
+        let quotas = (!config.billing.plans.is_empty())
+            .then(|| crate::billing::quota::Quotas::new(config.clone()));
         AppState {
             keys,
+            quotas,
             leak_reports: crate::keys::limiter::IpLimiter::new(10, 60),
             keyring: Keyring::new(&session_key),
             mailer: Mailer::new(config.clone()),
@@ -52,9 +57,9 @@ impl AppState {
         }
     }
 
-    /// The plan's monthly verification quota, once plans are enforced.
-    pub fn quota_gate(&self) -> Option<&dyn crate::keys::store::QuotaGate> {
-        None
+    /// The plans' monthly verification quotas; `None` without plans.
+    pub fn quota_gate(&self) -> Option<&crate::billing::quota::Quotas> {
+        self.quotas.as_ref()
     }
 
     /// A key's metadata as the API shows it (live credit balance included).

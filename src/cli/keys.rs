@@ -219,9 +219,15 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
             let (record, key) =
                 crate::keys::admin::mint(spec, &project.id, None, &config.keys.prefix, now);
             let record = db
-                .create_key(record, Actor::system(), config.keys.default_rate_limit)
+                .create_key(
+                    record,
+                    Actor::system(),
+                    config.keys.default_rate_limit,
+                    crate::billing::limits(config, &project.plan).0,
+                )
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("the {} plan's key limit is reached", project.plan))?;
             println!(
                 "Created {} ({}) in project {:?}.",
                 record.id, record.name, project.name

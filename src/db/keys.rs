@@ -257,33 +257,35 @@ impl Db {
         self.call(move |c| key_by_id(c, &project_id, &id)).await
     }
 
-    /// Creates a key, with `key.created` in the audit log and the webhook outbox.
+    /// Creates a key, with `key.created` in the audit log and the webhook
+    /// outbox. `None` when the project already has `max_keys` active keys.
     pub async fn create_key(
         &self,
         key: KeyRecord,
         actor: Actor,
         default_rate: RateLimitConfig,
-    ) -> DbResult<KeyRecord> {
+        max_keys: Option<u64>,
+    ) -> DbResult<Option<KeyRecord>> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(max) = max_keys {
+                let active: i64 = tx.query_row(
+                    "SELECT count(*) FROM api_keys WHERE project_id = ?1 AND revoked_at IS NULL
+                     AND (expires_at IS NULL OR expires_at > ?2)",
+                    params![&*key.project_id, key.created_at],
+                    |r| r.get(0),
+                )?;
+                if active as u64 >= max {
+                    return Ok(None);
+                }
+            }
             insert_key(&tx, &key, false, None)?;
-            key_event(
-                &tx,
-                "key.created",
-                &key,
-                &actor,
-                serde_json::json!({ "name": key.name, "type": key.kind.as_str() }),
-                key.created_at,
-            )?;
-            emit(
-                &tx,
-                &key.project_id,
-                "key.created",
-                key_json(&key, default_rate),
-                key.created_at,
-            )?;
+            let details = serde_json::json!({ "name": key.name, "type": key.kind.as_str() });
+            key_event(&tx, "key.created", &key, &actor, details, key.created_at)?;
+            let data = key_json(&key, default_rate);
+            emit(&tx, &key.project_id, "key.created", data, key.created_at)?;
             tx.commit()?;
-            Ok(key)
+            Ok(Some(key))
         })
         .await
     }

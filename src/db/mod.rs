@@ -4,6 +4,7 @@
 //! executor's threads.
 
 pub mod audit;
+pub mod billing;
 pub mod keys;
 pub mod mail;
 pub mod migrate;

@@ -51,9 +51,10 @@ pub fn mint(
     (record, key)
 }
 
+/// Issues a key, within the plan's `max_keys` (403 `plan_limit`).
 pub async fn create(
     state: &AppState,
-    project_id: &str,
+    project: &crate::db::users::Project,
     spec: KeySpec,
     actor: Actor,
 ) -> Result<(KeyRecord, ApiKey), ApiError> {
@@ -61,17 +62,27 @@ pub async fn create(
         crate::db::audit::ActorType::User => actor.id.clone(),
         _ => None,
     };
+    let now = crate::types::now();
     let (record, key) = mint(
         spec,
-        project_id,
+        &project.id,
         created_by,
         &state.config.keys.prefix,
-        crate::types::now(),
+        now,
     );
+    let (max_keys, _) = crate::billing::limits(&state.config, &project.plan);
+    let default_rate = state.config.keys.default_rate_limit;
     let record = state
         .db
-        .create_key(record, actor, state.config.keys.default_rate_limit)
-        .await?;
+        .create_key(record, actor, default_rate, max_keys)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::PlanLimit).with_message(format!(
+                "The {} plan allows {} active keys; revoke one or upgrade.",
+                project.plan,
+                max_keys.unwrap_or_default()
+            ))
+        })?;
     Ok((record, key))
 }
 

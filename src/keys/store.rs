@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
 
+use crate::billing::quota::Quotas;
 use crate::config::{Config, RateLimitConfig};
 use crate::crypto::sha256;
 use crate::db::{Db, DbError};
@@ -132,12 +133,6 @@ impl Checked {
             outcome: Err(d),
         }
     }
-}
-
-/// A project-wide gate applied after the per-key checks (the plan's monthly quota).
-pub trait QuotaGate: Send + Sync {
-    /// Whether the project may spend `cost` more verifications; counts them if so.
-    fn try_spend(&self, project_id: &str, now: i64) -> bool;
 }
 
 pub struct KeyStore {
@@ -295,7 +290,7 @@ impl KeyStore {
         db: &Db,
         raw: &str,
         input: &CheckInput<'_>,
-        quota: Option<&dyn QuotaGate>,
+        quota: Option<&Quotas>,
     ) -> Result<Checked, DbError> {
         let Some(hash) = self.hash_of(raw) else {
             return Ok(Checked::denied(Denial::Malformed));
@@ -303,6 +298,16 @@ impl KeyStore {
         let Some(handle) = self.handle(db, hash).await? else {
             return Ok(Checked::denied(Denial::Invalid));
         };
+        if let Some(quota) = quota.filter(|_| input.purpose == Purpose::Verify) {
+            let project_id = handle
+                .state
+                .lock()
+                .expect("key lock")
+                .record
+                .project_id
+                .clone();
+            quota.ensure_loaded(db, &self.usage, &project_id).await?;
+        }
         let now_ms = now_ms();
         let now = now_ms / 1000;
         let checked = {

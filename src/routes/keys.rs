@@ -118,13 +118,8 @@ pub async fn create(
     let spec = body
         .into_inner()
         .validate(&state.catalog, crate::types::now())?;
-    let (record, key) = admin::create(
-        &state,
-        &access.project.id,
-        spec,
-        access.principal.actor(&ctx),
-    )
-    .await?;
+    let (record, key) =
+        admin::create(&state, &access.project, spec, access.principal.actor(&ctx)).await?;
     Ok(no_store(HttpResponse::Created().json(CreatedKey {
         key: state.key_view(&record),
         plaintext_key: key.expose().to_string(),

@@ -5,6 +5,7 @@
 //! that a known path with an unsupported method answers 405, not 404.
 
 pub mod auth;
+pub mod billing;
 pub mod catalog;
 pub mod dev;
 pub mod keys;
@@ -76,7 +77,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/webhooks/{id}/deliveries").route(get().to(webhooks::deliveries)),
                 )
-                .service(resource("/webhooks/{id}/test").route(post().to(webhooks::test))),
+                .service(resource("/webhooks/{id}/test").route(post().to(webhooks::test)))
+                .service(resource("/billing").route(get().to(billing::billing)))
+                .service(
+                    resource("/billing/stripe/webhook").route(post().to(billing::stripe_webhook)),
+                ),
         );
     crate::ui::configure(cfg);
 }

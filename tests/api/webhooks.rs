@@ -14,9 +14,9 @@ use crate::helpers::{send, send_body, spawn_app, spawn_app_at, spawn_app_with, T
 use crate::keys::create_key;
 
 #[derive(Clone, Debug)]
-struct Received {
+pub struct Received {
     headers: Vec<(String, String)>,
-    body: String,
+    pub body: String,
 }
 
 impl Received {
@@ -29,13 +29,13 @@ impl Received {
 }
 
 /// An HTTP receiver answering with `statuses` in turn (the last one repeats).
-struct Receiver {
-    url: String,
+pub struct Receiver {
+    pub url: String,
     got: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    fn start(statuses: Vec<u16>) -> Receiver {
+    pub fn start(statuses: Vec<u16>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!(
             "http://127.0.0.1:{}/hook",
@@ -92,7 +92,7 @@ impl Receiver {
         Receiver { url, got }
     }
 
-    fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.got.lock().unwrap().clone();
@@ -134,7 +134,7 @@ fn assert_signed(r: &Received, secret: &str) {
     assert!((gatehouse::types::now() - ts).abs() < 60);
 }
 
-fn add_webhook(app: &TestApp, t: &Tokens, url: &str, events: &[&str]) -> (String, String) {
+pub fn add_webhook(app: &TestApp, t: &Tokens, url: &str, events: &[&str]) -> (String, String) {
     let res = send_body(
         app.authed("POST", "/api/v1/webhooks", &t.access)
             .set("Content-Type", "application/json"),

@@ -1,0 +1,323 @@
+//! SPEC section 10 (billing) and the plan limits of sections 5 and 8:
+//! plans change only through Stripe events signed as Stripe signs them
+//! (computed here from the documented scheme).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{send, send_body, spawn_app_with, TestApp, Tokens};
+use crate::keys::{create_key, verify};
+use crate::webhooks::{add_webhook, Receiver};
+
+const SECRET: &str = "whsec_billing_test_9f8e7d6c5b4a39281706f5e4";
+
+fn billing_app() -> TestApp {
+    spawn_app_with(|c| {
+        c.billing.stripe_webhook_secret = Some(gatehouse::config::Secret::new(SECRET));
+        c.billing.default_plan = "free".into();
+        c.billing.plans = vec![
+            gatehouse::config::PlanConfig {
+                name: "free".into(),
+                stripe_price_id: None,
+                max_keys: Some(2),
+                monthly_verifications: Some(5),
+            },
+            gatehouse::config::PlanConfig {
+                name: "pro".into(),
+                stripe_price_id: Some("price_pro_monthly".into()),
+                max_keys: Some(100),
+                monthly_verifications: None,
+            },
+        ];
+    })
+}
+
+fn stripe_sig(t: i64, body: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let tag = ring::hmac::sign(&key, format!("{t}.{body}").as_bytes());
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn post_event(app: &TestApp, body: &str, header: &str) -> crate::helpers::Resp {
+    send_body(
+        app.request("POST", "/api/v1/billing/stripe/webhook")
+            .set("Content-Type", "application/json")
+            .set("Stripe-Signature", header),
+        body,
+    )
+}
+
+fn signed(app: &TestApp, event: &Value) -> crate::helpers::Resp {
+    let body = event.to_string();
+    let t = gatehouse::types::now();
+    post_event(app, &body, &format!("t={t},v1={}", stripe_sig(t, &body)))
+}
+
+fn checkout(id: &str, project: &str, customer: &str) -> Value {
+    json!({ "id": id, "type": "checkout.session.completed", "data": { "object": {
+        "id": "cs_test_1", "client_reference_id": project, "customer": customer } } })
+}
+
+fn subscription(id: &str, kind: &str, customer: &str, status: &str, price: &str) -> Value {
+    json!({ "id": id, "type": kind, "data": { "object": {
+        "id": "sub_1", "customer": customer, "status": status,
+        "items": { "data": [ { "price": { "id": price } } ] } } } })
+}
+
+fn billing(app: &TestApp, t: &Tokens) -> Value {
+    let res = send(app.authed("GET", "/api/v1/billing", &t.access));
+    assert_eq!(res.status, 200, "{}", res.body);
+    res.json()
+}
+
+#[test]
+fn a_signed_subscription_upgrades_once_and_deletion_downgrades() {
+    let app = billing_app();
+    let t = app.login("payer@acme.test");
+    let project = app.first_project(&t.access);
+    let receiver = Receiver::start(vec![200]);
+    add_webhook(&app, &t, &receiver.url, &["billing.plan_changed"]);
+    assert_eq!(billing(&app, &t)["plan"], "free");
+    assert_eq!(
+        billing(&app, &t)["limits"],
+        json!({"max_keys": 2, "monthly_verifications": 5})
+    );
+
+    let res = signed(&app, &checkout("evt_checkout", &project, "cus_A"));
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(
+        billing(&app, &t)["plan"],
+        "free",
+        "a checkout alone grants nothing"
+    );
+    let upgrade = subscription(
+        "evt_sub_1",
+        "customer.subscription.created",
+        "cus_A",
+        "active",
+        "price_pro_monthly",
+    );
+    let res = signed(&app, &upgrade);
+    assert_eq!(res.json(), json!({"received": true, "duplicate": false}));
+    assert_eq!(billing(&app, &t)["plan"], "pro");
+    assert_eq!(
+        billing(&app, &t)["limits"]["monthly_verifications"],
+        Value::Null
+    );
+
+    // The same event again changes nothing.
+    let res = signed(&app, &upgrade);
+    assert_eq!(res.json(), json!({"received": true, "duplicate": true}));
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM audit_events WHERE action = 'billing.plan_changed'"),
+        1
+    );
+    let hook = receiver.wait_for(1, Duration::from_secs(10));
+    let payload: Value = serde_json::from_str(&hook[0].body).unwrap();
+    assert_eq!(payload["type"], "billing.plan_changed");
+    assert_eq!(
+        payload["data"],
+        json!({"project_id": project, "from": "free", "to": "pro"})
+    );
+
+    // Unknown prices and customers are acknowledged and change nothing.
+    assert_eq!(
+        signed(
+            &app,
+            &subscription(
+                "evt_x1",
+                "customer.subscription.updated",
+                "cus_A",
+                "active",
+                "price_unknown"
+            )
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        signed(
+            &app,
+            &subscription(
+                "evt_x2",
+                "customer.subscription.updated",
+                "cus_nobody",
+                "active",
+                "price_pro_monthly"
+            )
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        signed(
+            &app,
+            &json!({"id": "evt_x3", "type": "invoice.paid", "data": {"object": {}}})
+        )
+        .status,
+        200
+    );
+    assert_eq!(billing(&app, &t)["plan"], "pro");
+
+    // Deleting the subscription goes back to the default plan.
+    signed(
+        &app,
+        &subscription(
+            "evt_del",
+            "customer.subscription.deleted",
+            "cus_A",
+            "canceled",
+            "price_pro_monthly",
+        ),
+    );
+    assert_eq!(billing(&app, &t)["plan"], "free");
+    receiver.wait_for(2, Duration::from_secs(10));
+}
+
+#[test]
+fn bad_signatures_are_refused_and_change_nothing() {
+    let app = billing_app();
+    let t = app.login("payer@acme.test");
+    let project = app.first_project(&t.access);
+    signed(&app, &checkout("evt_link", &project, "cus_B"));
+    let event = subscription(
+        "evt_up",
+        "customer.subscription.created",
+        "cus_B",
+        "active",
+        "price_pro_monthly",
+    );
+    let body = event.to_string();
+    let now = gatehouse::types::now();
+    let good = stripe_sig(now, &body);
+    let before = app.query_i64("SELECT count(*) FROM stripe_events");
+    for header in [
+        format!("t={now},v1={}", stripe_sig(now, "{}")),
+        format!("t={now},v0={good}"),
+        format!("t={},v1={}", now - 301, stripe_sig(now - 301, &body)),
+        format!("t={},v1={}", now + 301, stripe_sig(now + 301, &body)),
+        format!("v1={good}"),
+        String::new(),
+    ] {
+        post_event(&app, &body, &header).assert_error(400, "invalid_signature");
+    }
+    assert_eq!(app.query_i64("SELECT count(*) FROM stripe_events"), before);
+    assert_eq!(billing(&app, &t)["plan"], "free");
+
+    // Two v1 entries where only the second matches: accepted.
+    let res = post_event(
+        &app,
+        &body,
+        &format!("t={now},v1={},v1={good}", stripe_sig(now, "other")),
+    );
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(billing(&app, &t)["plan"], "pro");
+
+    // A checkout return URL grants nothing.
+    let t2 = app.login("freeloader@acme.test");
+    assert_eq!(
+        app.get("/billing?session_id=cs_test_123&plan=pro").status,
+        200
+    );
+    let res = send(app.authed(
+        "GET",
+        "/api/v1/billing?session_id=cs_test_123&plan=pro",
+        &t2.access,
+    ));
+    assert_eq!(res.json()["plan"], "free");
+}
+
+#[test]
+fn a_subscription_before_its_checkout_applies_when_the_customer_is_linked() {
+    let app = billing_app();
+    let t = app.login("early@acme.test");
+    let project = app.first_project(&t.access);
+    signed(
+        &app,
+        &subscription(
+            "evt_early",
+            "customer.subscription.created",
+            "cus_C",
+            "trialing",
+            "price_pro_monthly",
+        ),
+    );
+    assert_eq!(billing(&app, &t)["plan"], "free");
+    signed(&app, &checkout("evt_late_checkout", &project, "cus_C"));
+    assert_eq!(billing(&app, &t)["plan"], "pro");
+}
+
+#[test]
+fn plan_limits_are_enforced() {
+    let app = billing_app();
+    let t = app.login("limited@acme.test");
+    let (_, key) = create_key(
+        &app,
+        &t,
+        json!({ "name": "one", "credits": {"remaining": 100} }),
+    );
+    create_key(&app, &t, json!({ "name": "two" }));
+    let res = send_body(
+        app.authed("POST", "/api/v1/api-keys", &t.access)
+            .set("Content-Type", "application/json"),
+        r#"{"name": "three"}"#,
+    );
+    res.assert_error(403, "plan_limit");
+    assert_eq!(billing(&app, &t)["usage"]["keys"], 2);
+
+    // Five verifications a month on the free plan.
+    for _ in 0..5 {
+        assert_eq!(verify(&app, json!({ "key": key }))["valid"], true);
+    }
+    let v = verify(&app, json!({ "key": key }));
+    assert_eq!(v["code"], "quota_exceeded");
+    let res = send(
+        app.request("GET", "/api/v1/auth/check")
+            .set("X-API-Key", &key),
+    );
+    res.assert_error(429, "quota_exceeded");
+    assert_eq!(billing(&app, &t)["usage"]["verifications_this_month"], 5);
+    let shown = send(app.authed("GET", "/api/v1/api-keys?limit=10", &t.access)).json();
+    let one = shown["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "one")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        one["credits"]["remaining"], 95,
+        "refused requests spend no credits"
+    );
+
+    // Upgrading lifts both limits at once.
+    let project = app.first_project(&t.access);
+    signed(&app, &checkout("evt_l1", &project, "cus_D"));
+    signed(
+        &app,
+        &subscription(
+            "evt_l2",
+            "customer.subscription.updated",
+            "cus_D",
+            "active",
+            "price_pro_monthly",
+        ),
+    );
+    assert_eq!(verify(&app, json!({ "key": key }))["valid"], true);
+    create_key(&app, &t, json!({ "name": "three" }));
+}
+
+#[test]
+fn without_billing_everything_is_unlimited_and_the_webhook_is_absent() {
+    let app = crate::helpers::spawn_app();
+    let t = app.login("free@acme.test");
+    let b = billing(&app, &t);
+    assert_eq!(b["plan"], "free");
+    assert_eq!(
+        b["limits"],
+        json!({"max_keys": null, "monthly_verifications": null})
+    );
+    assert_eq!(b["billing_enabled"], false);
+    post_event(&app, "{}", "t=1,v1=00").assert_error(404, "not_found");
+}
