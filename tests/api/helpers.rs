@@ -431,7 +431,12 @@ impl TestApp {
         let sent = self.send_code(email);
         assert_eq!(sent.status, 202, "{}", sent.body);
         let code = self.code_from_mailbox(email);
-        let res = self.verify(email, &code);
+        self.verify_tokens(email, &code)
+    }
+
+    /// verify-code, expecting success; the session's tokens.
+    pub fn verify_tokens(&self, email: &str, code: &str) -> Tokens {
+        let res = self.verify(email, code);
         assert_eq!(res.status, 200, "{}", res.body);
         let body = res.json();
         Tokens {
@@ -480,12 +485,5 @@ pub fn login_directly(app: &TestApp, email: &str) -> Tokens {
         .as_str()
         .expect("dev.expose_codes is on")
         .to_string();
-    let res = app.verify(email, &code);
-    assert_eq!(res.status, 200, "{}", res.body);
-    let body = res.json();
-    Tokens {
-        access: body["access_token"].as_str().unwrap().to_string(),
-        refresh: body["refresh_token"].as_str().unwrap().to_string(),
-        user_id: body["user"]["id"].as_str().unwrap().to_string(),
-    }
+    app.verify_tokens(email, &code)
 }
