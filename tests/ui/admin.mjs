@@ -89,6 +89,27 @@ async function verify(key, scopes) {
   return res.json();
 }
 
+/** Logs `email` in through the API (code from the JSON mailbox); returns its session cookies. */
+async function cookieLogin(email) {
+  const post = (path, body) => fetch(`${base}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  check((await post("/api/v1/auth/send-code", { email })).status === 202, "send-code answers 202");
+  const box = await (await fetch(`${base}/api/v1/dev/mailbox`)).json();
+  const mail = box.items.find((m) => m.to === email);
+  check(mail, `a message to ${email} in the mailbox`);
+  const code = mail.body.split("\n").map((l) => l.trim()).find((l) => /^[0-9]{6,10}$/.test(l));
+  const res = await post("/api/v1/auth/verify-code", { email, code, cookie: true });
+  check(res.status === 200, `verify-code answers 200, got ${res.status}`);
+  return res.headers.getSetCookie().map((line) => {
+    const [pair] = line.split(";");
+    const at = pair.indexOf("=");
+    return { name: pair.slice(0, at), value: pair.slice(at + 1), url: base };
+  });
+}
+
 // --- The run -----------------------------------------------------------------
 
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), "gatehouse-ui-chromium-"));
@@ -204,17 +225,42 @@ try {
   await page.locator("tr", { hasText: "Billing service" }).getByText("Revoked").waitFor();
   passed("revoked the key through the UI; verify answers invalid_key");
 
-  // 5. Invite a member; the list shows them.
+  // 5. Invite a member; the list shows them. Then look through their eyes:
+  //    controls a member may not use are disabled or absent.
   await page.getByRole("link", { name: "Members" }).click();
   await page.waitForURL((u) => u.pathname === "/members");
   const invite = page.locator("#invite-form");
   await invite.getByLabel("Email address").fill(teammate);
-  await invite.getByLabel("Role").selectOption("admin");
+  await invite.getByLabel("Role").selectOption("member");
   await invite.getByRole("button", { name: "Add member" }).click();
   const memberRow = page.locator(`tr[data-email="${teammate}"]`);
   await memberRow.waitFor();
-  check((await memberRow.locator("select").inputValue()) === "admin", "the new member is an admin");
+  check((await memberRow.locator("select").inputValue()) === "member", "the new member has the member role");
   passed("added a member through the members page");
+
+  const ownerCookies = (await context.cookies(base)).filter((c) => c.name.startsWith("gatehouse_"));
+  await context.clearCookies();
+  await context.addCookies(await cookieLogin(teammate));
+  await page.goto(`${base}/keys?show=all`);
+  await page.locator("tr", { hasText: "Billing service" }).waitFor();
+  check(await page.getByRole("button", { name: "Create key" }).isDisabled(), "a member cannot create keys");
+  check((await page.getByRole("button", { name: /^(Revoke|Rotate) / }).count()) === 0, "a member sees no revoke or rotate");
+  await page.goto(`${base}/members`);
+  await page.locator(`tr[data-email="${email}"]`).waitFor();
+  check((await page.locator("#invite-form").count()) === 0, "a member cannot add members");
+  check((await page.locator("table.data select").count()) === 0, "a member cannot change roles");
+  check((await page.locator(`tr[data-email="${email}"] button`).count()) === 0, "a member cannot remove the owner");
+  await page.locator(`tr[data-email="${teammate}"]`).getByRole("button", { name: "Leave this project" }).waitFor();
+  expectedHttpErrors = [{ status: 403, path: "/api/v1/audit-log" }];
+  await page.goto(`${base}/audit`);
+  const refusal = page.locator(".alert-error");
+  await refusal.waitFor();
+  check((await refusal.textContent()).trim().length > 0, "the audit page shows the server's refusal to a member");
+  await page.waitForLoadState("networkidle");
+  expectedHttpErrors = [];
+  await context.clearCookies();
+  await context.addCookies(ownerCookies);
+  passed("as a member: no create, revoke, rotate, invite, role or remove controls; the audit log shows the 403 message");
 
   // 6. The usage chart shows the verification made above.
   await page.getByRole("link", { name: "Usage" }).click();
@@ -246,6 +292,55 @@ try {
   await page.locator("table.data code", { hasText: "key.revoked" }).first().waitFor();
   expectedHttpErrors = [];
   passed("audit, webhooks, billing and projects pages render");
+
+  // 7b. Webhooks and billing against the shapes of SPEC section 10, answered
+  //     by the test itself for as long as this server lacks those routes.
+  const json = (status, body) => ({ status, contentType: "application/json", body: JSON.stringify(body) });
+  const webhookSecret = `whsec_${Buffer.from("0123456789abcdef0123456789abcdef").toString("base64")}`;
+  const hooks = [];
+  await page.route(`${base}/api/v1/billing`, (route) => route.fulfill(json(200, {
+    plan: "team",
+    limits: { max_keys: 10, monthly_verifications: 100000 },
+    usage: { keys: 3, verifications_this_month: 2 },
+  })));
+  await page.route(`${base}/api/v1/webhooks`, async (route) => {
+    const req = route.request();
+    if (req.method() === "POST") {
+      const body = req.postDataJSON();
+      check(req.headers()["x-csrf-token"], "the webhook POST carries the CSRF token");
+      const hook = { id: "wh_test1", url: body.url, events: body.events, created_at: new Date().toISOString() };
+      hooks.push(hook);
+      return route.fulfill(json(201, { ...hook, secret: webhookSecret }));
+    }
+    return route.fulfill(json(200, { items: hooks, pagination: { page: 1, limit: 20, total: hooks.length, pages: 1 } }));
+  });
+  await page.route(`${base}/api/v1/webhooks/wh_test1/deliveries`, (route) => route.fulfill(json(200, {
+    items: [{ id: "whd_1", event: "key.created", status: "delivered", attempts: 1, response_status: 200, created_at: new Date().toISOString() }],
+  })));
+  await page.goto(`${base}/billing`);
+  const keysMeter = page.getByLabel("API keys");
+  await keysMeter.waitFor();
+  check((await keysMeter.getAttribute("value")) === "3" && (await keysMeter.getAttribute("max")) === "10", "the billing page meters key use against the plan");
+  check((await page.locator("#billing-plan").textContent()).includes("team"), "the billing page names the plan");
+  await page.goto(`${base}/webhooks`);
+  const hookForm = page.locator("#webhook-form");
+  await hookForm.getByLabel("Endpoint URL").fill("https://hooks.acme.test/gatehouse");
+  await hookForm.getByLabel("member.removed").uncheck();
+  await hookForm.getByRole("button", { name: "Add endpoint" }).click();
+  const hookSecret = page.locator("dialog[open] #secret-value");
+  await hookSecret.waitFor();
+  check((await hookSecret.textContent()) === webhookSecret, "the signing secret is shown once");
+  await page.locator("dialog[open]").getByRole("button", { name: "Done" }).click();
+  await page.locator("dialog").waitFor({ state: "detached" });
+  check(!(await page.evaluate(() => document.documentElement.outerHTML)).includes(webhookSecret), "the signing secret is gone after closing");
+  check(!hooks[0].events.includes("member.removed") && hooks[0].events.includes("key.created"), "the chosen events are sent");
+  const hookRow = page.locator("tr", { hasText: "https://hooks.acme.test/gatehouse" });
+  await hookRow.getByRole("button", { name: "Deliveries" }).click();
+  await page.locator("dialog[open] td", { hasText: "delivered" }).waitFor();
+  await page.keyboard.press("Escape");
+  await page.locator("dialog").waitFor({ state: "detached" });
+  await page.unrouteAll();
+  passed("webhooks and billing pages work against the documented shapes");
 
   // 8. Without the access cookie a page load shows "Session expired";
   //    Continue renews the session and comes back to the same page.

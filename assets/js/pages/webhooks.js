@@ -42,7 +42,7 @@ async function showDeliveries(hook) {
     clear(area).append(dataTable({
       caption: "Deliveries",
       columns: [
-        { label: "Event", cell: (d) => h("code", null, pick(d, "event", "type", "event_type") || "\u2014") },
+        { label: "Event", cell: (d) => h("code", { class: "nowrap" }, pick(d, "event", "type", "event_type") || "\u2014") },
         { label: "Status", cell: deliveryStatus },
         { label: "Attempts", cell: (d) => String(pick(d, "attempts", "attempt_count") ?? "\u2014"), className: "num" },
         { label: "Response", cell: (d) => String(pick(d, "response_status", "status_code", "last_status") ?? "\u2014") },
