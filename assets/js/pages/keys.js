@@ -22,7 +22,7 @@ const GRACE_CHOICES = [
   [604800, "In 7 days", "Both keys work for a week."],
 ];
 
-export function keyStatus(key) {
+function keyStatus(key) {
   if (key.revoked_at) return ["Revoked", "danger"];
   if (key.expires_at && new Date(key.expires_at) <= new Date()) return ["Expired", "muted"];
   if (!key.is_active) return ["Inactive", "muted"];

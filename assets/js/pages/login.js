@@ -10,7 +10,7 @@ import { messageOf } from "../ui.js";
 const PENDING_KEY = "gatehouse.login.email";
 
 /** `raw` if it is a path on this site (one leading slash, no scheme, no tricks), else null. */
-export function safeNext(raw) {
+function safeNext(raw) {
   if (!raw) return null;
   let current = raw;
   for (let i = 0; i < 4; i += 1) {

@@ -6,7 +6,7 @@ import { api, isMissingRoute } from "../api.js";
 import { add, busy, clear, errorBox, field, h, statusBox, timeEl } from "../dom.js";
 import { badge, confirmAction, dataTable, messageOf, modal, pageHeader, revealSecret, unavailable } from "../ui.js";
 
-export const EVENTS = [
+const EVENTS = [
   ["key.created", "A key was created"],
   ["key.updated", "A key's settings changed"],
   ["key.revoked", "A key was revoked"],
