@@ -135,6 +135,13 @@ async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         check_csrf(req, &state, &session.session_id)?;
         return Ok(Principal::Session(session));
     }
+    // The browser drops the access cookie when it expires while the refresh
+    // cookie lives on: that is an expired session (the UI offers
+    // `/auth/refresh`), not a visitor who never logged in.
+    if cookie_value(req, names.refresh).is_some() {
+        return Err(ApiError::new(ErrorCode::InvalidToken)
+            .with_message("Your session has expired; refresh it to continue."));
+    }
     Err(ApiError::new(ErrorCode::MissingAuthorization))
 }
 
@@ -208,18 +215,19 @@ pub fn same_origin(req: &HttpRequest, state: &AppState) -> bool {
 }
 
 fn same_origin_headers(headers: &HeaderMap, public_url: &url::Url) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
-    {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
         return false;
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
     let Some(origin) = origin.to_str().ok().and_then(|o| url::Url::parse(o).ok()) else {
-        return false; // includes `Origin: null`
+        // `Origin: null`. Browsers send it for a form post from our own pages
+        // too, because they carry `Referrer-Policy: no-referrer`; then the
+        // browser's own `Sec-Fetch-Site: same-origin`, which no page can set,
+        // vouches for the request. Anything else with a null origin is refused.
+        return fetch_site.is_some_and(|v| v.eq_ignore_ascii_case("same-origin"));
     };
     let Some(origin_host) = origin.host_str() else {
         return false;
@@ -413,6 +421,23 @@ mod tests {
         ));
         assert!(!same_origin_headers(
             &headers(&[("host", "keys.acme.test"), ("origin", "null")]),
+            &public
+        ));
+        // A same-origin form post under `Referrer-Policy: no-referrer`.
+        assert!(same_origin_headers(
+            &headers(&[
+                ("host", "keys.acme.test"),
+                ("origin", "null"),
+                ("sec-fetch-site", "same-origin")
+            ]),
+            &public
+        ));
+        assert!(!same_origin_headers(
+            &headers(&[
+                ("host", "keys.acme.test"),
+                ("origin", "null"),
+                ("sec-fetch-site", "same-site")
+            ]),
             &public
         ));
         assert!(!same_origin_headers(

@@ -305,7 +305,7 @@ fn malformed_requests_get_the_envelope() {
     assert_eq!(res, 413);
 }
 
-fn cookie_login(app: &TestApp, email: &str) -> (crate::helpers::Resp, String) {
+pub(crate) fn cookie_login(app: &TestApp, email: &str) -> (crate::helpers::Resp, String) {
     app.send_code(email);
     let code = app.code_from_mailbox(email);
     let res = app.post_json(

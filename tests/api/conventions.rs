@@ -154,7 +154,7 @@ fn assets_have_types_etags_and_revalidate() {
     );
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());
-    let js = app.get("/assets/status.js");
+    let js = app.get("/assets/js/app.js");
     assert!(js.header("content-type").unwrap().contains("javascript"));
 }
 

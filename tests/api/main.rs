@@ -1,5 +1,6 @@
 //! The integration test binary: every HTTP and CLI behaviour, against the
-//! app started in-process (`helpers::spawn_app`) or the built binary.
+//! app started in-process (`helpers::spawn_app`) or the built binary, and
+//! the admin UI in headless Chromium (`ui`, which runs tests/ui/admin.mjs).
 
 mod helpers;
 
@@ -14,4 +15,5 @@ mod ops;
 mod proxies;
 mod smtp;
 mod storage;
+mod ui;
 mod webhooks;

@@ -1,0 +1,308 @@
+//! The admin UI: the shell and its assets under the Content-Security-Policy,
+//! the session rules the UI relies on, and the whole UI driven in a real
+//! headless Chromium (tests/ui/admin.mjs, playwright-core with Debian's
+//! /usr/bin/chromium). The browser test is skipped when node,
+//! tests/ui/node_modules or Chromium is missing, unless GATEHOUSE_REQUIRE_E2E
+//! is set (as in CI). Screenshots land in target/ui-screenshots/.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::auth::cookie_login;
+use crate::helpers::{send, send_body, spawn_app, spawn_app_with};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every file under `assets/`, as paths relative to it.
+fn asset_files() -> Vec<String> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, base, out);
+            } else {
+                let rel = path.strip_prefix(base).unwrap();
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    let base = root().join("assets");
+    let mut out = Vec::new();
+    walk(&base, &base, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn every_page_serves_the_shell_under_a_strict_csp() {
+    let app = spawn_app();
+    for page in gatehouse::ui::PAGES {
+        let res = app.get(page);
+        assert_eq!(res.status, 200, "{page}");
+        assert_eq!(
+            res.header("content-type"),
+            Some("text/html; charset=utf-8"),
+            "{page}"
+        );
+        let csp = res.header("content-security-policy").unwrap();
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{directive} in {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(res
+            .body
+            .contains(r#"<script type="module" src="/assets/js/app.js">"#));
+        assert!(res.body.contains(r#"action="/auth/refresh""#));
+    }
+}
+
+#[test]
+fn every_asset_is_served_and_every_module_import_resolves() {
+    let app = spawn_app();
+    let files = asset_files();
+    for file in &files {
+        if file == "index.html" {
+            continue;
+        }
+        let res = app.get(&format!("/assets/{file}"));
+        assert_eq!(res.status, 200, "{file}");
+        let expected = match file.rsplit('.').next() {
+            Some("js") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            Some("svg") => "image/svg+xml",
+            other => panic!("unexpected asset type {other:?} ({file})"),
+        };
+        assert_eq!(res.header("content-type"), Some(expected), "{file}");
+    }
+    // Relative imports (static and dynamic) point at files that exist.
+    for file in files.iter().filter(|f| f.ends_with(".js")) {
+        let text = std::fs::read_to_string(root().join("assets").join(file)).unwrap();
+        let dir = Path::new(file).parent().unwrap_or(Path::new(""));
+        for quote in ['"', '\'', '`'] {
+            for (i, _) in text.match_indices(quote) {
+                let rest = &text[i + 1..];
+                if !(rest.starts_with("./") || rest.starts_with("../")) {
+                    continue;
+                }
+                let Some(end) = rest.find(quote) else {
+                    continue;
+                };
+                let spec = &rest[..end];
+                if !spec.ends_with(".js") {
+                    continue;
+                }
+                let mut target = dir.to_path_buf();
+                for part in spec.split('/') {
+                    match part {
+                        "." => {}
+                        ".." => {
+                            target.pop();
+                        }
+                        p => target.push(p),
+                    }
+                }
+                let target = target.to_string_lossy().replace('\\', "/");
+                assert!(
+                    files.contains(&target),
+                    "{file} imports {spec}, but assets/{target} does not exist"
+                );
+            }
+        }
+    }
+}
+
+/// The CSP forbids inline script and style; this keeps them out of the
+/// source, and keeps server text from ever being parsed as markup.
+#[test]
+fn assets_hold_no_inline_script_style_or_markup_injection() {
+    for file in asset_files() {
+        let text = std::fs::read_to_string(root().join("assets").join(&file)).unwrap();
+        let lower = text.to_ascii_lowercase();
+        if file.ends_with(".html") {
+            assert!(!lower.contains("<style"), "{file}: <style> block");
+            assert!(!lower.contains(" style="), "{file}: style attribute");
+            for (i, _) in lower.match_indices("<script") {
+                let tag = &lower[i..i + lower[i..].find('>').unwrap()];
+                assert!(tag.contains(" src="), "{file}: inline <script>");
+            }
+            for handler in [" onclick=", " onload=", " onerror=", " onsubmit="] {
+                assert!(!lower.contains(handler), "{file}: inline handler {handler}");
+            }
+        }
+        if file.ends_with(".js") {
+            for banned in [
+                "innerhtml",
+                "outerhtml =",
+                "insertadjacenthtml",
+                "document.write",
+                "eval(",
+                "new function",
+                "setattribute(\"style\"",
+            ] {
+                assert!(!lower.contains(banned), "{file}: uses {banned}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_refresh_cookie_without_an_access_cookie_is_an_expired_session() {
+    let app = spawn_app();
+    let (res, _) = cookie_login(&app, "ui-expiry@acme.test");
+    let refresh = res.cookie("gatehouse_refresh").unwrap();
+    // The browser dropped the access cookie when it expired: the UI must be
+    // told to offer /auth/refresh, not to start over at the login page.
+    let body = send(
+        app.request("GET", "/api/v1/me")
+            .set("Cookie", &format!("gatehouse_refresh={refresh}")),
+    )
+    .assert_error(401, "invalid_token");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+    // No session cookie at all: never logged in.
+    app.get("/api/v1/me")
+        .assert_error(401, "missing_authorization");
+}
+
+#[test]
+fn the_session_expired_form_is_accepted_from_the_ui_and_refused_cross_site() {
+    let app = spawn_app();
+    let (res, _) = cookie_login(&app, "ui-form@acme.test");
+    let refresh = res.cookie("gatehouse_refresh").unwrap();
+    let post = |refresh: &str, headers: &[(&str, &str)]| {
+        let mut req = app
+            .request("POST", "/auth/refresh")
+            .set("Content-Type", "application/x-www-form-urlencoded")
+            .set("Cookie", &format!("gatehouse_refresh={refresh}"));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        send_body(req, "next=%2Fusage%3Frange%3D7d")
+    };
+    // What Chromium sends for the panel's form under `Referrer-Policy: no-referrer`.
+    let res = post(
+        &refresh,
+        &[("Origin", "null"), ("Sec-Fetch-Site", "same-origin")],
+    );
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert_eq!(res.header("location"), Some("/usage?range=7d"));
+    let refresh = res
+        .cookie("gatehouse_refresh")
+        .expect("a fresh refresh cookie");
+    assert!(res.cookie("gatehouse_access").is_some());
+    // A null origin that the browser does not vouch for, or a cross-site post.
+    post(&refresh, &[("Origin", "null")]).assert_error(403, "csrf_failed");
+    post(
+        &refresh,
+        &[("Origin", "null"), ("Sec-Fetch-Site", "cross-site")],
+    )
+    .assert_error(403, "csrf_failed");
+    post(&refresh, &[("Origin", "https://evil.example")]).assert_error(403, "csrf_failed");
+}
+
+/// What the browser test needs, or why it cannot run.
+fn browser_prerequisites() -> Option<PathBuf> {
+    let ui_dir = root().join("tests/ui");
+    let mut missing = Vec::new();
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !node_ok {
+        missing.push("node is not installed".to_string());
+    }
+    if !ui_dir.join("node_modules/playwright-core").is_dir() {
+        missing.push("tests/ui/node_modules is missing (run `npm ci` in tests/ui)".to_string());
+    }
+    if !Path::new(CHROMIUM).is_file() {
+        missing.push(format!("{CHROMIUM} is missing (apt-get install chromium)"));
+    }
+    if missing.is_empty() {
+        return Some(ui_dir);
+    }
+    if std::env::var_os("GATEHOUSE_REQUIRE_E2E").is_some() {
+        panic!(
+            "GATEHOUSE_REQUIRE_E2E is set but the browser test cannot run: {}",
+            missing.join("; ")
+        );
+    }
+    eprintln!("skipping the browser test: {}", missing.join("; "));
+    None
+}
+
+#[test]
+fn the_admin_ui_works_in_headless_chromium() {
+    let Some(ui_dir) = browser_prerequisites() else {
+        return;
+    };
+    let app = spawn_app_with(|_| {});
+    let shots = root().join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let mut child = Command::new("node")
+        .arg(ui_dir.join("admin.mjs"))
+        .arg(&app.base)
+        .arg(&shots)
+        .env("CHROMIUM_PATH", CHROMIUM)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    // The script has its own timeouts; this only guards against a hung browser.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    let status = status.expect("the browser test finished within 300 s");
+    assert!(
+        status.success(),
+        "the browser test failed ({status}):\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("ui: all steps passed"), "{stdout}");
+    for shot in ["login.png", "keys-create-dialog.png", "usage.png"] {
+        let meta = std::fs::metadata(shots.join(shot))
+            .unwrap_or_else(|_| panic!("screenshot {shot} was written"));
+        assert!(meta.len() > 1000, "{shot} is not empty");
+    }
+}
