@@ -33,6 +33,19 @@ function deliveryStatus(d) {
   return badge("pending", "muted");
 }
 
+/** Every attempt of a delivery (the server lists them in order). */
+function attemptsOf(d) {
+  return Array.isArray(d.attempts) ? d.attempts : [];
+}
+
+/** The last attempt's HTTP status, or its error (timeouts, refused connections). */
+function lastResponse(d) {
+  const last = attemptsOf(d).at(-1);
+  if (!last) return "\u2014";
+  if (last.response_status !== null && last.response_status !== undefined) return String(last.response_status);
+  return last.error || "\u2014";
+}
+
 async function showDeliveries(hook) {
   const area = h("div", { class: "list-area" }, h("p", { class: "muted" }, "Loading\u2026"));
   modal({ title: "Deliveries", className: "dialog-wide", body: h("div", { class: "stack" }, h("p", null, h("code", null, hook.url)), area) });
@@ -44,8 +57,8 @@ async function showDeliveries(hook) {
       columns: [
         { label: "Event", cell: (d) => h("code", { class: "nowrap" }, pick(d, "event", "type", "event_type") || "\u2014") },
         { label: "Status", cell: deliveryStatus },
-        { label: "Attempts", cell: (d) => String(pick(d, "attempts", "attempt_count") ?? "\u2014"), className: "num" },
-        { label: "Response", cell: (d) => String(pick(d, "response_status", "status_code", "last_status") ?? "\u2014") },
+        { label: "Attempts", cell: (d) => String(attemptsOf(d).length), className: "num" },
+        { label: "Last response", cell: (d) => lastResponse(d) },
         { label: "Created", cell: (d) => timeEl(pick(d, "created_at"), "\u2014") },
         { label: "Next attempt", cell: (d) => timeEl(pick(d, "next_attempt_at"), "\u2014") },
       ],
