@@ -173,7 +173,8 @@ async fn authenticate_key(
         )
         .await?;
     if let Some(rate) = checked.rate {
-        req.extensions_mut().insert(RateHeaders(rate));
+        let policy = checked.rendered.as_ref().map(|r| r.policy.clone());
+        req.extensions_mut().insert(RateHeaders(rate, policy));
     }
     match (checked.outcome, checked.key) {
         (Ok(()), Some(key)) => Ok(Principal::Key(KeyPrincipal { key })),

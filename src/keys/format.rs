@@ -50,15 +50,20 @@ impl KeyType {
     }
 }
 
-/// The CRC-32 of `data` as 6 base62 digits.
-pub fn checksum(data: &[u8]) -> String {
+/// The CRC-32 of `data` as 6 base62 digits (ASCII).
+pub fn checksum_digits(data: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut n = crc32fast::hash(data) as u64;
     let mut digits = [b'0'; CHECKSUM_LEN];
     for slot in digits.iter_mut().rev() {
         *slot = ALPHABET[(n % 62) as usize];
         n /= 62;
     }
-    String::from_utf8(digits.to_vec()).expect("ASCII")
+    digits
+}
+
+/// The CRC-32 of `data` as 6 base62 digits.
+pub fn checksum(data: &[u8]) -> String {
+    String::from_utf8(checksum_digits(data).to_vec()).expect("ASCII")
 }
 
 /// A key that has the right shape and checksum. Its text never prints.
@@ -84,6 +89,16 @@ impl ApiKey {
 
     /// Checks shape and checksum; no storage is involved.
     pub fn parse(raw: &str, prefix: &str) -> Result<ApiKey, MalformedKey> {
+        let kind = Self::check(raw, prefix)?;
+        Ok(ApiKey {
+            text: raw.to_string(),
+            kind,
+        })
+    }
+
+    /// [`ApiKey::parse`] without keeping the key: no allocation, for the
+    /// verification hot path.
+    pub fn check(raw: &str, prefix: &str) -> Result<KeyType, MalformedKey> {
         let rest = raw
             .strip_prefix(prefix)
             .and_then(|r| r.strip_prefix('_'))
@@ -100,13 +115,10 @@ impl ApiKey {
             return Err(MalformedKey);
         }
         let split = raw.len() - CHECKSUM_LEN;
-        if checksum(&raw.as_bytes()[..split]) != raw[split..] {
+        if checksum_digits(&raw.as_bytes()[..split]) != raw.as_bytes()[split..] {
             return Err(MalformedKey);
         }
-        Ok(ApiKey {
-            text: raw.to_string(),
-            kind,
-        })
+        Ok(kind)
     }
 
     pub fn kind(&self) -> KeyType {

@@ -183,9 +183,13 @@ pub fn rate_limit_headers(status: &RateStatus) -> [(&'static str, String); 2] {
 }
 
 /// Set on a request authenticated by an API key; the response middleware
-/// turns it into the RateLimit fields on whatever answer is sent.
-#[derive(Clone, Copy, Debug)]
-pub struct RateHeaders(pub RateStatus);
+/// turns it into the RateLimit fields on whatever answer is sent. The
+/// policy field, when the key's is already rendered, is reused as is.
+#[derive(Clone, Debug)]
+pub struct RateHeaders(
+    pub RateStatus,
+    pub Option<actix_web::http::header::HeaderValue>,
+);
 
 /// A small per-client-address limiter for unauthenticated routes (leaked-key
 /// reports). Bounded: when it tracks too many addresses it starts afresh.

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use actix_web::http::header::HeaderValue;
 use quick_cache::sync::Cache;
 
 use crate::billing::quota::Quotas;
@@ -46,6 +47,60 @@ struct KeyState {
     loaded: Instant,
     window: SlidingWindow,
     credits: Option<Balance>,
+    /// What answers show of `record`, built on first use.
+    rendered: Option<Arc<Rendered>>,
+}
+
+impl KeyState {
+    fn set_record(&mut self, record: KeyRecord) {
+        self.record = Arc::new(record);
+        self.rendered = None;
+    }
+
+    fn rendered(&mut self, default_rate: RateLimitConfig) -> Arc<Rendered> {
+        self.rendered
+            .get_or_insert_with(|| Arc::new(Rendered::new(&self.record, default_rate)))
+            .clone()
+    }
+}
+
+/// The parts of verify and forward-auth answers that depend only on a
+/// key's settings, rendered once per settings version instead of per request.
+pub struct Rendered {
+    /// The JSON members `"key_id": ..., ..., "owner_id": ...` of a valid
+    /// verify answer (no braces).
+    pub verify_members: String,
+    pub key_id: HeaderValue,
+    pub project_id: HeaderValue,
+    pub scopes: HeaderValue,
+    pub policy: HeaderValue,
+}
+
+impl Rendered {
+    fn new(k: &KeyRecord, default_rate: RateLimitConfig) -> Self {
+        let fields = serde_json::json!({
+            "key_id": &*k.id,
+            "project_id": &*k.project_id,
+            "name": k.name,
+            "type": k.kind.as_str(),
+            "environment": k.environment,
+            "scopes": k.scopes,
+            "metadata": k.metadata,
+            "expires_at": k.expires_at.map(crate::types::rfc3339),
+            "owner_id": k.owner_id,
+        })
+        .to_string();
+        let rl = k.effective_rate_limit(default_rate);
+        let header =
+            |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+        Rendered {
+            verify_members: fields[1..fields.len() - 1].to_string(),
+            key_id: header(&k.id),
+            project_id: header(&k.project_id),
+            scopes: header(&k.scopes.join(",")),
+            policy: header(&format!("\"default\";q={};w={}", rl.limit, rl.window_secs)),
+        }
+    }
 }
 
 impl KeyHandle {
@@ -57,6 +112,7 @@ impl KeyHandle {
                 loaded: Instant::now(),
                 window: SlidingWindow::default(),
                 credits,
+                rendered: None,
             }),
         }
     }
@@ -119,6 +175,7 @@ pub struct CheckInput<'a> {
 /// The outcome of a check, with what is known about the key for headers and bodies.
 pub struct Checked {
     pub key: Option<Arc<KeyRecord>>,
+    pub rendered: Option<Arc<Rendered>>,
     pub rate: Option<RateStatus>,
     pub credits: Option<i64>,
     pub outcome: Result<(), Denial>,
@@ -128,6 +185,7 @@ impl Checked {
     fn denied(d: Denial) -> Self {
         Checked {
             key: None,
+            rendered: None,
             rate: None,
             credits: None,
             outcome: Err(d),
@@ -185,8 +243,8 @@ impl KeyStore {
     /// The stored hash for a presented key, or `None` when it is malformed
     /// (decided without storage).
     pub fn hash_of(&self, raw: &str) -> Option<[u8; 32]> {
-        match ApiKey::parse(raw, &self.prefix) {
-            Ok(key) => Some(key.hash()),
+        match ApiKey::check(raw, &self.prefix) {
+            Ok(_) => Some(sha256(raw.as_bytes())),
             Err(_) => {
                 let imported = self.imported.read().expect("imported lock");
                 if imported.is_empty() || raw.is_empty() || raw.len() > 512 {
@@ -247,7 +305,7 @@ impl KeyStore {
         if self.epoch.load(Ordering::SeqCst) == epoch {
             if let Some(record) = record {
                 // Settings from storage; the live window and balance stay.
-                st.record = Arc::new(record);
+                st.set_record(record);
             }
         }
         Ok(())
@@ -261,7 +319,7 @@ impl KeyStore {
         match self.cache.get(&record.hash) {
             Some(Slot::Known(handle)) => {
                 let mut st = handle.state.lock().expect("key lock");
-                st.record = Arc::new(record.clone());
+                st.set_record(record.clone());
                 st.loaded = Instant::now();
                 if reset_credits {
                     st.credits = record.credits;
@@ -363,6 +421,7 @@ impl KeyStore {
             }
             Checked {
                 credits: st.credits.map(|c| c.remaining),
+                rendered: Some(st.rendered(self.default_rate)),
                 key: Some(record),
                 rate: Some(rate),
                 outcome,

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,9 +15,8 @@ use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::extract::bearer_token;
 use crate::http::RequestContext;
 use crate::keys::limiter::RateHeaders;
-use crate::keys::store::{CheckInput, Purpose};
+use crate::keys::store::{CheckInput, Denial, Purpose, Rendered};
 use crate::state::AppState;
-use crate::types::rfc3339;
 
 #[derive(Deserialize, ToSchema)]
 pub struct VerifyBody {
@@ -78,8 +77,8 @@ pub struct VerifyInvalid {
     pub retry_after_secs: Option<u64>,
 }
 
-// Lives on the stack for one response: boxing the large variant would only
-// add an allocation to the hot path.
+/// The verify answer, for the OpenAPI document (the valid answer is written
+/// by `valid_body` from pre-rendered parts).
 #[allow(clippy::large_enum_variant)]
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
@@ -88,17 +87,42 @@ pub enum VerifyAnswer {
     Invalid(VerifyInvalid),
 }
 
-fn parse_method(raw: Option<&str>) -> ApiResult<String> {
+fn parse_method(raw: Option<&str>) -> ApiResult<&str> {
     match raw {
-        None => Ok("GET".into()),
+        None => Ok("GET"),
         Some(m) if (1..=16).contains(&m.len()) && m.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            Ok(m.to_ascii_uppercase())
+            Ok(m)
         }
         Some(_) => Err(ApiError::validation(
             "method",
             "must be an HTTP method such as GET or POST",
         )),
     }
+}
+
+/// A valid verify answer: the key's pre-rendered members plus the live
+/// credits and rate-limit state (the shape of [`VerifyValid`]).
+fn valid_body(
+    rendered: &Rendered,
+    credits: Option<i64>,
+    rate: &crate::keys::limiter::RateStatus,
+) -> String {
+    use std::fmt::Write;
+    let mut body = String::with_capacity(rendered.verify_members.len() + 112);
+    body.push_str("{\"valid\":true,");
+    body.push_str(&rendered.verify_members);
+    match credits {
+        Some(n) => {
+            let _ = write!(body, ",\"credits\":{{\"remaining\":{n}}}");
+        }
+        None => body.push_str(",\"credits\":null"),
+    }
+    let _ = write!(
+        body,
+        ",\"ratelimit\":{{\"limit\":{},\"remaining\":{},\"reset_secs\":{}}}}}",
+        rate.limit, rate.remaining, rate.reset_secs
+    );
+    body
 }
 
 /// Check a key for your own service. Always 200 with `valid` true or false
@@ -138,7 +162,7 @@ pub async fn verify(
             &state.db,
             &body.key,
             &CheckInput {
-                method: &method,
+                method,
                 scopes: &body.scopes,
                 ip,
                 cost,
@@ -148,49 +172,35 @@ pub async fn verify(
         )
         .await?;
     if let Some(rate) = checked.rate {
-        req.extensions_mut().insert(RateHeaders(rate));
+        let policy = checked.rendered.as_ref().map(|r| r.policy.clone());
+        req.extensions_mut().insert(RateHeaders(rate, policy));
     }
-    let answer = match (checked.outcome, &checked.key) {
-        (Ok(()), Some(k)) => {
+    let body = match (checked.outcome, &checked.rendered, &checked.rate) {
+        (Ok(()), Some(rendered), Some(rate)) => {
             state.metrics.observe_verification("verify", "valid");
-            let rate = checked.rate.expect("a found key has a rate status");
-            VerifyAnswer::Valid(VerifyValid {
-                valid: true,
-                key_id: k.id.to_string(),
-                project_id: k.project_id.to_string(),
-                name: k.name.clone(),
-                kind: k.kind,
-                environment: k.environment.clone(),
-                scopes: k.scopes.clone(),
-                metadata: k.metadata.clone(),
-                expires_at: k.expires_at.map(rfc3339),
-                owner_id: k.owner_id.clone(),
-                credits: checked
-                    .credits
-                    .map(|remaining| CreditsRemaining { remaining }),
-                ratelimit: RateLimitState {
-                    limit: rate.limit,
-                    remaining: rate.remaining,
-                    reset_secs: rate.reset_secs,
-                },
-            })
+            valid_body(rendered, checked.credits, rate)
         }
-        (outcome, _) => {
-            let denial = outcome.err().unwrap_or(crate::keys::store::Denial::Invalid);
+        (outcome, _, _) => {
+            let denial = outcome.err().unwrap_or(Denial::Invalid);
             state
                 .metrics
                 .observe_verification("verify", denial.code().as_str());
-            VerifyAnswer::Invalid(VerifyInvalid {
+            serde_json::to_string(&VerifyInvalid {
                 valid: false,
                 code: denial.code(),
-                retry_after_secs: (denial == crate::keys::store::Denial::RateLimited)
+                retry_after_secs: (denial == Denial::RateLimited)
                     .then(|| checked.rate.map(|r| r.reset_secs.max(1)).unwrap_or(1)),
             })
+            .map_err(ApiError::internal)?
         }
     };
     Ok(HttpResponse::Ok()
-        .insert_header(("cache-control", "no-store"))
-        .json(answer))
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .body(body))
 }
 
 fn header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
@@ -254,22 +264,26 @@ pub async fn check(
         )
         .await?;
     if let Some(rate) = checked.rate {
-        req.extensions_mut().insert(RateHeaders(rate));
+        let policy = checked.rendered.as_ref().map(|r| r.policy.clone());
+        req.extensions_mut().insert(RateHeaders(rate, policy));
     }
-    match (checked.outcome, checked.key) {
-        (Ok(()), Some(key)) => {
+    match (checked.outcome, checked.rendered) {
+        (Ok(()), Some(rendered)) => {
             state.metrics.observe_verification("forward_auth", "valid");
             let mut res = HttpResponse::Ok().finish();
             let h = res.headers_mut();
-            for (name, value) in [
-                ("x-gatehouse-key-id", key.id.to_string()),
-                ("x-gatehouse-project-id", key.project_id.to_string()),
-                ("x-gatehouse-scopes", key.scopes.join(",")),
-            ] {
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    h.insert(HeaderName::from_static(name), v);
-                }
-            }
+            h.insert(
+                HeaderName::from_static("x-gatehouse-key-id"),
+                rendered.key_id.clone(),
+            );
+            h.insert(
+                HeaderName::from_static("x-gatehouse-project-id"),
+                rendered.project_id.clone(),
+            );
+            h.insert(
+                HeaderName::from_static("x-gatehouse-scopes"),
+                rendered.scopes.clone(),
+            );
             Ok(res)
         }
         (outcome, _) => {

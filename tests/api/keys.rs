@@ -923,3 +923,41 @@ fn leaked_keys_are_revoked_without_revealing_projects() {
     }
     assert_eq!(last, 429);
 }
+
+#[test]
+fn verify_answers_are_valid_json_whatever_the_key_holds() {
+    let app = spawn_app();
+    let t = app.login("owner@acme.test");
+    let (id, key) = create_key(
+        &app,
+        &t,
+        json!({ "name": "Ünïcode \"quoted\" \\ name", "owner_id": "cus_\"x\"", "metadata": {"nested": {"a": [1, "two", null]}, "q": "\"</script>"}, "credits": {"remaining": 3} }),
+    );
+    let v = verify(&app, json!({ "key": key }));
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["key_id"], id.as_str());
+    assert_eq!(v["name"], "Ünïcode \"quoted\" \\ name");
+    assert_eq!(v["owner_id"], "cus_\"x\"");
+    assert_eq!(v["metadata"]["nested"]["a"], json!([1, "two", null]));
+    assert_eq!(v["credits"], json!({"remaining": 2}));
+    assert_eq!(v["type"], "secret");
+    assert_eq!(v["ratelimit"]["remaining"], 99);
+    // An edit shows in the next answer.
+    let res = send_body(
+        app.authed("PATCH", &format!("/api/v1/api-keys/{id}"), &t.access)
+            .set("Content-Type", "application/json"),
+        r#"{"name": "renamed", "scopes": ["keys:read"]}"#,
+    );
+    assert_eq!(res.status, 200);
+    let v = verify(&app, json!({ "key": key }));
+    assert_eq!(
+        (v["name"].clone(), v["scopes"].clone()),
+        (json!("renamed"), json!(["keys:read"]))
+    );
+    let fa = check(&app, Some(&key), "GET", "/");
+    assert_eq!(fa.header("x-gatehouse-scopes"), Some("keys:read"));
+    assert_eq!(
+        fa.header("ratelimit-policy"),
+        Some("\"default\";q=100;w=60")
+    );
+}
