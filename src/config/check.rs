@@ -616,6 +616,34 @@ mod tests {
     }
 
     #[test]
+    fn billing_needs_a_real_stripe_secret_outside_local_mode() {
+        let mut c = production();
+        c.billing.plans.push(crate::config::PlanConfig {
+            name: "free".into(),
+            stripe_price_id: None,
+            max_keys: Some(1),
+            monthly_verifications: None,
+        });
+        assert_eq!(
+            keys_of(&c),
+            vec!["billing.stripe_webhook_secret"],
+            "plans without a secret"
+        );
+        c.billing.stripe_webhook_secret =
+            Some(Secret::new("whsec_REPLACE_ME_WITH_THE_REAL_ONE_123"));
+        assert_eq!(
+            keys_of(&c),
+            vec!["billing.stripe_webhook_secret"],
+            "a placeholder"
+        );
+        c.billing.stripe_webhook_secret =
+            Some(Secret::new("whsec_k2J9s8dLq0Zx7Vb3Nm4Rt6Yp1Wc5Hf8G"));
+        assert!(keys_of(&c).is_empty());
+        c.billing.default_plan = "gold".into();
+        assert_eq!(keys_of(&c), vec!["billing.default_plan"]);
+    }
+
+    #[test]
     fn smtp_password_is_required_with_a_username() {
         let mut c = production();
         c.smtp.username = Some("mailer".into());

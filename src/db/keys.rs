@@ -178,35 +178,63 @@ pub struct KeyFilter {
     pub owner_id: Option<String>,
 }
 
-/// Counts of one key in one hour: (project id, [valid, invalid, rate_limited, refused]).
-pub type HourCounts = (Arc<str>, [u64; 4]);
+/// One key's pending usage: counts per hour ([valid, invalid, rate_limited,
+/// refused]) and the latest successful use.
+#[derive(Clone, Debug)]
+pub struct KeyUsage {
+    pub project_id: Arc<str>,
+    pub hours: Vec<(i64, [u64; 4])>,
+    pub last_used: Option<i64>,
+}
 
-/// Usage counts waiting to be written: per key per hour, plus the latest
-/// `last_used_at` and credit balances.
+impl KeyUsage {
+    pub fn new(project_id: Arc<str>) -> Self {
+        KeyUsage {
+            project_id,
+            hours: Vec::new(),
+            last_used: None,
+        }
+    }
+
+    /// The counters of `hour` (usually the last one).
+    pub fn hour(&mut self, hour: i64) -> &mut [u64; 4] {
+        let at = match self.hours.iter().rposition(|(h, _)| *h == hour) {
+            Some(i) => i,
+            None => {
+                self.hours.push((hour, [0; 4]));
+                self.hours.len() - 1
+            }
+        };
+        &mut self.hours[at].1
+    }
+}
+
+/// Usage waiting to be written, per key, plus credit balances. Keyed by key
+/// id so that recording a check is one lookup without allocation.
 #[derive(Clone, Debug, Default)]
 pub struct UsageBatch {
-    /// (key id, hour start) -> counts
-    pub counts: HashMap<(Arc<str>, i64), HourCounts>,
-    pub last_used: HashMap<Arc<str>, i64>,
+    pub keys: HashMap<Arc<str>, KeyUsage>,
     pub credits: HashMap<Arc<str>, Balance>,
 }
 
 impl UsageBatch {
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty() && self.last_used.is_empty() && self.credits.is_empty()
+        self.keys.is_empty() && self.credits.is_empty()
     }
 
     /// Adds `other` (an older batch that failed to write) into this one.
     pub fn merge_older(&mut self, other: UsageBatch) {
-        for (k, (p, c)) in other.counts {
-            let entry = self.counts.entry(k).or_insert((p, [0; 4]));
-            for (total, n) in entry.1.iter_mut().zip(c) {
-                *total += n;
+        for (k, old) in other.keys {
+            let entry = self
+                .keys
+                .entry(k)
+                .or_insert_with(|| KeyUsage::new(old.project_id.clone()));
+            for (hour, counts) in old.hours {
+                for (total, n) in entry.hour(hour).iter_mut().zip(counts) {
+                    *total += n;
+                }
             }
-        }
-        for (k, t) in other.last_used {
-            let e = self.last_used.entry(k).or_insert(t);
-            *e = (*e).max(t);
+            entry.last_used = entry.last_used.max(old.last_used);
         }
         for (k, b) in other.credits {
             self.credits.entry(k).or_insert(b);
@@ -534,14 +562,16 @@ impl Db {
                         invalid = invalid + excluded.invalid, rate_limited = rate_limited + excluded.rate_limited,
                         refused = refused + excluded.refused",
                 )?;
-                for ((key_id, hour), (project_id, c)) in &batch.counts {
-                    upsert.execute(params![&**key_id, &**project_id, hour, c[0] as i64, c[1] as i64, c[2] as i64, c[3] as i64])?;
-                }
                 let mut used = tx.prepare_cached(
                     "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
                 )?;
-                for (key_id, at) in &batch.last_used {
-                    used.execute(params![&**key_id, at])?;
+                for (key_id, u) in &batch.keys {
+                    for (hour, c) in &u.hours {
+                        upsert.execute(params![&**key_id, &*u.project_id, hour, c[0] as i64, c[1] as i64, c[2] as i64, c[3] as i64])?;
+                    }
+                    if let Some(at) = u.last_used {
+                        used.execute(params![&**key_id, at])?;
+                    }
                 }
                 let mut credits = tx.prepare_cached(
                     "UPDATE api_keys SET credits_remaining = ?2, credits_period_start = ?3 WHERE id = ?1 AND credits_remaining IS NOT NULL",

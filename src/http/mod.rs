@@ -187,15 +187,8 @@ pub async fn finish(
         .extensions_mut()
         .remove::<crate::keys::limiter::RateHeaders>();
     if let Some(crate::keys::limiter::RateHeaders(status, policy)) = rate {
-        let [(policy_name, policy_text), (name, value)] =
-            crate::keys::limiter::rate_limit_headers(&status);
-        let policy = policy.or_else(|| HeaderValue::from_str(&policy_text).ok());
-        if let Some(v) = policy {
-            res.headers_mut()
-                .insert(HeaderName::from_static(policy_name), v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            res.headers_mut().insert(HeaderName::from_static(name), v);
+        for (name, value) in crate::keys::limiter::rate_limit_headers(&status, policy.as_ref()) {
+            res.headers_mut().insert(name, value);
         }
     }
     Ok(res)

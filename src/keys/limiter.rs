@@ -5,6 +5,8 @@
 //! It approximates a sliding log closely (exact when traffic is uniform),
 //! and never lets more than `limit` requests through in any aligned window.
 
+use actix_web::http::header::{HeaderName, HeaderValue};
+
 #[derive(Clone, Debug, Default)]
 pub struct SlidingWindow {
     window_start_ms: i64,
@@ -168,17 +170,27 @@ mod tests {
 
 /// The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers-10) for a
 /// status: `RateLimit-Policy: "default";q=100;w=60` and
-/// `RateLimit: "default";r=42;t=12`.
-pub fn rate_limit_headers(status: &RateStatus) -> [(&'static str, String); 2] {
+/// `RateLimit: "default";r=42;t=12`. A pre-rendered policy value is used
+/// as is.
+pub fn rate_limit_headers(
+    status: &RateStatus,
+    policy: Option<&HeaderValue>,
+) -> [(HeaderName, HeaderValue); 2] {
+    let policy = policy.cloned().unwrap_or_else(|| {
+        HeaderValue::from_str(&format!(
+            "\"default\";q={};w={}",
+            status.limit, status.window_secs
+        ))
+        .expect("digits are a valid header value")
+    });
+    let current = HeaderValue::from_str(&format!(
+        "\"default\";r={};t={}",
+        status.remaining, status.reset_secs
+    ))
+    .expect("digits are a valid header value");
     [
-        (
-            "ratelimit-policy",
-            format!("\"default\";q={};w={}", status.limit, status.window_secs),
-        ),
-        (
-            "ratelimit",
-            format!("\"default\";r={};t={}", status.remaining, status.reset_secs),
-        ),
+        (HeaderName::from_static("ratelimit-policy"), policy),
+        (HeaderName::from_static("ratelimit"), current),
     ]
 }
 

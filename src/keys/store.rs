@@ -437,7 +437,7 @@ impl KeyStore {
                 self.usage
                     .record(&key.id, &key.project_id, d.usage_kind(), now, false)
             }
-            (Purpose::OwnApi, Ok(())) => self.usage.touch(&key.id, now),
+            (Purpose::OwnApi, Ok(())) => self.usage.touch(&key.id, &key.project_id, now),
             (Purpose::OwnApi, Err(_)) => {}
         }
         Ok(checked)

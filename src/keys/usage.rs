@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::db::keys::UsageBatch;
+use crate::db::keys::{KeyUsage, UsageBatch};
 use crate::db::Db;
 use crate::keys::credits::Balance;
 
@@ -37,22 +37,26 @@ impl Usage {
     ) {
         let hour = now - now.rem_euclid(3600);
         let mut p = self.pending.lock().expect("usage lock");
-        let entry = p
-            .counts
-            .entry((key_id.clone(), hour))
-            .or_insert_with(|| (project_id.clone(), [0; 4]));
-        entry.1[kind as usize] += 1;
+        let entry = match p.keys.get_mut(&**key_id) {
+            Some(entry) => entry,
+            None => p
+                .keys
+                .entry(key_id.clone())
+                .or_insert_with(|| KeyUsage::new(project_id.clone())),
+        };
+        entry.hour(hour)[kind as usize] += 1;
         if used {
-            p.last_used.insert(key_id.clone(), now);
+            entry.last_used = Some(now);
         }
     }
 
-    pub fn touch(&self, key_id: &Arc<str>, now: i64) {
-        self.pending
-            .lock()
-            .expect("usage lock")
-            .last_used
-            .insert(key_id.clone(), now);
+    /// A successful use that is not a verification (Gatehouse's own API).
+    pub fn touch(&self, key_id: &Arc<str>, project_id: &Arc<str>, now: i64) {
+        let mut p = self.pending.lock().expect("usage lock");
+        p.keys
+            .entry(key_id.clone())
+            .or_insert_with(|| KeyUsage::new(project_id.clone()))
+            .last_used = Some(now);
     }
 
     pub fn set_credits(&self, key_id: &Arc<str>, balance: Balance) {

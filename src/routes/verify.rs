@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -14,7 +14,7 @@ use crate::db::audit::{Actor, ActorType};
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::extract::bearer_token;
 use crate::http::RequestContext;
-use crate::keys::limiter::RateHeaders;
+use crate::keys::limiter::rate_limit_headers;
 use crate::keys::store::{CheckInput, Denial, Purpose, Rendered};
 use crate::state::AppState;
 
@@ -135,8 +135,9 @@ fn valid_body(
 pub async fn verify(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<VerifyBody>,
+    body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    let body: VerifyBody = crate::http::extract::parse_json(&req, &body)?;
     let method = parse_method(body.method.as_deref())?;
     let ip = match body.ip.as_deref() {
         None => None,
@@ -171,10 +172,7 @@ pub async fn verify(
             state.quota_gate(),
         )
         .await?;
-    if let Some(rate) = checked.rate {
-        let policy = checked.rendered.as_ref().map(|r| r.policy.clone());
-        req.extensions_mut().insert(RateHeaders(rate, policy));
-    }
+    let rate_headers = rate_headers_of(&checked);
     let body = match (checked.outcome, &checked.rendered, &checked.rate) {
         (Ok(()), Some(rendered), Some(rate)) => {
             state.metrics.observe_verification("verify", "valid");
@@ -194,13 +192,17 @@ pub async fn verify(
             .map_err(ApiError::internal)?
         }
     };
-    Ok(HttpResponse::Ok()
-        .insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ))
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .body(body))
+    let mut res = HttpResponse::Ok().body(body);
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in rate_headers.into_iter().flatten() {
+        h.insert(name, value);
+    }
+    Ok(res)
 }
 
 fn header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
@@ -263,10 +265,7 @@ pub async fn check(
             state.quota_gate(),
         )
         .await?;
-    if let Some(rate) = checked.rate {
-        let policy = checked.rendered.as_ref().map(|r| r.policy.clone());
-        req.extensions_mut().insert(RateHeaders(rate, policy));
-    }
+    let rate_headers = rate_headers_of(&checked);
     match (checked.outcome, checked.rendered) {
         (Ok(()), Some(rendered)) => {
             state.metrics.observe_verification("forward_auth", "valid");
@@ -284,6 +283,9 @@ pub async fn check(
                 HeaderName::from_static("x-gatehouse-scopes"),
                 rendered.scopes.clone(),
             );
+            for (name, value) in rate_headers.into_iter().flatten() {
+                h.insert(name, value);
+            }
             Ok(res)
         }
         (outcome, _) => {
@@ -291,9 +293,23 @@ pub async fn check(
             state
                 .metrics
                 .observe_verification("forward_auth", denial.code().as_str());
-            Err(forward_auth_error(denial_error(denial, checked.rate)))
+            let mut err = forward_auth_error(denial_error(denial, checked.rate));
+            for (name, value) in rate_headers.into_iter().flatten() {
+                err = err.with_header(name, value);
+            }
+            Err(err)
         }
     }
+}
+
+/// The RateLimit fields for a checked key (none when the key is unknown),
+/// set on the answer directly: these routes build their own responses.
+fn rate_headers_of(
+    checked: &crate::keys::store::Checked,
+) -> Option<[(HeaderName, HeaderValue); 2]> {
+    checked
+        .rate
+        .map(|rate| rate_limit_headers(&rate, checked.rendered.as_ref().map(|r| &r.policy)))
 }
 
 /// Proxies that drop the body of the check (nginx `auth_request`) can still
