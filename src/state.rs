@@ -14,6 +14,10 @@ use crate::metrics::Metrics;
 
 pub struct AppState {
     pub config: Arc<Config>,
+    /// `config.effective_public_url()`, worked out once.
+    pub public_url: url::Url,
+    /// Whether browsers reach Gatehouse over https (secure cookies, HSTS).
+    pub https: bool,
     pub db: Db,
     pub metrics: Metrics,
     pub catalog: Catalog,
@@ -41,9 +45,12 @@ impl AppState {
             .unwrap_or_else(|| crate::config::generate_secret().into_bytes());
         let keys = KeyStore::new(&config);
         let config = Arc::new(config);
+        let public_url = config.effective_public_url();
         let quotas = (!config.billing.plans.is_empty())
             .then(|| crate::billing::quota::Quotas::new(config.clone()));
         AppState {
+            https: public_url.scheme() == "https",
+            public_url,
             keys,
             quotas,
             leak_reports: crate::keys::limiter::IpLimiter::new(10, 60),

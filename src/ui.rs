@@ -40,7 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// `/`: the dashboard (keys) with a session cookie, else the login page.
 async fn root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let names = crate::auth::cookies::names(state.config.is_https());
+    let names = crate::auth::cookies::names(state.https);
     let has_session = [names.access, names.refresh]
         .iter()
         .any(|n| req.cookie(n).is_some_and(|c| !c.value().is_empty()));

@@ -129,7 +129,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         let raw = value.to_str().unwrap_or_default().trim();
         return authenticate_key(req, &state, raw).await;
     }
-    let names = crate::auth::cookies::names(state.config.is_https());
+    let names = crate::auth::cookies::names(state.https);
     if let Some(token) = cookie_value(req, names.access) {
         let session = authenticate_session(&state, &token, Via::Cookie).await?;
         check_csrf(req, &state, &session.session_id)?;
@@ -212,7 +212,7 @@ fn is_safe_method(m: &Method) -> bool {
 /// `cross-site`, and an `Origin`, when sent, names this host (as the browser
 /// addressed it, or as `public_url` says).
 pub fn same_origin(req: &HttpRequest, state: &AppState) -> bool {
-    same_origin_headers(req.headers(), &state.config.effective_public_url())
+    same_origin_headers(req.headers(), &state.public_url)
 }
 
 fn same_origin_headers(headers: &HeaderMap, public_url: &url::Url) -> bool {

@@ -150,7 +150,7 @@ pub async fn finish(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let ctx = context_of(req.request());
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let hsts = state.as_ref().map(|s| s.config.is_https()).unwrap_or(false);
+    let hsts = state.as_ref().map(|s| s.https).unwrap_or(false);
     let limit = state
         .as_ref()
         .map(|s| s.config.http.max_body_bytes)

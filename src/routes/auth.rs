@@ -118,7 +118,7 @@ fn token_pair(state: &AppState, grant: Grant) -> TokenPair {
 fn set_session_cookies(res: &mut HttpResponse, state: &AppState, grant: &Grant) -> ApiResult<()> {
     let a = &state.config.auth;
     for cookie in cookies::session(
-        state.config.is_https(),
+        state.https,
         grant.access_token.clone(),
         a.access_ttl_secs as i64,
         grant.refresh_token.clone(),
@@ -130,7 +130,7 @@ fn set_session_cookies(res: &mut HttpResponse, state: &AppState, grant: &Grant) 
 }
 
 fn clear_session_cookies(res: &mut HttpResponse, state: &AppState) -> ApiResult<()> {
-    for cookie in cookies::cleared(state.config.is_https()) {
+    for cookie in cookies::cleared(state.https) {
         res.add_cookie(&cookie).map_err(ApiError::internal)?;
     }
     Ok(())
@@ -304,7 +304,7 @@ pub async fn browser_refresh(
         .unwrap_or("/")
         .to_string();
 
-    let names = cookies::names(state.config.is_https());
+    let names = cookies::names(state.https);
     let refreshed = match req.cookie(names.refresh) {
         Some(cookie) if !cookie.value().is_empty() => {
             login::refresh(&state, cookie.value(), &ctx).await

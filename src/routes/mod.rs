@@ -26,6 +26,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/auth/refresh").route(post().to(auth::browser_refresh)))
         .service(
             web::scope("/api/v1")
+                // The hot path first: routing tries resources in order, and
+                // these must not wait behind patterns with path parameters.
+                .service(resource("/keys/verify").route(post().to(verify::verify)))
+                // Forward-auth answers any method: proxies send the original one.
+                .service(resource("/auth/check").to(verify::check))
                 .service(resource("/catalog").route(get().to(catalog::catalog)))
                 .service(resource("/openapi.json").route(get().to(ops::openapi)))
                 .service(resource("/auth/send-code").route(post().to(auth::send_code)))
@@ -62,10 +67,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(delete().to(keys::revoke)),
                 )
                 .service(resource("/api-keys/{id}/rotate").route(post().to(keys::rotate)))
-                .service(resource("/keys/verify").route(post().to(verify::verify)))
                 .service(resource("/keys/leaked").route(post().to(verify::leaked)))
-                // Forward-auth answers any method: proxies send the original one.
-                .service(resource("/auth/check").to(verify::check))
                 .service(resource("/usage").route(get().to(usage::usage)))
                 .service(resource("/audit-log").route(get().to(usage::audit_log)))
                 .service(
