@@ -487,3 +487,24 @@ pub fn login_directly(app: &TestApp, email: &str) -> Tokens {
         .to_string();
     app.verify_tokens(email, &code)
 }
+
+/// A free loopback port (bound and released: fine for a test's peer).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether an end-to-end test may run: when `available` is false it is
+/// skipped, unless GATEHOUSE_REQUIRE_E2E is set (as in CI), which fails it.
+pub fn e2e_available(available: bool, what: &str) -> bool {
+    if !available {
+        if std::env::var_os("GATEHOUSE_REQUIRE_E2E").is_some() {
+            panic!("GATEHOUSE_REQUIRE_E2E is set but {what} is not available");
+        }
+        eprintln!("skipping: {what} is not available");
+    }
+    available
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{send, spawn_app_with, TestApp};
+use crate::helpers::{e2e_available, free_port, send, spawn_app_with, TestApp};
 use crate::keys::create_key;
 
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -18,21 +18,9 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .unwrap_or_default();
     dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from));
     let found = dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var_os("GATEHOUSE_REQUIRE_E2E").is_some() {
-            panic!("GATEHOUSE_REQUIRE_E2E is set but `{name}` is not installed");
-        }
-        eprintln!("skipping: {name} is not installed");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    e2e_available(found.is_some(), name)
+        .then_some(found)
+        .flatten()
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {

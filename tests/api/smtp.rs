@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse::config::{Mode, SmtpTls};
 
-use crate::helpers::{code_in, spawn_app_at, TestApp};
+use crate::helpers::{code_in, e2e_available, free_port, spawn_app_at, TestApp};
 
 struct SmtpServer {
     child: Child,
@@ -29,21 +29,7 @@ fn aiosmtpd_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok && std::env::var_os("GATEHOUSE_REQUIRE_E2E").is_some() {
-        panic!("GATEHOUSE_REQUIRE_E2E is set but python3 -m aiosmtpd is not available (pip install aiosmtpd)");
-    }
-    if !ok {
-        eprintln!("skipping: aiosmtpd is not installed");
-    }
-    ok
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    e2e_available(ok, "python3 -m aiosmtpd (pip install aiosmtpd)")
 }
 
 impl SmtpServer {
