@@ -24,7 +24,11 @@ pub fn init(log: &LogConfig) -> WorkerGuard {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Text => builder
+            .with_target(false)
+            // Colours only for a terminal, not for journald or a log file.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
     };
     if let Err(e) = result {
         eprintln!("gatehouse: logging was already initialised: {e}");
