@@ -36,6 +36,8 @@ pub struct CreditsInput {
 /// `POST /api/v1/api-keys`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateKeyBody {
+    /// 1-100 characters (trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// `secret` (default) or `publishable`.
     #[serde(default, rename = "type")]
@@ -44,9 +46,11 @@ pub struct CreateKeyBody {
     pub scopes: Vec<String>,
     /// A short tag: `production` (default), `staging`, `ci`, ...
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$")]
     pub environment: Option<String>,
     /// 1..=3650; or give `expires_at`, not both.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<i64>,
     /// RFC 3339, in the future, at most 10 years ahead.
     #[serde(default)]
@@ -54,6 +58,7 @@ pub struct CreateKeyBody {
     #[serde(default)]
     pub rate_limit: Option<RateLimitInput>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     pub owner_id: Option<String>,
     #[serde(default)]
     pub credits: Option<CreditsInput>,

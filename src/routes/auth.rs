@@ -19,7 +19,7 @@ use crate::types::Email;
 
 #[derive(Deserialize, ToSchema)]
 pub struct SendCodeBody {
-    #[schema(example = "alice@acme.test")]
+    #[schema(example = "alice@acme.test", format = Email, max_length = 254)]
     pub email: String,
 }
 
@@ -35,8 +35,9 @@ pub struct SendCodeAnswer {
 
 #[derive(Deserialize, ToSchema)]
 pub struct VerifyCodeBody {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
-    #[schema(example = "123456")]
+    #[schema(example = "123456", max_length = 64)]
     pub code: String,
     /// Set the tokens as cookies instead of returning them.
     #[serde(default)]

@@ -33,7 +33,11 @@ pub struct KeyList {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct KeyListQuery {
+    /// From 1 (default 1).
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<i64>,
+    /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Include revoked and expired keys.
     #[serde(default)]
@@ -53,6 +57,7 @@ pub struct Revoked {
 pub struct RotateBody {
     /// 0 (default): the old key stops at once; up to 604800 (7 days).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 604800)]
     pub expire_previous_in_secs: i64,
 }
 

@@ -16,6 +16,7 @@ use crate::types::{Email, Role};
 
 #[derive(Deserialize, ToSchema)]
 pub struct AddMemberBody {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     pub role: Role,
 }

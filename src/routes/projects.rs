@@ -13,7 +13,8 @@ use crate::types::{Name, Role};
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateProjectBody {
-    #[schema(example = "Acme API")]
+    /// 1-100 characters (trimmed), no control characters.
+    #[schema(example = "Acme API", min_length = 1, max_length = 100)]
     pub name: String,
 }
 

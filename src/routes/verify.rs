@@ -26,12 +26,14 @@ pub struct VerifyBody {
     pub scopes: Vec<String>,
     /// The method of the request being checked (publishable keys: GET, HEAD, OPTIONS only).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z]{1,16}$")]
     pub method: Option<String>,
     /// The end client's address, for `allowed_ips`.
     #[serde(default)]
     pub ip: Option<String>,
     /// Credits to spend (default 1; 0 spends nothing).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
     pub cost: Option<i64>,
 }
 

@@ -15,9 +15,10 @@ use crate::webhooks::{new_secret, validate_url, EVENTS};
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateWebhookBody {
-    #[schema(example = "https://hooks.acme.test/gatehouse")]
+    #[schema(example = "https://hooks.acme.test/gatehouse", max_length = 2048)]
     pub url: String,
     /// Event types to receive (see the list in the description).
+    #[schema(min_items = 1)]
     pub events: Vec<String>,
 }
 
