@@ -114,11 +114,6 @@ impl Config {
         }
     }
 
-    /// Whether browsers reach Gatehouse over https (secure cookies, HSTS).
-    pub fn is_https(&self) -> bool {
-        self.effective_public_url().scheme() == "https"
-    }
-
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("gatehouse.db")
     }

@@ -103,22 +103,3 @@ pub(crate) fn event_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent>
         created_at: r.get(9)?,
     })
 }
-
-impl super::Db {
-    /// The newest events with this action (or all, for `None`), newest first.
-    pub async fn audit_events(
-        &self,
-        action: Option<String>,
-        limit: i64,
-    ) -> DbResult<Vec<StoredEvent>> {
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, project_id, action, actor_type, actor_id, target, ip, request_id, details, created_at
-                 FROM audit_events WHERE (?1 IS NULL OR action = ?1) ORDER BY id DESC LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![action, limit], event_from)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-}

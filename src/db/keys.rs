@@ -150,6 +150,16 @@ fn key_by_id(conn: &Connection, project_id: &str, id: &str) -> DbResult<Option<K
         .optional()?)
 }
 
+/// Keys of the project that are neither revoked nor expired at `now`.
+fn active_keys(conn: &Connection, project_id: &str, now: i64) -> DbResult<i64> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM api_keys WHERE project_id = ?1 AND revoked_at IS NULL
+         AND (expires_at IS NULL OR expires_at > ?2)",
+        params![project_id, now],
+        |r| r.get(0),
+    )?)
+}
+
 fn key_event(
     conn: &Connection,
     action: &str,
@@ -297,12 +307,7 @@ impl Db {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(max) = max_keys {
-                let active: i64 = tx.query_row(
-                    "SELECT count(*) FROM api_keys WHERE project_id = ?1 AND revoked_at IS NULL
-                     AND (expires_at IS NULL OR expires_at > ?2)",
-                    params![&*key.project_id, key.created_at],
-                    |r| r.get(0),
-                )?;
+                let active = active_keys(&tx, &key.project_id, key.created_at)?;
                 if active as u64 >= max {
                     return Ok(None);
                 }
@@ -320,14 +325,8 @@ impl Db {
 
     /// Number of active keys of a project (for plan limits).
     pub async fn count_active_keys(&self, project_id: String) -> DbResult<i64> {
-        self.call(move |c| {
-            Ok(c.query_row(
-                "SELECT count(*) FROM api_keys WHERE project_id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
-                params![project_id, crate::types::now()],
-                |r| r.get(0),
-            )?)
-        })
-        .await
+        self.call(move |c| active_keys(c, &project_id, crate::types::now()))
+            .await
     }
 
     pub async fn keys_page(

@@ -227,14 +227,6 @@ impl KeyStore {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    pub fn default_rate(&self) -> RateLimitConfig {
-        self.default_rate
-    }
-
     /// Hashes of imported keys, which may not have Gatehouse's format.
     pub fn set_imported(&self, hashes: impl IntoIterator<Item = [u8; 32]>) {
         self.imported.write().expect("imported lock").extend(hashes);

@@ -1,7 +1,7 @@
 //! Login and sessions (SPEC section 6): send-code, verify-code,
 //! refresh-token, revoke-token, logout, me, and the browser `/auth/refresh`.
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -13,7 +13,7 @@ use crate::auth::redirect::safe_next;
 use crate::auth::{Principal, Via};
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::RequestContext;
-use crate::routes::views::{Empty, MembershipView, UserView};
+use crate::routes::views::{no_store, Empty, MembershipView, UserView};
 use crate::state::AppState;
 use crate::types::Email;
 
@@ -94,12 +94,6 @@ pub struct MeView {
     /// Present when the session came from a cookie.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub csrf_token: Option<String>,
-}
-
-fn no_store(mut res: HttpResponse) -> HttpResponse {
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
 }
 
 fn parse_email(raw: &str) -> ApiResult<Email> {
@@ -312,7 +306,7 @@ pub async fn browser_refresh(
         }
         _ => Err(ApiError::new(ErrorCode::InvalidToken)),
     };
-    let mut res = match refreshed {
+    let res = match refreshed {
         Ok(grant) => {
             let mut res = HttpResponse::SeeOther()
                 .insert_header((header::LOCATION, next.as_str()))
@@ -333,7 +327,5 @@ pub async fn browser_refresh(
         }
         Err(e) => return Err(e),
     };
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(no_store(res))
 }

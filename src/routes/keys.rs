@@ -1,6 +1,5 @@
 //! API keys of the current project (SPEC section 8).
 
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,7 +11,7 @@ use crate::keys::admin;
 use crate::keys::input::{CreateKeyBody, PatchKeyBody};
 use crate::keys::record::KeyRecord;
 pub use crate::keys::view::KeyView;
-use crate::routes::views::{PageQuery, Pagination};
+use crate::routes::views::{no_store, PageQuery, Pagination};
 use crate::state::AppState;
 use crate::types::{rfc3339, Role};
 
@@ -59,12 +58,6 @@ pub struct RotateBody {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 604800)]
     pub expire_previous_in_secs: i64,
-}
-
-fn no_store(mut res: HttpResponse) -> HttpResponse {
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
 }
 
 /// The project's keys, newest first.

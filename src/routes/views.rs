@@ -133,6 +133,15 @@ impl Paging {
     }
 }
 
+/// Marks an answer that carries tokens or keys as not to be stored by any cache.
+pub fn no_store(mut res: actix_web::HttpResponse) -> actix_web::HttpResponse {
+    res.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
 /// An empty JSON object, `{}`.
 #[derive(Serialize, ToSchema)]
 pub struct Empty {}
