@@ -1,24 +1,91 @@
 //! Prometheus metrics: requests by route and status, latency histograms,
 //! verifications by result.
+//!
+//! Every label takes its values from a fixed set, so no client can grow the
+//! output or the memory behind it: `route` is a pattern registered in
+//! `routes::configure` (a path no route matches is `other`), `method` one of
+//! the nine methods of RFC 9110 and RFC 5789 (anything else is `other`),
+//! `status` a code in 100..=599 (a code outside it, which Gatehouse never
+//! sends, would be `other`), and `result` / `via` are names from the code.
+//!
+//! The hot path allocates nothing: a route's label and histogram are looked
+//! up by the matched pattern, methods and statuses are static values.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use actix_web::http::{Method, StatusCode};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// The `route` label of a request no route matched.
+pub const OTHER: &str = "other";
+
+/// At most this many distinct route patterns are labelled; the routes
+/// registered in code are far fewer, so this only guards the invariant.
+const MAX_ROUTES: usize = 256;
+
+/// The `method` label: the standard methods by name, anything else `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => OTHER,
+    }
+}
+
+/// The `status` label: the code itself within 100..=599, else `other`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct StatusLabel(u16);
+
+impl StatusLabel {
+    fn of(status: StatusCode) -> Self {
+        let code = status.as_u16();
+        StatusLabel(if (100..=599).contains(&code) { code } else { 0 })
+    }
+}
+
+impl EncodeLabelValue for StatusLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        if self.0 == 0 {
+            EncodeLabelValue::encode(&OTHER, encoder)
+        } else {
+            EncodeLabelValue::encode(&self.0, encoder)
+        }
+    }
+}
+
+/// The `route` label: a registered pattern or `other`, shared, not copied.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct RouteLabel(Arc<str>);
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    method: String,
-    status: u16,
+    route: RouteLabel,
+    method: &'static str,
+    status: StatusLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: RouteLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,11 +101,21 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
+/// A labelled route: its label value and its latency histogram.
+#[derive(Clone)]
+struct RouteSeries {
+    label: RouteLabel,
+    latency: Histogram,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     verifications: Family<ResultLabels, Counter>,
+    /// Route pattern -> its series, so a request needs no allocation.
+    routes: RwLock<HashMap<Box<str>, RouteSeries>>,
+    other: RouteSeries,
 }
 
 impl Default for Metrics {
@@ -70,27 +147,69 @@ impl Metrics {
             "API key checks (verify and forward-auth) by result",
             verifications.clone(),
         );
+        let other = Self::series(&latency, OTHER);
         Metrics {
             registry,
             requests,
             latency,
             verifications,
+            routes: RwLock::new(HashMap::new()),
+            other,
         }
     }
 
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    fn series(
+        latency: &Family<RouteLabels, Histogram, fn() -> Histogram>,
+        route: &str,
+    ) -> RouteSeries {
+        let label = RouteLabel(Arc::from(route));
+        let histogram = latency
+            .get_or_create(&RouteLabels {
+                route: label.clone(),
+            })
+            .clone();
+        RouteSeries {
+            label,
+            latency: histogram,
+        }
+    }
+
+    /// The series of a matched route pattern (`None`: no route matched).
+    fn route(&self, pattern: Option<&str>) -> RouteSeries {
+        let Some(pattern) = pattern else {
+            return self.other.clone();
+        };
+        if let Some(series) = self.routes.read().expect("metrics lock").get(pattern) {
+            return series.clone();
+        }
+        let mut routes = self.routes.write().expect("metrics lock");
+        if routes.len() >= MAX_ROUTES && !routes.contains_key(pattern) {
+            return self.other.clone();
+        }
+        routes
+            .entry(pattern.into())
+            .or_insert_with(|| Self::series(&self.latency, pattern))
+            .clone()
+    }
+
+    /// Counts a finished request. `route` is the pattern of the route that
+    /// answered (`None` when none matched).
+    pub fn observe_request(
+        &self,
+        route: Option<&str>,
+        method: &Method,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let series = self.route(route);
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_string(),
-                method: method.to_string(),
-                status,
+                route: series.label,
+                method: method_label(method),
+                status: StatusLabel::of(status),
             })
             .inc();
-        self.latency
-            .get_or_create(&RouteLabels {
-                route: route.to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
+        series.latency.observe(elapsed.as_secs_f64());
     }
 
     /// Counts a key check (no allocation: this runs on every verification).
@@ -116,7 +235,12 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let m = Metrics::new();
-        m.observe_request("/healthz", "GET", 200, Duration::from_millis(2));
+        m.observe_request(
+            Some("/healthz"),
+            &Method::GET,
+            StatusCode::OK,
+            Duration::from_millis(2),
+        );
         m.observe_verification("verify", "valid");
         let text = m.render();
         assert!(
@@ -125,9 +249,80 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("gatehouse_http_request_duration_seconds_bucket"));
+        assert!(text.contains(
+            r#"gatehouse_http_request_duration_seconds_bucket{le="0.0032",route="/healthz"} 1"#
+        ));
         assert!(
             text.contains(r#"gatehouse_key_verifications_total{result="valid",via="verify"} 1"#)
         );
+    }
+
+    #[test]
+    fn unknown_methods_and_unmatched_routes_are_other() {
+        let m = Metrics::new();
+        for (i, method) in ["FROB", "get", "X-CUSTOM", "PROPFIND"].iter().enumerate() {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            m.observe_request(None, &method, StatusCode::NOT_FOUND, Duration::ZERO);
+            m.observe_request(
+                Some("/healthz"),
+                &method,
+                StatusCode::METHOD_NOT_ALLOWED,
+                Duration::from_micros(i as u64),
+            );
+        }
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"gatehouse_http_requests_total{route="other",method="other",status="404"} 4"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"gatehouse_http_requests_total{route="/healthz",method="other",status="405"} 4"#
+        ));
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(method_label(&Method::CONNECT), "CONNECT");
+    }
+
+    #[test]
+    fn statuses_outside_the_http_range_are_other() {
+        let m = Metrics::new();
+        let odd = StatusCode::from_u16(999).unwrap();
+        m.observe_request(Some("/healthz"), &Method::GET, odd, Duration::ZERO);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"gatehouse_http_requests_total{route="/healthz",method="GET",status="other"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_route_table_is_bounded() {
+        // Patterns come from the registered routes, which are far fewer;
+        // should that ever change, the extra ones are counted as `other`.
+        let m = Metrics::new();
+        for i in 0..MAX_ROUTES + 50 {
+            m.observe_request(
+                Some(&format!("/r{i}")),
+                &Method::GET,
+                StatusCode::OK,
+                Duration::ZERO,
+            );
+        }
+        assert_eq!(m.routes.read().unwrap().len(), MAX_ROUTES);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"gatehouse_http_requests_total{route="other",method="GET",status="200"} 50"#
+            ),
+            "{text}"
+        );
+        let counters = text
+            .lines()
+            .filter(|l| l.starts_with("gatehouse_http_requests_total{"))
+            .count();
+        assert_eq!(counters, MAX_ROUTES + 1);
     }
 }

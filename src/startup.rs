@@ -5,7 +5,7 @@ use std::net::TcpListener;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{from_fn, Condition};
+use actix_web::middleware::Condition;
 use actix_web::{web, App, HttpServer};
 
 use crate::config::local::ensure_data_dir;
@@ -114,6 +114,7 @@ fn build_app(
 > {
     let limit = state.config.http.max_body_bytes;
     let origins = state.config.cors.allowed_origins.clone();
+    let conventions = crate::http::Conventions::new(state.clone());
     App::new()
         .app_data(state)
         .app_data(crate::http::extract::json_config(limit))
@@ -122,11 +123,10 @@ fn build_app(
         .app_data(crate::http::extract::path_config())
         .configure(crate::routes::configure)
         .default_service(web::to(not_found))
-        // Innermost first: CORS, then the envelope and headers, then the
-        // request id / log / metrics around everything.
+        // Innermost first: CORS, then the request id, envelope, headers,
+        // metrics and access log around everything.
         .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
-        .wrap(from_fn(crate::http::finish))
-        .wrap(from_fn(crate::http::observe))
+        .wrap(conventions)
 }
 
 /// The mail delivery worker and the periodic cleanup. They stop with the

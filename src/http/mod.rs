@@ -1,24 +1,21 @@
-//! The HTTP conventions of SPEC section 4, in two middlewares that wrap every
-//! route (see `startup::build_app` for their order):
-//!
-//! - [`observe`] (outermost): the request id, the client address through
-//!   trusted proxies, the access log line and the request metrics;
-//! - [`finish`]: the early body-size guard, the JSON error envelope for every
-//!   error response (actix's own 404/405/413 and extractor failures too) and
-//!   the security headers.
+//! The HTTP conventions of SPEC section 4, in one middleware that wraps
+//! every route ([`Conventions`]): the request id, the client address through
+//! trusted proxies, the early body-size guard, the JSON error envelope, the
+//! security headers, the request metrics and the access log line.
 
 pub mod client;
 pub mod extract;
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::middleware::Next;
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorBody, ErrorCode, ErrorEnvelope};
@@ -85,118 +82,173 @@ pub fn new_request_id() -> String {
     id
 }
 
-pub async fn observe(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    let started = Instant::now();
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let request_id: Arc<str> = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_valid_request_id(v))
-        .map(Arc::from)
-        .unwrap_or_else(|| new_request_id().into());
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let proxies = state
-        .as_ref()
-        .map(|s| s.config.trusted_proxies.as_slice())
-        .unwrap_or(&[]);
-    let client = client::resolve(peer, req.headers(), proxies, req.app_config().secure());
-    req.extensions_mut().insert(RequestContext {
-        request_id: request_id.clone(),
-        client,
-    });
-    let method = req.method().clone();
-    let path = req.path().to_string();
-
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let mut res = next.call(req).instrument(span).await?.map_into_boxed_body();
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        res.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), value);
-    }
-    let status = res.status().as_u16();
-    let elapsed = started.elapsed();
-    if let Some(state) = &state {
-        let route = res.request().match_pattern();
-        state.metrics.observe_request(
-            route.as_deref().unwrap_or("unmatched"),
-            method.as_str(),
-            status,
-            elapsed,
-        );
-    }
-    tracing::info!(
-        target: "gatehouse::access",
-        request_id = %request_id,
-        method = %method,
-        path = %path,
-        status,
-        latency_us = elapsed.as_micros() as u64,
-        client_ip = %client.ip,
-        "request"
-    );
-    Ok(res)
+/// The HTTP conventions around every route, as one middleware (see
+/// `startup::build_app`): the request id, the client address through trusted
+/// proxies, the early body-size guard, the JSON error envelope for every
+/// error response (actix's own 404/405/413 and extractor failures too), the
+/// security headers and RateLimit fields, the request metrics and the access
+/// log line.
+///
+/// Written as a plain `Transform` rather than with `from_fn`: one boxed
+/// future per request instead of four, and no per-request lookups of the
+/// application state.
+pub struct Conventions {
+    state: web::Data<AppState>,
 }
 
-pub async fn finish(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    let ctx = context_of(req.request());
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let hsts = state.as_ref().map(|s| s.https).unwrap_or(false);
-    let limit = state
-        .as_ref()
-        .map(|s| s.config.http.max_body_bytes)
-        .unwrap_or(usize::MAX);
+impl Conventions {
+    pub fn new(state: web::Data<AppState>) -> Self {
+        Conventions { state }
+    }
+}
 
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let res = if declared.is_some_and(|len| len > limit as u64) {
-        // Refused before the body is read or the route runs.
-        req.error_response(ApiError::new(ErrorCode::PayloadTooLarge))
-    } else {
-        // Everything below (CORS, routing, handlers, extractors) turns its
-        // errors into responses, so `Err` does not occur here. (A clone of the
-        // request cannot be kept to convert one: routing needs sole ownership.)
-        next.call(req).await?.map_into_boxed_body()
-    };
-    let mut res = if res.status().as_u16() >= 400 {
-        render_error(res, &ctx.request_id)
-    } else {
-        res
-    };
+impl<S, B> Transform<S, ServiceRequest> for Conventions
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = ConventionsService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        std::future::ready(Ok(ConventionsService {
+            service,
+            state: Rc::new(self.state.clone()),
+        }))
+    }
+}
+
+pub struct ConventionsService<S> {
+    service: S,
+    /// Shared with the requests in flight without touching the `Arc`.
+    state: Rc<web::Data<AppState>>,
+}
+
+impl<S, B> Service<ServiceRequest> for ConventionsService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let started = Instant::now();
+        let state = self.state.clone();
+        let (request_id, id_header) = request_id_of(req.headers());
+        let peer = req
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let client = client::resolve(
+            peer,
+            req.headers(),
+            &state.config.trusted_proxies,
+            req.app_config().secure(),
+        );
+        req.extensions_mut().insert(RequestContext {
+            request_id: request_id.clone(),
+            client,
+        });
+        let limit = state.config.http.max_body_bytes as u64;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let answer = if declared.is_some_and(|len| len > limit) {
+            // Refused before the body is read or the route runs.
+            Err(req
+                .error_response(ApiError::new(ErrorCode::PayloadTooLarge))
+                .map_into_right_body())
+        } else {
+            Ok(self.service.call(req))
+        };
+        let span = tracing::info_span!("request", request_id = %request_id);
+        Box::pin(async move {
+            let res = match answer {
+                // Everything below (CORS, routing, handlers, extractors)
+                // turns its errors into responses, so `Err` does not occur
+                // here. (A clone of the request cannot be kept to convert
+                // one: routing needs sole ownership.)
+                Ok(call) => call.instrument(span).await?.map_into_left_body(),
+                Err(refused) => refused,
+            };
+            let mut res = if res.status().as_u16() >= 400 {
+                render_error(res, &request_id)
+            } else {
+                res
+            };
+            finish_headers(&mut res, state.https, id_header);
+            let status = res.status();
+            let elapsed = started.elapsed();
+            let req = res.request();
+            state.metrics.observe_request(
+                req.match_pattern().as_deref(),
+                req.method(),
+                status,
+                elapsed,
+            );
+            crate::telemetry::access(&crate::telemetry::AccessRecord {
+                request_id: &request_id,
+                method: req.method().as_str(),
+                path: req.path(),
+                status: status.as_u16(),
+                latency_us: elapsed.as_micros().min(u64::MAX as u128) as u64,
+                client_ip: client.ip,
+            });
+            Ok(res)
+        })
+    }
+}
+
+/// The request id to use and its header value: the client's own when it
+/// follows the rule (its header value is reused as is), else a new one.
+fn request_id_of(headers: &HeaderMap) -> (Arc<str>, HeaderValue) {
+    if let Some(value) = headers.get("x-request-id") {
+        if let Some(id) = value.to_str().ok().filter(|v| is_valid_request_id(v)) {
+            return (Arc::from(id), value.clone());
+        }
+    }
+    let id = new_request_id();
+    let value = HeaderValue::from_str(&id).expect("base62 is a valid header value");
+    (Arc::from(id), value)
+}
+
+/// The headers every answer carries: its request id, the security headers
+/// and, for requests checked with an API key, the RateLimit fields.
+fn finish_headers<B>(res: &mut ServiceResponse<B>, hsts: bool, request_id: HeaderValue) {
     let is_html = res
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html"));
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
     let is_api = res.request().path().starts_with("/api/");
-    apply_security_headers(res.headers_mut(), is_html, is_api, hsts);
     let rate = res
         .request()
         .extensions_mut()
         .remove::<crate::keys::limiter::RateHeaders>();
+    let headers = res.headers_mut();
+    headers.insert(HeaderName::from_static("x-request-id"), request_id);
+    apply_security_headers(headers, is_html, is_api, hsts);
     if let Some(crate::keys::limiter::RateHeaders(status, policy)) = rate {
         for (name, value) in crate::keys::limiter::rate_limit_headers(&status, policy.as_ref()) {
-            res.headers_mut().insert(name, value);
+            headers.insert(name, value);
         }
     }
-    Ok(res)
 }
 
 /// Replaces the body of an error response with the envelope, keeping the
 /// status and headers (`Retry-After`, RateLimit fields, ...).
-fn render_error(res: ServiceResponse<BoxBody>, request_id: &str) -> ServiceResponse<BoxBody> {
+fn render_error<B>(
+    res: ServiceResponse<EitherBody<B>>,
+    request_id: &str,
+) -> ServiceResponse<EitherBody<B>> {
     let status = res.status();
     let (code, message) = match res.response().error() {
         Some(err) => match err.as_error::<ApiError>() {
@@ -238,7 +290,7 @@ fn render_error(res: ServiceResponse<BoxBody>, request_id: &str) -> ServiceRespo
             HeaderValue::from_static("application/json"),
         );
         head.headers.remove(header::CONTENT_LENGTH);
-        BoxBody::new(body)
+        EitherBody::right(BoxBody::new(body))
     })
 }
 

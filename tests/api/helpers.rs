@@ -311,6 +311,11 @@ impl Server {
         agent().request(method, &format!("{}{path}", self.base))
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the exit code, the
     /// stdout lines printed since start-up and all of stderr.
     pub fn terminate(mut self) -> (Option<i32>, Vec<String>, String) {

@@ -15,5 +15,6 @@ mod ops;
 mod proxies;
 mod smtp;
 mod storage;
+mod telemetry;
 mod ui;
 mod webhooks;

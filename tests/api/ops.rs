@@ -33,9 +33,9 @@ fn metrics_are_open_in_local_mode_and_count_requests() {
         "{}",
         res.body
     );
-    assert!(res.body.contains(
-        r#"gatehouse_http_requests_total{route="unmatched",method="GET",status="404"} 1"#
-    ));
+    assert!(res
+        .body
+        .contains(r#"gatehouse_http_requests_total{route="other",method="GET",status="404"} 1"#));
     assert!(
         res.body.lines().any(
             |l| l.starts_with("gatehouse_http_request_duration_seconds_bucket{")
