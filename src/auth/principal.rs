@@ -173,7 +173,7 @@ async fn authenticate_key(
         )
         .await?;
     if let Some(rate) = checked.rate {
-        let policy = checked.rendered.as_ref().map(|r| r.policy.clone());
+        let policy = checked.rendered.as_ref().map(|r| r.policy());
         req.extensions_mut().insert(RateHeaders(rate, policy));
     }
     match (checked.outcome, checked.key) {

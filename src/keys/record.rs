@@ -39,24 +39,27 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// Revoked or past its expiry (checked against the clock, to the second).
     pub fn is_active(&self, now: i64) -> bool {
-        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+        now < self.active_until()
+    }
+
+    /// The first second the key is not usable: never for an unrevoked key
+    /// without expiry (`i64::MAX`), always for a revoked one (`i64::MIN`).
+    pub fn active_until(&self) -> i64 {
+        match (self.revoked_at, self.expires_at) {
+            (Some(_), _) => i64::MIN,
+            (None, expires) => expires.unwrap_or(i64::MAX),
+        }
     }
 
     /// `full_access` passes every scope check.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope || s == "full_access")
+        has_scope(self.scopes.iter().map(String::as_str), scope)
     }
 
     /// The address is compared in canonical form: an IPv4-mapped IPv6
     /// address (`::ffff:10.1.2.3`) is the IPv4 address it carries.
     pub fn ip_allowed(&self, ip: Option<IpAddr>) -> bool {
-        match &self.allowed_ips {
-            None => true,
-            Some(nets) => ip.is_some_and(|ip| {
-                let ip = ip.to_canonical();
-                nets.iter().any(|n| n.contains(&ip))
-            }),
-        }
+        ip_allowed(self.allowed_ips.as_deref(), ip)
     }
 
     pub fn effective_rate_limit(&self, default: RateLimitConfig) -> RateLimitConfig {
@@ -81,4 +84,26 @@ pub fn is_safe_method(method: &str) -> bool {
         method.to_ascii_uppercase().as_str(),
         "GET" | "HEAD" | "OPTIONS"
     )
+}
+
+// The rules themselves, shared with the verification cache's compact copy
+// of a key (`keys::store`).
+
+/// Whether a key with `scopes` may do what needs `scope`; `full_access`
+/// passes every check.
+pub fn has_scope<'a>(mut scopes: impl Iterator<Item = &'a str>, scope: &str) -> bool {
+    scopes.any(|s| s == scope || s == "full_access")
+}
+
+/// Whether `ip` is within `allowed` (`None`: anywhere). The address is
+/// compared in canonical form: an IPv4-mapped IPv6 address
+/// (`::ffff:10.1.2.3`) is the IPv4 address it carries.
+pub fn ip_allowed(allowed: Option<&[Cidr]>, ip: Option<IpAddr>) -> bool {
+    match allowed {
+        None => true,
+        Some(nets) => ip.is_some_and(|ip| {
+            let ip = ip.to_canonical();
+            nets.iter().any(|n| n.contains(&ip))
+        }),
+    }
 }

@@ -25,7 +25,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use std::io::Write as _;
+
 use actix_web::http::header::HeaderValue;
+use actix_web::web::Bytes;
 use quick_cache::sync::Cache;
 
 use crate::billing::quota::Quotas;
@@ -54,61 +57,189 @@ pub struct KeyHandle {
 }
 
 struct KeyState {
-    record: Arc<KeyRecord>,
+    key: CachedKey,
     loaded: Instant,
-    /// What answers show of `record`, built on first use.
-    rendered: Option<Arc<Rendered>>,
     live: LiveCell,
 }
 
-impl KeyState {
-    fn set_record(&mut self, record: KeyRecord) {
-        self.record = Arc::new(record);
-        self.rendered = None;
+/// What the cache keeps of a key: only what checks and answers need, in as
+/// few allocations as possible (a full cache holds 100,000 of these). Its
+/// name, environment, metadata and owner live only inside the rendered
+/// verify answer; calls to Gatehouse's own API, which need the whole record,
+/// read it from storage.
+struct CachedKey {
+    id: Arc<str>,
+    project_id: Arc<str>,
+    rotated_to: Option<Arc<str>>,
+    kind: KeyType,
+    rate_limit: RateLimitConfig,
+    /// See [`KeyRecord::active_until`].
+    active_until: i64,
+    allowed_ips: Option<Box<[crate::config::Cidr]>>,
+    rendered: Rendered,
+}
+
+impl CachedKey {
+    fn new(record: KeyRecord, default_rate: RateLimitConfig) -> Self {
+        CachedKey {
+            rendered: Rendered::new(&record, default_rate),
+            rate_limit: record.effective_rate_limit(default_rate),
+            kind: record.kind,
+            active_until: record.active_until(),
+            allowed_ips: record.allowed_ips.map(Vec::into_boxed_slice),
+            rotated_to: record.rotated_to,
+            project_id: record.project_id,
+            id: record.id,
+        }
     }
 
-    fn rendered(&mut self, default_rate: RateLimitConfig) -> Arc<Rendered> {
-        self.rendered
-            .get_or_insert_with(|| Arc::new(Rendered::new(&self.record, default_rate)))
-            .clone()
+    fn is_active(&self, now: i64) -> bool {
+        now < self.active_until
+    }
+
+    fn ip_allowed(&self, ip: Option<IpAddr>) -> bool {
+        crate::keys::record::ip_allowed(self.allowed_ips.as_deref(), ip)
+    }
+
+    fn has_scope(&self, scope: &str) -> bool {
+        crate::keys::record::has_scope(self.rendered.scope_names(), scope)
+    }
+
+    /// See [`KeyRecord::state_id`].
+    fn state_id(&self) -> &Arc<str> {
+        self.rotated_to.as_ref().unwrap_or(&self.id)
     }
 }
 
 /// The parts of verify and forward-auth answers that depend only on a
-/// key's settings, rendered once per settings version instead of per request.
+/// key's settings, rendered once per settings version instead of per
+/// request, in one shared buffer: the JSON members of a valid verify answer
+/// (`"key_id":...,"owner_id":...`, no braces), the scopes joined with
+/// commas and the `RateLimit-Policy` value. Header values are slices of it,
+/// so cloning one copies nothing.
+#[derive(Clone)]
 pub struct Rendered {
-    /// The JSON members `"key_id": ..., ..., "owner_id": ...` of a valid
-    /// verify answer (no braces).
-    pub verify_members: String,
-    pub key_id: HeaderValue,
-    pub project_id: HeaderValue,
-    pub scopes: HeaderValue,
-    pub policy: HeaderValue,
+    text: Bytes,
+    key_id: (u32, u32),
+    project_id: (u32, u32),
+    members_end: u32,
+    scopes_end: u32,
+    policy_end: u32,
 }
 
 impl Rendered {
     fn new(k: &KeyRecord, default_rate: RateLimitConfig) -> Self {
-        let fields = serde_json::json!({
-            "key_id": &*k.id,
-            "project_id": &*k.project_id,
-            "name": k.name,
-            "type": k.kind.as_str(),
-            "environment": k.environment,
-            "scopes": k.scopes,
-            "metadata": k.metadata,
-            "expires_at": k.expires_at.map(crate::types::rfc3339),
-            "owner_id": k.owner_id,
-        })
-        .to_string();
+        let mut text = Vec::with_capacity(256);
+        let member = |text: &mut Vec<u8>, name: &str, value: &dyn erased::Json| {
+            if !text.is_empty() {
+                text.push(b',');
+            }
+            text.push(b'"');
+            text.extend_from_slice(name.as_bytes());
+            text.extend_from_slice(b"\":");
+            let start = text.len();
+            value.write(text);
+            (start as u32, text.len() as u32)
+        };
+        let key_id = member(&mut text, "key_id", &&*k.id);
+        let project_id = member(&mut text, "project_id", &&*k.project_id);
+        member(&mut text, "name", &k.name);
+        member(&mut text, "type", &k.kind.as_str());
+        member(&mut text, "environment", &k.environment);
+        member(&mut text, "scopes", &k.scopes);
+        member(&mut text, "metadata", &k.metadata);
+        member(
+            &mut text,
+            "expires_at",
+            &k.expires_at.map(crate::types::rfc3339),
+        );
+        member(&mut text, "owner_id", &k.owner_id);
+        let members_end = text.len() as u32;
+        // A scope with a comma could not be told apart in the header; the
+        // catalog allows none, and such a scope would simply not match.
+        for (i, scope) in k.scopes.iter().filter(|s| !s.contains(',')).enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            text.extend_from_slice(scope.as_bytes());
+        }
+        let scopes_end = text.len() as u32;
         let rl = k.effective_rate_limit(default_rate);
-        let header =
-            |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let _ = write!(text, "\"default\";q={};w={}", rl.limit, rl.window_secs);
+        let policy_end = text.len() as u32;
+        // The ids are JSON strings: without escapes their contents are the
+        // ids themselves; otherwise the raw ids are appended.
+        let mut raw_slice = |range: (u32, u32), raw: &str| {
+            let (start, end) = (range.0 as usize + 1, range.1 as usize - 1);
+            if text.get(start..end) == Some(raw.as_bytes()) {
+                (start as u32, end as u32)
+            } else {
+                let start = text.len();
+                text.extend_from_slice(raw.as_bytes());
+                (start as u32, text.len() as u32)
+            }
+        };
+        let key_id = raw_slice(key_id, &k.id);
+        let project_id = raw_slice(project_id, &k.project_id);
+        text.shrink_to_fit();
         Rendered {
-            verify_members: fields[1..fields.len() - 1].to_string(),
-            key_id: header(&k.id),
-            project_id: header(&k.project_id),
-            scopes: header(&k.scopes.join(",")),
-            policy: header(&format!("\"default\";q={};w={}", rl.limit, rl.window_secs)),
+            text: Bytes::from(text),
+            key_id,
+            project_id,
+            members_end,
+            scopes_end,
+            policy_end,
+        }
+    }
+
+    /// The JSON members of a valid verify answer, without braces.
+    pub fn verify_members(&self) -> &[u8] {
+        &self.text[..self.members_end as usize]
+    }
+
+    fn header(&self, (start, end): (u32, u32)) -> HeaderValue {
+        HeaderValue::from_maybe_shared(self.text.slice(start as usize..end as usize))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// `X-Gatehouse-Key-Id`.
+    pub fn key_id(&self) -> HeaderValue {
+        self.header(self.key_id)
+    }
+
+    /// `X-Gatehouse-Project-Id`.
+    pub fn project_id(&self) -> HeaderValue {
+        self.header(self.project_id)
+    }
+
+    /// `X-Gatehouse-Scopes`: the key's scopes joined with commas.
+    pub fn scopes(&self) -> HeaderValue {
+        self.header((self.members_end, self.scopes_end))
+    }
+
+    /// `RateLimit-Policy`, e.g. `"default";q=100;w=60`.
+    pub fn policy(&self) -> HeaderValue {
+        self.header((self.scopes_end, self.policy_end))
+    }
+
+    fn scope_names(&self) -> impl Iterator<Item = &str> {
+        std::str::from_utf8(&self.text[self.members_end as usize..self.scopes_end as usize])
+            .unwrap_or("")
+            .split(',')
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// Writing a value as JSON into a buffer, for [`Rendered::new`].
+mod erased {
+    pub trait Json {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            // Serializing plain data into a Vec cannot fail.
+            let _ = serde_json::to_writer(out, self);
         }
     }
 }
@@ -169,8 +300,10 @@ pub struct CheckInput<'a> {
 
 /// The outcome of a check, with what is known about the key for headers and bodies.
 pub struct Checked {
+    /// The whole record, read from storage, for a successful check of
+    /// [`Purpose::OwnApi`] only.
     pub key: Option<Arc<KeyRecord>>,
-    pub rendered: Option<Arc<Rendered>>,
+    pub rendered: Option<Rendered>,
     pub rate: Option<RateStatus>,
     pub credits: Option<i64>,
     pub outcome: Result<(), Denial>,
@@ -194,6 +327,9 @@ pub struct KeyStore {
     unknown: Cache<[u8; 32], Instant>,
     /// Windows and balances by state id ([`KeyRecord::state_id`]).
     live: Mutex<HashMap<Arc<str>, LiveCell>>,
+    /// Project ids shared by the cached keys of a project (one copy each).
+    projects: Mutex<HashSet<Arc<str>>>,
+    capacity: usize,
     epoch: AtomicU64,
     fill_lock: Mutex<()>,
     imported: RwLock<HashSet<[u8; 32]>>,
@@ -218,6 +354,8 @@ impl KeyStore {
             cache: Cache::new(capacity),
             unknown: Cache::new(capacity),
             live: Mutex::new(HashMap::new()),
+            projects: Mutex::new(HashSet::new()),
+            capacity,
             epoch: AtomicU64::new(0),
             fill_lock: Mutex::new(()),
             imported: RwLock::new(HashSet::new()),
@@ -250,6 +388,24 @@ impl KeyStore {
         }
     }
 
+    /// The record as the cache keeps it, its project id shared with the
+    /// other keys of the project. The table of project ids is bounded: past
+    /// the cache's capacity it starts afresh (ids in use stay valid).
+    fn cached(&self, mut record: KeyRecord) -> CachedKey {
+        let mut projects = self.projects.lock().expect("projects lock");
+        match projects.get(&record.project_id) {
+            Some(shared) => record.project_id = shared.clone(),
+            None => {
+                if projects.len() >= self.capacity {
+                    projects.clear();
+                }
+                projects.insert(record.project_id.clone());
+            }
+        }
+        drop(projects);
+        CachedKey::new(record, self.default_rate)
+    }
+
     /// The live state for `id`, created with `credits` when there is none.
     fn live_for(&self, id: &Arc<str>, credits: impl FnOnce() -> Option<Balance>) -> LiveCell {
         self.live
@@ -270,7 +426,7 @@ impl KeyStore {
     /// A key that was just rotated carries its window and balance over to
     /// its successor, unless the successor already has state of its own.
     fn relink(&self, st: &mut KeyState) {
-        let want = st.record.state_id().clone();
+        let want = st.key.state_id().clone();
         let current = st.live.lock().expect("live lock").id.clone();
         if current == want {
             return;
@@ -334,9 +490,8 @@ impl KeyStore {
                         self.live_for(record.state_id(), || successor_credits.unwrap_or(own));
                     let handle = Arc::new(KeyHandle {
                         state: Mutex::new(KeyState {
-                            record: Arc::new(record),
+                            key: self.cached(record),
                             loaded: Instant::now(),
-                            rendered: None,
                             live,
                         }),
                     });
@@ -363,7 +518,7 @@ impl KeyStore {
         if self.epoch.load(Ordering::SeqCst) == epoch {
             if let Some(record) = record {
                 // Settings from storage; the live window and balance stay.
-                st.set_record(record);
+                st.key = self.cached(record);
                 self.relink(&mut st);
             }
         }
@@ -379,7 +534,7 @@ impl KeyStore {
         let live = match self.cache.get(&record.hash) {
             Some(handle) => {
                 let mut st = handle.state.lock().expect("key lock");
-                st.set_record(record.clone());
+                st.key = self.cached(record.clone());
                 st.loaded = Instant::now();
                 self.relink(&mut st);
                 Some(st.live.clone())
@@ -464,7 +619,7 @@ impl KeyStore {
                 .state
                 .lock()
                 .expect("key lock")
-                .record
+                .key
                 .project_id
                 .clone();
             quota.ensure_loaded(db, &self.usage, &project_id).await?;
@@ -472,25 +627,21 @@ impl KeyStore {
         let now_ms = now_ms();
         let now = now_ms / 1000;
         let checked = {
-            let mut st = handle.state.lock().expect("key lock");
-            let record = st.record.clone();
-            if !record.is_active(now) {
-                Checked {
-                    key: Some(record),
-                    ..Checked::denied(Denial::Invalid)
-                }
+            let st = handle.state.lock().expect("key lock");
+            let key = &st.key;
+            let checked = if !key.is_active(now) {
+                Checked::denied(Denial::Invalid)
             } else {
-                let rl = record.effective_rate_limit(self.default_rate);
-                let before_rate = if !record.ip_allowed(input.ip) {
+                let rl = key.rate_limit;
+                let before_rate = if !key.ip_allowed(input.ip) {
                     Some(Denial::ForbiddenIp)
-                } else if (record.kind == KeyType::Publishable && !is_safe_method(input.method))
-                    || !input.scopes.iter().all(|s| record.has_scope(s))
+                } else if (key.kind == KeyType::Publishable && !is_safe_method(input.method))
+                    || !input.scopes.iter().all(|s| key.has_scope(s))
                 {
                     Some(Denial::InsufficientScope)
                 } else {
                     None
                 };
-                let rendered = st.rendered(self.default_rate);
                 let mut live = st.live.lock().expect("live lock");
                 let live = &mut *live;
                 let outcome;
@@ -513,7 +664,7 @@ impl KeyStore {
                         }
                         if !spent {
                             Err(Denial::UsageExceeded)
-                        } else if quota.is_some_and(|q| !q.try_spend(&record.project_id, now)) {
+                        } else if quota.is_some_and(|q| !q.try_spend(&key.project_id, now)) {
                             // Give back what this refused request took.
                             if let Some(balance) = live.credits.as_mut() {
                                 if input.cost > 0 {
@@ -532,26 +683,194 @@ impl KeyStore {
                 }
                 Checked {
                     credits: live.credits.map(|c| c.remaining),
-                    rendered: Some(rendered),
-                    key: Some(record),
+                    rendered: Some(key.rendered.clone()),
+                    key: None,
                     rate: Some(rate),
                     outcome,
                 }
+            };
+            match (input.purpose, checked.outcome) {
+                (Purpose::Verify, Ok(())) => {
+                    self.usage
+                        .record(&key.id, &key.project_id, UsageKind::Valid, now, true)
+                }
+                (Purpose::Verify, Err(d)) => {
+                    self.usage
+                        .record(&key.id, &key.project_id, d.usage_kind(), now, false)
+                }
+                (Purpose::OwnApi, Ok(())) => self.usage.touch(&key.id, &key.project_id, now),
+                (Purpose::OwnApi, Err(_)) => {}
             }
+            checked
         };
-        let key = checked.key.as_ref().expect("set above");
-        match (input.purpose, checked.outcome) {
-            (Purpose::Verify, Ok(())) => {
-                self.usage
-                    .record(&key.id, &key.project_id, UsageKind::Valid, now, true)
-            }
-            (Purpose::Verify, Err(d)) => {
-                self.usage
-                    .record(&key.id, &key.project_id, d.usage_kind(), now, false)
-            }
-            (Purpose::OwnApi, Ok(())) => self.usage.touch(&key.id, &key.project_id, now),
-            (Purpose::OwnApi, Err(_)) => {}
+        if input.purpose == Purpose::OwnApi && checked.outcome.is_ok() {
+            // The cache keeps only what checks need; Gatehouse's own API
+            // works with the whole record (the key's view, its project).
+            return Ok(match db.find_key_by_hash(hash).await? {
+                Some(record) if record.is_active(now) => Checked {
+                    key: Some(Arc::new(record)),
+                    ..checked
+                },
+                _ => Checked {
+                    rate: None,
+                    credits: None,
+                    rendered: None,
+                    ..Checked::denied(Denial::Invalid)
+                },
+            });
         }
         Ok(checked)
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    //! What a cached key costs, part by part, counted by the allocator.
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    thread_local! {
+        static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
+    }
+
+    /// Heap bytes are rounded up the way glibc's malloc does (16-byte
+    /// chunks with an 8-byte header), so the figures are what RSS pays.
+    fn charged(size: usize) -> isize {
+        (size.max(24) + 8).div_ceil(16) as isize * 16
+    }
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = LIVE_BYTES.try_with(|b| b.set(b.get() + charged(layout.size())));
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let _ = LIVE_BYTES.try_with(|b| b.set(b.get() - charged(layout.size())));
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+            let _ = LIVE_BYTES.try_with(|b| b.set(b.get() - charged(layout.size()) + charged(new)));
+            unsafe { System.realloc(ptr, layout, new) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    fn heap<T>(make: impl FnOnce() -> T) -> (T, isize) {
+        let before = LIVE_BYTES.with(Cell::get);
+        let value = make();
+        (value, LIVE_BYTES.with(Cell::get) - before)
+    }
+
+    fn bench_record(n: u32) -> KeyRecord {
+        KeyRecord {
+            id: Arc::from(format!("key_{n:020}")),
+            project_id: Arc::from("prj_4fQm2ZkT8pW1xN0s"),
+            hash: sha256(&n.to_le_bytes()),
+            prefix: "gate_sk_AbCdEfGh".into(),
+            name: format!("bench key {n}"),
+            kind: KeyType::Secret,
+            environment: "production".into(),
+            scopes: vec!["keys:read".into()],
+            rate_limit: None,
+            owner_id: None,
+            credits: None,
+            allowed_ips: None,
+            metadata: serde_json::json!({"team": "bench"}),
+            created_at: 1_764_000_000,
+            updated_at: 1_764_000_000,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            created_by: None,
+            rotated_to: None,
+        }
+    }
+
+    #[test]
+    fn what_a_cached_key_costs() {
+        const N: usize = 10_000;
+        let ids: Vec<Arc<str>> = (0..N as u32).map(|n| bench_record(n).id).collect();
+        let hashes: Vec<[u8; 32]> = (0..N as u32).map(|n| bench_record(n).hash).collect();
+        // As storage hands them over (the ids are the ones the live state uses).
+        let (records, record_bytes) = heap(|| {
+            ids.iter()
+                .enumerate()
+                .map(|(n, id)| KeyRecord {
+                    id: id.clone(),
+                    ..bench_record(n as u32)
+                })
+                .collect::<Vec<_>>()
+        });
+        let (live, live_bytes) = heap(|| {
+            let mut map: HashMap<Arc<str>, LiveCell> = HashMap::new();
+            for id in &ids {
+                map.insert(
+                    id.clone(),
+                    Arc::new(Mutex::new(Live {
+                        id: id.clone(),
+                        window: SlidingWindow::default(),
+                        credits: None,
+                    })),
+                );
+            }
+            map
+        });
+        // The record becomes the cached key; its other parts are freed.
+        let store = KeyStore::new(&Config::default());
+        let (handles, conversion_bytes) = heap(|| {
+            // Pushed into a new Vec: collecting in place would keep the
+            // records' buffer alive and count it.
+            let mut handles = Vec::with_capacity(N);
+            for r in records {
+                let live = live[&r.id].clone();
+                handles.push(Arc::new(KeyHandle {
+                    state: Mutex::new(KeyState {
+                        key: store.cached(r),
+                        loaded: Instant::now(),
+                        live,
+                    }),
+                }));
+            }
+            handles
+        });
+        let (cache, cache_bytes) = heap(|| {
+            let cache: Cache<[u8; 32], Arc<KeyHandle>> = Cache::new(N);
+            for (hash, h) in hashes.iter().zip(&handles) {
+                cache.insert(*hash, h.clone());
+            }
+            cache
+        });
+        let per = |b: isize| b / N as isize;
+        // The Vec holding the handles in this test is not part of the cost.
+        let vec = charged(std::mem::size_of::<usize>() * N);
+        let parts = [
+            ("cached key", per(record_bytes + conversion_bytes - vec)),
+            ("live state", per(live_bytes)),
+            ("cache entry", per(cache_bytes)),
+        ];
+        let total: isize = parts.iter().map(|p| p.1).sum();
+        println!(
+            "heap per cached key: {parts:?}, total {total} bytes (KeyHandle {} bytes, text {} bytes)",
+            std::mem::size_of::<KeyHandle>(),
+            handles[7].state.lock().unwrap().key.rendered.text.len()
+        );
+        let text = handles[7].state.lock().unwrap().key.rendered.clone();
+        let members: serde_json::Value =
+            serde_json::from_slice(&[b"{", text.verify_members(), b"}"].concat()).unwrap();
+        assert_eq!(members["key_id"], "key_00000000000000000007");
+        assert_eq!(members["metadata"]["team"], "bench");
+        assert_eq!(text.key_id(), "key_00000000000000000007");
+        assert_eq!(text.project_id(), "prj_4fQm2ZkT8pW1xN0s");
+        assert_eq!(text.scopes(), "keys:read");
+        assert_eq!(text.policy(), "\"default\";q=100;w=60");
+        drop((cache, handles, live));
+        // It was 2,297 bytes when the cache kept the whole record and its
+        // rendered answer in separate allocations.
+        assert!(total < 800, "{total} bytes per cached key");
     }
 }

@@ -109,16 +109,17 @@ fn valid_body(
     rendered: &Rendered,
     credits: Option<i64>,
     rate: &crate::keys::limiter::RateStatus,
-) -> String {
-    use std::fmt::Write;
-    let mut body = String::with_capacity(rendered.verify_members.len() + 112);
-    body.push_str("{\"valid\":true,");
-    body.push_str(&rendered.verify_members);
+) -> Vec<u8> {
+    use std::io::Write;
+    let members = rendered.verify_members();
+    let mut body = Vec::with_capacity(members.len() + 112);
+    body.extend_from_slice(b"{\"valid\":true,");
+    body.extend_from_slice(members);
     match credits {
         Some(n) => {
             let _ = write!(body, ",\"credits\":{{\"remaining\":{n}}}");
         }
-        None => body.push_str(",\"credits\":null"),
+        None => body.extend_from_slice(b",\"credits\":null"),
     }
     let _ = write!(
         body,
@@ -186,7 +187,7 @@ pub async fn verify(
             state
                 .metrics
                 .observe_verification("verify", denial.code().as_str());
-            serde_json::to_string(&VerifyInvalid {
+            serde_json::to_vec(&VerifyInvalid {
                 valid: false,
                 code: denial.code(),
                 retry_after_secs: (denial == Denial::RateLimited)
@@ -280,15 +281,15 @@ pub async fn check(
             let h = res.headers_mut();
             h.insert(
                 HeaderName::from_static("x-gatehouse-key-id"),
-                rendered.key_id.clone(),
+                rendered.key_id(),
             );
             h.insert(
                 HeaderName::from_static("x-gatehouse-project-id"),
-                rendered.project_id.clone(),
+                rendered.project_id(),
             );
             h.insert(
                 HeaderName::from_static("x-gatehouse-scopes"),
-                rendered.scopes.clone(),
+                rendered.scopes(),
             );
             for (name, value) in rate_headers.into_iter().flatten() {
                 h.insert(name, value);
@@ -314,9 +315,10 @@ pub async fn check(
 fn rate_headers_of(
     checked: &crate::keys::store::Checked,
 ) -> Option<[(HeaderName, HeaderValue); 2]> {
-    checked
-        .rate
-        .map(|rate| rate_limit_headers(&rate, checked.rendered.as_ref().map(|r| &r.policy)))
+    checked.rate.map(|rate| {
+        let policy = checked.rendered.as_ref().map(Rendered::policy);
+        rate_limit_headers(&rate, policy.as_ref())
+    })
 }
 
 /// Proxies that drop the body of the check (nginx `auth_request`) can still
