@@ -101,11 +101,46 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
-/// A labelled route: its label value and its latency histogram.
-#[derive(Clone)]
+/// A labelled route: its label value, its latency histogram and the
+/// request counters it has used so far (a handful: one per method and
+/// status seen), found by a short scan instead of hashing the labels.
 struct RouteSeries {
     label: RouteLabel,
     latency: Histogram,
+    counters: RwLock<Vec<(&'static str, StatusLabel, Counter)>>,
+}
+
+/// Counters remembered per route; beyond this the family is asked.
+const COUNTERS_PER_ROUTE: usize = 32;
+
+impl RouteSeries {
+    fn observe(
+        &self,
+        requests: &Family<RequestLabels, Counter>,
+        method: &'static str,
+        status: StatusLabel,
+        secs: f64,
+    ) {
+        self.latency.observe(secs);
+        let known = self.counters.read().expect("metrics lock");
+        if let Some((_, _, counter)) = known.iter().find(|(m, s, _)| *s == status && *m == method) {
+            counter.inc();
+            return;
+        }
+        drop(known);
+        let counter = requests
+            .get_or_create(&RequestLabels {
+                route: self.label.clone(),
+                method,
+                status,
+            })
+            .clone();
+        counter.inc();
+        let mut known = self.counters.write().expect("metrics lock");
+        if known.len() < COUNTERS_PER_ROUTE {
+            known.push((method, status, counter));
+        }
+    }
 }
 
 pub struct Metrics {
@@ -113,9 +148,11 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     verifications: Family<ResultLabels, Counter>,
+    /// The verification counters used so far, found by a short scan.
+    verification_counters: RwLock<Vec<(ResultLabels, Counter)>>,
     /// Route pattern -> its series, so a request needs no allocation.
-    routes: RwLock<HashMap<Box<str>, RouteSeries>>,
-    other: RouteSeries,
+    routes: RwLock<HashMap<Box<str>, Arc<RouteSeries>>>,
+    other: Arc<RouteSeries>,
 }
 
 impl Default for Metrics {
@@ -153,6 +190,7 @@ impl Metrics {
             requests,
             latency,
             verifications,
+            verification_counters: RwLock::new(Vec::new()),
             routes: RwLock::new(HashMap::new()),
             other,
         }
@@ -161,21 +199,22 @@ impl Metrics {
     fn series(
         latency: &Family<RouteLabels, Histogram, fn() -> Histogram>,
         route: &str,
-    ) -> RouteSeries {
+    ) -> Arc<RouteSeries> {
         let label = RouteLabel(Arc::from(route));
         let histogram = latency
             .get_or_create(&RouteLabels {
                 route: label.clone(),
             })
             .clone();
-        RouteSeries {
+        Arc::new(RouteSeries {
             label,
             latency: histogram,
-        }
+            counters: RwLock::new(Vec::new()),
+        })
     }
 
     /// The series of a matched route pattern (`None`: no route matched).
-    fn route(&self, pattern: Option<&str>) -> RouteSeries {
+    fn route(&self, pattern: Option<&str>) -> Arc<RouteSeries> {
         let Some(pattern) = pattern else {
             return self.other.clone();
         };
@@ -201,22 +240,29 @@ impl Metrics {
         status: StatusCode,
         elapsed: Duration,
     ) {
-        let series = self.route(route);
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: series.label,
-                method: method_label(method),
-                status: StatusLabel::of(status),
-            })
-            .inc();
-        series.latency.observe(elapsed.as_secs_f64());
+        self.route(route).observe(
+            &self.requests,
+            method_label(method),
+            StatusLabel::of(status),
+            elapsed.as_secs_f64(),
+        );
     }
 
     /// Counts a key check (no allocation: this runs on every verification).
     pub fn observe_verification(&self, via: &'static str, result: &'static str) {
-        self.verifications
-            .get_or_create(&ResultLabels { result, via })
-            .inc();
+        let labels = ResultLabels { result, via };
+        let known = self.verification_counters.read().expect("metrics lock");
+        if let Some((_, counter)) = known.iter().find(|(l, _)| *l == labels) {
+            counter.inc();
+            return;
+        }
+        drop(known);
+        let counter = self.verifications.get_or_create(&labels).clone();
+        counter.inc();
+        let mut known = self.verification_counters.write().expect("metrics lock");
+        if known.len() < COUNTERS_PER_ROUTE {
+            known.push((labels, counter));
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -74,10 +74,13 @@ const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 /// `req_` and 20 base62 characters. Request ids are correlation handles, not
 /// secrets, so a fast non-cryptographic generator is enough.
 pub fn new_request_id() -> String {
-    let mut id = String::with_capacity(24);
-    id.push_str("req_");
-    for _ in 0..20 {
-        id.push(BASE62[fastrand::usize(..BASE62.len())] as char);
+    String::from_utf8(new_request_id_bytes().to_vec()).expect("ASCII")
+}
+
+fn new_request_id_bytes() -> [u8; 24] {
+    let mut id = *b"req_00000000000000000000";
+    for b in &mut id[4..] {
+        *b = BASE62[fastrand::usize(..BASE62.len())];
     }
     id
 }
@@ -216,9 +219,9 @@ fn request_id_of(headers: &HeaderMap) -> (Arc<str>, HeaderValue) {
             return (Arc::from(id), value.clone());
         }
     }
-    let id = new_request_id();
-    let value = HeaderValue::from_str(&id).expect("base62 is a valid header value");
-    (Arc::from(id), value)
+    let id = new_request_id_bytes();
+    let value = HeaderValue::from_bytes(&id).expect("base62 is a valid header value");
+    (Arc::from(std::str::from_utf8(&id).expect("ASCII")), value)
 }
 
 /// The headers every answer carries: its request id, the security headers

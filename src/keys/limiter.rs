@@ -206,11 +206,15 @@ pub fn rate_limit_headers(
         ))
         .expect("digits are a valid header value")
     });
-    let current = HeaderValue::from_str(&format!(
-        "\"default\";r={};t={}",
-        status.remaining, status.reset_secs
-    ))
-    .expect("digits are a valid header value");
+    // Written on the stack: this runs for every checked key.
+    let mut buf = [0u8; 64];
+    let mut rest = &mut buf[..];
+    let _ = std::io::Write::write_fmt(
+        &mut rest,
+        format_args!("\"default\";r={};t={}", status.remaining, status.reset_secs),
+    );
+    let len = 64 - rest.len();
+    let current = HeaderValue::from_bytes(&buf[..len]).expect("digits are a valid header value");
     [
         (HeaderName::from_static("ratelimit-policy"), policy),
         (HeaderName::from_static("ratelimit"), current),
