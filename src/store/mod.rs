@@ -6,4 +6,7 @@
 //! Both keep the same tables and columns (`schema.sql` and
 //! `schema.postgres.sql`), so rows move between them unchanged.
 
+pub mod ids;
 pub mod postgres;
+
+pub use ids::{KeyHash, KeyId, ProjectId, UserId};

@@ -4,4 +4,5 @@
 #[path = "../common/pg.rs"]
 mod pg;
 
+mod pg_keys;
 mod postgres;

@@ -4,6 +4,7 @@
 //! one), so operators can tell Gatehouse's connections apart in
 //! `pg_stat_activity`. TLS follows libpq's `sslmode` (see [`tls`]).
 
+pub mod keys;
 pub mod migrate;
 pub mod tls;
 
@@ -34,6 +35,9 @@ pub enum PgError {
     TooNew { found: u32, supported: u32 },
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A stored value that Gatehouse never writes.
+    #[error("unreadable stored value in {0}")]
+    Corrupt(String),
 }
 
 impl From<deadpool_postgres::PoolError> for PgError {
