@@ -65,8 +65,6 @@ pub fn load(sources: &ConfigSources) -> Result<Loaded, LoadError> {
         .merge(env_provider())
         .merge(Serialized::globals(&sources.overrides));
 
-    let mut config: Config = figment.extract().map_err(describe_figment_error)?;
-
     let mut findings = Vec::new();
     let schema = unknown::Schema::new();
     if let Some(path) = &file {
@@ -78,6 +76,19 @@ pub fn load(sources: &ConfigSources) -> Result<Loaded, LoadError> {
         }
     }
     findings.extend(unknown::in_env(std::env::vars(), &schema));
+
+    // A typo can make a value missing (`[[routes]] scop = ...`): the unknown
+    // keys, with their nearest names, then explain the load error.
+    let mut config: Config = figment.extract().map_err(|e| {
+        let mut text = describe_figment_error(e);
+        for f in &findings {
+            text.push_str(&format!("\n{}: {}", f.key, f.reason));
+            if let Some(hint) = &f.hint {
+                text.push_str(&format!("; {hint}"));
+            }
+        }
+        LoadError::Invalid(text)
+    })?;
     findings.extend(read_secret_files(&mut config));
     Ok(Loaded {
         config,
@@ -92,7 +103,7 @@ fn env_provider() -> Env {
         .split("__")
 }
 
-fn describe_figment_error(err: figment::Error) -> LoadError {
+fn describe_figment_error(err: figment::Error) -> String {
     let lines: Vec<String> = err
         .into_iter()
         .map(|e| {
@@ -115,7 +126,7 @@ fn describe_figment_error(err: figment::Error) -> LoadError {
             format!("{key}: {}{source}", e.kind)
         })
         .collect();
-    LoadError::Invalid(lines.join("\n"))
+    lines.join("\n")
 }
 
 /// Reads `*_file` secrets. A secret given both inline and as a file is an

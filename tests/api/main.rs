@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod billing;
 mod cli;
+mod config;
 mod conventions;
 mod keys;
 mod members;
