@@ -9,6 +9,7 @@ mod billing;
 mod cli;
 mod config;
 mod conventions;
+mod key_state;
 mod keys;
 mod members;
 mod openapi;
