@@ -15,6 +15,7 @@ mod members;
 mod openapi;
 mod ops;
 mod proxies;
+mod readme;
 mod smtp;
 mod storage;
 mod ui;
