@@ -114,6 +114,23 @@ struct Outcome {
     stderr: String,
 }
 
+impl Outcome {
+    /// Every command succeeded, and the README's last `jq -e .valid`
+    /// printed true (curl's JSON before it ends without a newline).
+    fn assert_verified_a_key(&self) {
+        assert!(
+            self.success,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stdout.lines().any(|l| l.ends_with("true")),
+            "no key verified: {}",
+            self.stdout
+        );
+    }
+}
+
 /// One walk-through's blocks as a bash script.
 fn script(walk: &str, port: u16, root: &Path) -> String {
     let blocks: Vec<Block> = tagged_blocks(README)
@@ -298,18 +315,7 @@ fn the_quick_start_runs_as_written() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let outcome = run_walkthrough("demo", dir.path(), &[], || None);
-    assert!(
-        outcome.success,
-        "stdout:\n{}\nstderr:\n{}",
-        outcome.stdout, outcome.stderr
-    );
-    assert!(
-        // `jq -e .valid` printed true (curl's JSON before it has no newline).
-        outcome.stdout.lines().any(|l| l.ends_with("true")),
-        "the README's key verified: {}",
-        outcome.stdout
-    );
+    run_walkthrough("demo", dir.path(), &[], || None).assert_verified_a_key();
     let db = dir.path().join("work/gatehouse-data/gatehouse.db");
     assert_eq!(
         query(
@@ -372,25 +378,24 @@ fn the_production_setup_runs_as_written() {
             .spawn()
             .expect("aiosmtpd starts"),
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", smtp_port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "aiosmtpd did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let env = [
         ("GATEHOUSE_SMTP__HOST", "127.0.0.1".to_string()),
         ("GATEHOUSE_SMTP__PORT", smtp_port.to_string()),
         ("GATEHOUSE_SMTP__TLS", "none".to_string()),
     ];
     let watched = maildir.clone();
-    let outcome = run_walkthrough("production", dir.path(), &env, move || {
+    run_walkthrough("production", dir.path(), &env, move || {
         code_in_maildir(&watched)
-    });
-    assert!(
-        outcome.success,
-        "stdout:\n{}\nstderr:\n{}",
-        outcome.stdout, outcome.stderr
-    );
-    assert!(
-        outcome.stdout.lines().any(|l| l.ends_with("true")),
-        "the first key verified: {}",
-        outcome.stdout
-    );
+    })
+    .assert_verified_a_key();
     let config = std::fs::read_to_string(dir.path().join("etc/gatehouse/gatehouse.toml")).unwrap();
     assert!(config.contains("mode = \"production\""), "{config}");
     let db = dir.path().join("var/lib/gatehouse/gatehouse.db");
