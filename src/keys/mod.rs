@@ -7,6 +7,7 @@ pub mod admin;
 pub mod credits;
 pub mod feed;
 pub mod format;
+pub mod forward;
 pub mod input;
 pub mod limiter;
 pub mod record;
