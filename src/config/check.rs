@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::unknown::env_name;
 use super::{generate_secret, is_placeholder, Config, Mode, Secret, SmtpTls, Synchronous};
 
 /// The example configuration shipped with the product; its secret values are
@@ -157,10 +158,6 @@ fn shipped_example_secrets() -> Vec<String> {
         }
     }
     values
-}
-
-fn env_name(key: &str) -> String {
-    format!("GATEHOUSE_{}", key.to_ascii_uppercase().replace('.', "__"))
 }
 
 /// Who issues a secret decides what it must look like and what the hint

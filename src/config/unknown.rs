@@ -170,7 +170,8 @@ pub(super) const ENV_PREFIX: &str = "GATEHOUSE_";
 /// `GATEHOUSE_*` variables that are not settings.
 pub(super) const NON_SETTING_ENV: &[&str] = &["CONFIG", "REQUIRE_E2E"];
 
-fn env_name(key: &str) -> String {
+/// The environment variable that sets `key` (`smtp.host` -> `GATEHOUSE_SMTP__HOST`).
+pub(super) fn env_name(key: &str) -> String {
     format!(
         "{ENV_PREFIX}{}",
         key.to_ascii_uppercase().replace('.', "__")
