@@ -17,7 +17,9 @@ use crate::crypto::new_id;
 use crate::db::audit::Actor;
 use crate::db::keys::KeyFilter;
 use crate::db::Db;
+use crate::keys::admin::KeyService;
 use crate::keys::credits::Balance;
+use crate::keys::events::KeyEvents;
 use crate::keys::input::{self, KeySpec};
 use crate::keys::record::KeyRecord;
 use crate::keys::KeyType;
@@ -260,18 +262,10 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                 allowed_ips: None,
                 metadata: serde_json::json!({}),
             };
-            let (record, key) =
-                crate::keys::admin::mint(spec, &project.id, None, &config.keys.prefix, now);
-            let record = db
-                .create_key(
-                    record,
-                    Actor::system(),
-                    config.keys.default_rate_limit,
-                    crate::billing::limits(config, &project.plan).0,
-                )
+            let (record, key) = KeyService::new(db, config, None)
+                .create(&project, spec, Actor::system())
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("the {} plan's key limit is reached", project.plan))?;
+                .map_err(|e| e.message)?;
             println!(
                 "Created {} ({}) in project {:?}.",
                 record.id, record.name, project.name
@@ -325,22 +319,10 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no key has the id {:?}", a.id))?;
-            let revoked_at = now;
-            let key = db
-                .update_key(
-                    project_id,
-                    a.id.clone(),
-                    "key.revoked",
-                    Actor::system(),
-                    config.keys.default_rate_limit,
-                    move |k| {
-                        k.revoked_at = Some(k.revoked_at.unwrap_or(revoked_at));
-                        serde_json::json!({ "via": "cli" })
-                    },
-                )
+            let key = KeyService::new(db, config, None)
+                .revoke(&project_id, &a.id, Actor::system())
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("no key has the id {:?}", a.id))?;
+                .map_err(|e| e.message)?;
             println!(
                 "Revoked {} ({}). A running server stops accepting it within a second.",
                 key.id, key.name
@@ -367,7 +349,13 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                         .map_err(|e| format!("line {}: {e}", i + 1))?,
                 );
             }
-            let n = db.import_keys(records).await.map_err(|e| e.to_string())??;
+            let events = KeyEvents {
+                default_rate: config.keys.default_rate_limit,
+            };
+            let n = db
+                .import_keys(records, move |k| events.imported(k))
+                .await
+                .map_err(|e| e.to_string())??;
             println!(
                 "Imported {n} key(s) into {:?}. Restart a running server so it recognises imported keys that are not in Gatehouse's own format.",
                 project.name
