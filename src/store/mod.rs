@@ -41,6 +41,19 @@
 
 pub mod effects;
 pub mod ids;
+pub mod keys;
 pub mod postgres;
+pub mod sqlite;
 
 pub use ids::{KeyHash, KeyId, ProjectId, UserId};
+
+/// A storage failure, from either backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sqlite(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
