@@ -45,6 +45,7 @@ pub mod keys;
 pub mod postgres;
 pub mod sqlite;
 pub mod usage;
+pub mod work;
 
 pub use ids::{KeyHash, KeyId, ProjectId, UserId};
 
@@ -61,6 +62,12 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything a backend provides; the server holds an `Arc<dyn Store>`.
 /// (It grows a repository at a time as the server moves onto the interface.)
-pub trait Store: keys::KeyRepo + usage::UsageRepo + usage::AuditRepo {}
+pub trait Store:
+    keys::KeyRepo + usage::UsageRepo + usage::AuditRepo + work::WebhookRepo + work::MailRepo
+{
+}
 
-impl<T: keys::KeyRepo + usage::UsageRepo + usage::AuditRepo> Store for T {}
+impl<T> Store for T where
+    T: keys::KeyRepo + usage::UsageRepo + usage::AuditRepo + work::WebhookRepo + work::MailRepo
+{
+}

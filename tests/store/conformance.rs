@@ -120,6 +120,9 @@ conformance!(
     imports_are_all_or_nothing,
     usage_adds_up_into_series_and_totals,
     the_audit_page_shows_the_project_and_its_members_sign_ins,
+    webhook_endpoints_and_their_deliveries,
+    due_deliveries_are_claimed_by_one_worker_with_a_lease,
+    mail_is_claimed_by_one_worker_and_erased_once_sent,
 );
 
 fn events() -> KeyEvents {
@@ -509,4 +512,206 @@ async fn the_audit_page_shows_the_project_and_its_members_sign_ins(b: Arc<Backen
         .unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].actor_id.as_deref(), Some("usr_m"));
+}
+
+async fn webhook_endpoints_and_their_deliveries(b: Arc<Backend>) {
+    b.project("proj_w");
+    let p = || ProjectId::from("proj_w");
+    let e = b
+        .store
+        .create_webhook(
+            p(),
+            "http://127.0.0.1:9/hook".into(),
+            vec!["key.created".into()],
+            "whsec_abc".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.store.webhooks(p()).await.unwrap(), vec![e.clone()]);
+    assert_eq!(
+        b.store.webhook(p(), e.id.clone()).await.unwrap(),
+        Some(e.clone())
+    );
+    assert_eq!(
+        b.store
+            .webhook(ProjectId::from("proj_other"), e.id.clone())
+            .await
+            .unwrap(),
+        None
+    );
+    create(&b, "proj_w", "announced").await;
+    b.store.send_test_event(p(), e.id.clone()).await.unwrap();
+    let (list, total) = b.store.deliveries(e.id.clone(), 0, 10).await.unwrap();
+    assert_eq!(total, 2);
+    let kinds: Vec<&str> = list.iter().map(|d| d.event_type.as_str()).collect();
+    assert_eq!(kinds, vec![gatehouse::webhooks::TEST_EVENT, "key.created"]);
+    let due = b
+        .store
+        .claim_due_deliveries(i64::MAX / 2, 10, 1000)
+        .await
+        .unwrap();
+    let first = due.iter().find(|d| d.id == list[1].id).unwrap();
+    assert!(first.payload.contains("\"key.created\""));
+    b.store
+        .record_attempt(
+            gatehouse::db::webhooks::Attempt {
+                delivery_id: first.id,
+                endpoint_id: e.id.clone(),
+                number: 1,
+                response_status: Some(500),
+                error: None,
+                duration_ms: 12,
+            },
+            gatehouse::db::webhooks::AttemptOutcome::Retry(5_000),
+        )
+        .await
+        .unwrap();
+    let (list, _) = b.store.deliveries(e.id.clone(), 0, 10).await.unwrap();
+    let retried = list.iter().find(|d| d.id == first.id).unwrap();
+    assert_eq!(retried.status, "pending");
+    assert_eq!(retried.next_attempt_at_ms, Some(5_000));
+    assert_eq!(retried.attempts.len(), 1);
+    assert_eq!(retried.attempts[0].response_status, Some(500));
+    assert_eq!(b.store.next_delivery_due().await.unwrap(), Some(5_000));
+    assert!(b.store.delete_webhook(p(), e.id.clone()).await.unwrap());
+    assert!(!b.store.delete_webhook(p(), e.id.clone()).await.unwrap());
+    assert_eq!(b.sql("SELECT count(*) FROM webhook_deliveries"), 0);
+}
+
+async fn due_deliveries_are_claimed_by_one_worker_with_a_lease(b: Arc<Backend>) {
+    b.project("proj_c");
+    let p = || ProjectId::from("proj_c");
+    let e = b
+        .store
+        .create_webhook(
+            p(),
+            "http://127.0.0.1:9/".into(),
+            vec!["key.created".into()],
+            "whsec_x".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    for i in 0..6 {
+        create(&b, "proj_c", &format!("k{i}")).await;
+    }
+    let now_ms = (gatehouse::types::now() + 1) * 1000;
+    let claims: Vec<_> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                b.store
+                    .claim_due_deliveries(now_ms, 10, 60_000)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for c in claims {
+        ids.extend(c.await.unwrap().into_iter().map(|d| d.id));
+    }
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!((before, ids.len()), (6, 6), "each delivery claimed once");
+    assert!(b
+        .store
+        .claim_due_deliveries(now_ms, 10, 60_000)
+        .await
+        .unwrap()
+        .is_empty());
+    // The lease runs out: due again, same message ids (same webhook-id).
+    let again = b
+        .store
+        .claim_due_deliveries(now_ms + 60_001, 10, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 6);
+    let gone = &again[0];
+    b.store
+        .record_attempt(
+            gatehouse::db::webhooks::Attempt {
+                delivery_id: gone.id,
+                endpoint_id: e.id.clone(),
+                number: 1,
+                response_status: Some(410),
+                error: None,
+                duration_ms: 3,
+            },
+            gatehouse::db::webhooks::AttemptOutcome::Gone,
+        )
+        .await
+        .unwrap();
+    assert!(
+        b.store
+            .claim_due_deliveries(i64::MAX / 2, 10, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "410 fails every pending delivery of the endpoint"
+    );
+    let endpoint = b.store.webhook(p(), e.id.clone()).await.unwrap().unwrap();
+    assert!(!endpoint.is_active);
+}
+
+async fn mail_is_claimed_by_one_worker_and_erased_once_sent(b: Arc<Backend>) {
+    b.project("proj_m");
+    let now = gatehouse::types::now();
+    let mut effects = gatehouse::store::effects::Effects::default();
+    for i in 0..4 {
+        effects.mail.push(gatehouse::db::mail::Outgoing {
+            transports: vec![
+                gatehouse::db::mail::Transport::Mailbox,
+                gatehouse::db::mail::Transport::Smtp,
+            ],
+            to: format!("user{i}@acme.test"),
+            subject: "Your code".into(),
+            body: format!("code {i}"),
+            expires_at: now + 600,
+        });
+    }
+    let k = new_key("proj_m", "with mail", now);
+    b.store.create_key(k, None, effects).await.unwrap().unwrap();
+    let mailbox = b.store.mailbox(10).await.unwrap();
+    assert_eq!(mailbox.len(), 4);
+    assert_eq!(mailbox[0].to, "user3@acme.test", "newest first");
+    let claims: Vec<_> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.store.claim_due_mail(now + 1, 10, 60).await.unwrap() })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for c in claims {
+        claimed.extend(c.await.unwrap());
+    }
+    let mut ids: Vec<i64> = claimed.iter().map(|m| m.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((claimed.len(), ids.len()), (4, 4));
+    assert_eq!(b.store.next_mail_due().await.unwrap(), Some(now + 61));
+    b.store.mail_sent(ids[0], now + 2).await.unwrap();
+    b.store
+        .mail_failed(ids[1], "refused".into(), now + 30, false, now + 2)
+        .await
+        .unwrap();
+    b.store
+        .mail_failed(ids[2], "gone".into(), 0, true, now + 2)
+        .await
+        .unwrap();
+    let due = b.store.claim_due_mail(now + 100, 10, 60).await.unwrap();
+    let due_ids: Vec<i64> = due.iter().map(|m| m.id).collect();
+    assert_eq!(
+        due_ids,
+        vec![ids[1], ids[3]],
+        "retried and lease-expired, not sent or given up"
+    );
+    assert_eq!(due[0].attempts, 1);
+    assert_eq!(
+        b.sql("SELECT count(*) FROM mail_outbox WHERE transport = 'smtp' AND body = ''"),
+        2,
+        "bodies erased once sent or given up"
+    );
 }
