@@ -9,6 +9,7 @@ mod billing;
 mod cli;
 mod conventions;
 mod keys;
+mod local_demo;
 mod members;
 mod openapi;
 mod ops;
