@@ -536,9 +536,18 @@ impl Db {
             if !session_alive(now, last_used, expires_at, revoked_at, &limits) {
                 return Ok(None);
             }
-            // Record use at most once a minute (more often for very short idle limits).
+            // Record use at most once a minute (more often for very short idle
+            // limits). Best effort: when the database cannot take the write
+            // (full, read-only, locked), the read goes on; a later request
+            // records the use.
             if now - last_used >= (limits.idle_secs / 4).min(60) {
-                c.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![session_id, now])?;
+                if let Err(e) = c.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![session_id, now]) {
+                    let e = super::DbError::from(e);
+                    if e.fault().is_none() {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "session use not recorded; will retry on a later request");
+                }
             }
             Ok(Some(SessionAuth {
                 session_id,
