@@ -13,6 +13,7 @@ mod local_demo;
 mod members;
 mod openapi;
 mod ops;
+mod parsers;
 mod proxies;
 mod smtp;
 mod storage;
