@@ -171,10 +171,15 @@ fn write_fault_round(fault: SimulatedFault) {
     }
     let refused = refused.expect("the fault refuses a write");
     assert_unavailable(&refused);
-    // Key checks answer from the cache; reads work.
+    // Key checks answer from the cache (verify and forward-auth); reads work.
     for _ in 0..5 {
         assert_eq!(verify(&app, json!({ "key": key }))["valid"], true);
     }
+    let checked = send(
+        app.request("GET", "/api/v1/auth/check")
+            .set("X-API-Key", &key),
+    );
+    assert_eq!(checked.status, 200, "{}", checked.body);
     assert!(listed_ids(&app, &t).len() > acknowledged.len());
     // Usage counts wait in memory while the flush keeps failing.
     std::thread::sleep(Duration::from_millis(1500));
@@ -190,8 +195,8 @@ fn write_fault_round(fault: SimulatedFault) {
     }
     assert_eq!(
         valid_total(&app, &t),
-        6,
-        "one check before and five during the fault"
+        7,
+        "one check before; five verify and one forward-auth during the fault"
     );
 }
 

@@ -308,6 +308,16 @@ fn private_targets_are_refused_outside_local_mode() {
         "http://10.0.0.5/",
         "http://[::1]/",
         "http://localhost:8080/",
+        "http://localhost.:8080/",
+        "http://2130706433/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::127.0.0.1]/",
+        "http://[2002:a9fe:a9fe::]/",
+        "http://[64:ff9b::169.254.169.254]/latest/meta-data",
+        "http://[64:ff9b:1::93.184.216.34]/",
+        "http://[fd00:ec2::254]/",
+        "http://192.0.0.170/",
+        "http://198.18.0.1/",
     ] {
         let res = send_body(
             app.authed("POST", "/api/v1/webhooks", &t.access)
