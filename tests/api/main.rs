@@ -8,6 +8,7 @@ mod auth;
 mod billing;
 mod cli;
 mod conventions;
+mod key_state;
 mod keys;
 mod local_demo;
 mod members;
