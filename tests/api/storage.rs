@@ -177,7 +177,9 @@ fn write_fault_round(fault: SimulatedFault) {
     }
     let checked = send(
         app.request("GET", "/api/v1/auth/check")
-            .set("X-API-Key", &key),
+            .set("X-API-Key", &key)
+            .set("X-Forwarded-Method", "GET")
+            .set("X-Forwarded-Uri", "/reports/7"),
     );
     assert_eq!(checked.status, 200, "{}", checked.body);
     assert!(listed_ids(&app, &t).len() > acknowledged.len());
