@@ -169,7 +169,7 @@ impl Db {
     /// builds the pool; every pooled connection gets foreign keys, the busy
     /// timeout and the configured `synchronous` level.
     pub fn open(path: &Path, cfg: &DatabaseConfig) -> DbResult<Db> {
-        {
+        let max_pages: u64 = {
             let conn = Connection::open(path)?;
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
@@ -178,9 +178,8 @@ impl Db {
                     path.display()
                 )));
             }
-        }
-        let max_pages: u64 =
-            Connection::open(path)?.query_row("PRAGMA max_page_count", [], |r| r.get(0))?;
+            conn.query_row("PRAGMA max_page_count", [], |r| r.get(0))?
+        };
         let busy = cfg.busy_timeout_ms;
         let sync = cfg.synchronous.as_str();
         let manager = SqliteConnectionManager::file(path)
