@@ -57,3 +57,9 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything a backend provides; the server holds an `Arc<dyn Store>`.
+/// (It grows a repository at a time as the server moves onto the interface.)
+pub trait Store: keys::KeyRepo {}
+
+impl<T: keys::KeyRepo> Store for T {}

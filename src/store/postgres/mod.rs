@@ -42,6 +42,31 @@ pub enum PgError {
     Corrupt(String),
 }
 
+impl PgError {
+    /// A fault of the database or the way to it, not of the request: the
+    /// same request can succeed later (503, never 500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            PgError::Pool(_) => true,
+            PgError::Query(e) => {
+                e.is_closed()
+                    || e.as_db_error().is_none()
+                    || e.code().is_some_and(|c| {
+                        let code = c.code();
+                        // 08: connection, 53: out of resources (disk full),
+                        // 57P: shutting down, 40001/40P01: retry the transaction.
+                        code.starts_with("08")
+                            || code.starts_with("53")
+                            || code.starts_with("57P")
+                            || code == "40001"
+                            || code == "40P01"
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for PgError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         PgError::Pool(chain(&e))
