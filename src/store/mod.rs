@@ -44,6 +44,7 @@ pub mod ids;
 pub mod keys;
 pub mod postgres;
 pub mod sqlite;
+pub mod usage;
 
 pub use ids::{KeyHash, KeyId, ProjectId, UserId};
 
@@ -60,6 +61,6 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything a backend provides; the server holds an `Arc<dyn Store>`.
 /// (It grows a repository at a time as the server moves onto the interface.)
-pub trait Store: keys::KeyRepo {}
+pub trait Store: keys::KeyRepo + usage::UsageRepo + usage::AuditRepo {}
 
-impl<T: keys::KeyRepo> Store for T {}
+impl<T: keys::KeyRepo + usage::UsageRepo + usage::AuditRepo> Store for T {}

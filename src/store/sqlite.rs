@@ -4,8 +4,10 @@ use async_trait::async_trait;
 
 use super::effects::Effects;
 use super::keys::{ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects};
-use super::{KeyHash, KeyId, ProjectId, StoreResult};
-use crate::db::keys::{KeyFilter, Rotated};
+use super::usage::{AuditRepo, UsageRepo};
+use super::{KeyHash, KeyId, ProjectId, StoreError, StoreResult};
+use crate::db::audit::StoredEvent;
+use crate::db::keys::{KeyFilter, Rotated, UsageBatch, UsageCounts};
 use crate::db::Db;
 use crate::keys::record::KeyRecord;
 
@@ -133,5 +135,61 @@ impl KeyRepo for SqliteStore {
             .into_iter()
             .map(|(id, h)| (id, KeyHash(h)))
             .collect())
+    }
+}
+
+#[async_trait]
+impl UsageRepo for SqliteStore {
+    async fn write_usage(&self, batch: UsageBatch) -> Result<(), (StoreError, UsageBatch)> {
+        self.db
+            .write_usage(batch)
+            .await
+            .map_err(|(e, batch)| (StoreError::from(e), batch))
+    }
+
+    async fn usage_series(
+        &self,
+        project: ProjectId,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<(i64, UsageCounts)>> {
+        Ok(self
+            .db
+            .usage_series(
+                project.to_string(),
+                key.map(|k| k.to_string()),
+                from,
+                to,
+                bucket_secs,
+            )
+            .await?)
+    }
+
+    async fn project_verifications_since(
+        &self,
+        project: ProjectId,
+        since: i64,
+    ) -> StoreResult<u64> {
+        Ok(self
+            .db
+            .project_verifications_since(project.to_string(), since)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl AuditRepo for SqliteStore {
+    async fn audit_page(
+        &self,
+        project: ProjectId,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<StoredEvent>, i64)> {
+        Ok(self
+            .db
+            .audit_page(project.to_string(), offset, limit)
+            .await?)
     }
 }

@@ -8,19 +8,19 @@ use std::sync::Arc;
 
 use gatehouse::db::audit::Actor;
 use gatehouse::db::keys::{KeyFilter, Rotated};
+use gatehouse::db::keys::{KeyUsage, UsageBatch};
 use gatehouse::keys::credits::Balance;
 use gatehouse::keys::events::{KeyEvents, RotationRefusal};
 use gatehouse::keys::record::KeyRecord;
 use gatehouse::keys::{ApiKey, KeyType};
-use gatehouse::store::keys::KeyRepo;
-use gatehouse::store::{KeyHash, KeyId, ProjectId};
+use gatehouse::store::{KeyHash, KeyId, ProjectId, Store};
 
 use crate::pg::{block_on, TestDb};
 
 /// A backend under test, with a way to add rows the interface does not
 /// cover yet (projects) and to count rows.
 pub struct Backend {
-    pub store: Arc<dyn KeyRepo>,
+    pub store: Arc<dyn Store>,
     sql: Box<dyn Fn(&str) -> i64 + Send + Sync>,
     _keep: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -118,6 +118,8 @@ conformance!(
     rotation_rules_hold,
     leaked_keys_are_revoked_once,
     imports_are_all_or_nothing,
+    usage_adds_up_into_series_and_totals,
+    the_audit_page_shows_the_project_and_its_members_sign_ins,
 );
 
 fn events() -> KeyEvents {
@@ -404,4 +406,107 @@ async fn imports_are_all_or_nothing(b: Arc<Backend>) {
     let hashes = b.store.imported_key_hashes().await.unwrap();
     assert!(hashes.contains(&KeyHash(one.hash)));
     assert_eq!(hashes.len(), 2);
+}
+
+fn usage(key: &KeyRecord, hour: i64, counts: [u64; 4], last_used: i64) -> UsageBatch {
+    let mut batch = UsageBatch::default();
+    let mut u = KeyUsage::new(key.project_id.clone());
+    *u.hour(hour) = counts;
+    u.last_used = Some(last_used);
+    batch.keys.insert(key.id.clone(), u);
+    batch
+}
+
+async fn usage_adds_up_into_series_and_totals(b: Arc<Backend>) {
+    b.project("proj_u");
+    let k1 = create(&b, "proj_u", "one").await;
+    let k2 = create(&b, "proj_u", "two").await;
+    let day = 1_795_305_600; // 2026-11-22T00:00Z
+    for batch in [
+        usage(&k1, day, [3, 1, 0, 0], day + 10),
+        usage(&k1, day, [2, 0, 1, 1], day + 20),
+        usage(&k1, day + 7200, [1, 0, 0, 0], day + 7300),
+        usage(&k2, day + 3600, [10, 0, 0, 0], day + 3700),
+    ] {
+        b.store
+            .write_usage(batch)
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let project = || ProjectId::from("proj_u");
+    let hourly = b
+        .store
+        .usage_series(project(), None, day, day + 4 * 3600, 3600)
+        .await
+        .unwrap();
+    let valid: Vec<u64> = hourly.iter().map(|(_, c)| c.valid).collect();
+    assert_eq!(valid, vec![5, 10, 1, 0], "zero-filled, counts added");
+    assert_eq!(hourly[0].1.invalid, 1);
+    assert_eq!(hourly[0].1.rate_limited, 1);
+    assert_eq!(hourly[0].1.refused, 1);
+    let one_key = b
+        .store
+        .usage_series(
+            project(),
+            Some(KeyId::from(&k1.id)),
+            day,
+            day + 86_400,
+            86_400,
+        )
+        .await
+        .unwrap();
+    assert_eq!(one_key.len(), 1);
+    assert_eq!(one_key[0].1.valid, 6);
+    assert_eq!(
+        b.store
+            .project_verifications_since(project(), day + 3600)
+            .await
+            .unwrap(),
+        11
+    );
+    assert_eq!(
+        b.sql(&format!(
+            "SELECT last_used_at FROM api_keys WHERE id = '{}'",
+            k1.id
+        )),
+        day + 7300
+    );
+}
+
+async fn the_audit_page_shows_the_project_and_its_members_sign_ins(b: Arc<Backend>) {
+    b.project("proj_au");
+    b.project("proj_other");
+    b.sql("INSERT INTO users (id, email, created_at) VALUES ('usr_m', 'm@acme.test', 0)");
+    b.sql("INSERT INTO users (id, email, created_at) VALUES ('usr_x', 'x@acme.test', 0)");
+    b.sql("INSERT INTO memberships (project_id, user_id, role, created_at) VALUES ('proj_au', 'usr_m', 'owner', 0)");
+    for (project, action, actor) in [
+        ("NULL", "login.succeeded", "usr_m"),
+        ("NULL", "login.succeeded", "usr_x"),
+        ("'proj_other'", "key.created", "usr_x"),
+    ] {
+        b.sql(&format!(
+            "INSERT INTO audit_events (project_id, action, actor_type, actor_id, details, created_at)
+             VALUES ({project}, '{action}', 'user', '{actor}', '{{}}', 1)"
+        ));
+    }
+    create(&b, "proj_au", "a").await;
+    create(&b, "proj_au", "b").await;
+    let (page, total) = b
+        .store
+        .audit_page(ProjectId::from("proj_au"), 0, 2)
+        .await
+        .unwrap();
+    assert_eq!(total, 3, "two key events and the member's sign-in");
+    let actions: Vec<&str> = page.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["key.created", "key.created"], "newest first");
+    assert!(page[0].id > page[1].id);
+    assert_eq!(page[0].details["name"], "b");
+    let (rest, _) = b
+        .store
+        .audit_page(ProjectId::from("proj_au"), 2, 2)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].actor_id.as_deref(), Some("usr_m"));
 }

@@ -327,3 +327,69 @@ mod repo {
         }
     }
 }
+
+mod usage_repo {
+    use async_trait::async_trait;
+
+    use super::{usage, PgStore};
+    use crate::db::audit::StoredEvent;
+    use crate::db::keys::{UsageBatch, UsageCounts};
+    use crate::store::usage::{AuditRepo, UsageRepo};
+    use crate::store::{KeyId, ProjectId, StoreError, StoreResult};
+
+    #[async_trait]
+    impl UsageRepo for PgStore {
+        async fn write_usage(&self, batch: UsageBatch) -> Result<(), (StoreError, UsageBatch)> {
+            let mut client = match self.client().await {
+                Ok(c) => c,
+                Err(e) => return Err((e.into(), batch)),
+            };
+            match usage::write_usage(&mut client, &batch).await {
+                Ok(()) => Ok(()),
+                Err(e) => Err((e.into(), batch)),
+            }
+        }
+
+        async fn usage_series(
+            &self,
+            project: ProjectId,
+            key: Option<KeyId>,
+            from: i64,
+            to: i64,
+            bucket_secs: i64,
+        ) -> StoreResult<Vec<(i64, UsageCounts)>> {
+            let client = self.client().await?;
+            Ok(usage::usage_series(
+                &client,
+                project.as_str(),
+                key.as_ref().map(|k| k.as_str()),
+                from,
+                to,
+                bucket_secs,
+            )
+            .await?)
+        }
+
+        async fn project_verifications_since(
+            &self,
+            project: ProjectId,
+            since: i64,
+        ) -> StoreResult<u64> {
+            let client = self.client().await?;
+            Ok(usage::project_verifications_since(&client, project.as_str(), since).await?)
+        }
+    }
+
+    #[async_trait]
+    impl AuditRepo for PgStore {
+        async fn audit_page(
+            &self,
+            project: ProjectId,
+            offset: i64,
+            limit: i64,
+        ) -> StoreResult<(Vec<StoredEvent>, i64)> {
+            let client = self.client().await?;
+            Ok(usage::audit_page(&client, project.as_str(), offset, limit).await?)
+        }
+    }
+}
