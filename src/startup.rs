@@ -115,6 +115,8 @@ fn build_app(
     let limit = state.config.http.max_body_bytes;
     let origins = state.config.cors.allowed_origins.clone();
     let conventions = crate::http::Conventions::new(state.clone());
+    let local_hosts = crate::http::host::LocalHosts::new(&state.public_url);
+    let local = state.config.mode.is_local();
     App::new()
         .app_data(state)
         .app_data(crate::http::extract::json_config(limit))
@@ -123,9 +125,11 @@ fn build_app(
         .app_data(crate::http::extract::path_config())
         .configure(crate::routes::configure)
         .default_service(web::to(not_found))
-        // Innermost first: CORS, then the request id, envelope, headers,
-        // metrics and access log around everything.
+        // Innermost first: CORS, then (local mode) the Host check against DNS
+        // rebinding, then the request id, envelope, headers, metrics and
+        // access log around everything.
         .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+        .wrap(Condition::new(local, local_hosts))
         .wrap(conventions)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod extract;
+pub mod host;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;

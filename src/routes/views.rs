@@ -93,10 +93,20 @@ pub struct Pagination {
 pub struct PageQuery {
     /// From 1 (default 1).
     #[param(minimum = 1, maximum = 1000000)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub page: Option<i64>,
     /// Items per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub limit: Option<i64>,
+}
+
+/// A query number as text: a value that is no `i64` (too large, not a
+/// number, empty) becomes `i64::MIN`, which every range refuses, so the
+/// 422 names the field instead of failing the whole query.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let raw = String::deserialize(d)?;
+    Ok(Some(raw.trim().parse().unwrap_or(i64::MIN)))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -110,10 +120,16 @@ impl PageQuery {
         let page = self.page.unwrap_or(1);
         let limit = self.limit.unwrap_or(20);
         if !(1..=1_000_000).contains(&page) {
-            return Err(ApiError::validation("page", "must be at least 1"));
+            return Err(ApiError::validation(
+                "page",
+                "must be a whole number between 1 and 1000000",
+            ));
         }
         if !(1..=100).contains(&limit) {
-            return Err(ApiError::validation("limit", "must be between 1 and 100"));
+            return Err(ApiError::validation(
+                "limit",
+                "must be a whole number between 1 and 100",
+            ));
         }
         Ok(Paging { page, limit })
     }
