@@ -1,7 +1,8 @@
-//! The HTTP conventions of SPEC section 4, in one middleware that wraps
-//! every route ([`Conventions`]): the request id, the client address through
-//! trusted proxies, the early body-size guard, the JSON error envelope, the
-//! security headers, the request metrics and the access log line.
+//! The HTTP conventions every route follows (README, "HTTP conventions"),
+//! in one middleware that wraps every route ([`Conventions`]): the request
+//! id, the client address through trusted proxies, the early body-size
+//! guard, the JSON error envelope, the security headers, the request metrics
+//! and the access log line.
 
 pub mod client;
 pub mod extract;
