@@ -59,8 +59,8 @@ impl AppState {
             config,
             db,
             metrics: Metrics::new(),
+            openapi_json: crate::openapi::document_json(&catalog),
             catalog,
-            openapi_json: crate::openapi::document_json(),
         }
     }
 

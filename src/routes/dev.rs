@@ -25,7 +25,7 @@ pub struct Mailbox {
 }
 
 /// Messages "sent" in local mode, newest first. 404 outside local mode.
-#[utoipa::path(get, path = "/api/v1/dev/mailbox", tag = "dev",
+#[utoipa::path(get, path = "/api/v1/dev/mailbox", tag = "dev", operation_id = "listMailboxMessages",
     responses(
         (status = 200, description = "The local mailbox", body = Mailbox),
         (status = 403, description = "Only loopback clients may read it", body = ErrorEnvelope),

@@ -129,7 +129,7 @@ fn valid_body(
 
 /// Check a key for your own service. Always 200 with `valid` true or false
 /// (422 only for a malformed request body).
-#[utoipa::path(post, path = "/api/v1/keys/verify", tag = "verify",
+#[utoipa::path(post, path = "/api/v1/keys/verify", tag = "verify", operation_id = "verifyApiKey",
     request_body = VerifyBody,
     responses(
         (status = 200, description = "The verdict", body = VerifyAnswer),
@@ -219,7 +219,7 @@ fn header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
 /// or `X-API-Key`; the original method and path from `X-Forwarded-Method`
 /// / `X-Original-Method` and `X-Forwarded-Uri` / `X-Original-URI`; the scope
 /// the path needs from the `[[routes]]` rules (longest prefix wins).
-#[utoipa::path(get, path = "/api/v1/auth/check", tag = "verify",
+#[utoipa::path(get, path = "/api/v1/auth/check", tag = "verify", operation_id = "checkForwardAuth",
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Allowed; see X-Gatehouse-Key-Id, X-Gatehouse-Project-Id, X-Gatehouse-Scopes and the RateLimit fields"),
@@ -343,7 +343,7 @@ pub struct LeakResult {
 /// Report leaked keys (for secret scanners; no authentication, rate limited
 /// per client address). Every active key among the tokens is revoked. The
 /// answer reveals no project.
-#[utoipa::path(post, path = "/api/v1/keys/leaked", tag = "verify",
+#[utoipa::path(post, path = "/api/v1/keys/leaked", tag = "verify", operation_id = "reportLeakedKeys",
     request_body = Vec<LeakReport>,
     responses(
         (status = 200, description = "One result per token, in order", body = Vec<LeakResult>),

@@ -145,3 +145,16 @@ pub fn no_store(mut res: actix_web::HttpResponse) -> actix_web::HttpResponse {
 /// An empty JSON object, `{}`.
 #[derive(Serialize, ToSchema)]
 pub struct Empty {}
+
+/// The `X-Project-Id` header, for the OpenAPI document (the project is
+/// resolved by the `ProjectAccess` extractor).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct ProjectHeader {
+    /// The project a session acts on; optional when the user belongs to
+    /// exactly one project (else 400 `project_required`). A project the user
+    /// is not a member of is 404. API keys always act on their own project.
+    #[serde(rename = "X-Project-Id")]
+    #[param(max_length = 64)]
+    pub project_id: Option<String>,
+}
