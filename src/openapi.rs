@@ -133,7 +133,19 @@ pub fn document(catalog: &Catalog) -> Value {
     shared_responses(&mut doc);
     request_constraints(&mut doc, catalog);
     times(&mut doc);
+    optional_bodies(&mut doc);
     doc
+}
+
+/// Bodies a handler reads only when they are there.
+fn optional_bodies(doc: &mut Value) {
+    for (_, _, op) in operations(doc) {
+        if ["rotateApiKey", "refreshBrowserSession"]
+            .contains(&op["operationId"].as_str().unwrap_or_default())
+        {
+            op["requestBody"]["required"] = json!(false);
+        }
+    }
 }
 
 pub fn document_json(catalog: &Catalog) -> String {
@@ -329,6 +341,11 @@ fn shared_responses(doc: &mut Value) {
     }
 }
 
+/// An RFC 3339 time as the server parses it (`time`'s Rfc3339: any one
+/// ASCII separator between date and time, `Z` in either case). Month-day
+/// combinations and leap seconds are left to the server.
+const RFC3339: &str = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[\x00-\x7F]([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-9]{2})$";
+
 /// Unicode White_Space, as Rust's `str::trim` removes it.
 const WHITESPACE: &str = r"\t\n\x0B\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
 /// Unicode Cc (`char::is_control`).
@@ -350,8 +367,9 @@ fn schema_mut<'a>(doc: &'a mut Value, name: &str) -> &'a mut Map<String, Value> 
         .unwrap_or_else(|| panic!("schema {name} is in the document"))
 }
 
-/// Merges `constraint` into property `field` of schema `name`; the property
-/// must exist, so a renamed field fails the document's tests.
+/// Merges `constraint` into property `field` of schema `name` (a `null`
+/// removes a keyword); the property must exist, so a renamed field fails the
+/// document's tests.
 fn constrain(doc: &mut Value, name: &str, field: &str, constraint: Value) {
     let property = schema_mut(doc, name)
         .get_mut("properties")
@@ -359,7 +377,11 @@ fn constrain(doc: &mut Value, name: &str, field: &str, constraint: Value) {
         .and_then(Value::as_object_mut)
         .unwrap_or_else(|| panic!("{name}.{field} is in the document"));
     for (k, v) in constraint.as_object().expect("a constraint is an object") {
-        property.insert(k.clone(), v.clone());
+        if v.is_null() {
+            property.remove(k);
+        } else {
+            property.insert(k.clone(), v.clone());
+        }
     }
 }
 
@@ -386,13 +408,13 @@ fn request_constraints(doc: &mut Value, catalog: &Catalog) {
         "items": {"type": "string", "enum": scope_names},
         "description": "Scope names from the catalog (GET /api/v1/catalog); at most 50."
     });
-    let name = json!({"type": "string", "pattern": trimmed_text(100),
+    let name = json!({"pattern": trimmed_text(100), "minLength": null, "maxLength": null,
         "description": "1-100 characters once trimmed, no control characters."});
-    let owner_id = json!({"pattern": trimmed_text(128),
+    let owner_id = json!({"pattern": trimmed_text(128), "minLength": null, "maxLength": null,
         "description": "The team's own id for whoever holds the key: 1-128 characters once trimmed, no control characters."});
     let allowed_ips = json!({"items": network(), "minItems": 1, "maxItems": 100,
         "description": "1-100 networks; the key fails with `forbidden_ip` from elsewhere. `null`: anywhere."});
-    let expires_at = json!({"format": "date-time",
+    let expires_at = json!({"pattern": RFC3339,
         "description": "RFC 3339, in the future, at most 10 years ahead."});
     let environment =
         json!({"pattern": format!("^[{WHITESPACE}]*[a-z0-9_-]{{1,32}}[{WHITESPACE}]*$")});
@@ -408,6 +430,13 @@ fn request_constraints(doc: &mut Value, catalog: &Catalog) {
         p["type"] = json!(["array", "null"]);
     }
     constrain(doc, "CreateKeyBody", "environment", environment);
+    // Absent or null: `{}`.
+    constrain(
+        doc,
+        "CreateKeyBody",
+        "metadata",
+        json!({"type": ["object", "null"], "description": "At most 4096 bytes of JSON; default `{}`."}),
+    );
     // expires_in_days and expires_at: one or the other.
     schema_mut(doc, "CreateKeyBody").insert(
         "not".into(),
@@ -444,9 +473,30 @@ fn request_constraints(doc: &mut Value, catalog: &Catalog) {
     constrain(
         doc,
         "CreateWebhookBody",
+        "url",
+        json!({
+            "description": "An absolute http(s) URL (as a browser parses it) without credentials. \
+                            Outside local mode it must not resolve to a loopback, private, link-local \
+                            or otherwise non-global address (unless webhooks.allow_private_targets \
+                            is set)."
+        }),
+    );
+    constrain(
+        doc,
+        "CreateWebhookBody",
         "events",
         json!({"items": {"type": "string", "enum": crate::webhooks::EVENTS}}),
     );
+    for (_, _, op) in operations(doc) {
+        if op["operationId"] != "getUsage" {
+            continue;
+        }
+        for param in op["parameters"].as_array_mut().into_iter().flatten() {
+            if param["name"] == "from" || param["name"] == "to" {
+                param["schema"]["pattern"] = json!(RFC3339);
+            }
+        }
+    }
     constrain(
         doc,
         "VerifyBody",
@@ -487,7 +537,9 @@ fn times(doc: &mut Value) {
         {
             let is_string =
                 property["type"] == "string" || property["type"] == json!(["string", "null"]);
-            if TIME_FIELDS.contains(&name.as_str()) && is_string {
+            // Times a client sends carry the pattern the server parses.
+            let is_input = property.get("pattern").is_some();
+            if TIME_FIELDS.contains(&name.as_str()) && is_string && !is_input {
                 property["format"] = json!("date-time");
             }
         }

@@ -13,7 +13,7 @@ use crate::auth::redirect::safe_next;
 use crate::auth::{Principal, Via};
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::RequestContext;
-use crate::routes::views::{no_store, Empty, MembershipView, UserView};
+use crate::routes::views::{no_store, Empty, MembershipView, ObjectBody, UserView};
 use crate::state::AppState;
 use crate::types::Email;
 
@@ -153,7 +153,7 @@ fn clear_session_cookies(res: &mut HttpResponse, state: &AppState) -> ApiResult<
 pub async fn send_code(
     state: web::Data<AppState>,
     ctx: RequestContext,
-    body: web::Json<SendCodeBody>,
+    body: web::Json<ObjectBody<SendCodeBody>>,
 ) -> ApiResult<HttpResponse> {
     let email = parse_email(&body.email)?;
     let code = login::send_code(&state, email, &ctx).await?;
@@ -178,10 +178,10 @@ pub async fn verify_code(
     req: HttpRequest,
     state: web::Data<AppState>,
     ctx: RequestContext,
-    body: web::Json<VerifyCodeBody>,
+    body: web::Json<ObjectBody<VerifyCodeBody>>,
 ) -> ApiResult<HttpResponse> {
     let email = parse_email(&body.email)?;
-    if body.code.len() > 64 {
+    if body.code.chars().count() > 64 {
         return Err(ApiError::validation("code", "is too long"));
     }
     let user_agent = req
@@ -216,7 +216,7 @@ pub async fn verify_code(
 pub async fn refresh_token(
     state: web::Data<AppState>,
     ctx: RequestContext,
-    body: web::Json<RefreshTokenBody>,
+    body: web::Json<ObjectBody<RefreshTokenBody>>,
 ) -> ApiResult<HttpResponse> {
     let grant = login::refresh(&state, &body.refresh_token, &ctx).await?;
     Ok(no_store(HttpResponse::Ok().json(token_pair(&state, grant))))
@@ -228,7 +228,7 @@ pub async fn refresh_token(
     responses((status = 200, description = "Revoked (or nothing to revoke)", body = Empty)))]
 pub async fn revoke_token(
     state: web::Data<AppState>,
-    body: web::Json<RefreshTokenBody>,
+    body: web::Json<ObjectBody<RefreshTokenBody>>,
 ) -> ApiResult<HttpResponse> {
     if !body.refresh_token.is_empty() && body.refresh_token.len() <= 200 {
         let hash = state.keyring.token_hash(&body.refresh_token);

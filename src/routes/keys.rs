@@ -11,7 +11,7 @@ use crate::keys::admin;
 use crate::keys::input::{CreateKeyBody, PatchKeyBody};
 use crate::keys::record::KeyRecord;
 pub use crate::keys::view::KeyView;
-use crate::routes::views::{no_store, PageQuery, Pagination, ProjectHeader};
+use crate::routes::views::{no_store, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
 use crate::types::{rfc3339, Role};
 
@@ -121,10 +121,11 @@ pub async fn create(
     state: web::Data<AppState>,
     ctx: RequestContext,
     access: ProjectAccess,
-    body: web::Json<CreateKeyBody>,
+    body: web::Json<ObjectBody<CreateKeyBody>>,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Admin)?;
     let spec = body
+        .into_inner()
         .into_inner()
         .validate(&state.catalog, crate::types::now())?;
     let (record, key) =
@@ -184,7 +185,7 @@ pub async fn patch(
     ctx: RequestContext,
     access: ProjectAccess,
     id: web::Path<String>,
-    body: web::Json<PatchKeyBody>,
+    body: web::Json<ObjectBody<PatchKeyBody>>,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Admin)?;
     find(&state, &access, &id).await?;
@@ -192,7 +193,7 @@ pub async fn patch(
         &state,
         &access.project.id,
         &id,
-        body.into_inner(),
+        body.into_inner().into_inner(),
         access.principal.actor(&ctx),
     )
     .await?;
@@ -205,9 +206,7 @@ pub async fn patch(
     params(("id" = String, Path, max_length = 64, description = "The key's id (`key_...`)"), ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "Revoked", body = Revoked, links(
-            ("GetRevokedApiKey" = (operation_id = "getApiKey", parameters(("id" = "$response.body#/id")),
-                description = "The key, now inactive")))),
+        (status = 200, description = "Revoked; the key's metadata stays readable, with `is_active` false", body = Revoked),
         (status = 403, description = "forbidden", body = ErrorEnvelope),
         (status = 404, description = "No such key", body = ErrorEnvelope)))]
 pub async fn revoke(
@@ -241,7 +240,7 @@ pub async fn revoke(
 
 /// Replace a key with a new one with the same settings (owner/admin).
 #[utoipa::path(post, path = "/api/v1/api-keys/{id}/rotate", tag = "keys", operation_id = "rotateApiKey",
-    request_body(content = Option<RotateBody>, description = "Optional: without a body the previous key stops at once"),
+    request_body(content = RotateBody, description = "Optional: without a body the previous key stops at once"),
     params(("id" = String, Path, max_length = 64, description = "The key's id (`key_...`)"), ProjectHeader),
     security(("bearer" = []), ("cookie" = [])),
     responses(
@@ -269,7 +268,7 @@ pub async fn rotate(
     let grace = if body.iter().all(u8::is_ascii_whitespace) {
         0
     } else {
-        serde_json::from_slice::<RotateBody>(&body)
+        serde_json::from_slice::<ObjectBody<RotateBody>>(&body)
             .map_err(|e| ApiError::validation("body", e))?
             .expire_previous_in_secs
     };

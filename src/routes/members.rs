@@ -10,7 +10,7 @@ use crate::auth::ProjectAccess;
 use crate::db::users::MemberChangeError;
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::RequestContext;
-use crate::routes::views::{Empty, MemberView, PageQuery, Pagination, ProjectHeader};
+use crate::routes::views::{Empty, MemberView, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
 use crate::types::{Email, Role};
 
@@ -87,7 +87,7 @@ pub async fn add(
     state: web::Data<AppState>,
     ctx: RequestContext,
     access: ProjectAccess,
-    body: web::Json<AddMemberBody>,
+    body: web::Json<ObjectBody<AddMemberBody>>,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Admin)?;
     let email = Email::parse(&body.email).map_err(|why| ApiError::validation("email", why))?;
@@ -128,7 +128,7 @@ pub async fn change(
     ctx: RequestContext,
     access: ProjectAccess,
     user_id: web::Path<String>,
-    body: web::Json<ChangeRoleBody>,
+    body: web::Json<ObjectBody<ChangeRoleBody>>,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Owner)?;
     let member = state

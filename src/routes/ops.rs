@@ -41,7 +41,7 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 
 /// Prometheus metrics. Outside local mode it needs `Authorization: Bearer <ops_token>`.
 #[utoipa::path(get, path = "/metrics", tag = "ops", operation_id = "getMetrics",
-    security(("ops_token" = [])),
+    security(("ops_token" = []), ()),
     responses(
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain; version=0.0.4", body = String),
         (status = 401, description = "Missing or wrong ops token", body = ErrorEnvelope)))]

@@ -7,14 +7,14 @@ use utoipa::ToSchema;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::http::RequestContext;
-use crate::routes::views::{PageQuery, Pagination, ProjectView};
+use crate::routes::views::{ObjectBody, PageQuery, Pagination, ProjectView};
 use crate::state::AppState;
 use crate::types::{Name, Role};
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateProjectBody {
     /// 1-100 characters (trimmed), no control characters.
-    #[schema(example = "Acme API", min_length = 1, max_length = 100)]
+    #[schema(example = "Acme API")]
     pub name: String,
 }
 
@@ -82,7 +82,7 @@ pub async fn create(
     state: web::Data<AppState>,
     ctx: RequestContext,
     principal: Principal,
-    body: web::Json<CreateProjectBody>,
+    body: web::Json<ObjectBody<CreateProjectBody>>,
 ) -> ApiResult<HttpResponse> {
     let user = &principal.session()?.user;
     let name = Name::parse(&body.name).map_err(|why| ApiError::validation("name", why))?;

@@ -19,6 +19,7 @@ pub struct UsageQuery {
     /// RFC 3339; default now.
     pub to: Option<String>,
     /// `hour` (default) or `day`.
+    #[param(pattern = "^(hour|day)$")]
     pub granularity: Option<String>,
     /// Only this key.
     pub key_id: Option<String>,

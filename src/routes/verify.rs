@@ -16,6 +16,7 @@ use crate::http::extract::bearer_token;
 use crate::http::RequestContext;
 use crate::keys::limiter::rate_limit_headers;
 use crate::keys::store::{CheckInput, Denial, Purpose, Rendered};
+use crate::routes::views::{whole_number, ObjectBody};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -32,7 +33,7 @@ pub struct VerifyBody {
     #[serde(default)]
     pub ip: Option<String>,
     /// Credits to spend (default 1; 0 spends nothing).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 0, maximum = 1000000)]
     pub cost: Option<i64>,
 }
@@ -139,7 +140,15 @@ pub async fn verify(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let body: VerifyBody = crate::http::extract::parse_json(&req, &body)?;
+    let parsed: VerifyBody = crate::http::extract::parse_json(&req, &body)?;
+    // serde also reads a struct from an array of its fields.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::validation(
+            "body",
+            "the body must be a JSON object",
+        ));
+    }
+    let body = parsed;
     let method = parse_method(body.method.as_deref())?;
     let ip = match body.ip.as_deref() {
         None => None,
@@ -352,7 +361,7 @@ pub struct LeakResult {
 pub async fn leaked(
     state: web::Data<AppState>,
     ctx: RequestContext,
-    body: web::Json<Vec<LeakReport>>,
+    body: web::Json<Vec<ObjectBody<LeakReport>>>,
 ) -> ApiResult<HttpResponse> {
     let now_ms = crate::types::now() * 1000;
     let rate = state.leak_reports.check(ctx.ip(), now_ms);

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::auth::ProjectAccess;
 use crate::db::webhooks::Endpoint;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::routes::views::{Empty, PageQuery, Pagination, ProjectHeader};
+use crate::routes::views::{Empty, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
 use crate::types::{rfc3339, Role};
 use crate::webhooks::{new_secret, validate_url, EVENTS};
@@ -135,7 +135,7 @@ pub async fn list(state: web::Data<AppState>, access: ProjectAccess) -> ApiResul
 pub async fn create(
     state: web::Data<AppState>,
     access: ProjectAccess,
-    body: web::Json<CreateWebhookBody>,
+    body: web::Json<ObjectBody<CreateWebhookBody>>,
 ) -> ApiResult<HttpResponse> {
     allow(&access)?;
     let allow_private = state.config.mode.is_local() || state.config.webhooks.allow_private_targets;
@@ -244,7 +244,7 @@ pub async fn deliveries(
     params(("id" = String, Path, max_length = 64, description = "The endpoint's id (`whk_...`)"), ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses((status = 202, description = "Queued", body = Empty, links(
-            ("ListWebhookDeliveries" = (operation_id = "listWebhookDeliveries", parameters(("id" = "$path.id")),
+            ("ListWebhookDeliveries" = (operation_id = "listWebhookDeliveries", parameters(("id" = "$request.path.id")),
                 description = "The test delivery appears here")))), (status = 404, description = "No such webhook", body = ErrorEnvelope)))]
 pub async fn test(
     state: web::Data<AppState>,

@@ -8,6 +8,7 @@ mod auth;
 mod billing;
 mod cli;
 mod conventions;
+mod fuzzing;
 mod keys;
 mod members;
 mod openapi;
