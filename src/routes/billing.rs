@@ -49,6 +49,7 @@ pub struct BillingView {
 /// Stripe's webhook. Verified on the raw bytes before anything is parsed;
 /// each event id is applied once.
 #[utoipa::path(post, path = "/api/v1/billing/stripe/webhook", tag = "billing", operation_id = "receiveStripeEvent",
+    params(("Stripe-Signature" = String, Header, description = "`t=<unix time>,v1=<hex HMAC-SHA256>`, as Stripe sends it")),
     request_body(content = Object, description = "A Stripe event, signed in the Stripe-Signature header"),
     responses(
         (status = 200, description = "Accepted (also for events that change nothing)", body = Received),

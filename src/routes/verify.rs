@@ -229,6 +229,11 @@ fn header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
 /// / `X-Original-Method` and `X-Forwarded-Uri` / `X-Original-URI`; the scope
 /// the path needs from the `[[routes]]` rules (longest prefix wins).
 #[utoipa::path(get, path = "/api/v1/auth/check", tag = "verify", operation_id = "checkForwardAuth",
+    params(
+        ("X-Forwarded-Method" = Option<String>, Header, description = "The original request's method (Traefik, Caddy); else the check's own"),
+        ("X-Original-Method" = Option<String>, Header, description = "The original request's method (nginx)"),
+        ("X-Forwarded-Uri" = Option<String>, Header, description = "The original request's path and query (Traefik, Caddy)"),
+        ("X-Original-URI" = Option<String>, Header, description = "The original request's path and query (nginx)")),
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Allowed; see X-Gatehouse-Key-Id, X-Gatehouse-Project-Id, X-Gatehouse-Scopes and the RateLimit fields"),
