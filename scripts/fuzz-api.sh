@@ -32,14 +32,14 @@
 # Knobs (environment variables; flags win):
 #   FUZZ_MAX_EXAMPLES=25     test cases per operation and phase (the budget)
 #   FUZZ_SEED=N              make a run reproducible
-#   FUZZ_BIN=PATH            the gatehouse binary (default: target/release,
-#                            else target/debug, built when missing)
+#   FUZZ_BIN=PATH            the gatehouse binary (default: target/debug,
+#                            built first; e.g. target/release/gatehouse)
 #   FUZZ_VENV=DIR            where schemathesis is installed
 #   FUZZ_REPORT_DIR=DIR      schemathesis' reports (default target/fuzz-report)
 #   FUZZ_KEEP=1              keep the data directory and the server log
 #
 # Needs: python3 (with venv and pip), curl, unshare and ip (util-linux,
-# iproute2), cargo when no binary is built yet.
+# iproute2), and cargo unless FUZZ_BIN is given.
 
 set -euo pipefail
 
@@ -64,8 +64,8 @@ case "$MAX_EXAMPLES" in
   ''|*[!0-9]*|0) echo "fuzz-api: --max-examples must be a positive number" >&2; exit 2 ;;
 esac
 
-VENV=${FUZZ_VENV:-$REPO/target/fuzz-venv}
-REPORT_DIR=${FUZZ_REPORT_DIR:-$REPO/target/fuzz-report}
+VENV=$(realpath -m "${FUZZ_VENV:-$REPO/target/fuzz-venv}")
+REPORT_DIR=$(realpath -m "${FUZZ_REPORT_DIR:-$REPO/target/fuzz-report}")
 log() { printf 'fuzz-api: %s\n' "$*" >&2; }
 
 if [ "$INSIDE" = 0 ]; then
@@ -81,13 +81,12 @@ if [ "$INSIDE" = 0 ]; then
   fi
   BIN=${FUZZ_BIN:-}
   if [ -z "$BIN" ]; then
-    if [ -x "$REPO/target/release/gatehouse" ]; then
-      BIN=$REPO/target/release/gatehouse
-    else
-      [ -x "$REPO/target/debug/gatehouse" ] || (cd "$REPO" && cargo build --quiet)
-      BIN=$REPO/target/debug/gatehouse
-    fi
+    # The debug binary, brought up to date (a no-op after `cargo test`), so
+    # the fuzzer never meets a stale build.
+    (cd "$REPO" && cargo build --quiet)
+    BIN=$REPO/target/debug/gatehouse
   fi
+  BIN=$(realpath "$BIN")
   export FUZZ_BIN=$BIN FUZZ_VENV=$VENV FUZZ_REPORT_DIR=$REPORT_DIR
   export FUZZ_MAX_EXAMPLES=$MAX_EXAMPLES FUZZ_SEED=$SEED
   # Root can make a network namespace directly; others need a user namespace.
@@ -194,7 +193,9 @@ ST_ARGS=(
 [ -n "$FUZZ_SEED" ] && ST_ARGS+=(--seed "$FUZZ_SEED")
 
 set +e
-"$FUZZ_VENV/bin/st" "${ST_ARGS[@]}" 2>&1 | tee "$WORK/schemathesis.log"
+# From the temporary directory: schemathesis keeps a cache in its working
+# directory.
+(cd "$WORK" && "$FUZZ_VENV/bin/st" "${ST_ARGS[@]}") 2>&1 | tee "$WORK/schemathesis.log"
 ST_STATUS=${PIPESTATUS[0]}
 set -e
 
