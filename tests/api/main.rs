@@ -9,6 +9,7 @@ mod billing;
 mod cli;
 mod conventions;
 mod fuzzing;
+mod key_state;
 mod keys;
 mod members;
 mod openapi;

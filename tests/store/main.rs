@@ -1,0 +1,8 @@
+//! The storage backends against real databases: PostgreSQL (a fresh
+//! database per test, see `tests/common/pg.rs`) and SQLite files.
+
+#[path = "../common/pg.rs"]
+mod pg;
+
+mod pg_keys;
+mod postgres;
