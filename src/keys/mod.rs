@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod credits;
+pub mod events;
 pub mod feed;
 pub mod format;
 pub mod forward;

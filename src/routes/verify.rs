@@ -411,19 +411,13 @@ pub async fn leaked(
                     "source": report.source.as_deref().map(|s| s.chars().take(200).collect::<String>()),
                 });
                 match state
-                    .db
-                    .revoke_leaked(
-                        hash,
-                        actor.clone(),
-                        details,
-                        state.config.keys.default_rate_limit,
-                    )
+                    .key_service()
+                    .revoke_leaked(hash, actor.clone(), details)
                     .await?
                 {
                     None => "not_found",
                     Some((_, false)) => "already_inactive",
                     Some((key, true)) => {
-                        state.keys.updated(&key, false);
                         tracing::warn!(key_id = %key.id, project_id = %key.project_id, "leaked key revoked");
                         "revoked"
                     }

@@ -39,6 +39,7 @@
 //!   owners; refresh-token rotation and code attempts by locking the token
 //!   or code row (`FOR UPDATE`) and deciding on what the lock returned.
 
+pub mod effects;
 pub mod ids;
 pub mod postgres;
 

@@ -5,4 +5,5 @@
 mod pg;
 
 mod pg_keys;
+mod pg_usage;
 mod postgres;

@@ -4,9 +4,11 @@
 //! one), so operators can tell Gatehouse's connections apart in
 //! `pg_stat_activity`. TLS follows libpq's `sslmode` (see [`tls`]).
 
+pub mod effects;
 pub mod keys;
 pub mod migrate;
 pub mod tls;
+pub mod usage;
 
 use std::time::Duration;
 
