@@ -265,3 +265,31 @@ pub struct ErrorBody {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Sqlite(e) => ApiError::from(e),
+            crate::store::StoreError::Postgres(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// PostgreSQL unreachable, restarting, out of space or resolving a
+/// conflict is 503 `unavailable` with `Retry-After`; nothing was written.
+impl From<crate::store::postgres::PgError> for ApiError {
+    fn from(e: crate::store::postgres::PgError) -> Self {
+        if e.is_unavailable() {
+            let mut err = ApiError::new(ErrorCode::Unavailable)
+                .with_message("The database cannot take this request right now; retry shortly.")
+                .with_header(
+                    HeaderName::from_static("retry-after"),
+                    HeaderValue::from_static("1"),
+                );
+            err.cause = Some(e.to_string());
+            err
+        } else {
+            ApiError::internal(e)
+        }
+    }
+}

@@ -41,6 +41,26 @@
 
 pub mod effects;
 pub mod ids;
+pub mod keys;
 pub mod postgres;
+pub mod sqlite;
+pub mod usage;
 
 pub use ids::{KeyHash, KeyId, ProjectId, UserId};
+
+/// A storage failure, from either backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sqlite(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything a backend provides; the server holds an `Arc<dyn Store>`.
+/// (It grows a repository at a time as the server moves onto the interface.)
+pub trait Store: keys::KeyRepo + usage::UsageRepo + usage::AuditRepo {}
+
+impl<T: keys::KeyRepo + usage::UsageRepo + usage::AuditRepo> Store for T {}

@@ -98,12 +98,16 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let _ = block_on(async move {
-            let client = admin().await?;
-            client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await
-                .map_err(|e| e.to_string())
-        });
+        // On a thread of its own: this may run inside a test's runtime.
+        let _ = std::thread::spawn(move || {
+            block_on(async move {
+                let client = admin().await?;
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
     }
 }

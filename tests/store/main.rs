@@ -4,6 +4,7 @@
 #[path = "../common/pg.rs"]
 mod pg;
 
+mod conformance;
 mod pg_keys;
 mod pg_usage;
 mod postgres;

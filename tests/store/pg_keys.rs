@@ -106,7 +106,9 @@ fn concurrent_creates_never_exceed_max_keys() {
                 tokio::spawn(async move {
                     let mut client = pool.get().await.unwrap();
                     let k = key("proj_race", &format!("k{i}"));
-                    keys::create_key(&mut client, &k, Some(5)).await.unwrap()
+                    keys::create_key(&mut client, &k, Some(5), &Default::default())
+                        .await
+                        .unwrap()
                 })
             })
             .collect();

@@ -105,3 +105,32 @@ pub async fn enqueue_mail(
     }
     Ok(())
 }
+
+/// Writes every effect of a change in the caller's transaction.
+pub async fn write(
+    client: &impl GenericClient,
+    effects: &crate::store::effects::Effects,
+    now: i64,
+) -> Result<(), PgError> {
+    for a in &effects.audit {
+        record_audit(
+            client,
+            &AuditEvent {
+                project_id: a.project_id.as_deref(),
+                action: a.action,
+                actor: &a.actor,
+                target: a.target.as_deref(),
+                details: a.details.clone(),
+            },
+            now,
+        )
+        .await?;
+    }
+    for w in &effects.webhooks {
+        emit(client, &w.project_id, w.event, w.data.clone(), now).await?;
+    }
+    for m in &effects.mail {
+        enqueue_mail(client, m, now).await?;
+    }
+    Ok(())
+}

@@ -6,11 +6,14 @@ use std::sync::Arc;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::PgError;
+use super::{effects, PgError};
 use crate::config::{Cidr, RateLimitConfig};
+use crate::db::keys::{KeyFilter, Rotated};
 use crate::keys::credits::{Balance, Interval, Refill};
+use crate::keys::events::check_rotation;
 use crate::keys::record::KeyRecord;
 use crate::keys::KeyType;
+use crate::store::effects::Effects;
 
 /// The columns [`key_from`] reads, in order.
 pub const KEY_COLUMNS: &str =
@@ -261,14 +264,15 @@ pub async fn publish_change(
     Ok(())
 }
 
-/// Inserts `key` unless its project already has `max_keys` active keys
-/// (then `None`). The project row is locked first, so concurrent creates
-/// on any number of nodes take turns: the count and the insert can never
-/// interleave (the `max_keys` race).
+/// Inserts `key` with its effects unless its project already has
+/// `max_keys` active keys (then `None`). The project row is locked first,
+/// so concurrent creates on any number of nodes take turns: the count and
+/// the insert can never interleave (the `max_keys` race).
 pub async fn create_key(
     client: &mut deadpool_postgres::Client,
     key: &KeyRecord,
     max_keys: Option<u64>,
+    effects: &Effects,
 ) -> Result<Option<()>, PgError> {
     let tx = client.transaction().await?;
     if !lock_project(&tx, &key.project_id).await? {
@@ -281,6 +285,242 @@ pub async fn create_key(
         }
     }
     insert_key(&tx, key, false, None).await?;
+    effects::write(&tx, effects, key.created_at).await?;
     tx.commit().await?;
     Ok(Some(()))
+}
+
+/// Applies `change` to a key of the project under a row lock (its
+/// `updated_at` already set), stores it with the effects `change` returns
+/// and publishes the change, in one transaction.
+pub async fn update_key<F>(
+    client: &mut deadpool_postgres::Client,
+    project_id: &str,
+    id: &str,
+    change: F,
+) -> Result<Option<KeyRecord>, PgError>
+where
+    F: FnOnce(&mut KeyRecord) -> Effects,
+{
+    let now = crate::types::now();
+    let tx = client.transaction().await?;
+    let Some(mut key) = key_by_id(&tx, project_id, id, true).await? else {
+        return Ok(None);
+    };
+    key.updated_at = now;
+    let effects = change(&mut key);
+    store_key(&tx, &key).await?;
+    effects::write(&tx, &effects, now).await?;
+    publish_change(&tx, &key.hash, now).await?;
+    tx.commit().await?;
+    Ok(Some(key))
+}
+
+/// A rotation under the rules of [`check_rotation`]: the project row is
+/// locked (rotations and creates of the project take turns, so `max_keys`
+/// and "one successor" hold across nodes), then the old key's row.
+pub async fn rotate_key<F>(
+    client: &mut deadpool_postgres::Client,
+    project_id: &str,
+    old_id: &str,
+    mut new: KeyRecord,
+    old_expires_at: Option<i64>,
+    max_keys: Option<u64>,
+    effects: F,
+) -> Result<Rotated, PgError>
+where
+    F: FnOnce(&KeyRecord, &KeyRecord, Option<&KeyRecord>) -> Effects,
+{
+    let now = crate::types::now();
+    let tx = client.transaction().await?;
+    if !lock_project(&tx, project_id).await? {
+        return Ok(Rotated::NotFound);
+    }
+    let Some(mut old) = key_by_id(&tx, project_id, old_id, true).await? else {
+        return Ok(Rotated::NotFound);
+    };
+    let predecessor = tx
+        .query_opt(
+            &format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE project_id = $1 AND rotated_to = $2 FOR UPDATE"
+            ),
+            &[&project_id, &&*old.id],
+        )
+        .await?
+        .as_ref()
+        .map(key_from)
+        .transpose()?
+        .filter(|p| p.is_active(now));
+    let active = active_keys(&tx, project_id, now).await?;
+    if let Err(refusal) = check_rotation(
+        &old,
+        predecessor.is_some(),
+        active,
+        max_keys,
+        old_expires_at.is_some(),
+        now,
+    ) {
+        return Ok(Rotated::Refused(refusal));
+    }
+    let ended_grace = match predecessor {
+        Some(mut p) => {
+            p.revoked_at = Some(now);
+            p.updated_at = now;
+            store_key(&tx, &p).await?;
+            publish_change(&tx, &p.hash, now).await?;
+            Some(p)
+        }
+        None => None,
+    };
+    match old_expires_at {
+        None => old.revoked_at = Some(now),
+        Some(at) => old.expires_at = Some(old.expires_at.map_or(at, |e| e.min(at))),
+    }
+    old.updated_at = now;
+    old.rotated_to = Some(new.id.clone());
+    new.rotated_to = None;
+    insert_key(&tx, &new, false, Some(&old.id)).await?;
+    store_key(&tx, &old).await?;
+    publish_change(&tx, &old.hash, now).await?;
+    effects::write(&tx, &effects(&old, &new, ended_grace.as_ref()), now).await?;
+    tx.commit().await?;
+    Ok(Rotated::Done {
+        old: Box::new(old),
+        new: Box::new(new),
+        ended_grace: ended_grace.map(Box::new),
+    })
+}
+
+/// Revokes an active key found by hash (a leak report) under a row lock.
+pub async fn revoke_leaked<F>(
+    client: &mut deadpool_postgres::Client,
+    hash: &[u8; 32],
+    effects: F,
+) -> Result<Option<(KeyRecord, bool)>, PgError>
+where
+    F: FnOnce(&KeyRecord) -> Effects,
+{
+    let now = crate::types::now();
+    let tx = client.transaction().await?;
+    let Some(mut key) = key_by_hash(&tx, hash, true).await? else {
+        return Ok(None);
+    };
+    if !key.is_active(now) {
+        return Ok(Some((key, false)));
+    }
+    key.revoked_at = Some(now);
+    key.updated_at = now;
+    store_key(&tx, &key).await?;
+    effects::write(&tx, &effects(&key), now).await?;
+    publish_change(&tx, &key.hash, now).await?;
+    tx.commit().await?;
+    Ok(Some((key, true)))
+}
+
+/// Imports keys in one transaction; fails whole on a duplicate hash.
+pub async fn import_keys<F>(
+    client: &mut deadpool_postgres::Client,
+    keys: &[KeyRecord],
+    effects: F,
+) -> Result<Result<usize, String>, PgError>
+where
+    F: Fn(&KeyRecord) -> Effects,
+{
+    let tx = client.transaction().await?;
+    for (i, key) in keys.iter().enumerate() {
+        match insert_key(&tx, key, true, None).await {
+            Ok(()) => {}
+            Err(PgError::Query(e))
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
+                return Ok(Err(format!(
+                    "key {} (line {}): this hash is already stored",
+                    key.prefix,
+                    i + 1
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+        effects::write(&tx, &effects(key), key.created_at).await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(keys.len()))
+}
+
+/// One page of a project's keys, newest first, and the total.
+pub async fn keys_page(
+    client: &impl GenericClient,
+    project_id: &str,
+    filter: &KeyFilter,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<KeyRecord>, i64), PgError> {
+    let now = crate::types::now();
+    let cond = "project_id = $1
+         AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)))
+         AND ($4::TEXT IS NULL OR owner_id = $4)";
+    let total: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM api_keys WHERE {cond}"),
+            &[
+                &project_id,
+                &filter.include_inactive,
+                &now,
+                &filter.owner_id,
+            ],
+        )
+        .await?
+        .try_get(0)?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE {cond}
+                 ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"
+            ),
+            &[
+                &project_id,
+                &filter.include_inactive,
+                &now,
+                &filter.owner_id,
+                &limit,
+                &offset,
+            ],
+        )
+        .await?;
+    let keys = rows.iter().map(key_from).collect::<Result<Vec<_>, _>>()?;
+    Ok((keys, total))
+}
+
+/// Hashes of keys imported from other services.
+pub async fn imported_key_hashes(client: &impl GenericClient) -> Result<Vec<[u8; 32]>, PgError> {
+    let rows = client
+        .query("SELECT key_hash FROM api_keys WHERE imported", &[])
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<_, Vec<u8>>(0).ok())
+        .filter_map(|h| <[u8; 32]>::try_from(h).ok())
+        .collect())
+}
+
+/// Key changes after `after`, oldest first (at most `limit`).
+pub async fn key_changes_since(
+    client: &impl GenericClient,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, [u8; 32])>, PgError> {
+    let rows = client
+        .query(
+            "SELECT id, key_hash FROM key_changes WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let hash: Vec<u8> = row.try_get(1)?;
+        if let Ok(hash) = <[u8; 32]>::try_from(hash) {
+            out.push((row.try_get(0)?, hash));
+        }
+    }
+    Ok(out)
 }

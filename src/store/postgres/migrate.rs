@@ -37,24 +37,20 @@ pub async fn migrate(pool: &Pool) -> Result<MigrateOutcome, PgError> {
     let steps = migrations();
     let latest = steps.len() as u32;
     let mut client = pool.get().await?;
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS gatehouse_schema (
-                 version     BIGINT PRIMARY KEY,
-                 description TEXT NOT NULL,
-                 applied_at  BIGINT NOT NULL
-             )",
-        )
-        .await
-        .or_else(|e| {
-            // Two nodes creating the table at once: one wins, the other's
-            // statement fails on the unique catalog entry; the table exists.
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
+    // Created under the lock too: concurrent CREATE TABLE IF NOT EXISTS
+    // statements can still collide in the catalog.
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS gatehouse_schema (
+             version     BIGINT PRIMARY KEY,
+             description TEXT NOT NULL,
+             applied_at  BIGINT NOT NULL
+         )",
+    )
+    .await?;
+    tx.commit().await?;
     let from = applied_version(&client).await?;
     if from > latest {
         return Err(PgError::TooNew {

@@ -42,6 +42,31 @@ pub enum PgError {
     Corrupt(String),
 }
 
+impl PgError {
+    /// A fault of the database or the way to it, not of the request: the
+    /// same request can succeed later (503, never 500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            PgError::Pool(_) => true,
+            PgError::Query(e) => {
+                e.is_closed()
+                    || e.as_db_error().is_none()
+                    || e.code().is_some_and(|c| {
+                        let code = c.code();
+                        // 08: connection, 53: out of resources (disk full),
+                        // 57P: shutting down, 40001/40P01: retry the transaction.
+                        code.starts_with("08")
+                            || code.starts_with("53")
+                            || code.starts_with("57P")
+                            || code == "40001"
+                            || code == "40P01"
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for PgError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         PgError::Pool(chain(&e))
@@ -140,5 +165,231 @@ mod tests {
             pool("postgres://gh@127.0.0.1:1/x?sslmode=sometimes", 4),
             Err(PgError::Config(_))
         ));
+    }
+}
+
+/// The PostgreSQL backend behind the storage interface.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    pub fn new(pool: Pool) -> Self {
+        PgStore { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, PgError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+mod repo {
+    use async_trait::async_trait;
+
+    use super::{keys, PgStore};
+    use crate::db::keys::{KeyFilter, Rotated};
+    use crate::keys::record::KeyRecord;
+    use crate::store::effects::Effects;
+    use crate::store::keys::{ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects};
+    use crate::store::{KeyHash, KeyId, ProjectId, StoreResult};
+
+    #[async_trait]
+    impl KeyRepo for PgStore {
+        async fn find_key_by_hash(&self, hash: KeyHash) -> StoreResult<Option<KeyRecord>> {
+            let client = self.client().await?;
+            Ok(keys::key_by_hash(&client, &hash.0, false).await?)
+        }
+
+        async fn find_key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>> {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT {} FROM api_keys WHERE id = $1", keys::KEY_COLUMNS),
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(super::PgError::from)?;
+            Ok(row.as_ref().map(keys::key_from).transpose()?)
+        }
+
+        async fn key(&self, project: ProjectId, id: KeyId) -> StoreResult<Option<KeyRecord>> {
+            let client = self.client().await?;
+            Ok(keys::key_by_id(&client, project.as_str(), id.as_str(), false).await?)
+        }
+
+        async fn keys_page(
+            &self,
+            project: ProjectId,
+            filter: KeyFilter,
+            offset: i64,
+            limit: i64,
+        ) -> StoreResult<(Vec<KeyRecord>, i64)> {
+            let client = self.client().await?;
+            Ok(keys::keys_page(&client, project.as_str(), &filter, offset, limit).await?)
+        }
+
+        async fn create_key(
+            &self,
+            key: KeyRecord,
+            max_keys: Option<u64>,
+            effects: Effects,
+        ) -> StoreResult<Option<KeyRecord>> {
+            let mut client = self.client().await?;
+            Ok(keys::create_key(&mut client, &key, max_keys, &effects)
+                .await?
+                .map(|()| key))
+        }
+
+        async fn update_key(
+            &self,
+            project: ProjectId,
+            id: KeyId,
+            change: KeyChange,
+        ) -> StoreResult<Option<KeyRecord>> {
+            let mut client = self.client().await?;
+            Ok(keys::update_key(&mut client, project.as_str(), id.as_str(), change).await?)
+        }
+
+        async fn rotate_key(
+            &self,
+            project: ProjectId,
+            old: KeyId,
+            new: KeyRecord,
+            old_expires_at: Option<i64>,
+            max_keys: Option<u64>,
+            effects: RotationEffects,
+        ) -> StoreResult<Rotated> {
+            let mut client = self.client().await?;
+            Ok(keys::rotate_key(
+                &mut client,
+                project.as_str(),
+                old.as_str(),
+                new,
+                old_expires_at,
+                max_keys,
+                effects,
+            )
+            .await?)
+        }
+
+        async fn revoke_leaked(
+            &self,
+            hash: KeyHash,
+            effects: LeakEffects,
+        ) -> StoreResult<Option<(KeyRecord, bool)>> {
+            let mut client = self.client().await?;
+            Ok(keys::revoke_leaked(&mut client, &hash.0, effects).await?)
+        }
+
+        async fn import_keys(
+            &self,
+            keys_to_import: Vec<KeyRecord>,
+            effects: ImportEffects,
+        ) -> StoreResult<Result<usize, String>> {
+            let mut client = self.client().await?;
+            Ok(keys::import_keys(&mut client, &keys_to_import, effects).await?)
+        }
+
+        async fn imported_key_hashes(&self) -> StoreResult<Vec<KeyHash>> {
+            let client = self.client().await?;
+            Ok(keys::imported_key_hashes(&client)
+                .await?
+                .into_iter()
+                .map(KeyHash)
+                .collect())
+        }
+
+        async fn last_key_change(&self) -> StoreResult<i64> {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT coalesce(max(id), 0)::BIGINT FROM key_changes", &[])
+                .await
+                .map_err(super::PgError::from)?;
+            Ok(row.try_get(0).map_err(super::PgError::from)?)
+        }
+
+        async fn key_changes_since(
+            &self,
+            after: i64,
+            limit: i64,
+        ) -> StoreResult<Vec<(i64, KeyHash)>> {
+            let client = self.client().await?;
+            Ok(keys::key_changes_since(&client, after, limit)
+                .await?
+                .into_iter()
+                .map(|(id, h)| (id, KeyHash(h)))
+                .collect())
+        }
+    }
+}
+
+mod usage_repo {
+    use async_trait::async_trait;
+
+    use super::{usage, PgStore};
+    use crate::db::audit::StoredEvent;
+    use crate::db::keys::{UsageBatch, UsageCounts};
+    use crate::store::usage::{AuditRepo, UsageRepo};
+    use crate::store::{KeyId, ProjectId, StoreError, StoreResult};
+
+    #[async_trait]
+    impl UsageRepo for PgStore {
+        async fn write_usage(&self, batch: UsageBatch) -> Result<(), (StoreError, UsageBatch)> {
+            let mut client = match self.client().await {
+                Ok(c) => c,
+                Err(e) => return Err((e.into(), batch)),
+            };
+            match usage::write_usage(&mut client, &batch).await {
+                Ok(()) => Ok(()),
+                Err(e) => Err((e.into(), batch)),
+            }
+        }
+
+        async fn usage_series(
+            &self,
+            project: ProjectId,
+            key: Option<KeyId>,
+            from: i64,
+            to: i64,
+            bucket_secs: i64,
+        ) -> StoreResult<Vec<(i64, UsageCounts)>> {
+            let client = self.client().await?;
+            Ok(usage::usage_series(
+                &client,
+                project.as_str(),
+                key.as_ref().map(|k| k.as_str()),
+                from,
+                to,
+                bucket_secs,
+            )
+            .await?)
+        }
+
+        async fn project_verifications_since(
+            &self,
+            project: ProjectId,
+            since: i64,
+        ) -> StoreResult<u64> {
+            let client = self.client().await?;
+            Ok(usage::project_verifications_since(&client, project.as_str(), since).await?)
+        }
+    }
+
+    #[async_trait]
+    impl AuditRepo for PgStore {
+        async fn audit_page(
+            &self,
+            project: ProjectId,
+            offset: i64,
+            limit: i64,
+        ) -> StoreResult<(Vec<StoredEvent>, i64)> {
+            let client = self.client().await?;
+            Ok(usage::audit_page(&client, project.as_str(), offset, limit).await?)
+        }
     }
 }
