@@ -62,8 +62,8 @@ impl AppState {
             store: std::sync::Arc::new(crate::store::sqlite::SqliteStore::new(db.clone())),
             db,
             metrics: Metrics::new(),
+            openapi_json: crate::openapi::document_json(&catalog),
             catalog,
-            openapi_json: crate::openapi::document_json(),
         }
     }
 

@@ -9,6 +9,7 @@ mod billing;
 mod cli;
 mod config;
 mod conventions;
+mod fuzzing;
 mod key_state;
 mod keys;
 mod local_demo;
