@@ -33,9 +33,11 @@ pub struct KeyList {
 pub struct KeyListQuery {
     /// From 1 (default 1).
     #[param(minimum = 1, maximum = 1000000)]
+    #[serde(default, deserialize_with = "crate::routes::views::query_number")]
     pub page: Option<i64>,
     /// Items per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::routes::views::query_number")]
     pub limit: Option<i64>,
     /// Include revoked and expired keys.
     #[serde(default)]

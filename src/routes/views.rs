@@ -93,18 +93,18 @@ pub struct Pagination {
 pub struct PageQuery {
     /// From 1 (default 1).
     #[param(minimum = 1, maximum = 1000000)]
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "query_number")]
     pub page: Option<i64>,
     /// Items per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "query_number")]
     pub limit: Option<i64>,
 }
 
 /// A query number as text: a value that is no `i64` (too large, not a
 /// number, empty) becomes `i64::MIN`, which every range refuses, so the
 /// 422 names the field instead of failing the whole query.
-pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub fn query_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let raw = String::deserialize(d)?;
     Ok(Some(raw.trim().parse().unwrap_or(i64::MIN)))
 }
