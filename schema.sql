@@ -225,3 +225,21 @@ CREATE TABLE stripe_customer_plans (
     plan         TEXT NOT NULL,
     updated_at   INTEGER NOT NULL
 );
+
+-- migration: 6 rotation lines and the key change feed
+-- The successor of a rotated key: during the grace period both draw on the
+-- successor's credit balance and rate-limit window, and a key that already
+-- has a successor cannot be rotated again.
+ALTER TABLE api_keys ADD COLUMN rotated_to TEXT;
+UPDATE api_keys SET rotated_to = (
+    SELECT s.id FROM api_keys s WHERE s.rotated_from = api_keys.id
+    ORDER BY s.created_at DESC, s.id DESC LIMIT 1);
+-- Every change that can make a key refuse (revoke, rotate, leak, edit),
+-- written in the transaction that makes it. Running servers read it to drop
+-- their cached copy of the key, so changes made by another process (the
+-- CLI) take effect within a second. Pruned after a day.
+CREATE TABLE key_changes (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    key_hash    BLOB NOT NULL,
+    changed_at  INTEGER NOT NULL
+);

@@ -134,6 +134,7 @@ fn build_app(
 fn spawn_background_tasks(state: &web::Data<AppState>) {
     actix_web::rt::spawn(crate::mail::worker::run(state.clone()));
     actix_web::rt::spawn(crate::webhooks::worker::run(state.clone()));
+    actix_web::rt::spawn(crate::keys::feed::run(state.clone()));
     let usage_state = state.clone();
     actix_web::rt::spawn(async move {
         let every = std::time::Duration::from_secs(usage_state.config.usage.flush_interval_secs);

@@ -74,7 +74,7 @@ impl AppState {
         crate::keys::view::KeyView::new(
             k,
             self.config.keys.default_rate_limit,
-            self.keys.live_credits(&k.hash),
+            self.keys.live_credits(k),
         )
     }
 

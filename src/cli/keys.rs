@@ -1,7 +1,8 @@
 //! `gatehouse keys create|list|revoke|import`: key management for scripts run
-//! on the host, straight against the database. A running server sees
-//! changes made here within `keys.cache_ttl_secs` (revocations) or at once
-//! (new keys); keys imported in a foreign format are recognised after a restart.
+//! on the host, straight against the database. A running server sees a
+//! revocation made here within a second (through the key change feed) and
+//! new keys at once; keys imported in a foreign format are recognised after
+//! a restart.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -180,6 +181,7 @@ fn import_record(
             .map_err(err)?,
         revoked_at: None,
         created_by: None,
+        rotated_to: None,
     })
 }
 
@@ -298,8 +300,8 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no key has the id {:?}", a.id))?;
             println!(
-                "Revoked {} ({}). A running server stops accepting it within keys.cache_ttl_secs ({} s).",
-                key.id, key.name, config.keys.cache_ttl_secs
+                "Revoked {} ({}). A running server stops accepting it within a second.",
+                key.id, key.name
             );
             Ok(())
         }

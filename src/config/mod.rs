@@ -130,8 +130,16 @@ impl Config {
 pub struct Cidr(pub ipnet::IpNet);
 
 impl Cidr {
+    /// Compared in canonical form: `::ffff:10.1.2.3` is `10.1.2.3`, whether
+    /// the address or the network is written as IPv4-mapped IPv6.
     pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
-        self.0.contains(ip)
+        use std::net::IpAddr;
+        match (ip.to_canonical(), self.0) {
+            (IpAddr::V4(v4), ipnet::IpNet::V6(_)) => {
+                self.0.contains(&IpAddr::V6(v4.to_ipv6_mapped()))
+            }
+            (ip, net) => net.contains(&ip),
+        }
     }
 }
 

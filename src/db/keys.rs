@@ -18,7 +18,7 @@ const KEY_COLUMNS: &str =
     "id, project_id, key_hash, prefix, name, type, environment, scopes, rate_limit, \
     rate_window_secs, owner_id, credits_remaining, credits_refill_amount, credits_refill_interval, \
     credits_period_start, allowed_ips, metadata, created_at, updated_at, last_used_at, expires_at, \
-    revoked_at, created_by";
+    revoked_at, created_by, rotated_to";
 
 fn conversion(at: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -91,6 +91,7 @@ fn key_from(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         expires_at: r.get(20)?,
         revoked_at: r.get(21)?,
         created_by: r.get(22)?,
+        rotated_to: r.get::<_, Option<String>>(23)?.map(Arc::from),
     })
 }
 
@@ -107,7 +108,7 @@ fn insert_key(
     conn.execute(
         &format!(
             "INSERT INTO api_keys ({KEY_COLUMNS}, imported, rotated_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
         ),
         params![
             &*k.id,
@@ -133,6 +134,7 @@ fn insert_key(
             k.expires_at,
             k.revoked_at,
             k.created_by,
+            k.rotated_to.as_deref(),
             imported,
             rotated_from,
         ],
@@ -179,6 +181,38 @@ fn key_event(
         },
         now,
     )
+}
+
+/// Records that a key changed in a way that can make it refuse, in the
+/// transaction of the change; running servers drop their cached copy when
+/// they read it (see [`Db::key_changes_since`]).
+fn publish_change(conn: &Connection, hash: &[u8; 32], now: i64) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO key_changes (key_hash, changed_at) VALUES (?1, ?2)",
+        params![&hash[..], now],
+    )?;
+    Ok(())
+}
+
+/// What a rotation did.
+#[derive(Debug)]
+pub enum Rotated {
+    /// `old` as it is now (revoked, or expiring after the grace), `new`, and
+    /// the predecessor of `old` whose grace this rotation ended, if any.
+    Done {
+        old: Box<KeyRecord>,
+        new: Box<KeyRecord>,
+        ended_grace: Option<Box<KeyRecord>>,
+    },
+    NotFound,
+    /// Revoked or expired: only an active key can be rotated.
+    Inactive,
+    /// The key already has a successor; rotate that one instead.
+    AlreadyRotated {
+        successor: Arc<str>,
+    },
+    /// Keeping the old key through a grace period would exceed `max_keys`.
+    PlanLimit,
 }
 
 /// Filters of the key list.
@@ -410,6 +444,7 @@ impl Db {
             )?;
             key_event(&tx, action, &key, &actor, details, now)?;
             emit(&tx, &key.project_id, action, key_json(&key, default_rate), now)?;
+            publish_change(&tx, &key.hash, now)?;
             tx.commit()?;
             Ok(Some(key))
         })
@@ -418,31 +453,77 @@ impl Db {
 
     /// Inserts `new` as the successor of `old_id`, and revokes the old key
     /// (grace 0) or moves its expiry to `old_expires_at`, in one transaction.
+    /// A key that already has a successor is not rotated again; rotating a
+    /// successor ends its predecessor's grace at once, so a line of
+    /// rotations never has more than two live keys; a key kept through a
+    /// grace period counts towards `max_keys`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn rotate_key(
         &self,
         project_id: String,
         old_id: String,
-        new: KeyRecord,
+        mut new: KeyRecord,
         old_expires_at: Option<i64>,
         actor: Actor,
         default_rate: RateLimitConfig,
-    ) -> DbResult<Option<(KeyRecord, KeyRecord)>> {
+        max_keys: Option<u64>,
+    ) -> DbResult<Rotated> {
         self.call(move |c| {
             let now = crate::types::now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(mut old) = key_by_id(&tx, &project_id, &old_id)? else {
-                return Ok(None);
+                return Ok(Rotated::NotFound);
+            };
+            if let Some(successor) = old.rotated_to.clone() {
+                return Ok(Rotated::AlreadyRotated { successor });
+            }
+            if !old.is_active(now) {
+                return Ok(Rotated::Inactive);
+            }
+            // The predecessor still in its grace period, if any.
+            let predecessor = tx
+                .query_row(
+                    &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE project_id = ?1 AND rotated_to = ?2"),
+                    params![project_id, &*old.id],
+                    key_from,
+                )
+                .optional()?
+                .filter(|p| p.is_active(now));
+            if let (Some(max), Some(_)) = (max_keys, old_expires_at) {
+                // The old key stays live beside the new one; an ended grace frees a slot.
+                let after = active_keys(&tx, &project_id, now)? + 1
+                    - i64::from(predecessor.is_some());
+                if after as u64 > max {
+                    return Ok(Rotated::PlanLimit);
+                }
+            }
+            let ended_grace = match predecessor {
+                Some(mut p) => {
+                    p.revoked_at = Some(now);
+                    p.updated_at = now;
+                    tx.execute(
+                        "UPDATE api_keys SET revoked_at = ?2, updated_at = ?2 WHERE id = ?1",
+                        params![&*p.id, now],
+                    )?;
+                    key_event(&tx, "key.revoked", &p, &actor, serde_json::json!({ "reason": "successor rotated", "successor_rotated": &*old.id }), now)?;
+                    emit(&tx, &p.project_id, "key.revoked", key_json(&p, default_rate), now)?;
+                    publish_change(&tx, &p.hash, now)?;
+                    Some(p)
+                }
+                None => None,
             };
             match old_expires_at {
-                None => old.revoked_at = Some(old.revoked_at.unwrap_or(now)),
+                None => old.revoked_at = Some(now),
                 Some(at) => old.expires_at = Some(old.expires_at.map_or(at, |e| e.min(at))),
             }
             old.updated_at = now;
-            tx.execute(
-                "UPDATE api_keys SET revoked_at = ?2, expires_at = ?3, updated_at = ?4 WHERE id = ?1",
-                params![&*old.id, old.revoked_at, old.expires_at, now],
-            )?;
+            old.rotated_to = Some(new.id.clone());
+            new.rotated_to = None;
             insert_key(&tx, &new, false, Some(&old.id))?;
+            tx.execute(
+                "UPDATE api_keys SET revoked_at = ?2, expires_at = ?3, updated_at = ?4, rotated_to = ?5 WHERE id = ?1",
+                params![&*old.id, old.revoked_at, old.expires_at, now, &*new.id],
+            )?;
             key_event(
                 &tx,
                 "key.rotated",
@@ -455,8 +536,72 @@ impl Db {
             let mut data = key_json(&new, default_rate);
             data["rotated_from"] = serde_json::json!({ "id": &*old.id, "expires_at": old.expires_at.map(crate::types::rfc3339), "revoked_at": old.revoked_at.map(crate::types::rfc3339) });
             emit(&tx, &new.project_id, "key.rotated", data, now)?;
+            publish_change(&tx, &old.hash, now)?;
             tx.commit()?;
-            Ok(Some((old, new)))
+            Ok(Rotated::Done {
+                old: Box::new(old),
+                new: Box::new(new),
+                ended_grace: ended_grace.map(Box::new),
+            })
+        })
+        .await
+    }
+
+    /// A key by id, whatever its project (the successor whose credits a
+    /// rotated key draws on).
+    pub async fn find_key_by_id(&self, id: Arc<str>) -> DbResult<Option<KeyRecord>> {
+        self.call(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
+                [&*id],
+                key_from,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// The newest entry of the key change feed (0 when empty).
+    pub async fn last_key_change(&self) -> DbResult<i64> {
+        self.call(|c| {
+            Ok(
+                c.query_row("SELECT coalesce(max(id), 0) FROM key_changes", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    /// Forgets key changes older than `before` (epoch seconds).
+    pub async fn prune_key_changes(&self, before: i64) -> DbResult<usize> {
+        self.call(
+            move |c| Ok(c.execute("DELETE FROM key_changes WHERE changed_at < ?1", [before])?),
+        )
+        .await
+    }
+
+    /// Key changes after `after`, oldest first (at most `limit`).
+    pub async fn key_changes_since(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> DbResult<Vec<(i64, [u8; 32])>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, key_hash FROM key_changes WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, hash) = row?;
+                if let Ok(hash) = <[u8; 32]>::try_from(hash) {
+                    out.push((id, hash));
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -496,6 +641,7 @@ impl Db {
             let mut data = key_json(&key, default_rate);
             data["report"] = details;
             emit(&tx, &key.project_id, "key.leaked", data, now)?;
+            publish_change(&tx, &key.hash, now)?;
             tx.commit()?;
             Ok(Some((key, true)))
         })

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::crypto::new_id;
 use crate::db::audit::Actor;
+use crate::db::keys::Rotated;
 use crate::error::{ApiError, ErrorCode};
 use crate::keys::credits::Balance;
 use crate::keys::input::{self, KeySpec, PatchKeyBody};
@@ -47,6 +48,7 @@ pub fn mint(
         expires_at: spec.expires_at,
         revoked_at: None,
         created_by,
+        rotated_to: None,
     };
     (record, key)
 }
@@ -130,12 +132,7 @@ pub async fn rotate(
         .key_by_id(project_id.to_string(), id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
-    if !old.is_active(now) {
-        return Err(
-            ApiError::new(ErrorCode::Conflict).with_message("Only an active key can be rotated.")
-        );
-    }
-    let credits = state.keys.live_credits(&old.hash).or(old.credits);
+    let credits = state.keys.live_credits(&old).or(old.credits);
     let spec = KeySpec {
         name: old.name.clone(),
         kind: old.kind,
@@ -155,7 +152,13 @@ pub async fn rotate(
     let (mut new, key) = mint(spec, project_id, created_by, &state.config.keys.prefix, now);
     new.credits = credits;
     let old_expires = (grace_secs > 0).then_some(now + grace_secs);
-    let (old, new) = state
+    let project = state
+        .db
+        .project(project_id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
+    let (max_keys, _) = crate::billing::limits(&state.config, &project.plan);
+    let rotated = state
         .db
         .rotate_key(
             project_id.to_string(),
@@ -164,11 +167,34 @@ pub async fn rotate(
             old_expires,
             actor,
             state.config.keys.default_rate_limit,
+            max_keys,
         )
-        .await?
-        .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
-    state.keys.updated(&old, false);
-    Ok((new, key))
+        .await?;
+    match rotated {
+        Rotated::Done {
+            old,
+            new,
+            ended_grace,
+        } => {
+            if let Some(predecessor) = ended_grace {
+                state.keys.updated(&predecessor, false);
+            }
+            state.keys.updated(&old, false);
+            Ok((*new, key))
+        }
+        Rotated::NotFound => Err(ApiError::not_found().with_message("No such key.")),
+        Rotated::Inactive => Err(ApiError::new(ErrorCode::Conflict)
+            .with_message("Only an active key can be rotated.")),
+        Rotated::AlreadyRotated { successor } => Err(ApiError::new(ErrorCode::Conflict)
+            .with_message(format!(
+                "This key was already rotated; rotate its successor {successor} instead."
+            ))),
+        Rotated::PlanLimit => Err(ApiError::new(ErrorCode::PlanLimit).with_message(format!(
+            "The {} plan allows {} active keys, and the previous key stays active during the grace period; rotate with expire_previous_in_secs = 0 or revoke a key first.",
+            project.plan,
+            max_keys.unwrap_or_default()
+        ))),
+    }
 }
 
 /// Applies a PATCH. Absent fields stay; `null` clears a nullable field.
@@ -270,7 +296,7 @@ pub async fn patch(
         .await?
         .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
     if credits_changed {
-        state.keys.usage.forget_credits(&record.id);
+        state.keys.usage.forget_credits(record.state_id());
     }
     state.keys.updated(&record, credits_changed);
     Ok(record)

@@ -12,6 +12,8 @@ pub struct SlidingWindow {
     window_start_ms: i64,
     prev: u64,
     cur: u64,
+    /// The window length last used, in milliseconds.
+    window_ms: i64,
 }
 
 /// What the limiter says about a key right now (IETF RateLimit fields).
@@ -27,7 +29,17 @@ pub struct RateStatus {
 }
 
 impl SlidingWindow {
+    /// Nothing counted is left: forgetting this window changes no answer.
+    pub fn is_idle(&self, now_ms: i64) -> bool {
+        (self.prev == 0 && self.cur == 0)
+            || now_ms
+                >= self
+                    .window_start_ms
+                    .saturating_add(self.window_ms.saturating_mul(2))
+    }
+
     fn roll(&mut self, now_ms: i64, w: i64) {
+        self.window_ms = w;
         let start = now_ms - now_ms.rem_euclid(w);
         if start != self.window_start_ms {
             self.prev = if start - self.window_start_ms == w {
@@ -143,6 +155,17 @@ mod tests {
         assert_eq!(s.remaining, 5);
         // Much later everything is free again.
         assert_eq!(w.check(10, 60, next + 200_000, false).remaining, 10);
+    }
+
+    #[test]
+    fn idle_once_two_windows_have_passed() {
+        let mut w = SlidingWindow::default();
+        assert!(w.is_idle(0));
+        let t0 = 1_000_000_020_000;
+        w.check(5, 60, t0, true);
+        assert!(!w.is_idle(t0));
+        assert!(!w.is_idle(t0 + 60_000), "the previous window still counts");
+        assert!(w.is_idle(t0 + 120_000));
     }
 
     #[test]

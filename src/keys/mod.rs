@@ -1,9 +1,11 @@
 //! API keys: the key format and checksum (`format`), stored settings
 //! (`record`), the rate limiter (`limiter`), credits (`credits`), the
-//! in-memory verification store (`store`) and write-behind usage (`usage`).
+//! in-memory verification store (`store`), the change feed that keeps it
+//! current (`feed`) and write-behind usage (`usage`).
 
 pub mod admin;
 pub mod credits;
+pub mod feed;
 pub mod format;
 pub mod input;
 pub mod limiter;

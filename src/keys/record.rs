@@ -31,6 +31,9 @@ pub struct KeyRecord {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub created_by: Option<String>,
+    /// The successor, once the key was rotated. During the grace period the
+    /// key draws on its successor's credits and rate-limit window.
+    pub rotated_to: Option<Arc<str>>,
 }
 
 impl KeyRecord {
@@ -44,15 +47,27 @@ impl KeyRecord {
         self.scopes.iter().any(|s| s == scope || s == "full_access")
     }
 
+    /// The address is compared in canonical form: an IPv4-mapped IPv6
+    /// address (`::ffff:10.1.2.3`) is the IPv4 address it carries.
     pub fn ip_allowed(&self, ip: Option<IpAddr>) -> bool {
         match &self.allowed_ips {
             None => true,
-            Some(nets) => ip.is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))),
+            Some(nets) => ip.is_some_and(|ip| {
+                let ip = ip.to_canonical();
+                nets.iter().any(|n| n.contains(&ip))
+            }),
         }
     }
 
     pub fn effective_rate_limit(&self, default: RateLimitConfig) -> RateLimitConfig {
         self.rate_limit.unwrap_or(default)
+    }
+
+    /// The id whose live state (window and credits) this key draws on: its
+    /// successor's once rotated, else its own. A line of rotations never has
+    /// more than two live keys, so one step is enough.
+    pub fn state_id(&self) -> &Arc<str> {
+        self.rotated_to.as_ref().unwrap_or(&self.id)
     }
 
     pub fn refill(&self) -> Option<Refill> {

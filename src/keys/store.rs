@@ -1,18 +1,25 @@
 //! The verification hot path. Keys are found by hash in a bounded in-memory
-//! cache; a hit touches no database at all. A miss reads SQLite once, and
-//! unknown keys are remembered briefly too, so a flood of invented keys
-//! cannot hammer storage. Each cached key carries its rate-limit window and
-//! live credit balance, decided under the key's own lock.
+//! cache; a hit touches no database at all. A miss reads storage once, and
+//! unknown keys are remembered briefly in a cache of their own, so a flood of
+//! invented keys can neither hammer storage nor push real keys out.
+//!
+//! A key's rate-limit window and credit balance are state, not cache: they
+//! live in a table of their own ([`Live`], by key id) that cache eviction
+//! never touches, so no amount of traffic with other keys resets them. An
+//! entry there is dropped only when no cached key uses it, its window has
+//! run empty and its balance is in storage. During a rotation's grace period
+//! the previous key shares its successor's entry: one window, one balance.
 //!
 //! Consistency: every change to a key (revoke, rotate, edit, leak) goes
 //! through [`KeyStore::updated`] before its response is sent, and a cache
 //! fill that raced with a change is discarded (an epoch counter, checked
 //! under the same lock the change takes). So once a revocation returns, the
-//! key never verifies again in this process. Entries are also re-read from
-//! storage after `keys.cache_ttl_secs`, so edits made by another process
-//! (the CLI) take effect within that time.
+//! key never verifies again in this process. Changes made by another
+//! process (the CLI) arrive through the key change feed within a second
+//! ([`KeyStore::invalidate`]); entries are also re-read from storage after
+//! `keys.cache_ttl_secs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,11 +39,15 @@ use crate::keys::record::{is_safe_method, KeyRecord};
 use crate::keys::usage::{Usage, UsageKind};
 use crate::keys::{ApiKey, KeyType};
 
-#[derive(Clone)]
-enum Slot {
-    Known(Arc<KeyHandle>),
-    Unknown(Instant),
+/// The live state of a key (or of a rotation line during its grace period).
+pub struct Live {
+    /// The key whose stored balance this is (the successor, once rotated).
+    id: Arc<str>,
+    window: SlidingWindow,
+    credits: Option<Balance>,
 }
+
+type LiveCell = Arc<Mutex<Live>>;
 
 pub struct KeyHandle {
     state: Mutex<KeyState>,
@@ -45,10 +56,9 @@ pub struct KeyHandle {
 struct KeyState {
     record: Arc<KeyRecord>,
     loaded: Instant,
-    window: SlidingWindow,
-    credits: Option<Balance>,
     /// What answers show of `record`, built on first use.
     rendered: Option<Arc<Rendered>>,
+    live: LiveCell,
 }
 
 impl KeyState {
@@ -99,21 +109,6 @@ impl Rendered {
             project_id: header(&k.project_id),
             scopes: header(&k.scopes.join(",")),
             policy: header(&format!("\"default\";q={};w={}", rl.limit, rl.window_secs)),
-        }
-    }
-}
-
-impl KeyHandle {
-    fn new(record: KeyRecord, unwritten: Option<Balance>) -> Self {
-        let credits = record.credits.map(|c| unwritten.unwrap_or(c));
-        KeyHandle {
-            state: Mutex::new(KeyState {
-                record: Arc::new(record),
-                loaded: Instant::now(),
-                window: SlidingWindow::default(),
-                credits,
-                rendered: None,
-            }),
         }
     }
 }
@@ -194,7 +189,11 @@ impl Checked {
 }
 
 pub struct KeyStore {
-    cache: Cache<[u8; 32], Slot>,
+    cache: Cache<[u8; 32], Arc<KeyHandle>>,
+    /// Hashes storage does not know, until the instant given.
+    unknown: Cache<[u8; 32], Instant>,
+    /// Windows and balances by state id ([`KeyRecord::state_id`]).
+    live: Mutex<HashMap<Arc<str>, LiveCell>>,
     epoch: AtomicU64,
     fill_lock: Mutex<()>,
     imported: RwLock<HashSet<[u8; 32]>>,
@@ -214,8 +213,11 @@ fn now_ms() -> i64 {
 
 impl KeyStore {
     pub fn new(config: &Config) -> Self {
+        let capacity = config.keys.cache_capacity.max(1);
         KeyStore {
-            cache: Cache::new(config.keys.cache_capacity.max(1)),
+            cache: Cache::new(capacity),
+            unknown: Cache::new(capacity),
+            live: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             fill_lock: Mutex::new(()),
             imported: RwLock::new(HashSet::new()),
@@ -248,39 +250,103 @@ impl KeyStore {
         }
     }
 
-    async fn handle(&self, db: &Db, hash: [u8; 32]) -> Result<Option<Arc<KeyHandle>>, DbError> {
-        match self.cache.get(&hash) {
-            Some(Slot::Known(handle)) => {
-                let stale =
-                    handle.state.lock().expect("key lock").loaded.elapsed() > self.refresh_after;
-                if stale {
-                    self.refresh(db, hash, &handle).await?;
+    /// The live state for `id`, created with `credits` when there is none.
+    fn live_for(&self, id: &Arc<str>, credits: impl FnOnce() -> Option<Balance>) -> LiveCell {
+        self.live
+            .lock()
+            .expect("live lock")
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Live {
+                    id: id.clone(),
+                    window: SlidingWindow::default(),
+                    credits: self.usage.unwritten_credits(id).or_else(credits),
+                }))
+            })
+            .clone()
+    }
+
+    /// Points a cached key at the live state its record says it draws on.
+    /// A key that was just rotated carries its window and balance over to
+    /// its successor, unless the successor already has state of its own.
+    fn relink(&self, st: &mut KeyState) {
+        let want = st.record.state_id().clone();
+        let current = st.live.lock().expect("live lock").id.clone();
+        if current == want {
+            return;
+        }
+        let mut map = self.live.lock().expect("live lock");
+        match map.get(&want) {
+            Some(existing) => st.live = existing.clone(),
+            None => {
+                if map.get(&current).is_some_and(|l| Arc::ptr_eq(l, &st.live)) {
+                    map.remove(&current);
                 }
-                return Ok(Some(handle));
+                st.live.lock().expect("live lock").id = want.clone();
+                map.insert(want, st.live.clone());
             }
-            Some(Slot::Unknown(until)) if Instant::now() < until => return Ok(None),
-            _ => {}
+        }
+    }
+
+    async fn handle(&self, db: &Db, hash: [u8; 32]) -> Result<Option<Arc<KeyHandle>>, DbError> {
+        if let Some(handle) = self.cache.get(&hash) {
+            let stale =
+                handle.state.lock().expect("key lock").loaded.elapsed() > self.refresh_after;
+            if stale {
+                self.refresh(db, hash, &handle).await?;
+            }
+            return Ok(Some(handle));
+        }
+        if self
+            .unknown
+            .get(&hash)
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return Ok(None);
         }
         for _ in 0..8 {
             let epoch = self.epoch.load(Ordering::SeqCst);
             let record = db.find_key_by_hash(hash).await?;
+            // A rotated key draws on its successor's balance.
+            let successor_credits = match record.as_ref().and_then(|r| r.rotated_to.clone()) {
+                Some(successor)
+                    if !self
+                        .live
+                        .lock()
+                        .expect("live lock")
+                        .contains_key(&successor) =>
+                {
+                    db.find_key_by_id(successor).await?.map(|s| s.credits)
+                }
+                _ => None,
+            };
             let _fill = self.fill_lock.lock().expect("fill lock");
             if self.epoch.load(Ordering::SeqCst) != epoch {
                 continue; // a key changed meanwhile: read again
             }
-            if let Some(Slot::Known(existing)) = self.cache.get(&hash) {
+            if let Some(existing) = self.cache.get(&hash) {
                 return Ok(Some(existing));
             }
             return Ok(match record {
                 Some(record) => {
-                    let unwritten = self.usage.unwritten_credits(&record.id);
-                    let handle = Arc::new(KeyHandle::new(record, unwritten));
-                    self.cache.insert(hash, Slot::Known(handle.clone()));
+                    let own = record.credits;
+                    let live =
+                        self.live_for(record.state_id(), || successor_credits.unwrap_or(own));
+                    let handle = Arc::new(KeyHandle {
+                        state: Mutex::new(KeyState {
+                            record: Arc::new(record),
+                            loaded: Instant::now(),
+                            rendered: None,
+                            live,
+                        }),
+                    });
+                    self.cache.insert(hash, handle.clone());
+                    self.unknown.remove(&hash);
                     Some(handle)
                 }
                 None => {
-                    self.cache
-                        .insert(hash, Slot::Unknown(Instant::now() + self.negative_ttl));
+                    self.unknown
+                        .insert(hash, Instant::now() + self.negative_ttl);
                     None
                 }
             });
@@ -298,6 +364,7 @@ impl KeyStore {
             if let Some(record) = record {
                 // Settings from storage; the live window and balance stay.
                 st.set_record(record);
+                self.relink(&mut st);
             }
         }
         Ok(())
@@ -308,33 +375,77 @@ impl KeyStore {
     pub fn updated(&self, record: &KeyRecord, reset_credits: bool) {
         let _fill = self.fill_lock.lock().expect("fill lock");
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        match self.cache.get(&record.hash) {
-            Some(Slot::Known(handle)) => {
+        self.unknown.remove(&record.hash);
+        let live = match self.cache.get(&record.hash) {
+            Some(handle) => {
                 let mut st = handle.state.lock().expect("key lock");
                 st.set_record(record.clone());
                 st.loaded = Instant::now();
-                if reset_credits {
-                    st.credits = record.credits;
+                self.relink(&mut st);
+                Some(st.live.clone())
+            }
+            None => {
+                // Not cached: still carry a rotated key's state to its successor.
+                let mut map = self.live.lock().expect("live lock");
+                if let Some(successor) = &record.rotated_to {
+                    if !map.contains_key(successor) {
+                        if let Some(live) = map.remove(&record.id) {
+                            live.lock().expect("live lock").id = successor.clone();
+                            map.insert(successor.clone(), live);
+                        }
+                    }
                 }
+                map.get(record.state_id()).cloned()
             }
-            Some(Slot::Unknown(_)) => {
-                self.cache.remove(&record.hash);
+        };
+        if reset_credits {
+            if let Some(live) = live {
+                live.lock().expect("live lock").credits = record.credits;
             }
-            None => {}
         }
     }
 
-    /// The live balance of a cached key.
-    pub fn live_credits(&self, hash: &[u8; 32]) -> Option<Balance> {
-        match self.cache.peek(hash) {
-            Some(Slot::Known(handle)) => handle.state.lock().expect("key lock").credits,
-            _ => None,
-        }
+    /// Drops the cached copy of a key changed by another process (read from
+    /// the key change feed); its window and balance stay.
+    pub fn invalidate(&self, hash: &[u8; 32]) {
+        let _fill = self.fill_lock.lock().expect("fill lock");
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.cache.remove(hash);
+        self.unknown.remove(hash);
+    }
+
+    /// The live balance of a key, when this process holds one.
+    pub fn live_credits(&self, record: &KeyRecord) -> Option<Balance> {
+        let live = self
+            .live
+            .lock()
+            .expect("live lock")
+            .get(record.state_id())
+            .cloned()?;
+        let credits = live.lock().expect("live lock").credits;
+        credits
+    }
+
+    /// Forgets live state nothing needs: no cached key uses it, its window
+    /// has run empty and its balance is in storage. Returns how many remain.
+    pub fn prune_idle(&self) -> usize {
+        let now = now_ms();
+        let mut map = self.live.lock().expect("live lock");
+        map.retain(|id, live| {
+            if Arc::strong_count(live) > 1 {
+                return true;
+            }
+            let l = live.lock().expect("live lock");
+            !l.window.is_idle(now)
+                || (l.credits.is_some() && self.usage.unwritten_credits(id).is_some())
+        });
+        map.len()
     }
 
     /// Runs the checks of SPEC section 8 in order; the first failure wins.
     /// A refusal before the rate-limit step does not count against the
-    /// window; a refused request spends neither credits nor quota.
+    /// window; a refused request spends neither credits nor quota. Refusals
+    /// as `invalid_key` say nothing about the key (no rate-limit state).
     pub async fn check(
         &self,
         db: &Db,
@@ -363,60 +474,69 @@ impl KeyStore {
         let checked = {
             let mut st = handle.state.lock().expect("key lock");
             let record = st.record.clone();
-            let rl = record.effective_rate_limit(self.default_rate);
-            let before_rate = if !record.is_active(now) {
-                Some(Denial::Invalid)
-            } else if !record.ip_allowed(input.ip) {
-                Some(Denial::ForbiddenIp)
-            } else if (record.kind == KeyType::Publishable && !is_safe_method(input.method))
-                || !input.scopes.iter().all(|s| record.has_scope(s))
-            {
-                Some(Denial::InsufficientScope)
+            if !record.is_active(now) {
+                Checked {
+                    key: Some(record),
+                    ..Checked::denied(Denial::Invalid)
+                }
             } else {
-                None
-            };
-            let outcome;
-            let rate;
-            if let Some(denial) = before_rate {
-                rate = st.window.check(rl.limit, rl.window_secs, now_ms, false);
-                outcome = Err(denial);
-            } else {
-                rate = st.window.check(rl.limit, rl.window_secs, now_ms, true);
-                outcome = if !rate.allowed {
-                    Err(Denial::RateLimited)
-                } else if input.purpose == Purpose::Verify {
-                    let mut spent = true;
-                    if let Some(balance) = st.credits.as_mut() {
-                        let before = *balance;
-                        spent = balance.spend(input.cost, now);
-                        if *balance != before {
-                            self.usage.set_credits(&record.id, *balance);
-                        }
-                    }
-                    if !spent {
-                        Err(Denial::UsageExceeded)
-                    } else if quota.is_some_and(|q| !q.try_spend(&record.project_id, now)) {
-                        // Give back what this refused request took.
-                        if let Some(balance) = st.credits.as_mut() {
-                            if input.cost > 0 {
-                                balance.remaining += input.cost;
-                                self.usage.set_credits(&record.id, *balance);
+                let rl = record.effective_rate_limit(self.default_rate);
+                let before_rate = if !record.ip_allowed(input.ip) {
+                    Some(Denial::ForbiddenIp)
+                } else if (record.kind == KeyType::Publishable && !is_safe_method(input.method))
+                    || !input.scopes.iter().all(|s| record.has_scope(s))
+                {
+                    Some(Denial::InsufficientScope)
+                } else {
+                    None
+                };
+                let rendered = st.rendered(self.default_rate);
+                let mut live = st.live.lock().expect("live lock");
+                let live = &mut *live;
+                let outcome;
+                let rate;
+                if let Some(denial) = before_rate {
+                    rate = live.window.check(rl.limit, rl.window_secs, now_ms, false);
+                    outcome = Err(denial);
+                } else {
+                    rate = live.window.check(rl.limit, rl.window_secs, now_ms, true);
+                    outcome = if !rate.allowed {
+                        Err(Denial::RateLimited)
+                    } else if input.purpose == Purpose::Verify {
+                        let mut spent = true;
+                        if let Some(balance) = live.credits.as_mut() {
+                            let before = *balance;
+                            spent = balance.spend(input.cost, now);
+                            if *balance != before {
+                                self.usage.set_credits(&live.id, *balance);
                             }
                         }
-                        Err(Denial::QuotaExceeded)
+                        if !spent {
+                            Err(Denial::UsageExceeded)
+                        } else if quota.is_some_and(|q| !q.try_spend(&record.project_id, now)) {
+                            // Give back what this refused request took.
+                            if let Some(balance) = live.credits.as_mut() {
+                                if input.cost > 0 {
+                                    balance.remaining =
+                                        balance.remaining.saturating_add(input.cost);
+                                    self.usage.set_credits(&live.id, *balance);
+                                }
+                            }
+                            Err(Denial::QuotaExceeded)
+                        } else {
+                            Ok(())
+                        }
                     } else {
                         Ok(())
-                    }
-                } else {
-                    Ok(())
-                };
-            }
-            Checked {
-                credits: st.credits.map(|c| c.remaining),
-                rendered: Some(st.rendered(self.default_rate)),
-                key: Some(record),
-                rate: Some(rate),
-                outcome,
+                    };
+                }
+                Checked {
+                    credits: live.credits.map(|c| c.remaining),
+                    rendered: Some(rendered),
+                    key: Some(record),
+                    rate: Some(rate),
+                    outcome,
+                }
             }
         };
         let key = checked.key.as_ref().expect("set above");

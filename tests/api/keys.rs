@@ -30,7 +30,7 @@ pub fn verify(app: &TestApp, body: Value) -> Value {
     res.json()
 }
 
-fn code_of(v: &Value) -> &str {
+pub fn code_of(v: &Value) -> &str {
     if v["valid"] == true {
         "valid"
     } else {

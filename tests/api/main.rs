@@ -9,6 +9,7 @@ mod billing;
 mod cli;
 mod cli_docs;
 mod conventions;
+mod key_state;
 mod keys;
 mod members;
 mod openapi;
