@@ -121,7 +121,11 @@ impl Db {
         F: FnOnce(&mut Connection) -> DbResult<T> + Send + 'static,
     {
         let pool = self.pool.clone();
+        // The caller's trace context, so work queued here (webhook events,
+        // mail) records the request that caused it.
+        let trace = opentelemetry::Context::current();
         tokio::task::spawn_blocking(move || {
+            let _trace = trace.attach();
             let mut conn = pool.get()?;
             f(&mut conn)
         })

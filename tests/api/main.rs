@@ -14,6 +14,7 @@ mod keys;
 mod members;
 mod openapi;
 mod ops;
+mod otel;
 mod proxies;
 mod service;
 mod smtp;
