@@ -9,6 +9,7 @@ mod billing;
 mod cli;
 mod cli_docs;
 mod conventions;
+mod docs;
 mod key_state;
 mod keys;
 mod members;
