@@ -12,7 +12,8 @@
 //! exported, and with export off nothing is added to the request path.
 //! Spans are batched on the SDK's own thread and posted with a blocking
 //! HTTP client (ureq on the same rustls as the rest of the binary), so no
-//! second async runtime runs.
+//! second async runtime runs. Export failures are logged by the SDK (target
+//! `opentelemetry_sdk`) and never reach a request.
 
 use std::time::Duration;
 
@@ -315,7 +316,14 @@ impl HttpClient for BlockingClient {
         let response = match req.send_bytes(&body) {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(ureq::Error::Transport(t)) => return Err(Box::new(t)),
+            // Said without the URL, which could carry credentials; the SDK
+            // logs this error ("BatchSpanProcessor.ExportError").
+            Err(ureq::Error::Transport(t)) => {
+                let why = t.message().map(|m| format!(": {m}")).unwrap_or_default();
+                return Err(
+                    format!("OTLP export to the collector failed ({}{why})", t.kind()).into(),
+                );
+            }
         };
         let status = response.status();
         let mut builder = Response::builder().status(status);
