@@ -231,6 +231,7 @@ CREATE TABLE stripe_customer_plans (
 -- successor's credit balance and rate-limit window, and a key that already
 -- has a successor cannot be rotated again.
 ALTER TABLE api_keys ADD COLUMN rotated_to TEXT;
+CREATE INDEX api_keys_by_successor ON api_keys(rotated_to) WHERE rotated_to IS NOT NULL;
 UPDATE api_keys SET rotated_to = (
     SELECT s.id FROM api_keys s WHERE s.rotated_from = api_keys.id
     ORDER BY s.created_at DESC, s.id DESC LIMIT 1);

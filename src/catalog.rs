@@ -136,15 +136,18 @@ impl Catalog {
 /// The scope a forward-auth path needs: the `[[routes]]` rule with the
 /// longest `path_prefix` that matches. A prefix matches the path itself and
 /// everything below it (`/orders` matches `/orders` and `/orders/7`, not
-/// `/ordersx`), unless it ends with `/`.
+/// `/ordersx`), unless it ends with `/`, without regard to ASCII case. The
+/// path must be normalised first (`keys::forward::normalize_path`).
 pub fn scope_for_path<'a>(rules: &'a [crate::config::RouteRule], path: &str) -> Option<&'a str> {
     rules
         .iter()
         .filter(|r| {
-            let p = r.path_prefix.as_str();
-            path == p
-                || (path.starts_with(p)
-                    && (p.ends_with('/') || path.as_bytes().get(p.len()) == Some(&b'/')))
+            // Without regard to ASCII case: `/ORDERS` is `/orders` to many upstreams.
+            let p = r.path_prefix.as_bytes();
+            let path = path.as_bytes();
+            path.len() >= p.len()
+                && path[..p.len()].eq_ignore_ascii_case(p)
+                && (path.len() == p.len() || p.ends_with(b"/") || path[p.len()] == b'/')
         })
         .max_by_key(|r| r.path_prefix.len())
         .map(|r| r.scope.as_str())
@@ -175,6 +178,8 @@ mod tests {
         assert_eq!(scope_for_path(&rules, "/orders/7"), Some("orders"));
         assert_eq!(scope_for_path(&rules, "/orders/admin/x"), Some("admin"));
         assert_eq!(scope_for_path(&rules, "/ordersx"), Some("read"));
+        assert_eq!(scope_for_path(&rules, "/ORDERS/7"), Some("orders"));
+        assert_eq!(scope_for_path(&rules, "/Orders/Admin"), Some("admin"));
         assert_eq!(scope_for_path(&rules, "/"), Some("read"));
         assert_eq!(scope_for_path(&rules[1..], "/other"), None);
     }

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod types;
 pub mod ui;

@@ -72,6 +72,11 @@ impl AppState {
         self.quotas.as_ref()
     }
 
+    /// The one path for key changes, with this process's cache.
+    pub fn key_service(&self) -> crate::keys::admin::KeyService<'_> {
+        crate::keys::admin::KeyService::new(&self.db, &self.config, Some(&self.keys))
+    }
+
     /// A key's metadata as the API shows it (live credit balance included).
     pub fn key_view(&self, k: &crate::keys::record::KeyRecord) -> crate::keys::view::KeyView {
         crate::keys::view::KeyView::new(

@@ -17,7 +17,9 @@ use crate::crypto::new_id;
 use crate::db::audit::Actor;
 use crate::db::keys::KeyFilter;
 use crate::db::Db;
+use crate::keys::admin::KeyService;
 use crate::keys::credits::Balance;
+use crate::keys::events::KeyEvents;
 use crate::keys::input::{self, KeySpec};
 use crate::keys::record::KeyRecord;
 use crate::keys::KeyType;
@@ -71,10 +73,52 @@ pub struct RevokeArgs {
     id: String,
 }
 
+/// Every field an import line may carry, with what it means; `--help`
+/// prints this list and a test keeps it equal to what import accepts.
+const IMPORT_FIELDS: &[(&str, &str)] = &[
+    (
+        "hash",
+        "required: the SHA-256 of the key, 64 hex characters",
+    ),
+    ("name", "required: the key's name"),
+    ("type", "\"secret\" (default) or \"publishable\""),
+    (
+        "scopes",
+        "list of scopes from the catalog, e.g. [\"orders:write\"]",
+    ),
+    ("environment", "a short tag (default \"production\")"),
+    ("owner_id", "your customer's id"),
+    ("metadata", "a JSON object, up to 4 KiB"),
+    ("expires_at", "RFC 3339 time, e.g. \"2027-01-31T00:00:00Z\""),
+    (
+        "prefix",
+        "what to show as the key's prefix, at most 16 characters (default \"imported\")",
+    ),
+    ("rate_limit", "{\"limit\": 100, \"window_secs\": 60}"),
+    (
+        "credits",
+        "{\"remaining\": 1000, \"refill\": {\"amount\": 1000, \"interval\": \"monthly\"}}",
+    ),
+    (
+        "allowed_ips",
+        "list of client addresses or CIDR networks, e.g. [\"203.0.113.0/24\"]",
+    ),
+];
+
+fn import_help() -> String {
+    let mut out =
+        String::from("Each line of FILE is one JSON object; unknown fields are refused. Fields:\n");
+    for (name, what) in IMPORT_FIELDS {
+        out.push_str(&format!("  {name:<12} {what}\n"));
+    }
+    out.push_str("All lines are imported or none.");
+    out
+}
+
 #[derive(Args, Debug)]
+#[command(after_help = import_help())]
 pub struct ImportArgs {
-    /// JSON lines: {"hash": "<sha256 hex>", "name", "type", "scopes", "environment",
-    /// "owner_id", "metadata", "expires_at", "prefix", "rate_limit", "credits"}.
+    /// JSON lines, one key per line (fields below).
     file: PathBuf,
     /// Project id or (unique) name the keys belong to.
     #[arg(long)]
@@ -218,18 +262,10 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                 allowed_ips: None,
                 metadata: serde_json::json!({}),
             };
-            let (record, key) =
-                crate::keys::admin::mint(spec, &project.id, None, &config.keys.prefix, now);
-            let record = db
-                .create_key(
-                    record,
-                    Actor::system(),
-                    config.keys.default_rate_limit,
-                    crate::billing::limits(config, &project.plan).0,
-                )
+            let (record, key) = KeyService::new(db, config, None)
+                .create(&project, spec, Actor::system())
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("the {} plan's key limit is reached", project.plan))?;
+                .map_err(|e| e.message)?;
             println!(
                 "Created {} ({}) in project {:?}.",
                 record.id, record.name, project.name
@@ -283,22 +319,10 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no key has the id {:?}", a.id))?;
-            let revoked_at = now;
-            let key = db
-                .update_key(
-                    project_id,
-                    a.id.clone(),
-                    "key.revoked",
-                    Actor::system(),
-                    config.keys.default_rate_limit,
-                    move |k| {
-                        k.revoked_at = Some(k.revoked_at.unwrap_or(revoked_at));
-                        serde_json::json!({ "via": "cli" })
-                    },
-                )
+            let key = KeyService::new(db, config, None)
+                .revoke(&project_id, &a.id, Actor::system())
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("no key has the id {:?}", a.id))?;
+                .map_err(|e| e.message)?;
             println!(
                 "Revoked {} ({}). A running server stops accepting it within a second.",
                 key.id, key.name
@@ -325,12 +349,70 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                         .map_err(|e| format!("line {}: {e}", i + 1))?,
                 );
             }
-            let n = db.import_keys(records).await.map_err(|e| e.to_string())??;
+            let events = KeyEvents {
+                default_rate: config.keys.default_rate_limit,
+            };
+            let n = db
+                .import_keys(records, move |k| events.imported(k))
+                .await
+                .map_err(|e| e.to_string())??;
             println!(
                 "Imported {n} key(s) into {:?}. Restart a running server so it recognises imported keys that are not in Gatehouse's own format.",
                 project.name
             );
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field names serde accepts for `T`, read from its derived impl.
+    fn field_names<'de, T: Deserialize<'de>>() -> Vec<&'static str> {
+        struct Names(std::cell::RefCell<Vec<&'static str>>);
+        impl<'de> serde::Deserializer<'de> for &Names {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("names only"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0.borrow_mut().extend_from_slice(fields);
+                Err(serde::de::Error::custom("names only"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        let names = Names(Default::default());
+        let _ = T::deserialize(&names);
+        names.0.into_inner()
+    }
+
+    #[test]
+    fn the_help_lists_exactly_the_fields_import_accepts() {
+        let mut accepted = field_names::<ImportLine>();
+        let mut documented: Vec<&str> = IMPORT_FIELDS.iter().map(|f| f.0).collect();
+        accepted.sort();
+        documented.sort();
+        assert_eq!(documented, accepted);
+        let help = import_help();
+        for name in accepted {
+            assert!(
+                help.contains(&format!("  {name} ")),
+                "{name} missing from the help"
+            );
         }
     }
 }

@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::check::check;
 use crate::config::load::CliOverrides;
-use crate::config::local::{ensure_data_dir, fill_local_secrets, LOCAL_SECRETS_FILE};
+use crate::config::local::{
+    ensure_data_dir, fill_local_secrets, read_local_secrets, LOCAL_SECRETS_FILE,
+};
 use crate::config::{self, ConfigSources, Finding, Mode, Report};
 use crate::db;
 use crate::startup::Application;
@@ -25,17 +27,21 @@ use crate::startup::Application;
         complete local demo on http://127.0.0.1:8080/.\n\n\
         Configuration layers, later wins: built-in defaults, the config file \
         (--config, else ./gatehouse.toml if present), GATEHOUSE_* environment \
-        variables (`__` for nesting: GATEHOUSE_SMTP__HOST), command-line flags.",
-    args_conflicts_with_subcommands = true
+        variables (`__` for nesting: GATEHOUSE_SMTP__HOST), command-line flags.\n\n\
+        --config and --data-dir may come before or after the subcommand. Only \
+        serve, migrate and init create a database; every other command refuses \
+        when there is none at the configured path."
 )]
 pub struct Cli {
     /// Configuration file (TOML). Default: ./gatehouse.toml when it exists.
     #[arg(long, global = true, value_name = "FILE", env = "GATEHOUSE_CONFIG")]
     config: Option<PathBuf>,
-    /// Data directory holding gatehouse.db (overrides `data_dir`).
+    /// Data directory holding gatehouse.db (overrides `data_dir`). A relative
+    /// path resolves against the current directory.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// `serve`'s flags, accepted without the subcommand too.
+    /// `serve`'s flags, accepted without the subcommand too (and before
+    /// `serve` or `check-config`).
     #[command(flatten)]
     serve: ServeArgs,
     #[command(subcommand)]
@@ -102,6 +108,10 @@ struct ServeArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "The file's data_dir is an absolute path: --data-dir made absolute \
+    against the current directory, else ./gatehouse-data under the current directory."
+)]
 struct InitArgs {
     /// The mode the file is for.
     #[arg(long, value_enum, default_value = "local")]
@@ -109,9 +119,22 @@ struct InitArgs {
     /// The https:// URL users reach; required for staging and production.
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
-    /// Where to write; an existing file is never overwritten.
-    #[arg(long, value_name = "FILE", default_value = "gatehouse.toml")]
-    out: PathBuf,
+    /// Where to write (default: --config FILE, else gatehouse.toml); an
+    /// existing file is never overwritten.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// These flags, with `other`'s filling the gaps (flags given before the
+    /// subcommand).
+    fn or(self, other: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            mode: self.mode.or(other.mode),
+            listen: self.listen.or(other.listen),
+            public_url: self.public_url.or(other.public_url),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -130,11 +153,33 @@ struct BackupArgs {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    let top = cli.serve;
+    if cli.command.is_some()
+        && !matches!(
+            cli.command,
+            Some(Command::Serve(_) | Command::CheckConfig(_))
+        )
+        && (top.mode.is_some() || top.listen.is_some() || top.public_url.is_some())
+    {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--mode, --listen and --public-url before the subcommand apply to serve \
+                 and check-config only; give them after the subcommand",
+            )
+            .exit();
+    }
     match cli.command {
-        None => serve(&cli.config, &cli.data_dir, cli.serve),
-        Some(Command::Serve(args)) => serve(&cli.config, &cli.data_dir, args),
-        Some(Command::Init(args)) => init(args),
-        Some(Command::CheckConfig(args)) => check_config(&cli.config, &cli.data_dir, args),
+        None => serve(&cli.config, &cli.data_dir, top),
+        Some(Command::Serve(args)) => serve(&cli.config, &cli.data_dir, args.or(top)),
+        Some(Command::Init(args)) => init(&cli.config, &cli.data_dir, args),
+        Some(Command::CheckConfig(args)) => {
+            let args = CheckArgs {
+                mode: args.mode.or(top.mode),
+            };
+            check_config(&cli.config, &cli.data_dir, args)
+        }
         Some(Command::Migrate) => migrate(&cli.config, &cli.data_dir),
         Some(Command::Backup(args)) => backup(&cli.config, &cli.data_dir, args),
         Some(Command::Users(UsersCommand::Add(args))) => {
@@ -185,16 +230,11 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
             Ok(names) => names,
             Err(e) => return fail(format!("local secrets: {e}")),
         };
-        let stored = config.data_dir.join(LOCAL_SECRETS_FILE);
-        for name in &generated {
-            findings.push(Finding::warning(
-                name,
-                format!(
-                    "not configured; using the value generated in {} (local mode only)",
-                    stored.display()
-                ),
-            ));
-        }
+        findings.extend(
+            generated
+                .iter()
+                .map(|name| local_secret_notice(&config, name)),
+        );
     }
     findings.extend(check(&config));
     let report = Report::new(config.mode, findings);
@@ -215,6 +255,17 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("server error: {e}")),
     }
+}
+
+/// The warning that a secret comes from local mode's generated secrets file.
+fn local_secret_notice(config: &config::Config, name: &str) -> Finding {
+    Finding::warning(
+        name,
+        format!(
+            "not configured; using the value generated in {} (local mode only)",
+            config.data_dir.join(LOCAL_SECRETS_FILE).display()
+        ),
+    )
 }
 
 fn print_banner(config: &config::Config, port: u16) {
@@ -244,18 +295,43 @@ fn print_banner(config: &config::Config, port: u16) {
     }
 }
 
-fn init(args: InitArgs) -> ExitCode {
-    match config::init::write(&args.out, args.mode, args.public_url.as_deref()) {
+fn init(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: InitArgs) -> ExitCode {
+    let out = args
+        .out
+        .or_else(|| config_file.clone())
+        .unwrap_or_else(|| PathBuf::from(config::load::DEFAULT_CONFIG_FILE));
+    let data_dir = match std::path::absolute(
+        data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(config::init::DEFAULT_DATA_DIR)),
+    ) {
+        Ok(dir) => dir,
+        Err(e) => return fail(format!("cannot resolve the data directory: {e}")),
+    };
+    let request = config::init::InitRequest {
+        mode: args.mode,
+        public_url: args.public_url.as_deref(),
+        data_dir: &data_dir,
+    };
+    match config::init::write(&out, &request) {
         Ok(()) => {
             println!(
-                "Wrote {} for {} mode with freshly generated secrets (file mode 0600).",
-                args.out.display(),
-                args.mode.as_str()
+                "Wrote {} for {} mode with freshly generated secrets (file mode 0600); data in {}.",
+                out.display(),
+                args.mode.as_str(),
+                data_dir.display()
             );
             if !args.mode.is_local() {
-                println!("Next: fill in [smtp] host (and credentials), then run `gatehouse check-config --config {}`.", args.out.display());
+                println!(
+                    "Next: fill in [smtp] host (and credentials), then run `gatehouse migrate --config {0}` and `gatehouse check-config --config {0}`.",
+                    out.display()
+                );
             }
             ExitCode::SUCCESS
+        }
+        Err(config::init::InitError::Refused(report)) => {
+            eprint!("{}", report.render());
+            ExitCode::FAILURE
         }
         Err(e) => fail(e),
     }
@@ -274,8 +350,16 @@ fn check_config(
         Ok(l) => l,
         Err(code) => return code,
     };
-    let config = loaded.config;
+    let mut config = loaded.config;
     let mut findings = loaded.findings;
+    if config.mode.is_local() {
+        match read_local_secrets(&mut config) {
+            Ok(names) => {
+                findings.extend(names.iter().map(|name| local_secret_notice(&config, name)))
+            }
+            Err(e) => findings.push(Finding::error("data_dir", format!("local secrets: {e}"))),
+        }
+    }
     findings.extend(check(&config));
     if config.mode.is_local() {
         for f in findings.iter_mut() {
@@ -304,7 +388,7 @@ fn check_config(
 
 fn database_findings(path: &Path) -> Vec<Finding> {
     if !path.exists() {
-        return Vec::new();
+        return vec![Finding::unsafe_("data_dir", no_database(path))];
     }
     match db::check_version(path) {
         Ok(_) => Vec::new(),
@@ -352,6 +436,9 @@ fn backup(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: Backu
         Ok(l) => l.config,
         Err(code) => return code,
     };
+    if let Err(code) = existing_database(&config) {
+        return code;
+    }
     match db::backup(&config.database_path(), &args.out) {
         Ok(o) => {
             println!(
@@ -367,16 +454,34 @@ fn backup(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: Backu
     }
 }
 
-/// Loads the configuration and opens (and migrates) the database, for
-/// subcommands that work on the data directly.
+fn no_database(path: &Path) -> String {
+    format!(
+        "there is no database at {}: check --data-dir (or data_dir); `gatehouse migrate` or `gatehouse serve` creates one",
+        path.display()
+    )
+}
+
+/// The configured database's path, when a database is there. Only serve,
+/// migrate and init may create one: any other command pointed at a mistyped
+/// data directory must say so rather than start an empty database.
+fn existing_database(config: &config::Config) -> Result<PathBuf, ExitCode> {
+    let path = config.database_path();
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(fail(no_database(&path)))
+    }
+}
+
+/// Loads the configuration and opens (and migrates) the existing database,
+/// for subcommands that work on the data directly.
 fn open_database(
     config_file: &Option<PathBuf>,
     data_dir: &Option<PathBuf>,
 ) -> Result<(config::Config, db::Db), ExitCode> {
     let config = load(config_file, data_dir, CliOverrides::default())?.config;
-    ensure_data_dir(&config.data_dir)
-        .map_err(|e| fail(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    let db = db::Db::open(&config.database_path(), &config.database).map_err(fail)?;
+    let path = existing_database(&config)?;
+    let db = db::Db::open(&path, &config.database).map_err(fail)?;
     db.migrate().map_err(fail)?;
     Ok((config, db))
 }

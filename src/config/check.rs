@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::{generate_secret, is_placeholder, Config, Mode, Secret};
+use super::unknown::env_name;
+use super::{generate_secret, is_placeholder, Config, Mode, Secret, SmtpTls, Synchronous};
 
 /// The example configuration shipped with the product; its secret values are
 /// placeholders by definition.
@@ -121,7 +122,8 @@ pub fn check(config: &Config) -> Vec<Finding> {
                 .with_hint(format!("remove `{toggle}` from the configuration")),
         );
     }
-    check_ranges(config, &mut out);
+    check_database(config, &mut out);
+    super::ranges::check(config, &mut out);
     check_catalog(config, &mut out);
     if !crate::telemetry::is_valid_level(&config.log.level) {
         out.push(Finding::error(
@@ -158,86 +160,110 @@ fn shipped_example_secrets() -> Vec<String> {
     values
 }
 
-fn env_name(key: &str) -> String {
-    format!("GATEHOUSE_{}", key.to_ascii_uppercase().replace('.', "__"))
+/// Who issues a secret decides what it must look like and what the hint
+/// may say: Gatehouse's own secrets are ours to generate, a mail provider's
+/// password or Stripe's signing secret are not, so no value is ever invented
+/// for those.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Issuer {
+    /// Gatehouse's own (session key, ops token): at least 32 bytes.
+    Gatehouse,
+    /// The mail provider's: any length.
+    MailProvider,
+    /// Stripe's webhook signing secret: `whsec_...`.
+    Stripe,
 }
 
-fn secret_hint(key: &str) -> String {
+const STRIPE_SECRET_PREFIX: &str = "whsec_";
+
+fn secret_hint(key: &str, issuer: Issuer) -> String {
     let (section, name) = key.split_once('.').unwrap_or(("", key));
-    format!(
-        "set [{section}] {name} = \"{}\" (a freshly generated value), or {}_FILE=/path/to/file, or run `gatehouse init`",
-        generate_secret(),
-        env_name(key)
-    )
+    let file_var = format!("{}_FILE=/path/to/file", env_name(key));
+    match issuer {
+        Issuer::Gatehouse => format!(
+            "set [{section}] {name} = \"{}\" (a freshly generated value), or {file_var}, or run `gatehouse init`",
+            generate_secret()
+        ),
+        Issuer::MailProvider => format!(
+            "set [{section}] {name} (or {name}_file, or {file_var}) to the password your mail provider gave for smtp.username"
+        ),
+        Issuer::Stripe => format!(
+            "set [{section}] {name} (or {name}_file, or {file_var}) to the endpoint's signing secret (whsec_...) from the Stripe dashboard"
+        ),
+    }
 }
 
 fn check_secret(
     key: &str,
     value: Option<&Secret>,
     required: bool,
+    issuer: Issuer,
     shipped: &[String],
     out: &mut Vec<Finding>,
 ) {
-    match value {
-        None if required => {
-            out.push(Finding::unsafe_(key, "is missing").with_hint(secret_hint(key)));
-        }
-        None => {}
-        Some(secret) if is_placeholder(secret.expose(), shipped) => {
-            out.push(
-                Finding::unsafe_(key, "is a placeholder, not a secret").with_hint(secret_hint(key)),
-            );
-        }
-        Some(secret) if secret.expose().len() < MIN_SECRET_BYTES => {
-            out.push(
-                Finding::unsafe_(
-                    key,
-                    format!(
-                        "is {} bytes long; at least {MIN_SECRET_BYTES} are required",
-                        secret.expose().len()
-                    ),
+    let problem = match value {
+        None if required => "is missing".to_string(),
+        None => return,
+        Some(secret) => {
+            let value = secret.expose();
+            let body = match issuer {
+                Issuer::Stripe => value.strip_prefix(STRIPE_SECRET_PREFIX).unwrap_or(value),
+                _ => value,
+            };
+            if is_placeholder(value, shipped) || is_placeholder(body, shipped) {
+                "is a placeholder, not a secret".to_string()
+            } else if issuer == Issuer::Gatehouse && value.len() < MIN_SECRET_BYTES {
+                format!(
+                    "is {} bytes long; at least {MIN_SECRET_BYTES} are required",
+                    value.len()
                 )
-                .with_hint(secret_hint(key)),
-            );
+            } else if issuer == Issuer::Stripe && !value.starts_with(STRIPE_SECRET_PREFIX) {
+                "is not a Stripe webhook signing secret (those start with `whsec_`)".to_string()
+            } else {
+                return;
+            }
         }
-        Some(_) => {}
-    }
+    };
+    out.push(Finding::unsafe_(key, problem).with_hint(secret_hint(key, issuer)));
 }
 
 fn check_secrets(config: &Config, out: &mut Vec<Finding>) {
     let shipped = shipped_example_secrets();
-    check_secret(
-        "secrets.session_key",
-        config.secrets.session_key.as_ref(),
-        true,
-        &shipped,
-        out,
-    );
-    check_secret(
-        "secrets.ops_token",
-        config.secrets.ops_token.as_ref(),
-        true,
-        &shipped,
-        out,
-    );
-    check_secret(
-        "billing.stripe_webhook_secret",
-        config.billing.stripe_webhook_secret.as_ref(),
-        config.billing_enabled(),
-        &shipped,
-        out,
-    );
-    check_secret(
-        "smtp.password",
-        config.smtp.password.as_ref(),
-        config.smtp.username.is_some(),
-        &shipped,
-        out,
-    );
+    let secrets = [
+        (
+            "secrets.session_key",
+            config.secrets.session_key.as_ref(),
+            true,
+            Issuer::Gatehouse,
+        ),
+        (
+            "secrets.ops_token",
+            config.secrets.ops_token.as_ref(),
+            true,
+            Issuer::Gatehouse,
+        ),
+        (
+            "billing.stripe_webhook_secret",
+            config.billing.stripe_webhook_secret.as_ref(),
+            config.billing_enabled(),
+            Issuer::Stripe,
+        ),
+        (
+            "smtp.password",
+            config.smtp.password.as_ref(),
+            config.smtp.username.is_some(),
+            Issuer::MailProvider,
+        ),
+    ];
+    for (key, value, required, issuer) in secrets {
+        check_secret(key, value, required, issuer, &shipped, out);
+    }
 }
 
-fn check_urls_and_network(config: &Config, out: &mut Vec<Finding>) {
-    match &config.public_url {
+/// The `public_url` rules, shared with `gatehouse init` so that it refuses
+/// with the very message `check-config` would give.
+pub fn check_public_url(public_url: Option<&url::Url>, out: &mut Vec<Finding>) {
+    match public_url {
         None => out.push(
             Finding::unsafe_(
                 "public_url",
@@ -255,6 +281,45 @@ fn check_urls_and_network(config: &Config, out: &mut Vec<Finding>) {
         }
         Some(_) => {}
     }
+}
+
+fn check_database(config: &Config, out: &mut Vec<Finding>) {
+    match config.database.synchronous {
+        Synchronous::Off => out.push(
+            Finding::unsafe_(
+                "database.synchronous",
+                "is \"off\": an acknowledged write could be lost in a crash",
+            )
+            .with_hint("use \"full\" (the default) or \"extra\""),
+        ),
+        Synchronous::Normal => out.push(
+            Finding::warning(
+                "database.synchronous",
+                "is \"normal\": a power cut may lose the last transactions (a process crash loses none)",
+            )
+            .with_hint("use \"full\" (the default) if every acknowledged write must survive"),
+        ),
+        Synchronous::Full | Synchronous::Extra => {}
+    }
+    if !config.mode.is_local() && config.data_dir.is_relative() {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        out.push(
+            Finding::warning(
+                "data_dir",
+                format!(
+                    "`{}` is relative: it resolves against the directory Gatehouse is started in (now {cwd})",
+                    config.data_dir.display()
+                ),
+            )
+            .with_hint("use an absolute path (`gatehouse init` writes one)"),
+        );
+    }
+}
+
+fn check_urls_and_network(config: &Config, out: &mut Vec<Finding>) {
+    check_public_url(config.public_url.as_ref(), out);
     if config.mode.is_local() && !config.listen.ip().is_loopback() {
         out.push(
             Finding::warning(
@@ -306,8 +371,14 @@ fn check_smtp(config: &Config, out: &mut Vec<Finding>) {
         ),
         Some(_) => {}
     }
-    if config.smtp.port == 0 {
-        out.push(Finding::error("smtp.port", "must be between 1 and 65535"));
+    if config.smtp.tls == SmtpTls::None && config.smtp.username.is_some() {
+        out.push(
+            Finding::unsafe_(
+                "smtp.tls",
+                "is \"none\" while smtp.username is set: the password would cross the network in clear",
+            )
+            .with_hint("use tls = \"starttls\" or \"tls\""),
+        );
     }
     if config
         .smtp
@@ -318,171 +389,6 @@ fn check_smtp(config: &Config, out: &mut Vec<Finding>) {
         out.push(Finding::error(
             "smtp.from",
             "must be an email address, optionally with a name: `Gatehouse <keys@acme.test>`",
-        ));
-    }
-}
-
-fn range_check(out: &mut Vec<Finding>, key: &str, value: u64, min: u64, max: u64) {
-    if value < min || value > max {
-        out.push(Finding::error(
-            key,
-            format!("is {value}; allowed {min}..={max}"),
-        ));
-    }
-}
-
-fn check_ranges(config: &Config, out: &mut Vec<Finding>) {
-    const DAY: u64 = 86_400;
-    const YEAR: u64 = 365 * DAY;
-    let a = &config.auth;
-    range_check(out, "auth.code_length", a.code_length.into(), 6, 10);
-    range_check(out, "auth.code_ttl_secs", a.code_ttl_secs, 1, 600);
-    range_check(
-        out,
-        "auth.code_max_attempts",
-        a.code_max_attempts.into(),
-        1,
-        100,
-    );
-    range_check(
-        out,
-        "auth.send_code_interval_secs",
-        a.send_code_interval_secs,
-        1,
-        DAY,
-    );
-    range_check(
-        out,
-        "auth.send_code_per_hour",
-        a.send_code_per_hour.into(),
-        1,
-        10_000,
-    );
-    range_check(
-        out,
-        "auth.send_code_per_ip_per_hour",
-        a.send_code_per_ip_per_hour.into(),
-        1,
-        1_000_000,
-    );
-    range_check(out, "auth.access_ttl_secs", a.access_ttl_secs, 1, DAY);
-    range_check(out, "auth.session_idle_secs", a.session_idle_secs, 1, YEAR);
-    range_check(out, "auth.session_max_secs", a.session_max_secs, 1, YEAR);
-    range_check(
-        out,
-        "auth.refresh_reuse_grace_secs",
-        a.refresh_reuse_grace_secs,
-        0,
-        300,
-    );
-
-    let k = &config.keys;
-    if !(2..=12).contains(&k.prefix.len())
-        || !k
-            .prefix
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
-        out.push(Finding::error(
-            "keys.prefix",
-            format!("`{}` must be 2-12 characters of a-z and 0-9", k.prefix),
-        ));
-    }
-    range_check(
-        out,
-        "keys.default_rate_limit.limit",
-        k.default_rate_limit.limit.into(),
-        1,
-        1_000_000_000,
-    );
-    range_check(
-        out,
-        "keys.default_rate_limit.window_secs",
-        k.default_rate_limit.window_secs.into(),
-        1,
-        DAY,
-    );
-    range_check(
-        out,
-        "keys.cache_capacity",
-        k.cache_capacity as u64,
-        1,
-        100_000_000,
-    );
-    range_check(
-        out,
-        "keys.negative_cache_ttl_secs",
-        k.negative_cache_ttl_secs,
-        1,
-        DAY,
-    );
-
-    range_check(
-        out,
-        "usage.flush_interval_secs",
-        config.usage.flush_interval_secs,
-        1,
-        3600,
-    );
-    range_check(
-        out,
-        "http.max_body_bytes",
-        config.http.max_body_bytes as u64,
-        1024,
-        64 * 1024 * 1024,
-    );
-    range_check(
-        out,
-        "http.shutdown_timeout_secs",
-        config.http.shutdown_timeout_secs,
-        0,
-        3600,
-    );
-    range_check(
-        out,
-        "database.pool_size",
-        config.database.pool_size.into(),
-        1,
-        256,
-    );
-    range_check(
-        out,
-        "database.busy_timeout_ms",
-        config.database.busy_timeout_ms,
-        0,
-        600_000,
-    );
-    range_check(out, "smtp.timeout_secs", config.smtp.timeout_secs, 1, 600);
-    range_check(
-        out,
-        "smtp.retry_base_secs",
-        config.smtp.retry_base_secs,
-        1,
-        3600,
-    );
-    range_check(
-        out,
-        "smtp.retry_max_secs",
-        config.smtp.retry_max_secs,
-        config.smtp.retry_base_secs,
-        DAY,
-    );
-    range_check(
-        out,
-        "webhooks.timeout_secs",
-        config.webhooks.timeout_secs,
-        1,
-        300,
-    );
-    if config
-        .webhooks
-        .retry_delays_secs
-        .iter()
-        .any(|d| *d > 7 * DAY)
-    {
-        out.push(Finding::error(
-            "webhooks.retry_delays_secs",
-            "each delay must be at most 604800 (7 days)",
         ));
     }
 }
@@ -556,6 +462,7 @@ mod tests {
         Config {
             mode: Mode::Production,
             public_url: Some("https://keys.acme.test".parse().unwrap()),
+            data_dir: "/var/lib/gatehouse".into(),
             secrets: crate::config::SecretsConfig {
                 session_key: Some(Secret::new(generate_secret())),
                 ops_token: Some(Secret::new(generate_secret())),
@@ -648,6 +555,103 @@ mod tests {
         let mut c = production();
         c.smtp.username = Some("mailer".into());
         assert_eq!(keys_of(&c), vec!["smtp.password"]);
+    }
+
+    fn finding(config: &Config, key: &str) -> Finding {
+        check(config)
+            .into_iter()
+            .find(|f| f.key == key)
+            .unwrap_or_else(|| panic!("no finding for {key}"))
+    }
+
+    #[test]
+    fn a_mail_providers_password_may_have_any_length_and_its_hint_invents_nothing() {
+        let mut c = production();
+        c.smtp.username = Some("mailer".into());
+        c.smtp.password = Some(Secret::new("abcd efgh ijkl mnop"));
+        assert!(keys_of(&c).is_empty(), "a 16-character app password passes");
+        c.smtp.password = Some(Secret::new("changeme"));
+        let f = finding(&c, "smtp.password");
+        assert_eq!(f.severity, Severity::Unsafe);
+        assert_eq!(f.reason, "is a placeholder, not a secret");
+        let hint = f.hint.unwrap();
+        assert!(hint.contains("your mail provider gave"), "{hint}");
+        assert!(!hint.contains("freshly generated"), "{hint}");
+        assert!(!hint.contains(" = \""), "no value is offered: {hint}");
+    }
+
+    #[test]
+    fn the_stripe_secret_must_look_like_one_and_its_hint_invents_nothing() {
+        let mut c = production();
+        c.billing.stripe_webhook_secret = Some(Secret::new("k2J9s8dLq0Zx7Vb3Nm4Rt6Yp1Wc5Hf8G"));
+        let f = finding(&c, "billing.stripe_webhook_secret");
+        assert!(f.reason.contains("start with `whsec_`"), "{}", f.reason);
+        let hint = f.hint.unwrap();
+        assert!(hint.contains("Stripe dashboard"), "{hint}");
+        assert!(!hint.contains(" = \""), "no value is offered: {hint}");
+        for placeholder in ["whsec_", "whsec_aaaaaaaaaaaaaaaa", "whsec_..."] {
+            c.billing.stripe_webhook_secret = Some(Secret::new(placeholder));
+            let f = finding(&c, "billing.stripe_webhook_secret");
+            assert_eq!(f.reason, "is a placeholder, not a secret", "{placeholder}");
+        }
+        c.billing.stripe_webhook_secret = Some(Secret::new("whsec_Ab12"));
+        assert!(
+            keys_of(&c).is_empty(),
+            "Stripe's secrets have no length rule here"
+        );
+    }
+
+    #[test]
+    fn gatehouses_own_secrets_need_32_bytes_and_the_hint_offers_one() {
+        let mut c = production();
+        c.secrets.ops_token = Some(Secret::new("k2J9s8dLq0Zx7Vb3"));
+        let f = finding(&c, "secrets.ops_token");
+        assert_eq!(f.reason, "is 16 bytes long; at least 32 are required");
+        assert!(f.hint.unwrap().contains("freshly generated"));
+    }
+
+    #[test]
+    fn synchronous_off_is_refused_outside_local_mode_and_normal_warns() {
+        let mut c = production();
+        c.database.synchronous = crate::config::Synchronous::Off;
+        assert_eq!(
+            finding(&c, "database.synchronous").severity,
+            Severity::Unsafe
+        );
+        assert!(Report::new(Mode::Production, check(&c)).refuses());
+        assert!(!Report::new(Mode::Local, check(&c)).refuses());
+        c.database.synchronous = crate::config::Synchronous::Normal;
+        let f = finding(&c, "database.synchronous");
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(f.reason.contains("power cut"), "{}", f.reason);
+        assert!(!Report::new(Mode::Production, check(&c)).refuses());
+    }
+
+    #[test]
+    fn smtp_without_tls_may_not_carry_a_password_outside_local_mode() {
+        let mut c = production();
+        c.smtp.tls = SmtpTls::None;
+        assert!(keys_of(&c).is_empty(), "no username, nothing to leak");
+        c.smtp.username = Some("mailer".into());
+        c.smtp.password = Some(Secret::new("k2J9s8dLq0Zx7Vb3"));
+        assert_eq!(keys_of(&c), vec!["smtp.tls"]);
+        assert!(Report::new(Mode::Production, check(&c)).refuses());
+        assert!(!Report::new(Mode::Local, check(&c)).refuses());
+    }
+
+    #[test]
+    fn a_relative_data_dir_is_pointed_out_outside_local_mode() {
+        let mut c = production();
+        c.data_dir = "./gatehouse-data".into();
+        let f = finding(&c, "data_dir");
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(
+            f.reason.contains("resolves against the directory"),
+            "{}",
+            f.reason
+        );
+        c.mode = Mode::Local;
+        assert!(!keys_of(&c).contains(&"data_dir".to_string()));
     }
 
     #[test]

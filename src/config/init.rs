@@ -2,10 +2,29 @@
 
 use std::path::Path;
 
-use super::{generate_secret, Mode};
+use super::check::check_public_url;
+use super::{generate_secret, Mode, Report};
+
+/// The data directory `init` writes when `--data-dir` is not given, made
+/// absolute against the current directory.
+pub const DEFAULT_DATA_DIR: &str = "gatehouse-data";
+
+/// What `gatehouse init` was asked for.
+pub struct InitRequest<'a> {
+    pub mode: Mode,
+    pub public_url: Option<&'a str>,
+    /// Written as given: the caller makes it absolute.
+    pub data_dir: &'a Path,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
+    /// The file would be refused by the startup checks (the same report
+    /// `check-config` prints).
+    #[error("{}", .0.render())]
+    Refused(Report),
+    #[error("the data directory {0} is not valid UTF-8")]
+    DataDirNotUtf8(String),
     #[error("{0} already exists; init never overwrites a file (choose another --out)")]
     Exists(String),
     #[error("--public-url is required for {0} mode")]
@@ -17,7 +36,8 @@ pub enum InitError {
 }
 
 /// The configuration text for `mode`, with freshly generated secrets.
-pub fn render(mode: Mode, public_url: Option<&url::Url>) -> String {
+/// `data_dir` is a TOML string literal.
+pub fn render(mode: Mode, public_url: Option<&url::Url>, data_dir: &str) -> String {
     let public_url_line = match public_url {
         Some(url) => format!("public_url = \"{}\"", url.as_str().trim_end_matches('/')),
         None => "# public_url = \"https://keys.acme.test\"   # required outside local mode".into(),
@@ -36,7 +56,9 @@ mode = "{mode}"
 {public_url_line}
 # Where Gatehouse listens. Behind a reverse proxy on the same host keep it on loopback.
 listen = "127.0.0.1:8080"
-data_dir = "./gatehouse-data"
+# Where gatehouse.db lives. A relative path would resolve against the directory
+# Gatehouse is started in (under systemd: /), so this one is absolute.
+data_dir = {data_dir}
 # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (CIDR list).
 trusted_proxies = ["127.0.0.1/32", "::1/128"]
 
@@ -69,9 +91,11 @@ signup = "{signup}"
     )
 }
 
-/// Writes the file, refusing to replace anything that exists.
-pub fn write(out: &Path, mode: Mode, public_url: Option<&str>) -> Result<(), InitError> {
-    let url = match public_url {
+/// Writes the file, refusing to replace anything that exists, and refusing a
+/// public URL that the startup checks would refuse for the mode.
+pub fn write(out: &Path, request: &InitRequest) -> Result<(), InitError> {
+    let mode = request.mode;
+    let url = match request.public_url {
         Some(raw) => {
             let url = url::Url::parse(raw).map_err(|_| InitError::BadUrl(raw.to_string()))?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -82,7 +106,20 @@ pub fn write(out: &Path, mode: Mode, public_url: Option<&str>) -> Result<(), Ini
         None if mode.is_local() => None,
         None => return Err(InitError::PublicUrlRequired(mode.as_str())),
     };
-    let text = render(mode, url.as_ref());
+    if !mode.is_local() {
+        let mut findings = Vec::new();
+        check_public_url(url.as_ref(), &mut findings);
+        let report = Report::new(mode, findings);
+        if report.refuses() {
+            return Err(InitError::Refused(report));
+        }
+    }
+    let data_dir = request
+        .data_dir
+        .to_str()
+        .ok_or_else(|| InitError::DataDirNotUtf8(request.data_dir.display().to_string()))?;
+    let data_dir = toml::Value::String(data_dir.to_string()).to_string();
+    let text = render(mode, url.as_ref(), &data_dir);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -109,8 +146,10 @@ mod tests {
     #[test]
     fn rendered_config_parses_and_has_fresh_secrets() {
         let url: url::Url = "https://keys.acme.test".parse().unwrap();
-        let a: Config = toml::from_str(&render(Mode::Production, Some(&url))).unwrap();
-        let b: Config = toml::from_str(&render(Mode::Production, Some(&url))).unwrap();
+        let dir = "\"/var/lib/gatehouse\"";
+        let a: Config = toml::from_str(&render(Mode::Production, Some(&url), dir)).unwrap();
+        let b: Config = toml::from_str(&render(Mode::Production, Some(&url), dir)).unwrap();
+        assert_eq!(a.data_dir, std::path::Path::new("/var/lib/gatehouse"));
         assert_eq!(a.mode, Mode::Production);
         assert_eq!(
             a.public_url.as_ref().unwrap().as_str(),
@@ -125,7 +164,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("g.toml");
         std::fs::write(&out, "keep me").unwrap();
-        let err = write(&out, Mode::Local, None).unwrap_err();
+        let err = write(&out, &request(Mode::Local, None)).unwrap_err();
         assert!(matches!(err, InitError::Exists(_)));
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me");
     }
@@ -133,7 +172,52 @@ mod tests {
     #[test]
     fn production_needs_a_public_url() {
         let dir = tempfile::tempdir().unwrap();
-        let err = write(&dir.path().join("g.toml"), Mode::Production, None).unwrap_err();
+        let err = write(&dir.path().join("g.toml"), &request(Mode::Production, None)).unwrap_err();
         assert!(matches!(err, InitError::PublicUrlRequired("production")));
+    }
+
+    fn request(mode: Mode, public_url: Option<&str>) -> InitRequest<'_> {
+        InitRequest {
+            mode,
+            public_url,
+            data_dir: Path::new("/srv/gatehouse data/\"quoted\""),
+        }
+    }
+
+    #[test]
+    fn a_plain_http_url_is_refused_outside_local_mode_with_the_checks_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("g.toml");
+        let err = write(
+            &out,
+            &request(Mode::Production, Some("http://keys.acme.test")),
+        )
+        .unwrap_err();
+        let InitError::Refused(report) = err else {
+            panic!("expected a refusal, got {err:?}");
+        };
+        let mut findings = Vec::new();
+        check_public_url(
+            Some(&"http://keys.acme.test".parse().unwrap()),
+            &mut findings,
+        );
+        assert_eq!(
+            report.render(),
+            Report::new(Mode::Production, findings).render()
+        );
+        assert!(report
+            .render()
+            .contains("public_url: must start with https://"));
+        assert!(!out.exists());
+        write(&out, &request(Mode::Local, Some("http://keys.acme.test"))).unwrap();
+    }
+
+    #[test]
+    fn the_data_directory_is_written_as_given_and_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("g.toml");
+        write(&out, &request(Mode::Local, None)).unwrap();
+        let config: Config = toml::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(config.data_dir, Path::new("/srv/gatehouse data/\"quoted\""));
     }
 }

@@ -31,21 +31,35 @@ pub fn ensure_data_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Fills the secrets the configuration leaves unset from the data directory,
-/// generating and storing any that are not there yet. Returns the names of
-/// the secrets that came from the file, for the start-up message.
-pub fn fill_local_secrets(config: &mut Config) -> std::io::Result<Vec<&'static str>> {
-    let path = config.data_dir.join(LOCAL_SECRETS_FILE);
-    let mut stored: StoredSecrets = match std::fs::read_to_string(&path) {
+fn read_stored(path: &Path) -> std::io::Result<StoredSecrets> {
+    match std::fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("{} is not valid: {}", path.display(), e.message()),
             )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoredSecrets::default(),
-        Err(e) => return Err(e),
-    };
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StoredSecrets::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Fills the secrets the configuration leaves unset from the data directory,
+/// generating and storing any that are not there yet. Returns the names of
+/// the secrets that came from the file, for the start-up message.
+pub fn fill_local_secrets(config: &mut Config) -> std::io::Result<Vec<&'static str>> {
+    fill(config, true)
+}
+
+/// Like [`fill_local_secrets`] but never writes: fills only what the local
+/// secrets file already holds (for `check-config`, which changes nothing).
+pub fn read_local_secrets(config: &mut Config) -> std::io::Result<Vec<&'static str>> {
+    fill(config, false)
+}
+
+fn fill(config: &mut Config, generate: bool) -> std::io::Result<Vec<&'static str>> {
+    let path = config.data_dir.join(LOCAL_SECRETS_FILE);
+    let mut stored = read_stored(&path)?;
     let mut used = Vec::new();
     let mut changed = false;
     for (name, slot, stored_value) in [
@@ -63,12 +77,14 @@ pub fn fill_local_secrets(config: &mut Config) -> std::io::Result<Vec<&'static s
         if slot.is_some() {
             continue;
         }
-        let value = stored_value.get_or_insert_with(|| {
+        if stored_value.is_none() && generate {
+            *stored_value = Some(generate_secret());
             changed = true;
-            generate_secret()
-        });
-        *slot = Some(Secret::new(value.clone()));
-        used.push(name);
+        }
+        if let Some(value) = stored_value {
+            *slot = Some(Secret::new(value.clone()));
+            used.push(name);
+        }
     }
     if changed {
         write_private(&path, &render(&stored))?;
@@ -128,6 +144,25 @@ mod tests {
         fill_local_secrets(&mut second).unwrap();
         assert_eq!(first.secrets.session_key, second.secrets.session_key);
         assert_eq!(first.secrets.ops_token, second.secrets.ops_token);
+    }
+
+    #[test]
+    fn reading_fills_only_what_is_stored_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = || Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let mut before = fresh();
+        assert!(read_local_secrets(&mut before).unwrap().is_empty());
+        assert!(before.secrets.session_key.is_none());
+        assert!(!dir.path().join(LOCAL_SECRETS_FILE).exists());
+        let mut served = fresh();
+        fill_local_secrets(&mut served).unwrap();
+        let mut after = fresh();
+        let used = read_local_secrets(&mut after).unwrap();
+        assert_eq!(used, vec!["secrets.session_key", "secrets.ops_token"]);
+        assert_eq!(after.secrets.session_key, served.secrets.session_key);
     }
 
     #[test]

@@ -9,7 +9,9 @@ pub mod check;
 pub mod init;
 pub mod load;
 pub mod local;
+mod ranges;
 mod secret;
+mod unknown;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -355,9 +357,20 @@ impl Default for AuthConfig {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
 pub struct RateLimitConfig {
     pub limit: u32,
     pub window_secs: u32,
+}
+
+impl Default for RateLimitConfig {
+    /// `keys.default_rate_limit`: 100 requests per 60 seconds.
+    fn default() -> Self {
+        RateLimitConfig {
+            limit: 100,
+            window_secs: 60,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -379,10 +392,7 @@ impl Default for KeysConfig {
     fn default() -> Self {
         KeysConfig {
             prefix: "gate".into(),
-            default_rate_limit: RateLimitConfig {
-                limit: 100,
-                window_secs: 60,
-            },
+            default_rate_limit: RateLimitConfig::default(),
             cache_capacity: 100_000,
             negative_cache_ttl_secs: 30,
             cache_ttl_secs: 60,

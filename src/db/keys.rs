@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::audit::{self, Actor, AuditEvent};
-use super::webhooks::emit;
-use super::{Db, DbError, DbResult};
+use super::audit;
+use super::{effects, Db, DbError, DbResult};
 use crate::config::{Cidr, RateLimitConfig};
 use crate::keys::credits::{Balance, Interval, Refill};
+use crate::keys::events::{check_rotation, RotationRefusal};
 use crate::keys::record::KeyRecord;
-use crate::keys::view::key_json;
 use crate::keys::KeyType;
+use crate::store::effects::Effects;
 
 const KEY_COLUMNS: &str =
     "id, project_id, key_hash, prefix, name, type, environment, scopes, rate_limit, \
@@ -162,27 +162,6 @@ fn active_keys(conn: &Connection, project_id: &str, now: i64) -> DbResult<i64> {
     )?)
 }
 
-fn key_event(
-    conn: &Connection,
-    action: &str,
-    key: &KeyRecord,
-    actor: &Actor,
-    details: serde_json::Value,
-    now: i64,
-) -> DbResult<()> {
-    audit::record(
-        conn,
-        &AuditEvent {
-            project_id: Some(&key.project_id),
-            action,
-            actor,
-            target: Some(&key.id),
-            details,
-        },
-        now,
-    )
-}
-
 /// Records that a key changed in a way that can make it refuse, in the
 /// transaction of the change; running servers drop their cached copy when
 /// they read it (see [`Db::key_changes_since`]).
@@ -205,14 +184,7 @@ pub enum Rotated {
         ended_grace: Option<Box<KeyRecord>>,
     },
     NotFound,
-    /// Revoked or expired: only an active key can be rotated.
-    Inactive,
-    /// The key already has a successor; rotate that one instead.
-    AlreadyRotated {
-        successor: Arc<str>,
-    },
-    /// Keeping the old key through a grace period would exceed `max_keys`.
-    PlanLimit,
+    Refused(RotationRefusal),
 }
 
 /// Filters of the key list.
@@ -329,14 +301,13 @@ impl Db {
         self.call(move |c| key_by_id(c, &project_id, &id)).await
     }
 
-    /// Creates a key, with `key.created` in the audit log and the webhook
-    /// outbox. `None` when the project already has `max_keys` active keys.
+    /// Creates a key with its effects (audit row, webhook event). `None`
+    /// when the project already has `max_keys` active keys.
     pub async fn create_key(
         &self,
         key: KeyRecord,
-        actor: Actor,
-        default_rate: RateLimitConfig,
         max_keys: Option<u64>,
+        effects: Effects,
     ) -> DbResult<Option<KeyRecord>> {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -347,10 +318,7 @@ impl Db {
                 }
             }
             insert_key(&tx, &key, false, None)?;
-            let details = serde_json::json!({ "name": key.name, "type": key.kind.as_str() });
-            key_event(&tx, "key.created", &key, &actor, details, key.created_at)?;
-            let data = key_json(&key, default_rate);
-            emit(&tx, &key.project_id, "key.created", data, key.created_at)?;
+            effects::write(&tx, &effects, key.created_at)?;
             tx.commit()?;
             Ok(Some(key))
         })
@@ -392,19 +360,17 @@ impl Db {
         .await
     }
 
-    /// Applies `change` to a key of the project and stores the result with
-    /// `key.updated` (or the given action) in one transaction.
+    /// Applies `change` to a key of the project (its `updated_at` already
+    /// set) and stores the result with the effects `change` returns, in one
+    /// transaction.
     pub async fn update_key<F>(
         &self,
         project_id: String,
         id: String,
-        action: &'static str,
-        actor: Actor,
-        default_rate: RateLimitConfig,
         change: F,
     ) -> DbResult<Option<KeyRecord>>
     where
-        F: FnOnce(&mut KeyRecord) -> serde_json::Value + Send + 'static,
+        F: FnOnce(&mut KeyRecord) -> Effects + Send + 'static,
     {
         self.call(move |c| {
             let now = crate::types::now();
@@ -412,8 +378,8 @@ impl Db {
             let Some(mut key) = key_by_id(&tx, &project_id, &id)? else {
                 return Ok(None);
             };
-            let details = change(&mut key);
             key.updated_at = now;
+            let effects = change(&mut key);
             let allowed_ips = key.allowed_ips.as_ref().map(|ips| {
                 serde_json::to_string(&ips.iter().map(|c| String::from(*c)).collect::<Vec<_>>()).expect("strings")
             });
@@ -442,8 +408,7 @@ impl Db {
                     now,
                 ],
             )?;
-            key_event(&tx, action, &key, &actor, details, now)?;
-            emit(&tx, &key.project_id, action, key_json(&key, default_rate), now)?;
+            effects::write(&tx, &effects, now)?;
             publish_change(&tx, &key.hash, now)?;
             tx.commit()?;
             Ok(Some(key))
@@ -452,34 +417,27 @@ impl Db {
     }
 
     /// Inserts `new` as the successor of `old_id`, and revokes the old key
-    /// (grace 0) or moves its expiry to `old_expires_at`, in one transaction.
-    /// A key that already has a successor is not rotated again; rotating a
-    /// successor ends its predecessor's grace at once, so a line of
-    /// rotations never has more than two live keys; a key kept through a
-    /// grace period counts towards `max_keys`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn rotate_key(
+    /// (grace 0) or moves its expiry to `old_expires_at`, in one transaction,
+    /// under the rotation rules of [`check_rotation`]. `effects` gets the old
+    /// key, the new one and the predecessor whose grace ended.
+    pub async fn rotate_key<F>(
         &self,
         project_id: String,
         old_id: String,
         mut new: KeyRecord,
         old_expires_at: Option<i64>,
-        actor: Actor,
-        default_rate: RateLimitConfig,
         max_keys: Option<u64>,
-    ) -> DbResult<Rotated> {
+        effects: F,
+    ) -> DbResult<Rotated>
+    where
+        F: FnOnce(&KeyRecord, &KeyRecord, Option<&KeyRecord>) -> Effects + Send + 'static,
+    {
         self.call(move |c| {
             let now = crate::types::now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(mut old) = key_by_id(&tx, &project_id, &old_id)? else {
                 return Ok(Rotated::NotFound);
             };
-            if let Some(successor) = old.rotated_to.clone() {
-                return Ok(Rotated::AlreadyRotated { successor });
-            }
-            if !old.is_active(now) {
-                return Ok(Rotated::Inactive);
-            }
             // The predecessor still in its grace period, if any.
             let predecessor = tx
                 .query_row(
@@ -489,13 +447,16 @@ impl Db {
                 )
                 .optional()?
                 .filter(|p| p.is_active(now));
-            if let (Some(max), Some(_)) = (max_keys, old_expires_at) {
-                // The old key stays live beside the new one; an ended grace frees a slot.
-                let after = active_keys(&tx, &project_id, now)? + 1
-                    - i64::from(predecessor.is_some());
-                if after as u64 > max {
-                    return Ok(Rotated::PlanLimit);
-                }
+            let active = active_keys(&tx, &project_id, now)?;
+            if let Err(refusal) = check_rotation(
+                &old,
+                predecessor.is_some(),
+                active,
+                max_keys,
+                old_expires_at.is_some(),
+                now,
+            ) {
+                return Ok(Rotated::Refused(refusal));
             }
             let ended_grace = match predecessor {
                 Some(mut p) => {
@@ -505,8 +466,6 @@ impl Db {
                         "UPDATE api_keys SET revoked_at = ?2, updated_at = ?2 WHERE id = ?1",
                         params![&*p.id, now],
                     )?;
-                    key_event(&tx, "key.revoked", &p, &actor, serde_json::json!({ "reason": "successor rotated", "successor_rotated": &*old.id }), now)?;
-                    emit(&tx, &p.project_id, "key.revoked", key_json(&p, default_rate), now)?;
                     publish_change(&tx, &p.hash, now)?;
                     Some(p)
                 }
@@ -524,19 +483,8 @@ impl Db {
                 "UPDATE api_keys SET revoked_at = ?2, expires_at = ?3, updated_at = ?4, rotated_to = ?5 WHERE id = ?1",
                 params![&*old.id, old.revoked_at, old.expires_at, now, &*new.id],
             )?;
-            key_event(
-                &tx,
-                "key.rotated",
-                &old,
-                &actor,
-                serde_json::json!({ "new_key_id": &*new.id, "old_expires_at": old.expires_at, "old_revoked_at": old.revoked_at }),
-                now,
-            )?;
-            key_event(&tx, "key.created", &new, &actor, serde_json::json!({ "name": new.name, "rotated_from": &*old.id }), now)?;
-            let mut data = key_json(&new, default_rate);
-            data["rotated_from"] = serde_json::json!({ "id": &*old.id, "expires_at": old.expires_at.map(crate::types::rfc3339), "revoked_at": old.revoked_at.map(crate::types::rfc3339) });
-            emit(&tx, &new.project_id, "key.rotated", data, now)?;
             publish_change(&tx, &old.hash, now)?;
+            effects::write(&tx, &effects(&old, &new, ended_grace.as_ref()), now)?;
             tx.commit()?;
             Ok(Rotated::Done {
                 old: Box::new(old),
@@ -608,13 +556,14 @@ impl Db {
 
     /// Revokes an active key found by hash (leaked-key reports). Returns the
     /// key as it was before, or `None` when unknown.
-    pub async fn revoke_leaked(
+    pub async fn revoke_leaked<F>(
         &self,
         hash: [u8; 32],
-        actor: Actor,
-        details: serde_json::Value,
-        default_rate: RateLimitConfig,
-    ) -> DbResult<Option<(KeyRecord, bool)>> {
+        effects: F,
+    ) -> DbResult<Option<(KeyRecord, bool)>>
+    where
+        F: FnOnce(&KeyRecord) -> Effects + Send + 'static,
+    {
         self.call(move |c| {
             let now = crate::types::now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -637,10 +586,7 @@ impl Db {
                 "UPDATE api_keys SET revoked_at = ?2, updated_at = ?2 WHERE id = ?1",
                 params![&*key.id, now],
             )?;
-            key_event(&tx, "key.leaked", &key, &actor, details.clone(), now)?;
-            let mut data = key_json(&key, default_rate);
-            data["report"] = details;
-            emit(&tx, &key.project_id, "key.leaked", data, now)?;
+            effects::write(&tx, &effects(&key), now)?;
             publish_change(&tx, &key.hash, now)?;
             tx.commit()?;
             Ok(Some((key, true)))
@@ -661,7 +607,14 @@ impl Db {
     }
 
     /// Imports keys in one transaction; fails whole on a duplicate hash.
-    pub async fn import_keys(&self, keys: Vec<KeyRecord>) -> DbResult<Result<usize, String>> {
+    pub async fn import_keys<F>(
+        &self,
+        keys: Vec<KeyRecord>,
+        effects: F,
+    ) -> DbResult<Result<usize, String>>
+    where
+        F: Fn(&KeyRecord) -> Effects + Send + 'static,
+    {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for (i, key) in keys.iter().enumerate() {
@@ -679,14 +632,7 @@ impl Db {
                     }
                     Err(e) => return Err(e),
                 }
-                key_event(
-                    &tx,
-                    "key.imported",
-                    key,
-                    &Actor::system(),
-                    serde_json::json!({ "name": key.name }),
-                    key.created_at,
-                )?;
+                effects::write(&tx, &effects(key), key.created_at)?;
             }
             tx.commit()?;
             Ok(Ok(keys.len()))

@@ -17,10 +17,17 @@ pub struct Migration {
 /// The steps of `schema.sql`, in order. Panics only if the file shipped in
 /// the binary is malformed, which a unit test rules out.
 pub fn migrations() -> Vec<Migration> {
+    parse_steps(SCHEMA)
+}
+
+/// Splits a schema file into its numbered steps (`-- migration: N what`
+/// lines, numbered 1, 2, ...). Panics on a malformed file: schema files are
+/// shipped in the binary and checked by unit tests.
+pub fn parse_steps(schema: &'static str) -> Vec<Migration> {
     // Byte offsets of every line that starts with the marker.
     let mut headers: Vec<(usize, usize)> = Vec::new(); // (line start, line end)
     let mut offset = 0;
-    for line in SCHEMA.split_inclusive('\n') {
+    for line in schema.split_inclusive('\n') {
         if line.starts_with(MARKER) {
             headers.push((offset, offset + line.len()));
         }
@@ -28,19 +35,19 @@ pub fn migrations() -> Vec<Migration> {
     }
     let mut steps = Vec::new();
     for (i, &(start, end)) in headers.iter().enumerate() {
-        let header = SCHEMA[start + MARKER.len()..end].trim();
+        let header = schema[start + MARKER.len()..end].trim();
         let (number, description) = header.split_once(' ').unwrap_or((header, ""));
-        let version: u32 = number.parse().expect("schema.sql: migration number");
+        let version: u32 = number.parse().expect("schema file: migration number");
         assert_eq!(
             version as usize,
             i + 1,
-            "schema.sql: migrations numbered 1, 2, ..."
+            "schema file: migrations numbered 1, 2, ..."
         );
-        let body_end = headers.get(i + 1).map(|h| h.0).unwrap_or(SCHEMA.len());
+        let body_end = headers.get(i + 1).map(|h| h.0).unwrap_or(schema.len());
         steps.push(Migration {
             version,
             description,
-            sql: &SCHEMA[end..body_end],
+            sql: &schema[end..body_end],
         });
     }
     steps

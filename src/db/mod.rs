@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod billing;
+pub mod effects;
 pub mod keys;
 pub mod mail;
 pub mod migrate;

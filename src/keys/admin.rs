@@ -1,18 +1,26 @@
-//! Issuing, editing, rotating and revoking keys: the logic shared by the
-//! HTTP routes and the CLI. Every change reaches the verification cache
-//! before the caller gets its answer.
+//! Issuing, editing, rotating and revoking keys: [`KeyService`], the one
+//! path for the HTTP routes, leaked-key reports and the CLI. Each change is
+//! stored with its audit row, webhook event and change-feed entry in one
+//! transaction, and reaches this process's verification cache (when there
+//! is one) before the caller gets its answer; other processes learn of it
+//! through the change feed.
 
 use std::sync::Arc;
 
+use crate::catalog::Catalog;
+use crate::config::Config;
 use crate::crypto::new_id;
-use crate::db::audit::Actor;
+use crate::db::audit::{Actor, ActorType};
 use crate::db::keys::Rotated;
+use crate::db::users::Project;
+use crate::db::Db;
 use crate::error::{ApiError, ErrorCode};
 use crate::keys::credits::Balance;
+use crate::keys::events::{KeyEvents, RotationRefusal};
 use crate::keys::input::{self, KeySpec, PatchKeyBody};
 use crate::keys::record::KeyRecord;
+use crate::keys::store::KeyStore;
 use crate::keys::ApiKey;
-use crate::state::AppState;
 
 /// A fresh key and its stored record. The plaintext lives only in the
 /// returned [`ApiKey`].
@@ -53,206 +61,242 @@ pub fn mint(
     (record, key)
 }
 
-/// Issues a key, within the plan's `max_keys` (403 `plan_limit`).
-pub async fn create(
-    state: &AppState,
-    project: &crate::db::users::Project,
-    spec: KeySpec,
-    actor: Actor,
-) -> Result<(KeyRecord, ApiKey), ApiError> {
-    let created_by = match actor.kind {
-        crate::db::audit::ActorType::User => actor.id.clone(),
-        _ => None,
-    };
-    let now = crate::types::now();
-    let (record, key) = mint(
-        spec,
-        &project.id,
-        created_by,
-        &state.config.keys.prefix,
-        now,
-    );
-    let (max_keys, _) = crate::billing::limits(&state.config, &project.plan);
-    let default_rate = state.config.keys.default_rate_limit;
-    let record = state
-        .db
-        .create_key(record, actor, default_rate, max_keys)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::PlanLimit).with_message(format!(
-                "The {} plan allows {} active keys; revoke one or upgrade.",
-                project.plan,
-                max_keys.unwrap_or_default()
-            ))
-        })?;
-    Ok((record, key))
+fn no_such_key() -> ApiError {
+    ApiError::not_found().with_message("No such key.")
 }
 
-/// Revokes a key (idempotent).
-pub async fn revoke(
-    state: &AppState,
-    project_id: &str,
-    id: &str,
-    actor: Actor,
-) -> Result<KeyRecord, ApiError> {
-    let now = crate::types::now();
-    let record = state
-        .db
-        .update_key(
-            project_id.to_string(),
-            id.to_string(),
-            "key.revoked",
-            actor,
-            state.config.keys.default_rate_limit,
-            move |k| {
+/// Key changes, for every caller.
+pub struct KeyService<'a> {
+    db: &'a Db,
+    config: &'a Config,
+    /// The running server's verification cache; the CLI has none (a running
+    /// server learns of its changes through the change feed).
+    cache: Option<&'a KeyStore>,
+}
+
+impl<'a> KeyService<'a> {
+    pub fn new(db: &'a Db, config: &'a Config, cache: Option<&'a KeyStore>) -> Self {
+        KeyService { db, config, cache }
+    }
+
+    fn events(&self) -> KeyEvents {
+        KeyEvents {
+            default_rate: self.config.keys.default_rate_limit,
+        }
+    }
+
+    fn cached(&self, record: &KeyRecord) {
+        if let Some(cache) = self.cache {
+            cache.updated(record, false);
+        }
+    }
+
+    fn max_keys(&self, plan: &str) -> Option<u64> {
+        crate::billing::limits(self.config, plan).0
+    }
+
+    /// Issues a key, within the plan's `max_keys` (403 `plan_limit`).
+    pub async fn create(
+        &self,
+        project: &Project,
+        spec: KeySpec,
+        actor: Actor,
+    ) -> Result<(KeyRecord, ApiKey), ApiError> {
+        let created_by = actor.id.clone().filter(|_| actor.kind == ActorType::User);
+        let now = crate::types::now();
+        let (record, key) = mint(spec, &project.id, created_by, &self.config.keys.prefix, now);
+        let max_keys = self.max_keys(&project.plan);
+        let effects = self.events().created(&record, &actor);
+        let record = self
+            .db
+            .create_key(record, max_keys, effects)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::PlanLimit).with_message(format!(
+                    "The {} plan allows {} active keys; revoke one or upgrade.",
+                    project.plan,
+                    max_keys.unwrap_or_default()
+                ))
+            })?;
+        Ok((record, key))
+    }
+
+    /// Revokes a key (idempotent).
+    pub async fn revoke(
+        &self,
+        project_id: &str,
+        id: &str,
+        actor: Actor,
+    ) -> Result<KeyRecord, ApiError> {
+        let now = crate::types::now();
+        let events = self.events();
+        let record = self
+            .db
+            .update_key(project_id.to_string(), id.to_string(), move |k| {
                 let already = k.revoked_at.is_some();
                 k.revoked_at = Some(k.revoked_at.unwrap_or(now));
-                serde_json::json!({ "already_revoked": already })
-            },
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
-    state.keys.updated(&record, false);
-    Ok(record)
-}
-
-/// A new key with the same settings; the old one is revoked now (`grace_secs`
-/// = 0) or expires after the grace. The new key gets the old key's current
-/// credit balance, and an expiring key's lifetime is carried over.
-pub async fn rotate(
-    state: &AppState,
-    project_id: &str,
-    id: &str,
-    grace_secs: i64,
-    actor: Actor,
-) -> Result<(KeyRecord, ApiKey), ApiError> {
-    let now = crate::types::now();
-    let old = state
-        .db
-        .key_by_id(project_id.to_string(), id.to_string())
-        .await?
-        .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
-    let credits = state.keys.live_credits(&old).or(old.credits);
-    let spec = KeySpec {
-        name: old.name.clone(),
-        kind: old.kind,
-        environment: old.environment.clone(),
-        scopes: old.scopes.clone(),
-        expires_at: old.expires_at.map(|e| now + (e - old.created_at).max(1)),
-        rate_limit: old.rate_limit,
-        owner_id: old.owner_id.clone(),
-        credits: None,
-        allowed_ips: old.allowed_ips.clone(),
-        metadata: old.metadata.clone(),
-    };
-    let created_by = actor
-        .id
-        .clone()
-        .filter(|_| actor.kind == crate::db::audit::ActorType::User);
-    let (mut new, key) = mint(spec, project_id, created_by, &state.config.keys.prefix, now);
-    new.credits = credits;
-    let old_expires = (grace_secs > 0).then_some(now + grace_secs);
-    let project = state
-        .db
-        .project(project_id.to_string())
-        .await?
-        .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
-    let (max_keys, _) = crate::billing::limits(&state.config, &project.plan);
-    let rotated = state
-        .db
-        .rotate_key(
-            project_id.to_string(),
-            id.to_string(),
-            new,
-            old_expires,
-            actor,
-            state.config.keys.default_rate_limit,
-            max_keys,
-        )
-        .await?;
-    match rotated {
-        Rotated::Done {
-            old,
-            new,
-            ended_grace,
-        } => {
-            if let Some(predecessor) = ended_grace {
-                state.keys.updated(&predecessor, false);
-            }
-            state.keys.updated(&old, false);
-            Ok((*new, key))
-        }
-        Rotated::NotFound => Err(ApiError::not_found().with_message("No such key.")),
-        Rotated::Inactive => Err(ApiError::new(ErrorCode::Conflict)
-            .with_message("Only an active key can be rotated.")),
-        Rotated::AlreadyRotated { successor } => Err(ApiError::new(ErrorCode::Conflict)
-            .with_message(format!(
-                "This key was already rotated; rotate its successor {successor} instead."
-            ))),
-        Rotated::PlanLimit => Err(ApiError::new(ErrorCode::PlanLimit).with_message(format!(
-            "The {} plan allows {} active keys, and the previous key stays active during the grace period; rotate with expire_previous_in_secs = 0 or revoke a key first.",
-            project.plan,
-            max_keys.unwrap_or_default()
-        ))),
+                events.changed(
+                    k,
+                    "key.revoked",
+                    &actor,
+                    serde_json::json!({ "already_revoked": already }),
+                )
+            })
+            .await?
+            .ok_or_else(no_such_key)?;
+        self.cached(&record);
+        Ok(record)
     }
-}
 
-/// Applies a PATCH. Absent fields stay; `null` clears a nullable field.
-pub async fn patch(
-    state: &AppState,
-    project_id: &str,
-    id: &str,
-    body: PatchKeyBody,
-    actor: Actor,
-) -> Result<KeyRecord, ApiError> {
-    let now = crate::types::now();
-    let name = body.name.as_deref().map(input::name).transpose()?;
-    let scopes = body
-        .scopes
-        .as_deref()
-        .map(|s| input::scopes(s, &state.catalog))
-        .transpose()?;
-    let rate_limit = body
-        .rate_limit
-        .map(|r| r.map(input::rate_limit).transpose())
-        .transpose()?;
-    let owner_id = body
-        .owner_id
-        .map(|o| o.as_deref().map(input::owner_id).transpose())
-        .transpose()?;
-    let credits = body
-        .credits
-        .map(|c| c.map(input::credits).transpose())
-        .transpose()?;
-    let allowed_ips = body
-        .allowed_ips
-        .map(|a| a.as_deref().map(input::allowed_ips).transpose())
-        .transpose()?;
-    let expires_at = body
-        .expires_at
-        .map(|e| e.as_deref().map(|s| input::expires_at(s, now)).transpose())
-        .transpose()?;
-    let metadata = body
-        .metadata
-        .map(|m| input::metadata(Some(m)))
-        .transpose()?;
-    let credits_changed = credits.is_some();
+    /// Revokes an active key found by hash (a leak report): `None` when
+    /// unknown, else the key and whether this report revoked it.
+    pub async fn revoke_leaked(
+        &self,
+        hash: [u8; 32],
+        actor: Actor,
+        report: serde_json::Value,
+    ) -> Result<Option<(KeyRecord, bool)>, ApiError> {
+        let events = self.events();
+        let outcome = self
+            .db
+            .revoke_leaked(hash, move |k| events.leaked(k, &actor, report))
+            .await?;
+        if let Some((key, true)) = &outcome {
+            self.cached(key);
+        }
+        Ok(outcome)
+    }
 
-    // Setting a balance must not race a usage flush writing an older one.
-    let _exclusive = if credits_changed {
-        Some(state.keys.usage.exclusive().await)
-    } else {
-        None
-    };
-    let record = state
-        .db
-        .update_key(
-            project_id.to_string(),
-            id.to_string(),
-            "key.updated",
-            actor,
-            state.config.keys.default_rate_limit,
-            move |k| {
+    /// A new key with the same settings; the old one is revoked now
+    /// (`grace_secs` = 0) or expires after the grace. The new key takes over
+    /// the old key's credit balance and window (the two share them during
+    /// the grace), and an expiring key's lifetime is carried over.
+    pub async fn rotate(
+        &self,
+        project: &Project,
+        id: &str,
+        grace_secs: i64,
+        actor: Actor,
+    ) -> Result<(KeyRecord, ApiKey), ApiError> {
+        let now = crate::types::now();
+        let old = self
+            .db
+            .key_by_id(project.id.clone(), id.to_string())
+            .await?
+            .ok_or_else(no_such_key)?;
+        let credits = self
+            .cache
+            .and_then(|c| c.live_credits(&old))
+            .or(old.credits);
+        let spec = KeySpec {
+            name: old.name.clone(),
+            kind: old.kind,
+            environment: old.environment.clone(),
+            scopes: old.scopes.clone(),
+            expires_at: old.expires_at.map(|e| now + (e - old.created_at).max(1)),
+            rate_limit: old.rate_limit,
+            owner_id: old.owner_id.clone(),
+            credits: None,
+            allowed_ips: old.allowed_ips.clone(),
+            metadata: old.metadata.clone(),
+        };
+        let created_by = actor.id.clone().filter(|_| actor.kind == ActorType::User);
+        let (mut new, key) = mint(spec, &project.id, created_by, &self.config.keys.prefix, now);
+        new.credits = credits;
+        let old_expires = (grace_secs > 0).then_some(now + grace_secs);
+        let max_keys = self.max_keys(&project.plan);
+        let events = self.events();
+        let rotated = self
+            .db
+            .rotate_key(
+                project.id.clone(),
+                id.to_string(),
+                new,
+                old_expires,
+                max_keys,
+                move |old, new, ended| events.rotated(old, new, ended, &actor),
+            )
+            .await?;
+        match rotated {
+            Rotated::Done {
+                old,
+                new,
+                ended_grace,
+            } => {
+                if let Some(predecessor) = ended_grace {
+                    self.cached(&predecessor);
+                }
+                self.cached(&old);
+                Ok((*new, key))
+            }
+            Rotated::NotFound => Err(no_such_key()),
+            Rotated::Refused(RotationRefusal::Inactive) => Err(ApiError::new(ErrorCode::Conflict)
+                .with_message("Only an active key can be rotated.")),
+            Rotated::Refused(RotationRefusal::AlreadyRotated(successor)) => {
+                Err(ApiError::new(ErrorCode::Conflict).with_message(format!(
+                    "This key was already rotated; rotate its successor {successor} instead."
+                )))
+            }
+            Rotated::Refused(RotationRefusal::PlanLimit) => Err(ApiError::new(ErrorCode::PlanLimit)
+                .with_message(format!(
+                    "The {} plan allows {} active keys, and the previous key stays active during the grace period; rotate with expire_previous_in_secs = 0 or revoke a key first.",
+                    project.plan,
+                    max_keys.unwrap_or_default()
+                ))),
+        }
+    }
+
+    /// Applies a PATCH. Absent fields stay; `null` clears a nullable field.
+    pub async fn patch(
+        &self,
+        catalog: &Catalog,
+        project_id: &str,
+        id: &str,
+        body: PatchKeyBody,
+        actor: Actor,
+    ) -> Result<KeyRecord, ApiError> {
+        let now = crate::types::now();
+        let name = body.name.as_deref().map(input::name).transpose()?;
+        let scopes = body
+            .scopes
+            .as_deref()
+            .map(|s| input::scopes(s, catalog))
+            .transpose()?;
+        let rate_limit = body
+            .rate_limit
+            .map(|r| r.map(input::rate_limit).transpose())
+            .transpose()?;
+        let owner_id = body
+            .owner_id
+            .map(|o| o.as_deref().map(input::owner_id).transpose())
+            .transpose()?;
+        let credits = body
+            .credits
+            .map(|c| c.map(input::credits).transpose())
+            .transpose()?;
+        let allowed_ips = body
+            .allowed_ips
+            .map(|a| a.as_deref().map(input::allowed_ips).transpose())
+            .transpose()?;
+        let expires_at = body
+            .expires_at
+            .map(|e| e.as_deref().map(|s| input::expires_at(s, now)).transpose())
+            .transpose()?;
+        let metadata = body
+            .metadata
+            .map(|m| input::metadata(Some(m)))
+            .transpose()?;
+        let credits_changed = credits.is_some();
+
+        // Setting a balance must not race a usage flush writing an older one.
+        let _exclusive = match self.cache {
+            Some(cache) if credits_changed => Some(cache.usage.exclusive().await),
+            _ => None,
+        };
+        let events = self.events();
+        let record = self
+            .db
+            .update_key(project_id.to_string(), id.to_string(), move |k| {
                 let mut changed = Vec::new();
                 if let Some(v) = name {
                     k.name = v;
@@ -290,14 +334,21 @@ pub async fn patch(
                     k.metadata = v;
                     changed.push("metadata");
                 }
-                serde_json::json!({ "changed": changed })
-            },
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found().with_message("No such key."))?;
-    if credits_changed {
-        state.keys.usage.forget_credits(record.state_id());
+                events.changed(
+                    k,
+                    "key.updated",
+                    &actor,
+                    serde_json::json!({ "changed": changed }),
+                )
+            })
+            .await?
+            .ok_or_else(no_such_key)?;
+        if let Some(cache) = self.cache {
+            if credits_changed {
+                cache.usage.forget_credits(record.state_id());
+            }
+            cache.updated(&record, credits_changed);
+        }
+        Ok(record)
     }
-    state.keys.updated(&record, credits_changed);
-    Ok(record)
 }

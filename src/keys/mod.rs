@@ -5,8 +5,10 @@
 
 pub mod admin;
 pub mod credits;
+pub mod events;
 pub mod feed;
 pub mod format;
+pub mod forward;
 pub mod input;
 pub mod limiter;
 pub mod record;

@@ -307,18 +307,11 @@ impl KeyStore {
         for _ in 0..8 {
             let epoch = self.epoch.load(Ordering::SeqCst);
             let record = db.find_key_by_hash(hash).await?;
-            // A rotated key draws on its successor's balance.
+            // A rotated key draws on its successor's balance (read always:
+            // the successor's live state may be pruned before we fill).
             let successor_credits = match record.as_ref().and_then(|r| r.rotated_to.clone()) {
-                Some(successor)
-                    if !self
-                        .live
-                        .lock()
-                        .expect("live lock")
-                        .contains_key(&successor) =>
-                {
-                    db.find_key_by_id(successor).await?.map(|s| s.credits)
-                }
-                _ => None,
+                Some(successor) => db.find_key_by_id(successor).await?.map(|s| s.credits),
+                None => None,
             };
             let _fill = self.fill_lock.lock().expect("fill lock");
             if self.epoch.load(Ordering::SeqCst) != epoch {

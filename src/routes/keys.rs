@@ -7,7 +7,6 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Principal, ProjectAccess};
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::RequestContext;
-use crate::keys::admin;
 use crate::keys::input::{CreateKeyBody, PatchKeyBody};
 use crate::keys::record::KeyRecord;
 pub use crate::keys::view::KeyView;
@@ -116,8 +115,10 @@ pub async fn create(
     let spec = body
         .into_inner()
         .validate(&state.catalog, crate::types::now())?;
-    let (record, key) =
-        admin::create(&state, &access.project, spec, access.principal.actor(&ctx)).await?;
+    let (record, key) = state
+        .key_service()
+        .create(&access.project, spec, access.principal.actor(&ctx))
+        .await?;
     Ok(no_store(HttpResponse::Created().json(CreatedKey {
         key: state.key_view(&record),
         plaintext_key: key.expose().to_string(),
@@ -169,14 +170,16 @@ pub async fn patch(
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Admin)?;
     find(&state, &access, &id).await?;
-    let key = admin::patch(
-        &state,
-        &access.project.id,
-        &id,
-        body.into_inner(),
-        access.principal.actor(&ctx),
-    )
-    .await?;
+    let key = state
+        .key_service()
+        .patch(
+            &state.catalog,
+            &access.project.id,
+            &id,
+            body.into_inner(),
+            access.principal.actor(&ctx),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(state.key_view(&key)))
 }
 
@@ -204,13 +207,10 @@ pub async fn revoke(
         Principal::Session(_) => access.require(Role::Admin)?,
     }
     find(&state, &access, &id).await?;
-    let key = admin::revoke(
-        &state,
-        &access.project.id,
-        &id,
-        access.principal.actor(&ctx),
-    )
-    .await?;
+    let key = state
+        .key_service()
+        .revoke(&access.project.id, &id, access.principal.actor(&ctx))
+        .await?;
     Ok(HttpResponse::Ok().json(Revoked {
         id: key.id.to_string(),
         is_active: false,
@@ -253,14 +253,10 @@ pub async fn rotate(
         ));
     }
     find(&state, &access, &id).await?;
-    let (record, key) = admin::rotate(
-        &state,
-        &access.project.id,
-        &id,
-        grace,
-        access.principal.actor(&ctx),
-    )
-    .await?;
+    let (record, key) = state
+        .key_service()
+        .rotate(&access.project, &id, grace, access.principal.actor(&ctx))
+        .await?;
     Ok(no_store(HttpResponse::Created().json(CreatedKey {
         key: state.key_view(&record),
         plaintext_key: key.expose().to_string(),

@@ -14,6 +14,7 @@ use crate::db::audit::{Actor, ActorType};
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::extract::bearer_token;
 use crate::http::RequestContext;
+use crate::keys::forward::original_request;
 use crate::keys::limiter::rate_limit_headers;
 use crate::keys::store::{CheckInput, Denial, Purpose, Rendered};
 use crate::state::AppState;
@@ -207,24 +208,19 @@ pub async fn verify(
     Ok(res)
 }
 
-fn header<'a>(req: &'a HttpRequest, names: &[&str]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|n| req.headers().get(*n))
-        .and_then(|v| v.to_str().ok())
-}
-
 /// Forward-auth for nginx `auth_request`, Caddy `forward_auth` and Traefik
 /// `ForwardAuth` (any method). The key comes from `Authorization: Bearer`
-/// or `X-API-Key`; the original method and path from `X-Forwarded-Method`
-/// / `X-Original-Method` and `X-Forwarded-Uri` / `X-Original-URI`; the scope
-/// the path needs from the `[[routes]]` rules (longest prefix wins).
+/// or `X-API-Key`; the original method and path from the proxy's headers
+/// (see [`crate::keys::forward`]: both header families must agree, and the
+/// path is normalised before the `[[routes]]` rules are matched, longest
+/// prefix first). A report that cannot be trusted is refused with 403
+/// `forbidden` before the key is looked at.
 #[utoipa::path(get, path = "/api/v1/auth/check", tag = "verify",
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Allowed; see X-Gatehouse-Key-Id, X-Gatehouse-Project-Id, X-Gatehouse-Scopes and the RateLimit fields"),
         (status = 401, description = "missing_authorization, malformed_key or invalid_key", body = ErrorEnvelope),
-        (status = 403, description = "forbidden_ip or insufficient_scope", body = ErrorEnvelope),
+        (status = 403, description = "forbidden_ip or insufficient_scope; forbidden when the proxy's report of the original request is missing, ambiguous or cannot be normalised", body = ErrorEnvelope),
         (status = 429, description = "rate_limited, usage_exceeded or quota_exceeded; see Retry-After", body = ErrorEnvelope)))]
 pub async fn check(
     req: HttpRequest,
@@ -245,13 +241,22 @@ pub async fn check(
             }
         },
     };
-    let method =
-        header(&req, &["x-forwarded-method", "x-original-method"]).unwrap_or(req.method().as_str());
-    let uri = header(&req, &["x-forwarded-uri", "x-original-uri"]).unwrap_or("/");
-    let path = uri.split(['?', '#']).next().unwrap_or("/");
-    let required: Vec<String> = crate::catalog::scope_for_path(&state.config.routes, path)
-        .map(|s| vec![s.to_string()])
-        .unwrap_or_default();
+    let original = match original_request(req.headers(), req.method().as_str()) {
+        Ok(original) => original,
+        Err(refusal) => {
+            state
+                .metrics
+                .observe_verification("forward_auth", "forbidden");
+            return Err(forward_auth_error(
+                ApiError::new(ErrorCode::Forbidden).with_message(refusal.message()),
+            ));
+        }
+    };
+    let method = original.method;
+    let required: Vec<String> =
+        crate::catalog::scope_for_path(&state.config.routes, &original.path)
+            .map(|s| vec![s.to_string()])
+            .unwrap_or_default();
     let checked = state
         .keys
         .check(
@@ -387,19 +392,13 @@ pub async fn leaked(
                     "source": report.source.as_deref().map(|s| s.chars().take(200).collect::<String>()),
                 });
                 match state
-                    .db
-                    .revoke_leaked(
-                        hash,
-                        actor.clone(),
-                        details,
-                        state.config.keys.default_rate_limit,
-                    )
+                    .key_service()
+                    .revoke_leaked(hash, actor.clone(), details)
                     .await?
                 {
                     None => "not_found",
                     Some((_, false)) => "already_inactive",
                     Some((key, true)) => {
-                        state.keys.updated(&key, false);
                         tracing::warn!(key_id = %key.id, project_id = %key.project_id, "leaked key revoked");
                         "revoked"
                     }

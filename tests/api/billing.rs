@@ -274,6 +274,7 @@ fn plan_limits_are_enforced() {
     assert_eq!(v["code"], "quota_exceeded");
     let res = send(
         app.request("GET", "/api/v1/auth/check")
+            .set("X-Forwarded-Uri", "/")
             .set("X-API-Key", &key),
     );
     res.assert_error(429, "quota_exceeded");

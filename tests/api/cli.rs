@@ -179,7 +179,13 @@ expose_codes = true
                 out.stderr
             );
         }
-        assert!(out.stderr.contains("5 problems"), "{}", out.stderr);
+        // check-config also finds that there is no database at data_dir yet.
+        let expected = if args[0] == "check-config" {
+            "6 problems"
+        } else {
+            "5 problems"
+        };
+        assert!(out.stderr.contains(expected), "{}", out.stderr);
         assert!(!out.stderr.contains("short-but-secret-value"));
         assert!(out.stderr.contains("hint:"), "hints are given");
     }
@@ -208,6 +214,18 @@ fn init_then_smtp_host_passes_check_config_and_serves() {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+
+    // The data directory is absolute: the current directory at init time.
+    let written: toml::Table = text.parse().unwrap();
+    assert_eq!(
+        written["data_dir"].as_str().unwrap(),
+        dir.path().join("gatehouse-data").to_str().unwrap()
+    );
+
+    // Only migrate (or serve) creates the database.
+    let out = run(gatehouse(dir.path()).args(["migrate", "--config", "prod.toml"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(dir.path().join("gatehouse-data/gatehouse.db").is_file());
 
     // Without SMTP the check refuses, naming smtp.host only.
     let out = run(gatehouse(dir.path()).args(["check-config", "--config", "prod.toml"]));
@@ -256,7 +274,7 @@ fn init_then_smtp_host_passes_check_config_and_serves() {
 }
 
 #[test]
-fn secrets_can_come_from_files_and_unknown_variables_are_warned_about() {
+fn secrets_can_come_from_files_and_unknown_variables_are_refused_outside_local_mode() {
     let dir = tempfile::tempdir().unwrap();
     let good = production_toml(dir.path());
     let config = with_session_key(&good, None);
@@ -268,10 +286,34 @@ fn secrets_can_come_from_files_and_unknown_variables_are_warned_about() {
         .args(["check-config", "--config"])
         .arg(&path)
         .env("GATEHOUSE_SECRETS__SESSION_KEY_FILE", &secret_file)
-        .env("GATEHOUSE_SMTP_HOST", "typo.acme.test"));
+        .args(["--data-dir", "d"]));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("1 problem found"), "{}", out.stderr);
+    assert!(out.stderr.contains("no database at"), "{}", out.stderr);
+    run(gatehouse(dir.path()).args(["migrate", "--data-dir", "d"]));
+    let out = run(gatehouse(dir.path())
+        .args(["check-config", "--data-dir", "d", "--config"])
+        .arg(&path)
+        .env("GATEHOUSE_SECRETS__SESSION_KEY_FILE", &secret_file));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(out.stderr.contains("GATEHOUSE_SMTP_HOST"), "{}", out.stderr);
     assert!(!out.stderr.contains(&secret) && !out.stdout.contains(&secret));
+
+    // An unknown variable (one underscore instead of two) refuses outside
+    // local mode, with the nearest known name.
+    let out = run(gatehouse(dir.path())
+        .args(["check-config", "--data-dir", "d", "--config"])
+        .arg(&path)
+        .env("GATEHOUSE_SECRETS__SESSION_KEY_FILE", &secret_file)
+        .env("GATEHOUSE_SMTP_HOST", "typo.acme.test"));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error: GATEHOUSE_SMTP_HOST")
+            && out
+                .stderr
+                .contains("the nearest known name is GATEHOUSE_SMTP__HOST"),
+        "{}",
+        out.stderr
+    );
 
     // A file and an inline value at once is ambiguous: refused.
     let out = run(gatehouse(dir.path())
@@ -426,6 +468,8 @@ fn json_logs_carry_the_request_id() {
 #[test]
 fn users_add_bootstraps_an_invite_only_deployment() {
     let dir = tempfile::tempdir().unwrap();
+    let out = run(gatehouse(dir.path()).args(["migrate", "--data-dir", "d"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     let out = run(gatehouse(dir.path()).args([
         "users",
         "add",
@@ -510,6 +554,8 @@ fn users_add_bootstraps_an_invite_only_deployment() {
 fn keys_cli_creates_lists_revokes_and_imports() {
     let dir = tempfile::tempdir().unwrap();
     let d = ["--data-dir", "d"];
+    let out = run(gatehouse(dir.path()).arg("migrate").args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     let out = run(gatehouse(dir.path())
         .args([
             "users",
@@ -664,4 +710,229 @@ fn keys_cli_creates_lists_revokes_and_imports() {
         &json!({ "key": key }).to_string(),
     );
     assert_eq!(res.json()["code"], "invalid_key");
+}
+
+#[test]
+fn global_flags_work_before_and_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "g.toml", "listen = \"127.0.0.1:8080\"\n");
+    let out = run(gatehouse(dir.path()).args(["migrate", "--data-dir", "d"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for args in [
+        vec!["--config", "g.toml", "--data-dir", "d", "check-config"],
+        vec!["check-config", "--config", "g.toml", "--data-dir", "d"],
+        vec!["--config", "g.toml", "check-config", "--data-dir", "d"],
+    ] {
+        let out = run(gatehouse(dir.path()).args(&args));
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stdout.contains(&format!("(from {})", "g.toml")),
+            "{args:?} read the file: {}",
+            out.stdout
+        );
+        assert!(
+            !out.stderr.contains("no database"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    // The mode flag before check-config applies to it.
+    let out = run(gatehouse(dir.path())
+        .args(["--mode", "production", "check-config", "--config"])
+        .arg(&path));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("refusing to start in production mode"),
+        "{}",
+        out.stderr
+    );
+    // ... and is refused, clearly, before a subcommand it cannot apply to.
+    let out = run(gatehouse(dir.path()).args(["--mode", "production", "migrate"]));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("apply to serve"), "{}", out.stderr);
+    let out =
+        run(gatehouse(dir.path()).args(["--data-dir", "d", "keys", "list", "--project", "Nope"]));
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("Nope"),
+        "the database was found: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn init_honours_config_and_data_dir_and_writes_an_absolute_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    // --data-dir relative to the current directory, --config as the output.
+    let out = run(gatehouse(dir.path()).args([
+        "init",
+        "--config",
+        "from-config.toml",
+        "--data-dir",
+        "state/gh",
+    ]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let written: toml::Table = std::fs::read_to_string(dir.path().join("from-config.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        written["data_dir"].as_str().unwrap(),
+        dir.path().join("state/gh").to_str().unwrap()
+    );
+    // The global flag before the subcommand works the same way; --out wins.
+    let out = run(gatehouse(dir.path()).args([
+        "--data-dir",
+        "/srv/gatehouse",
+        "init",
+        "--out",
+        "out.toml",
+    ]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let written: toml::Table = std::fs::read_to_string(dir.path().join("out.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(written["data_dir"].as_str().unwrap(), "/srv/gatehouse");
+    // Run from elsewhere, the file still points at the same data directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = run(gatehouse(elsewhere.path())
+        .args(["migrate", "--config"])
+        .arg(dir.path().join("from-config.toml")));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(dir.path().join("state/gh/gatehouse.db").is_file());
+}
+
+#[test]
+fn init_refuses_a_plain_http_public_url_with_check_configs_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(gatehouse(dir.path()).args([
+        "init",
+        "--mode",
+        "production",
+        "--public-url",
+        "http://keys.acme.test",
+        "--out",
+        "prod.toml",
+    ]));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(!dir.path().join("prod.toml").exists(), "nothing written");
+
+    // check-config gives the same lines for the same URL.
+    let config =
+        production_toml(dir.path()).replace("https://keys.acme.test", "http://keys.acme.test");
+    let path = write(dir.path(), "http.toml", &config);
+    let checked = run(gatehouse(dir.path())
+        .args(["check-config", "--config"])
+        .arg(path));
+    assert_eq!(checked.code, Some(1));
+    let public_url_lines = |text: &str| -> Vec<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains("public_url:"))
+            .unwrap_or_else(|| panic!("no public_url line in {text}"));
+        lines[at..=at + 1].iter().map(|l| l.to_string()).collect()
+    };
+    assert_eq!(
+        public_url_lines(&out.stderr),
+        public_url_lines(&checked.stderr)
+    );
+    assert!(
+        out.stderr
+            .contains("error: public_url: must start with https://"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn only_serve_migrate_and_init_create_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write(dir.path(), "keys.jsonl", "");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["keys", "list", "--project", "Acme"],
+        vec!["keys", "create", "--project", "Acme", "--name", "k"],
+        vec!["keys", "revoke", "key_123"],
+        vec![
+            "keys",
+            "import",
+            key_file.to_str().unwrap(),
+            "--project",
+            "Acme",
+        ],
+        vec!["users", "add", "--email", "a@acme.test"],
+        vec!["backup", "copy.db"],
+    ];
+    for args in commands {
+        let out = run(gatehouse(dir.path())
+            .args(&args)
+            .args(["--data-dir", "typo"]));
+        assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "there is no database at {}",
+                Path::new("typo").join("gatehouse.db").display()
+            )),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(
+            !dir.path().join("typo").exists(),
+            "{args:?} created the data directory"
+        );
+    }
+    // check-config's schema check: a refusal outside local mode.
+    let config = production_toml(dir.path()).replace(
+        &dir.path().join("data").display().to_string(),
+        &dir.path().join("typo").display().to_string(),
+    );
+    let path = write(dir.path(), "prod.toml", &config);
+    let out = run(gatehouse(dir.path())
+        .args(["check-config", "--config"])
+        .arg(&path));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: data_dir: there is no database at"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join("typo").exists());
+
+    let out = run(gatehouse(dir.path())
+        .args(["migrate", "--config"])
+        .arg(&path));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(gatehouse(dir.path())
+        .args(["check-config", "--config"])
+        .arg(&path));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+#[test]
+fn keys_import_help_documents_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(gatehouse(dir.path()).args(["keys", "import", "--help"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for field in [
+        "hash",
+        "name",
+        "type",
+        "scopes",
+        "environment",
+        "owner_id",
+        "metadata",
+        "expires_at",
+        "prefix",
+        "rate_limit",
+        "credits",
+        "allowed_ips",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("  {field} ")),
+            "{field} missing from:\n{}",
+            out.stdout
+        );
+    }
 }

@@ -1,8 +1,11 @@
 //! Forward-auth through real reverse proxies started on loopback: nginx
 //! (`auth_request`, with deploy/nginx-gatehouse.conf) and Caddy
-//! (`forward_auth`, with deploy/Caddyfile). Skipped when the program is
-//! missing, unless GATEHOUSE_REQUIRE_E2E is set (as in CI).
+//! (`forward_auth` written out, with deploy/Caddyfile). Skipped when the
+//! program is missing, unless GATEHOUSE_REQUIRE_E2E is set (as in CI).
+//! Each proxy runs in a process group of its own, stopped whole.
 
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,10 +50,36 @@ struct Proxy {
     _dir: tempfile::TempDir,
 }
 
+/// Signals a whole process group (`kill -SIG -PGID`).
+fn signal_group(pgid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args([signal, "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Stops a proxy and everything it started: SIGTERM to its process group
+/// (nginx's master then stops its workers), SIGKILL to whatever is left.
+fn stop_group(child: &mut Child) {
+    let pgid = child.id();
+    signal_group(pgid, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_group(pgid, "-KILL");
+    let _ = child.wait();
+    // Workers re-parented elsewhere may take a moment to go.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while signal_group(pgid, "-0") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_group(&mut self.child);
     }
 }
 
@@ -102,7 +131,7 @@ http {{
         listen 127.0.0.1:{upstream};
         location / {{
             default_type text/plain;
-            return 200 "key=$http_x_gatehouse_key_id scopes=$http_x_gatehouse_scopes";
+            return 200 "key=$http_x_gatehouse_key_id scopes=$http_x_gatehouse_scopes uri=$uri";
         }}
     }}
 }}
@@ -113,6 +142,7 @@ http {{
         .arg("-p")
         .arg(dir.path())
         .args(["-c", "nginx.conf", "-g", "daemon off;"])
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -134,15 +164,20 @@ fn caddy(gatehouse_port: u16) -> Option<Proxy> {
             .unwrap()
             .replace("api.acme.test {", &format!("http://127.0.0.1:{port} {{"))
             .replace(
-                "forward_auth 127.0.0.1:8080",
-                &format!("forward_auth 127.0.0.1:{gatehouse_port}"),
+                "reverse_proxy 127.0.0.1:8080",
+                &format!("reverse_proxy 127.0.0.1:{gatehouse_port}"),
             )
             .replace(
                 "reverse_proxy 127.0.0.1:3000",
                 &format!("reverse_proxy 127.0.0.1:{upstream}"),
             );
+    assert!(
+        documented.contains(&format!("reverse_proxy 127.0.0.1:{gatehouse_port}"))
+            && documented.contains(&format!("reverse_proxy 127.0.0.1:{upstream}")),
+        "the documented config has the expected shape"
+    );
     let conf = format!(
-        "{{\n\tadmin off\n\tauto_https off\n}}\n{documented}\nhttp://127.0.0.1:{upstream} {{\n\trespond \"key={{http.request.header.X-Gatehouse-Key-Id}} scopes={{http.request.header.X-Gatehouse-Scopes}}\"\n}}\n"
+        "{{\n\tadmin off\n\tauto_https off\n}}\n{documented}\nhttp://127.0.0.1:{upstream} {{\n\trespond \"key={{http.request.header.X-Gatehouse-Key-Id}} scopes={{http.request.header.X-Gatehouse-Scopes}} uri={{http.request.uri.path}}\"\n}}\n"
     );
     let file = dir.path().join("Caddyfile");
     std::fs::write(&file, conf).unwrap();
@@ -153,6 +188,7 @@ fn caddy(gatehouse_port: u16) -> Option<Proxy> {
         .env("HOME", dir.path())
         .env("XDG_DATA_HOME", dir.path())
         .env("XDG_CONFIG_HOME", dir.path())
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -205,9 +241,22 @@ fn exercise(app: &TestApp, proxy: &Proxy) {
             .set("X-API-Key", &good),
     );
     assert_eq!(res.status, 200, "{}", res.body);
+    assert!(
+        res.body
+            .starts_with(&format!("key={good_id} scopes=orders:write ")),
+        "{}",
+        res.body
+    );
+    // The key's rate-limit state reaches the client on an allowed request too.
+    assert!(
+        res.header("ratelimit")
+            .is_some_and(|v| v.starts_with("\"default\";r=")),
+        "{:?}",
+        res.headers
+    );
     assert_eq!(
-        res.body.trim(),
-        format!("key={good_id} scopes=orders:write")
+        res.header("ratelimit-policy"),
+        Some("\"default\";q=100;w=60")
     );
     let res = send(
         proxy
@@ -288,4 +337,314 @@ fn forward_auth_through_caddy() {
     let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
     let Some(proxy) = caddy(port) else { return };
     exercise(&app, &proxy);
+}
+
+/// One request written by hand, so the request target reaches the proxy
+/// exactly as spelled (HTTP clients normalise dot segments and escapes).
+/// Returns the status and the whole response text.
+fn raw_request(port: u16, method: &str, target: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status for {target:?}: {text:?}"));
+    (status, text)
+}
+
+/// The error code in an answer, or `ok`.
+fn outcome(status: u16, text: &str) -> String {
+    if status == 200 {
+        return "ok".into();
+    }
+    let code = text
+        .split("\"code\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("");
+    format!("{status} {code}")
+}
+
+/// How generously any upstream could read a path: every escape decoded,
+/// dot segments resolved, slashes merged, ASCII case folded. If this
+/// reading is under `/orders`, the path must have needed `orders:write`.
+fn could_be_orders(served: &str) -> bool {
+    let bytes = served.as_bytes();
+    let mut decoded = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&served[i + 1..i + 3], 16) {
+                decoded.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    let decoded = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    let mut segments: Vec<&str> = Vec::new();
+    for s in decoded.split(['/', '\\']) {
+        match s {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    segments.first().is_some_and(|s| *s == "orders")
+}
+
+/// Spellings of `/orders` (needs `orders:write`) and of other paths.
+const SPELLINGS: &[&str] = &[
+    "/orders",
+    "/orders/",
+    "/orders/7",
+    "/Orders/7",
+    "/ORDERS",
+    "//orders",
+    "///orders/7",
+    "/./orders",
+    "/x/../orders",
+    "/public/../orders/7",
+    "/%6Frders",
+    "/%6frders/7",
+    "/%2e/orders",
+    "/x/%2e%2e/orders",
+    "/x/%2E%2E/orders/7",
+    "/orders%2F7",
+    "/%2Forders",
+    "/x/..%2Forders",
+    "/x/..%5Corders",
+    "/%2e%2e/orders",
+    "/../orders",
+    "/orders?x=/public",
+    "/orders#public",
+    "/orders;x",
+    "/public/..;/orders",
+    "/orders%00",
+    "/orders%20",
+    "/public",
+    "/public/7",
+];
+
+/// No spelling of a protected path reaches the upstream under a weaker
+/// rule: a key without `orders:write` is refused wherever the upstream
+/// would serve something under `/orders`.
+fn no_spelling_passes(app: &TestApp, proxy: &Proxy) {
+    let t = app.login("spell@acme.test");
+    let (_, reader) = create_key(
+        app,
+        &t,
+        json!({ "name": "reader", "rate_limit": {"limit": 10000, "window_secs": 60} }),
+    );
+    let (_, writer) = create_key(
+        app,
+        &t,
+        json!({ "name": "writer", "scopes": ["orders:write"], "rate_limit": {"limit": 10000, "window_secs": 60} }),
+    );
+    let mut served = Vec::new();
+    for target in SPELLINGS {
+        let (status, text) = raw_request(proxy.port, "GET", target, &[("X-API-Key", &reader)]);
+        if status == 200 {
+            let uri = text.rsplit("uri=").next().unwrap_or("").to_string();
+            assert!(
+                !could_be_orders(&uri),
+                "{target:?} reached the upstream as {uri:?} without orders:write"
+            );
+            served.push(*target);
+        } else {
+            assert!(
+                [400, 401, 403, 404].contains(&status),
+                "{target:?}: {status} {text}"
+            );
+        }
+        // The key with the scope is never refused for a path the proxy passes.
+        let (status, text) = raw_request(proxy.port, "GET", target, &[("X-API-Key", &writer)]);
+        assert!(
+            status != 401 && status != 429,
+            "{target:?}: {status} {text}"
+        );
+    }
+    for target in [
+        "/orders",
+        "/ORDERS",
+        "//orders",
+        "/%6Frders",
+        "/x/../orders",
+    ] {
+        assert!(!served.contains(&target), "{target} was served: {served:?}");
+    }
+    assert!(served.contains(&"/public"), "{served:?}");
+}
+
+/// A client's own forwarding headers change nothing: every request gets
+/// what it would get without them.
+fn spoofed_headers_change_nothing(app: &TestApp, proxy: &Proxy) {
+    let t = app.login("spoof@acme.test");
+    let limit = json!({"limit": 10000, "window_secs": 60});
+    let (_, publishable) = create_key(
+        app,
+        &t,
+        json!({ "name": "pk", "type": "publishable", "scopes": ["orders:write"], "rate_limit": limit }),
+    );
+    let (_, reader) = create_key(app, &t, json!({ "name": "reader", "rate_limit": limit }));
+    let (_, writer) = create_key(
+        app,
+        &t,
+        json!({ "name": "writer", "scopes": ["orders:write"], "rate_limit": limit }),
+    );
+    let spoofs: &[&[(&str, &str)]] = &[
+        &[
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Uri", "/public"),
+        ],
+        &[("X-Original-Method", "GET"), ("X-Original-URI", "/public")],
+        &[
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Uri", "/public"),
+            ("X-Original-Method", "GET"),
+            ("X-Original-URI", "/public"),
+        ],
+        &[
+            ("X-Forwarded-Method", "POST"),
+            ("X-Forwarded-Uri", "/orders"),
+            ("X-Original-Method", "DELETE"),
+            ("X-Original-URI", "/elsewhere"),
+        ],
+        &[("X-Original-URI", "/%2e%2e/x")],
+    ];
+    let mut refused = 0;
+    for key in [&publishable, &reader, &writer] {
+        for (method, target) in [
+            ("POST", "/orders"),
+            ("GET", "/orders/7"),
+            ("DELETE", "/public"),
+        ] {
+            let plain = raw_request(proxy.port, method, target, &[("X-API-Key", key)]);
+            let plain = outcome(plain.0, &plain.1);
+            if plain != "ok" {
+                refused += 1;
+            }
+            for spoof in spoofs {
+                let mut headers = vec![("X-API-Key", key.as_str())];
+                headers.extend_from_slice(spoof);
+                let (status, text) = raw_request(proxy.port, method, target, &headers);
+                assert_eq!(
+                    outcome(status, &text),
+                    plain,
+                    "{method} {target} with {spoof:?}: {text}"
+                );
+            }
+        }
+    }
+    // The matrix holds refusals to defend: a publishable key's POST and
+    // DELETE, the reader on /orders.
+    assert!(refused >= 4, "{refused}");
+}
+
+#[test]
+fn forward_auth_through_nginx_cannot_be_talked_round() {
+    let app = gatehouse_for_proxies();
+    let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
+    let Some(proxy) = nginx(port) else { return };
+    spoofed_headers_change_nothing(&app, &proxy);
+    no_spelling_passes(&app, &proxy);
+}
+
+#[test]
+fn forward_auth_through_caddy_cannot_be_talked_round() {
+    let app = gatehouse_for_proxies();
+    let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
+    let Some(proxy) = caddy(port) else { return };
+    spoofed_headers_change_nothing(&app, &proxy);
+    no_spelling_passes(&app, &proxy);
+}
+
+#[test]
+fn a_stopped_proxy_leaves_no_process_behind() {
+    let app = gatehouse_for_proxies();
+    let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
+    let Some(proxy) = nginx(port) else { return };
+    let pgid = proxy.child.id();
+    let listening = proxy.port;
+    assert!(signal_group(pgid, "-0"), "nginx runs");
+    drop(proxy);
+    assert!(
+        !signal_group(pgid, "-0"),
+        "a process of nginx's group is left"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", listening)).is_err(),
+        "still listening on {listening}"
+    );
+}
+
+/// Straight to Gatehouse: a proxy whose two header families disagree, or
+/// that sends no path or one that cannot be normalised, gets 403.
+#[test]
+fn forward_auth_refuses_reports_it_cannot_trust() {
+    let app = gatehouse_for_proxies();
+    let t = app.login("direct@acme.test");
+    let (_, writer) = create_key(&app, &t, json!({ "name": "w", "scopes": ["orders:write"] }));
+    let check = |headers: &[(&str, &str)]| {
+        let mut req = app
+            .request("GET", "/api/v1/auth/check")
+            .set("X-API-Key", &writer);
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        send(req)
+    };
+    assert_eq!(check(&[("X-Forwarded-Uri", "/orders/7")]).status, 200);
+    assert_eq!(
+        check(&[
+            ("X-Forwarded-Uri", "/orders/7"),
+            ("X-Original-URI", "//orders/./7?q")
+        ])
+        .status,
+        200
+    );
+    for headers in [
+        &[
+            ("X-Forwarded-Uri", "/public"),
+            ("X-Original-URI", "/orders"),
+        ][..],
+        &[
+            ("X-Forwarded-Method", "GET"),
+            ("X-Original-Method", "POST"),
+            ("X-Forwarded-Uri", "/"),
+        ],
+        &[("X-Forwarded-Method", "GET")],
+        &[],
+        &[("X-Forwarded-Uri", "/orders%2F7")],
+        &[("X-Forwarded-Uri", "/../orders")],
+        &[("X-Forwarded-Uri", "orders")],
+        &[("X-Forwarded-Method", "G;T"), ("X-Forwarded-Uri", "/")],
+    ] {
+        let res = check(headers);
+        let body = res.assert_error(403, "forbidden");
+        assert_eq!(res.header("x-gatehouse-error"), Some("forbidden"));
+        assert!(res.header("ratelimit").is_none(), "{headers:?}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Nothing was counted against the key by the refusals.
+    let v = crate::keys::verify(&app, json!({ "key": writer }));
+    assert_eq!(v["ratelimit"]["remaining"], 97, "{v}");
 }

@@ -1,0 +1,413 @@
+//! What a forward-auth request is about: the original method and path, as
+//! the reverse proxy reports them, and the path normalised the way upstream
+//! servers read it, so that no spelling of a protected path is judged under
+//! a weaker `[[routes]]` rule.
+//!
+//! The proxy reports through two header families, `X-Forwarded-Method` /
+//! `X-Forwarded-Uri` (Caddy, Traefik) and `X-Original-Method` /
+//! `X-Original-URI` (nginx). The shipped proxy configurations set all four
+//! from their own variables, overwriting what the client sent; when the
+//! families still disagree, or a header is repeated, the check is refused
+//! rather than decided on the friendlier value.
+
+use actix_web::http::header::HeaderMap;
+
+/// Longest original path accepted (bytes, before normalising).
+pub const MAX_PATH_LEN: usize = 8192;
+
+/// Why a path cannot be normalised (and the check is refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathError {
+    /// Not an origin-form path (must start with `/`).
+    NotAbsolute,
+    TooLong,
+    /// `%2F` or `%5C`: upstream servers disagree on whether it separates segments.
+    EncodedSeparator,
+    /// A raw backslash, which some servers read as a separator.
+    Backslash,
+    /// A NUL or another control character, raw or percent-encoded.
+    ControlCharacter,
+    /// `%` not followed by two hex digits.
+    BadPercentEncoding,
+    /// A `..` segment above the root.
+    AboveRoot,
+}
+
+impl PathError {
+    pub fn message(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "the original path must start with `/`",
+            PathError::TooLong => "the original path is too long",
+            PathError::EncodedSeparator => "the original path holds an encoded `/` or `\\`",
+            PathError::Backslash => "the original path holds a backslash",
+            PathError::ControlCharacter => "the original path holds a control character",
+            PathError::BadPercentEncoding => "the original path has a malformed percent-encoding",
+            PathError::AboveRoot => "the original path climbs above the root with `..`",
+        }
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn push_encoded(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 15)] as char);
+}
+
+/// Normalises an original request target for matching `[[routes]]`: the
+/// query and fragment are dropped, percent-encoded unreserved characters
+/// decoded (other escapes kept, in upper case; bytes outside ASCII
+/// escaped), repeated slashes merged and `.` / `..` segments resolved. A
+/// trailing slash is kept. The result starts with one `/` and holds no
+/// `//`, `.` or `..` segment; normalising it again changes nothing.
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let raw = &raw.as_bytes()[..end];
+    if raw.len() > MAX_PATH_LEN {
+        return Err(PathError::TooLong);
+    }
+    if raw.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // Decode what upstream servers treat as equal; keep every other escape.
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        match b {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    raw.get(i + 1).copied().and_then(hex),
+                    raw.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadPercentEncoding);
+                };
+                let v = h << 4 | l;
+                match v {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+                    v if is_unreserved(v) => decoded.push(v as char),
+                    v => push_encoded(&mut decoded, v),
+                }
+                i += 3;
+                continue;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            0x80.. => push_encoded(&mut decoded, b),
+            _ => decoded.push(b as char),
+        }
+        i += 1;
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded[1..].split('/') {
+        trailing_slash = matches!(segment, "" | "." | "..");
+        match segment {
+            "" | "." => {}
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Why the proxy's report cannot be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The two header families name different methods or paths.
+    Disagree(&'static str),
+    /// A header appears more than once, or is not visible ASCII.
+    Unreadable(&'static str),
+    /// The method is not an HTTP method token.
+    BadMethod,
+    /// Neither `X-Forwarded-Uri` nor `X-Original-URI` was sent.
+    NoPath,
+    Path(PathError),
+}
+
+impl Refusal {
+    pub fn message(self) -> String {
+        match self {
+            Refusal::Disagree(what) => format!(
+                "X-Forwarded-{what} and X-Original-{what} disagree; the proxy must set both (or one)"
+            ),
+            Refusal::Unreadable(name) => format!("{name} must be sent once, as plain text"),
+            Refusal::BadMethod => "the original method is not an HTTP method".into(),
+            Refusal::NoPath => {
+                "the proxy must send the original path in X-Forwarded-Uri or X-Original-URI".into()
+            }
+            Refusal::Path(e) => format!("{}: refused", e.message()),
+        }
+    }
+}
+
+/// The request a forward-auth check is about.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Original<'a> {
+    pub method: &'a str,
+    /// Normalised ([`normalize_path`]).
+    pub path: String,
+}
+
+fn single<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, Refusal> {
+    let mut values = headers.get_all(name);
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Refusal::Unreadable(name));
+    }
+    first
+        .to_str()
+        .map(|v| Some(v.trim()))
+        .map_err(|_| Refusal::Unreadable(name))
+}
+
+fn is_method(m: &str) -> bool {
+    (1..=32).contains(&m.len()) && m.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
+/// Reads the original method and path from the proxy's headers. The method
+/// falls back to the check request's own; the path has no fallback.
+pub fn original_request<'a>(
+    headers: &'a HeaderMap,
+    own_method: &'a str,
+) -> Result<Original<'a>, Refusal> {
+    let forwarded_method = single(headers, "x-forwarded-method")?;
+    let original_method = single(headers, "x-original-method")?;
+    let method = match (forwarded_method, original_method) {
+        (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => {
+            return Err(Refusal::Disagree("Method"))
+        }
+        (a, b) => a.or(b).unwrap_or(own_method),
+    };
+    if !is_method(method) {
+        return Err(Refusal::BadMethod);
+    }
+    let forwarded_uri = single(headers, "x-forwarded-uri")?;
+    let original_uri = single(headers, "x-original-uri")?;
+    let normalise = |raw: &str| normalize_path(raw).map_err(Refusal::Path);
+    let path = match (forwarded_uri, original_uri) {
+        (None, None) => return Err(Refusal::NoPath),
+        (Some(a), Some(b)) => {
+            let (a, b) = (normalise(a)?, normalise(b)?);
+            if !a.eq_ignore_ascii_case(&b) {
+                return Err(Refusal::Disagree("Uri"));
+            }
+            a
+        }
+        (Some(one), None) | (None, Some(one)) => normalise(one)?,
+    };
+    Ok(Original { method, path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    use proptest::prelude::*;
+
+    #[test]
+    fn spellings_of_one_path_normalise_alike() {
+        for raw in [
+            "/orders/7",
+            "//orders/7",
+            "/orders//7",
+            "/./orders/7",
+            "/x/../orders/7",
+            "/%6Frders/7",
+            "/%6frders/%37",
+            "/orders/7?x=/public",
+            "/orders/7#frag",
+            "/orders/./7",
+            "/orders/x/%2e%2E/7",
+            "/%2E/orders/7",
+        ] {
+            assert_eq!(normalize_path(raw), Ok("/orders/7".into()), "{raw}");
+        }
+        assert_eq!(normalize_path("/"), Ok("/".into()));
+        assert_eq!(normalize_path("/orders/"), Ok("/orders/".into()));
+        assert_eq!(normalize_path("/orders/7/.."), Ok("/orders/".into()));
+        assert_eq!(normalize_path("/orders/."), Ok("/orders/".into()));
+        assert_eq!(normalize_path("/a/.."), Ok("/".into()));
+        assert_eq!(normalize_path("/a%20b/%c3%a9"), Ok("/a%20b/%C3%A9".into()));
+        assert_eq!(normalize_path("/é"), Ok("/%C3%A9".into()));
+        assert_eq!(normalize_path("/..;/x"), Ok("/..;/x".into()));
+        assert_eq!(normalize_path("/a%25b"), Ok("/a%25b".into()));
+    }
+
+    #[test]
+    fn paths_that_cannot_be_normalised_are_refused() {
+        for (raw, err) in [
+            ("", PathError::NotAbsolute),
+            ("orders", PathError::NotAbsolute),
+            ("http://evil/orders", PathError::NotAbsolute),
+            ("/orders%2F7", PathError::EncodedSeparator),
+            ("/orders%2f7", PathError::EncodedSeparator),
+            ("/x/..%2Forders", PathError::EncodedSeparator),
+            ("/%5Corders", PathError::EncodedSeparator),
+            ("/orders\\7", PathError::Backslash),
+            ("/orders%00", PathError::ControlCharacter),
+            ("/orders\0", PathError::ControlCharacter),
+            ("/orders%0a", PathError::ControlCharacter),
+            ("/orders\t", PathError::ControlCharacter),
+            ("/orders%", PathError::BadPercentEncoding),
+            ("/orders%4", PathError::BadPercentEncoding),
+            ("/orders%zz", PathError::BadPercentEncoding),
+            ("/..", PathError::AboveRoot),
+            ("/../orders", PathError::AboveRoot),
+            ("/a/../../orders", PathError::AboveRoot),
+            ("/%2e%2e/orders", PathError::AboveRoot),
+        ] {
+            assert_eq!(normalize_path(raw), Err(err), "{raw:?}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
+        assert_eq!(normalize_path(&long), Err(PathError::TooLong));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_two_header_families_must_agree() {
+        let ok = |pairs: &[(&'static str, &str)]| {
+            original_request(&headers(pairs), "GET").map(|o| (o.method.to_string(), o.path))
+        };
+        assert_eq!(
+            ok(&[("x-forwarded-method", "POST"), ("x-forwarded-uri", "/a")]),
+            Ok(("POST".into(), "/a".into()))
+        );
+        assert_eq!(
+            ok(&[("x-original-method", "post"), ("x-original-uri", "/a?q")]),
+            Ok(("post".into(), "/a".into()))
+        );
+        assert_eq!(ok(&[("x-original-uri", "/a")]).unwrap().0, "GET");
+        // Both families, same request in other spellings: fine.
+        assert!(ok(&[
+            ("x-forwarded-method", "GET"),
+            ("x-original-method", "get"),
+            ("x-forwarded-uri", "/orders/7"),
+            ("x-original-uri", "//orders/./7?x"),
+        ])
+        .is_ok());
+        assert_eq!(
+            ok(&[
+                ("x-forwarded-method", "GET"),
+                ("x-original-method", "POST"),
+                ("x-original-uri", "/a")
+            ]),
+            Err(Refusal::Disagree("Method"))
+        );
+        assert_eq!(
+            ok(&[
+                ("x-forwarded-uri", "/public"),
+                ("x-original-uri", "/orders")
+            ]),
+            Err(Refusal::Disagree("Uri"))
+        );
+        assert_eq!(
+            ok(&[("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/b")]),
+            Err(Refusal::Unreadable("x-forwarded-uri"))
+        );
+        assert_eq!(
+            ok(&[
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/")
+            ]),
+            Err(Refusal::Unreadable("x-forwarded-method"))
+        );
+        assert_eq!(ok(&[("x-forwarded-method", "GET")]), Err(Refusal::NoPath));
+        assert_eq!(
+            ok(&[("x-forwarded-method", "G T"), ("x-forwarded-uri", "/")]),
+            Err(Refusal::BadMethod)
+        );
+        assert_eq!(
+            ok(&[("x-forwarded-uri", "/%2e%2e/x")]),
+            Err(Refusal::Path(PathError::AboveRoot))
+        );
+    }
+
+    /// Paths built from the pieces that matter: separators, dots, escapes.
+    fn path_like() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/".to_string()),
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just("%2e".to_string()),
+            Just("%2F".to_string()),
+            Just("%41".to_string()),
+            Just("%".to_string()),
+            Just("?".to_string()),
+            Just("\\".to_string()),
+            "[a-zA-Z0-9_~;:@!$&'()*+,=-]{1,4}",
+            "%[0-9a-fA-F]{2}",
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(piece, 0..24).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn normalising_never_panics(raw in any::<String>()) {
+            let _ = normalize_path(&raw);
+        }
+
+        #[test]
+        fn normalised_paths_are_canonical(raw in path_like()) {
+            let raw = format!("/{raw}");
+            if let Ok(p) = normalize_path(&raw) {
+                prop_assert!(p.starts_with('/'));
+                prop_assert!(!p.starts_with("//"));
+                prop_assert!(!p.contains("//"), "{p}");
+                for segment in p.split('/') {
+                    prop_assert!(segment != "." && segment != "..", "{p}");
+                }
+                prop_assert!(!p.contains(['?', '#', '\\']));
+                prop_assert_eq!(normalize_path(&p), Ok(p.clone()), "idempotent");
+            }
+        }
+
+        #[test]
+        fn the_query_never_changes_the_path(path in "(/[a-z.]{0,3}){1,5}", query in ".*") {
+            prop_assert_eq!(
+                normalize_path(&format!("{path}?{query}")),
+                normalize_path(&path)
+            );
+        }
+    }
+}

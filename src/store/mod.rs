@@ -1,0 +1,59 @@
+//! Storage backends. SQLite (`crate::db`, rusqlite + r2d2) is the embedded
+//! default; PostgreSQL ([`postgres`]) serves several Gatehouse nodes that
+//! share one database. `database.url` chooses: empty for SQLite in the data
+//! directory, `postgres://` or `postgresql://` for PostgreSQL.
+//!
+//! Both keep the same tables and columns (`schema.sql` and
+//! `schema.postgres.sql`), so rows move between them unchanged.
+//!
+//! # Where this is going
+//!
+//! Today the server calls SQLite through `db::Db`; the PostgreSQL side is
+//! being built underneath ([`postgres`]: pool, TLS, migrations, key rows).
+//! The interface both will sit behind, so that nothing outside a backend
+//! sees rusqlite, tokio-postgres or SQL:
+//!
+//! - One trait per thing the product does, async at the surface, each
+//!   method one transaction: `KeyRepo` (find by hash/id, page, create,
+//!   update, rotate, revoke-leaked, import, the change feed), `UsageRepo`
+//!   (add usage increments, series, project totals), `SessionRepo` (codes,
+//!   sessions, tokens), `DirectoryRepo` (users, projects, members),
+//!   `AuditRepo`, `WebhookRepo` (endpoints, deliveries claimed with a
+//!   lease), `MailRepo` (outbox claimed with a lease), `BillingRepo`
+//!   (Stripe events), `Maintenance` (migrate, ping, backup, cleanup).
+//!   `Store` is all of them; the server holds an `Arc<dyn Store>`.
+//! - Typed ids ([`ids`]) in every signature.
+//! - Side effects that must commit with a change (audit rows, webhook
+//!   outbox rows, mail, key change feed entries) are passed in as values,
+//!   or built by a caller-supplied function of the changed record, and
+//!   written by the backend in the same transaction. The store never
+//!   renders API JSON itself.
+//! - Policy is plain functions both backends call inside their
+//!   transactions (code attempts and burning, send-code throttles, refresh
+//!   reuse and its grace, member role rules, rotation rules, Stripe
+//!   reconciliation), unit-tested without a database.
+//! - Races that SQLite closes by having one writer are closed natively on
+//!   PostgreSQL: `max_keys` and rotation by locking the project row before
+//!   counting (see [`postgres::keys::create_key`]); the last-owner rule by
+//!   locking the project's membership rows (`FOR UPDATE`) before counting
+//!   owners; refresh-token rotation and code attempts by locking the token
+//!   or code row (`FOR UPDATE`) and deciding on what the lock returned.
+
+pub mod effects;
+pub mod ids;
+pub mod keys;
+pub mod postgres;
+pub mod sqlite;
+
+pub use ids::{KeyHash, KeyId, ProjectId, UserId};
+
+/// A storage failure, from either backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sqlite(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

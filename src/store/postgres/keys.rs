@@ -1,0 +1,526 @@
+//! API keys in PostgreSQL: the row codec and the statements the key
+//! repository is built from. Rows hold the same columns as SQLite's.
+
+use std::sync::Arc;
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::{effects, PgError};
+use crate::config::{Cidr, RateLimitConfig};
+use crate::db::keys::{KeyFilter, Rotated};
+use crate::keys::credits::{Balance, Interval, Refill};
+use crate::keys::events::check_rotation;
+use crate::keys::record::KeyRecord;
+use crate::keys::KeyType;
+use crate::store::effects::Effects;
+
+/// The columns [`key_from`] reads, in order.
+pub const KEY_COLUMNS: &str =
+    "id, project_id, key_hash, prefix, name, type, environment, scopes, rate_limit, \
+    rate_window_secs, owner_id, credits_remaining, credits_refill_amount, credits_refill_interval, \
+    credits_period_start, allowed_ips, metadata, created_at, updated_at, last_used_at, expires_at, \
+    revoked_at, created_by, rotated_to";
+
+fn corrupt(what: &str) -> PgError {
+    PgError::Corrupt(format!("api_keys.{what}"))
+}
+
+/// A stored key from a row of [`KEY_COLUMNS`].
+pub fn key_from(r: &Row) -> Result<KeyRecord, PgError> {
+    let hash: Vec<u8> = r.try_get(2)?;
+    let kind: String = r.try_get(5)?;
+    let scopes: String = r.try_get(7)?;
+    let limit: Option<i64> = r.try_get(8)?;
+    let window: Option<i64> = r.try_get(9)?;
+    let remaining: Option<i64> = r.try_get(11)?;
+    let refill_amount: Option<i64> = r.try_get(12)?;
+    let refill_interval: Option<String> = r.try_get(13)?;
+    let period_start: Option<i64> = r.try_get(14)?;
+    let allowed_ips: Option<String> = r.try_get(15)?;
+    let metadata: String = r.try_get(16)?;
+    let refill = match (
+        refill_amount,
+        refill_interval.as_deref().and_then(Interval::parse),
+    ) {
+        (Some(amount), Some(interval)) => Some(Refill { amount, interval }),
+        _ => None,
+    };
+    let rate_limit = match (limit, window) {
+        (Some(limit), Some(window)) => Some(RateLimitConfig {
+            limit: u32::try_from(limit).map_err(|_| corrupt("rate_limit"))?,
+            window_secs: u32::try_from(window).map_err(|_| corrupt("rate_window_secs"))?,
+        }),
+        _ => None,
+    };
+    let allowed_ips = match allowed_ips {
+        None => None,
+        Some(text) => {
+            let raw: Vec<String> =
+                serde_json::from_str(&text).map_err(|_| corrupt("allowed_ips"))?;
+            Some(
+                raw.iter()
+                    .map(|s| s.parse::<Cidr>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| corrupt("allowed_ips"))?,
+            )
+        }
+    };
+    Ok(KeyRecord {
+        id: Arc::from(r.try_get::<_, String>(0)?),
+        project_id: Arc::from(r.try_get::<_, String>(1)?),
+        hash: hash.try_into().map_err(|_| corrupt("key_hash"))?,
+        prefix: r.try_get(3)?,
+        name: r.try_get(4)?,
+        kind: KeyType::parse(&kind).ok_or_else(|| corrupt("type"))?,
+        environment: r.try_get(6)?,
+        scopes: serde_json::from_str(&scopes).map_err(|_| corrupt("scopes"))?,
+        rate_limit,
+        owner_id: r.try_get(10)?,
+        credits: remaining.map(|remaining| Balance {
+            remaining,
+            refill,
+            period_start: period_start.unwrap_or(0),
+        }),
+        allowed_ips,
+        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
+        created_at: r.try_get(17)?,
+        updated_at: r.try_get(18)?,
+        last_used_at: r.try_get(19)?,
+        expires_at: r.try_get(20)?,
+        revoked_at: r.try_get(21)?,
+        created_by: r.try_get(22)?,
+        rotated_to: r.try_get::<_, Option<String>>(23)?.map(Arc::from),
+    })
+}
+
+fn allowed_ips_text(k: &KeyRecord) -> Option<String> {
+    k.allowed_ips.as_ref().map(|ips| {
+        serde_json::to_string(&ips.iter().map(|c| String::from(*c)).collect::<Vec<_>>())
+            .expect("strings serialize")
+    })
+}
+
+/// Inserts a key row.
+pub async fn insert_key(
+    client: &impl GenericClient,
+    k: &KeyRecord,
+    imported: bool,
+    rotated_from: Option<&str>,
+) -> Result<(), PgError> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO api_keys ({KEY_COLUMNS}, imported, rotated_from)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                         $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
+            ),
+            &[
+                &&*k.id,
+                &&*k.project_id,
+                &&k.hash[..],
+                &k.prefix,
+                &k.name,
+                &k.kind.as_str(),
+                &k.environment,
+                &serde_json::to_string(&k.scopes).expect("strings serialize"),
+                &k.rate_limit.map(|r| i64::from(r.limit)),
+                &k.rate_limit.map(|r| i64::from(r.window_secs)),
+                &k.owner_id,
+                &k.credits.map(|c| c.remaining),
+                &k.refill().map(|r| r.amount),
+                &k.refill().map(|r| r.interval.as_str()),
+                &k.credits.map(|c| c.period_start),
+                &allowed_ips_text(k),
+                &k.metadata.to_string(),
+                &k.created_at,
+                &k.updated_at,
+                &k.last_used_at,
+                &k.expires_at,
+                &k.revoked_at,
+                &k.created_by,
+                &k.rotated_to.as_deref(),
+                &imported,
+                &rotated_from,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Writes a key's settings back (the fields an edit, revocation or rotation changes).
+pub async fn store_key(client: &impl GenericClient, k: &KeyRecord) -> Result<(), PgError> {
+    client
+        .execute(
+            "UPDATE api_keys SET name = $3, scopes = $4, rate_limit = $5, rate_window_secs = $6,
+                owner_id = $7, credits_remaining = $8, credits_refill_amount = $9,
+                credits_refill_interval = $10, credits_period_start = $11, allowed_ips = $12,
+                metadata = $13, expires_at = $14, revoked_at = $15, updated_at = $16,
+                rotated_to = $17
+             WHERE project_id = $1 AND id = $2",
+            &[
+                &&*k.project_id,
+                &&*k.id,
+                &k.name,
+                &serde_json::to_string(&k.scopes).expect("strings serialize"),
+                &k.rate_limit.map(|r| i64::from(r.limit)),
+                &k.rate_limit.map(|r| i64::from(r.window_secs)),
+                &k.owner_id,
+                &k.credits.map(|c| c.remaining),
+                &k.refill().map(|r| r.amount),
+                &k.refill().map(|r| r.interval.as_str()),
+                &k.credits.map(|c| c.period_start),
+                &allowed_ips_text(k),
+                &k.metadata.to_string(),
+                &k.expires_at,
+                &k.revoked_at,
+                &k.updated_at,
+                &k.rotated_to.as_deref(),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A key by hash. With `lock`, the row stays locked until the transaction ends.
+pub async fn key_by_hash(
+    client: &impl GenericClient,
+    hash: &[u8; 32],
+    lock: bool,
+) -> Result<Option<KeyRecord>, PgError> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    client
+        .query_opt(
+            &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1{lock}"),
+            &[&&hash[..]],
+        )
+        .await?
+        .as_ref()
+        .map(key_from)
+        .transpose()
+}
+
+/// A key of a project by id. With `lock`, the row stays locked until the
+/// transaction ends.
+pub async fn key_by_id(
+    client: &impl GenericClient,
+    project_id: &str,
+    id: &str,
+    lock: bool,
+) -> Result<Option<KeyRecord>, PgError> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    client
+        .query_opt(
+            &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE project_id = $1 AND id = $2{lock}"),
+            &[&project_id, &id],
+        )
+        .await?
+        .as_ref()
+        .map(key_from)
+        .transpose()
+}
+
+/// Keys of the project that are neither revoked nor expired at `now`.
+pub async fn active_keys(
+    client: &impl GenericClient,
+    project_id: &str,
+    now: i64,
+) -> Result<i64, PgError> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM api_keys WHERE project_id = $1 AND revoked_at IS NULL
+             AND (expires_at IS NULL OR expires_at > $2)",
+            &[&project_id, &now],
+        )
+        .await?
+        .try_get(0)?)
+}
+
+/// Locks a project's row for the rest of the transaction: the statements
+/// that count its keys before adding one (`max_keys`) take turns on it.
+pub async fn lock_project(client: &impl GenericClient, project_id: &str) -> Result<bool, PgError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM projects WHERE id = $1 FOR UPDATE",
+            &[&project_id],
+        )
+        .await?
+        .is_some())
+}
+
+/// Records that a key changed in a way that can make it refuse, for every
+/// node's cache (written in the transaction of the change).
+pub async fn publish_change(
+    client: &impl GenericClient,
+    hash: &[u8; 32],
+    now: i64,
+) -> Result<(), PgError> {
+    client
+        .execute(
+            "INSERT INTO key_changes (key_hash, changed_at) VALUES ($1, $2)",
+            &[&&hash[..], &now],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Inserts `key` with its effects unless its project already has
+/// `max_keys` active keys (then `None`). The project row is locked first,
+/// so concurrent creates on any number of nodes take turns: the count and
+/// the insert can never interleave (the `max_keys` race).
+pub async fn create_key(
+    client: &mut deadpool_postgres::Client,
+    key: &KeyRecord,
+    max_keys: Option<u64>,
+    effects: &Effects,
+) -> Result<Option<()>, PgError> {
+    let tx = client.transaction().await?;
+    if !lock_project(&tx, &key.project_id).await? {
+        return Ok(None);
+    }
+    if let Some(max) = max_keys {
+        let active = active_keys(&tx, &key.project_id, key.created_at).await?;
+        if u64::try_from(active).unwrap_or(0) >= max {
+            return Ok(None);
+        }
+    }
+    insert_key(&tx, key, false, None).await?;
+    effects::write(&tx, effects, key.created_at).await?;
+    tx.commit().await?;
+    Ok(Some(()))
+}
+
+/// Applies `change` to a key of the project under a row lock (its
+/// `updated_at` already set), stores it with the effects `change` returns
+/// and publishes the change, in one transaction.
+pub async fn update_key<F>(
+    client: &mut deadpool_postgres::Client,
+    project_id: &str,
+    id: &str,
+    change: F,
+) -> Result<Option<KeyRecord>, PgError>
+where
+    F: FnOnce(&mut KeyRecord) -> Effects,
+{
+    let now = crate::types::now();
+    let tx = client.transaction().await?;
+    let Some(mut key) = key_by_id(&tx, project_id, id, true).await? else {
+        return Ok(None);
+    };
+    key.updated_at = now;
+    let effects = change(&mut key);
+    store_key(&tx, &key).await?;
+    effects::write(&tx, &effects, now).await?;
+    publish_change(&tx, &key.hash, now).await?;
+    tx.commit().await?;
+    Ok(Some(key))
+}
+
+/// A rotation under the rules of [`check_rotation`]: the project row is
+/// locked (rotations and creates of the project take turns, so `max_keys`
+/// and "one successor" hold across nodes), then the old key's row.
+pub async fn rotate_key<F>(
+    client: &mut deadpool_postgres::Client,
+    project_id: &str,
+    old_id: &str,
+    mut new: KeyRecord,
+    old_expires_at: Option<i64>,
+    max_keys: Option<u64>,
+    effects: F,
+) -> Result<Rotated, PgError>
+where
+    F: FnOnce(&KeyRecord, &KeyRecord, Option<&KeyRecord>) -> Effects,
+{
+    let now = crate::types::now();
+    let tx = client.transaction().await?;
+    if !lock_project(&tx, project_id).await? {
+        return Ok(Rotated::NotFound);
+    }
+    let Some(mut old) = key_by_id(&tx, project_id, old_id, true).await? else {
+        return Ok(Rotated::NotFound);
+    };
+    let predecessor = tx
+        .query_opt(
+            &format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE project_id = $1 AND rotated_to = $2 FOR UPDATE"
+            ),
+            &[&project_id, &&*old.id],
+        )
+        .await?
+        .as_ref()
+        .map(key_from)
+        .transpose()?
+        .filter(|p| p.is_active(now));
+    let active = active_keys(&tx, project_id, now).await?;
+    if let Err(refusal) = check_rotation(
+        &old,
+        predecessor.is_some(),
+        active,
+        max_keys,
+        old_expires_at.is_some(),
+        now,
+    ) {
+        return Ok(Rotated::Refused(refusal));
+    }
+    let ended_grace = match predecessor {
+        Some(mut p) => {
+            p.revoked_at = Some(now);
+            p.updated_at = now;
+            store_key(&tx, &p).await?;
+            publish_change(&tx, &p.hash, now).await?;
+            Some(p)
+        }
+        None => None,
+    };
+    match old_expires_at {
+        None => old.revoked_at = Some(now),
+        Some(at) => old.expires_at = Some(old.expires_at.map_or(at, |e| e.min(at))),
+    }
+    old.updated_at = now;
+    old.rotated_to = Some(new.id.clone());
+    new.rotated_to = None;
+    insert_key(&tx, &new, false, Some(&old.id)).await?;
+    store_key(&tx, &old).await?;
+    publish_change(&tx, &old.hash, now).await?;
+    effects::write(&tx, &effects(&old, &new, ended_grace.as_ref()), now).await?;
+    tx.commit().await?;
+    Ok(Rotated::Done {
+        old: Box::new(old),
+        new: Box::new(new),
+        ended_grace: ended_grace.map(Box::new),
+    })
+}
+
+/// Revokes an active key found by hash (a leak report) under a row lock.
+pub async fn revoke_leaked<F>(
+    client: &mut deadpool_postgres::Client,
+    hash: &[u8; 32],
+    effects: F,
+) -> Result<Option<(KeyRecord, bool)>, PgError>
+where
+    F: FnOnce(&KeyRecord) -> Effects,
+{
+    let now = crate::types::now();
+    let tx = client.transaction().await?;
+    let Some(mut key) = key_by_hash(&tx, hash, true).await? else {
+        return Ok(None);
+    };
+    if !key.is_active(now) {
+        return Ok(Some((key, false)));
+    }
+    key.revoked_at = Some(now);
+    key.updated_at = now;
+    store_key(&tx, &key).await?;
+    effects::write(&tx, &effects(&key), now).await?;
+    publish_change(&tx, &key.hash, now).await?;
+    tx.commit().await?;
+    Ok(Some((key, true)))
+}
+
+/// Imports keys in one transaction; fails whole on a duplicate hash.
+pub async fn import_keys<F>(
+    client: &mut deadpool_postgres::Client,
+    keys: &[KeyRecord],
+    effects: F,
+) -> Result<Result<usize, String>, PgError>
+where
+    F: Fn(&KeyRecord) -> Effects,
+{
+    let tx = client.transaction().await?;
+    for (i, key) in keys.iter().enumerate() {
+        match insert_key(&tx, key, true, None).await {
+            Ok(()) => {}
+            Err(PgError::Query(e))
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
+                return Ok(Err(format!(
+                    "key {} (line {}): this hash is already stored",
+                    key.prefix,
+                    i + 1
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+        effects::write(&tx, &effects(key), key.created_at).await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(keys.len()))
+}
+
+/// One page of a project's keys, newest first, and the total.
+pub async fn keys_page(
+    client: &impl GenericClient,
+    project_id: &str,
+    filter: &KeyFilter,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<KeyRecord>, i64), PgError> {
+    let now = crate::types::now();
+    let cond = "project_id = $1
+         AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)))
+         AND ($4::TEXT IS NULL OR owner_id = $4)";
+    let total: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM api_keys WHERE {cond}"),
+            &[
+                &project_id,
+                &filter.include_inactive,
+                &now,
+                &filter.owner_id,
+            ],
+        )
+        .await?
+        .try_get(0)?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE {cond}
+                 ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"
+            ),
+            &[
+                &project_id,
+                &filter.include_inactive,
+                &now,
+                &filter.owner_id,
+                &limit,
+                &offset,
+            ],
+        )
+        .await?;
+    let keys = rows.iter().map(key_from).collect::<Result<Vec<_>, _>>()?;
+    Ok((keys, total))
+}
+
+/// Hashes of keys imported from other services.
+pub async fn imported_key_hashes(client: &impl GenericClient) -> Result<Vec<[u8; 32]>, PgError> {
+    let rows = client
+        .query("SELECT key_hash FROM api_keys WHERE imported", &[])
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<_, Vec<u8>>(0).ok())
+        .filter_map(|h| <[u8; 32]>::try_from(h).ok())
+        .collect())
+}
+
+/// Key changes after `after`, oldest first (at most `limit`).
+pub async fn key_changes_since(
+    client: &impl GenericClient,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, [u8; 32])>, PgError> {
+    let rows = client
+        .query(
+            "SELECT id, key_hash FROM key_changes WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let hash: Vec<u8> = row.try_get(1)?;
+        if let Ok(hash) = <[u8; 32]>::try_from(hash) {
+            out.push((row.try_get(0)?, hash));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,304 @@
+//! The PostgreSQL backend: tokio-postgres connections in a deadpool pool.
+//!
+//! Connections carry `application_name = gatehouse` (unless the URL names
+//! one), so operators can tell Gatehouse's connections apart in
+//! `pg_stat_activity`. TLS follows libpq's `sslmode` (see [`tls`]).
+
+pub mod effects;
+pub mod keys;
+pub mod migrate;
+pub mod tls;
+pub mod usage;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+
+pub use migrate::{latest_version, migrate, migrations};
+
+/// `application_name` of the pooled connections.
+pub const APPLICATION_NAME: &str = "gatehouse";
+
+/// How long to wait for a connection (from the pool or a new one).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("database.url: {0}")]
+    Config(String),
+    #[error("postgresql: {0}")]
+    Pool(String),
+    #[error("postgresql: {}", chain(.0))]
+    Query(#[from] tokio_postgres::Error),
+    #[error(
+        "the database is at schema version {found}, newer than this Gatehouse supports ({supported}); \
+         run the newer Gatehouse release"
+    )]
+    TooNew { found: u32, supported: u32 },
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// A stored value that Gatehouse never writes.
+    #[error("unreadable stored value in {0}")]
+    Corrupt(String),
+}
+
+impl From<deadpool_postgres::PoolError> for PgError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        PgError::Pool(chain(&e))
+    }
+}
+
+/// An error with its causes (`a: b: c`): the driver's own messages are
+/// terse ("db error", "error performing TLS handshake") and the reason
+/// an operator needs is in the cause.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    let lower = url.trim_start().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// A connection pool for `url` (a libpq-style URL). Nothing is connected
+/// until the pool is first used.
+pub fn pool(url: &str, max_size: usize) -> Result<Pool, PgError> {
+    let parsed = tls::split_url(url)?;
+    let mut config: tokio_postgres::Config = parsed
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| PgError::Config(e.to_string()))?;
+    if config.get_application_name().is_none() {
+        config.application_name(APPLICATION_NAME);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.ssl_mode(parsed.tls.ssl_mode());
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match parsed.tls.connector()? {
+        None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+        Some(tls) => Manager::from_config(config, tls, manager_config),
+    };
+    Pool::builder(manager)
+        .max_size(max_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| PgError::Config(e.to_string()))
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(an unparsable URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_postgres_urls_and_hides_passwords() {
+        assert!(is_postgres_url("postgres://u@h/db"));
+        assert!(is_postgres_url("PostgreSQL://u@h/db"));
+        assert!(!is_postgres_url("sqlite:///x"));
+        assert!(!is_postgres_url(""));
+        assert_eq!(
+            redact_url("postgres://gh:s3cret@db.internal:5432/gatehouse?sslmode=require"),
+            "postgres://gh:***@db.internal:5432/gatehouse?sslmode=require"
+        );
+        assert!(!redact_url("postgres://gh:s3cret@db/x").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_pool_is_built_without_connecting() {
+        // Nothing listens on port 1: building the pool must not try.
+        pool("postgres://gh@127.0.0.1:1/gatehouse?sslmode=disable", 4).unwrap();
+        assert!(matches!(
+            pool("postgres://gh@127.0.0.1:1/x?sslmode=sometimes", 4),
+            Err(PgError::Config(_))
+        ));
+    }
+}
+
+/// The PostgreSQL backend behind the storage interface.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    pub fn new(pool: Pool) -> Self {
+        PgStore { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, PgError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+mod repo {
+    use async_trait::async_trait;
+
+    use super::{keys, PgStore};
+    use crate::db::keys::{KeyFilter, Rotated};
+    use crate::keys::record::KeyRecord;
+    use crate::store::effects::Effects;
+    use crate::store::keys::{ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects};
+    use crate::store::{KeyHash, KeyId, ProjectId, StoreResult};
+
+    #[async_trait]
+    impl KeyRepo for PgStore {
+        async fn find_key_by_hash(&self, hash: KeyHash) -> StoreResult<Option<KeyRecord>> {
+            let client = self.client().await?;
+            Ok(keys::key_by_hash(&client, &hash.0, false).await?)
+        }
+
+        async fn find_key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>> {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT {} FROM api_keys WHERE id = $1", keys::KEY_COLUMNS),
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(super::PgError::from)?;
+            Ok(row.as_ref().map(keys::key_from).transpose()?)
+        }
+
+        async fn key(&self, project: ProjectId, id: KeyId) -> StoreResult<Option<KeyRecord>> {
+            let client = self.client().await?;
+            Ok(keys::key_by_id(&client, project.as_str(), id.as_str(), false).await?)
+        }
+
+        async fn keys_page(
+            &self,
+            project: ProjectId,
+            filter: KeyFilter,
+            offset: i64,
+            limit: i64,
+        ) -> StoreResult<(Vec<KeyRecord>, i64)> {
+            let client = self.client().await?;
+            Ok(keys::keys_page(&client, project.as_str(), &filter, offset, limit).await?)
+        }
+
+        async fn create_key(
+            &self,
+            key: KeyRecord,
+            max_keys: Option<u64>,
+            effects: Effects,
+        ) -> StoreResult<Option<KeyRecord>> {
+            let mut client = self.client().await?;
+            Ok(keys::create_key(&mut client, &key, max_keys, &effects)
+                .await?
+                .map(|()| key))
+        }
+
+        async fn update_key(
+            &self,
+            project: ProjectId,
+            id: KeyId,
+            change: KeyChange,
+        ) -> StoreResult<Option<KeyRecord>> {
+            let mut client = self.client().await?;
+            Ok(keys::update_key(&mut client, project.as_str(), id.as_str(), change).await?)
+        }
+
+        async fn rotate_key(
+            &self,
+            project: ProjectId,
+            old: KeyId,
+            new: KeyRecord,
+            old_expires_at: Option<i64>,
+            max_keys: Option<u64>,
+            effects: RotationEffects,
+        ) -> StoreResult<Rotated> {
+            let mut client = self.client().await?;
+            Ok(keys::rotate_key(
+                &mut client,
+                project.as_str(),
+                old.as_str(),
+                new,
+                old_expires_at,
+                max_keys,
+                effects,
+            )
+            .await?)
+        }
+
+        async fn revoke_leaked(
+            &self,
+            hash: KeyHash,
+            effects: LeakEffects,
+        ) -> StoreResult<Option<(KeyRecord, bool)>> {
+            let mut client = self.client().await?;
+            Ok(keys::revoke_leaked(&mut client, &hash.0, effects).await?)
+        }
+
+        async fn import_keys(
+            &self,
+            keys_to_import: Vec<KeyRecord>,
+            effects: ImportEffects,
+        ) -> StoreResult<Result<usize, String>> {
+            let mut client = self.client().await?;
+            Ok(keys::import_keys(&mut client, &keys_to_import, effects).await?)
+        }
+
+        async fn imported_key_hashes(&self) -> StoreResult<Vec<KeyHash>> {
+            let client = self.client().await?;
+            Ok(keys::imported_key_hashes(&client)
+                .await?
+                .into_iter()
+                .map(KeyHash)
+                .collect())
+        }
+
+        async fn last_key_change(&self) -> StoreResult<i64> {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT coalesce(max(id), 0)::BIGINT FROM key_changes", &[])
+                .await
+                .map_err(super::PgError::from)?;
+            Ok(row.try_get(0).map_err(super::PgError::from)?)
+        }
+
+        async fn key_changes_since(
+            &self,
+            after: i64,
+            limit: i64,
+        ) -> StoreResult<Vec<(i64, KeyHash)>> {
+            let client = self.client().await?;
+            Ok(keys::key_changes_since(&client, after, limit)
+                .await?
+                .into_iter()
+                .map(|(id, h)| (id, KeyHash(h)))
+                .collect())
+        }
+    }
+}

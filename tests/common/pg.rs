@@ -1,0 +1,113 @@
+//! A fresh PostgreSQL database per test, dropped afterwards.
+//!
+//! The server comes from `GATEHOUSE_TEST_PG_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`): a URL of a database the
+//! test user may connect to, with the right to create databases. When no
+//! server answers, the PostgreSQL tests are skipped, saying so on stderr,
+//! unless `GATEHOUSE_REQUIRE_E2E` is set (as in CI), in which case they fail.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+pub fn server_url() -> String {
+    std::env::var("GATEHOUSE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+/// Runs a future on a throwaway runtime (tests are synchronous).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
+async fn admin() -> Result<tokio_postgres::Client, String> {
+    let url = server_url();
+    let (client, conn) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_postgres::connect(&url, tokio_postgres::NoTls),
+    )
+    .await
+    .map_err(|_| format!("no answer from {url} within 5 s"))?
+    .map_err(|e| format!("{url}: {e}"))?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).expect("GATEHOUSE_TEST_PG_URL is a URL");
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+pub struct TestDb {
+    pub name: String,
+    /// The new database's URL (same server and user as the admin URL).
+    pub url: String,
+}
+
+impl TestDb {
+    /// A new empty database, or `None` when the test should be skipped.
+    pub fn create() -> Option<TestDb> {
+        let name = format!("gh_test_{}", fastrand::u64(..));
+        let created = block_on(async {
+            let client = admin().await?;
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .map_err(|e| e.to_string())
+        });
+        match created {
+            Ok(()) => Some(TestDb {
+                url: with_database(&server_url(), &name),
+                name,
+            }),
+            Err(why) => {
+                let required = std::env::var_os("GATEHOUSE_REQUIRE_E2E").is_some();
+                assert!(
+                    !required,
+                    "PostgreSQL is required (GATEHOUSE_REQUIRE_E2E) but unavailable: {why}"
+                );
+                eprintln!(
+                    "SKIPPED (PostgreSQL unavailable: {why}); set GATEHOUSE_TEST_PG_URL to a server to run it"
+                );
+                None
+            }
+        }
+    }
+
+    /// A connection to the test database, for looking at what was stored.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        let url = self.url.clone();
+        let sql = sql.to_string();
+        block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("the test database answers");
+            tokio::spawn(conn);
+            client.query_one(&sql, &[]).await.expect(&sql).get(0)
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // On a thread of its own: this may run inside a test's runtime.
+        let _ = std::thread::spawn(move || {
+            block_on(async move {
+                let client = admin().await?;
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
+    }
+}
