@@ -233,6 +233,14 @@ fn find<'a>(spans: &'a [Span], name: &str) -> &'a Span {
     })
 }
 
+fn wait_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PROXY_SPAN_ID: &str = "00f067aa0ba902b7";
 
@@ -277,12 +285,25 @@ fn request_and_webhook_spans_arrive_with_their_parents_and_no_secrets() {
     assert_eq!(app.get(&format!("/no/such/{key_id}")).status, 404);
     let (_, other_key) = create_key(&app, &t, json!({"name": "untraced"}));
 
-    // The webhook target sees the delivery span as its parent.
-    let hooks = collector.wait_for("/hook", 1, Duration::from_secs(10));
-    let hook_traceparent = hooks[0]
-        .header("traceparent")
-        .expect("the webhook request carries traceparent")
+    // Both keys' events are delivered (in either order); the webhook target
+    // sees the first one's delivery span as its parent.
+    let hooks = collector.wait_for("/hook", 2, Duration::from_secs(10));
+    let traceparents: Vec<&str> = hooks
+        .iter()
+        .map(|h| {
+            h.header("traceparent")
+                .expect("every webhook request carries traceparent")
+        })
+        .collect();
+    let hook_traceparent = traceparents
+        .iter()
+        .find(|tp| tp.contains(TRACE_ID))
+        .unwrap_or_else(|| panic!("no delivery in the proxy's trace: {traceparents:?}"))
         .to_string();
+    // The attempts are recorded after their spans end.
+    wait_until(|| {
+        app.query_i64("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 2
+    });
 
     // A graceful stop sends every span still queued.
     drop(app);
@@ -412,6 +433,12 @@ fn smtp_sends_are_children_of_the_request_that_queued_them() {
     assert_eq!(sent.status, 202, "{}", sent.body);
     let message = smtp.wait_for("smtp-trace@acme.test", Duration::from_secs(15));
     let code = crate::helpers::code_in(&message).expect("a code in the message");
+    // The send is marked after its span ends.
+    wait_until(|| {
+        app.query_i64(
+            "SELECT count(*) FROM mail_outbox WHERE transport = 'smtp' AND sent_at IS NOT NULL",
+        ) == 1
+    });
     drop(app);
     let spans = collector.wait_for_span("smtp.send", Duration::from_secs(10));
     let request = find(&spans, "POST /api/v1/auth/send-code");
