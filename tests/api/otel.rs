@@ -508,4 +508,21 @@ fn the_binary_honours_the_standard_otel_variables() {
         "{}",
         out.stderr
     );
+    // check-config finds it too, as it finds every other startup problem.
+    let out = crate::helpers::run(
+        gatehouse(dir.path())
+            .arg("check-config")
+            .env(
+                "GATEHOUSE_TELEMETRY__OTLP_ENDPOINT",
+                "ftp://collector.acme.test/",
+            )
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &quiet.base),
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("telemetry.otlp_endpoint must be an http://"),
+        "{}",
+        out.stderr
+    );
 }
