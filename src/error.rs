@@ -236,12 +236,30 @@ impl ResponseError for ApiError {
     }
 }
 
+/// A fault of the machine (a full disk, a read-only file, a lock held past
+/// the busy timeout) is 503 `unavailable` with `Retry-After`, never 500:
+/// nothing was written, and the same request can succeed once it clears.
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
-        match e {
-            crate::db::DbError::Busy => ApiError::new(ErrorCode::Unavailable)
-                .with_message("The database is busy; retry shortly."),
-            other => ApiError::internal(other),
+        use crate::db::Fault;
+        match e.fault() {
+            Some(fault) => {
+                let message = match fault {
+                    Fault::Busy => "The database is busy; retry shortly.",
+                    Fault::Full | Fault::ReadOnly | Fault::Io => {
+                        "The database cannot take writes right now; nothing was changed. Retry later."
+                    }
+                };
+                let mut err = ApiError::new(ErrorCode::Unavailable)
+                    .with_message(message)
+                    .with_header(
+                        HeaderName::from_static("retry-after"),
+                        HeaderValue::from(fault.retry_after_secs()),
+                    );
+                err.cause = Some(e.to_string());
+                err
+            }
+            None => ApiError::internal(e),
         }
     }
 }
@@ -265,3 +283,31 @@ pub struct ErrorBody {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Sqlite(e) => ApiError::from(e),
+            crate::store::StoreError::Postgres(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// PostgreSQL unreachable, restarting, out of space or resolving a
+/// conflict is 503 `unavailable` with `Retry-After`; nothing was written.
+impl From<crate::store::postgres::PgError> for ApiError {
+    fn from(e: crate::store::postgres::PgError) -> Self {
+        if e.is_unavailable() {
+            let mut err = ApiError::new(ErrorCode::Unavailable)
+                .with_message("The database cannot take this request right now; retry shortly.")
+                .with_header(
+                    HeaderName::from_static("retry-after"),
+                    HeaderValue::from_static("1"),
+                );
+            err.cause = Some(e.to_string());
+            err
+        } else {
+            ApiError::internal(e)
+        }
+    }
+}

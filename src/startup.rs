@@ -122,6 +122,8 @@ fn build_app(
     let limit = state.config.http.max_body_bytes;
     let origins = state.config.cors.allowed_origins.clone();
     let traced = state.traces.is_some();
+    let local_hosts = crate::http::host::LocalHosts::new(&state.public_url);
+    let local = state.config.mode.is_local();
     App::new()
         .app_data(state)
         .app_data(crate::http::extract::json_config(limit))
@@ -130,9 +132,11 @@ fn build_app(
         .app_data(crate::http::extract::path_config())
         .configure(crate::routes::configure)
         .default_service(web::to(not_found))
-        // Innermost first: CORS, then the envelope and headers, then the
-        // request id / log / metrics around everything.
+        // Innermost first: CORS, then (local mode) the Host check against DNS
+        // rebinding, then the envelope and headers, then the request id /
+        // log / metrics around everything.
         .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+        .wrap(Condition::new(local, local_hosts))
         .wrap(from_fn(crate::http::finish))
         .wrap(from_fn(crate::http::observe))
         // Outermost, and only when traces are exported: the request's span.

@@ -19,6 +19,8 @@ pub struct AppState {
     /// Whether browsers reach Gatehouse over https (secure cookies, HSTS).
     pub https: bool,
     pub db: Db,
+    /// The storage interface (moving over from `db` a repository at a time).
+    pub store: std::sync::Arc<dyn crate::store::Store>,
     pub metrics: Metrics,
     pub catalog: Catalog,
     pub keyring: Keyring,
@@ -59,10 +61,11 @@ impl AppState {
             keyring: Keyring::new(&session_key),
             mailer: Mailer::new(config.clone()),
             config,
+            store: std::sync::Arc::new(crate::store::sqlite::SqliteStore::new(db.clone())),
             db,
             metrics: Metrics::new(),
+            openapi_json: crate::openapi::document_json(&catalog),
             catalog,
-            openapi_json: crate::openapi::document_json(),
             traces: None,
         }
     }
@@ -74,7 +77,7 @@ impl AppState {
 
     /// The one path for key changes, with this process's cache.
     pub fn key_service(&self) -> crate::keys::admin::KeyService<'_> {
-        crate::keys::admin::KeyService::new(&self.db, &self.config, Some(&self.keys))
+        crate::keys::admin::KeyService::new(&*self.store, &self.config, Some(&self.keys))
     }
 
     /// A key's metadata as the API shows it (live credit balance included).

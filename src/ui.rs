@@ -38,7 +38,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/").route(web::get().to(root)));
     cfg.service(web::resource("/docs").route(web::get().to(api_reference)));
     for page in PAGES {
-        cfg.service(web::resource(*page).route(web::get().to(shell)));
+        if *page == MAILBOX_PAGE {
+            cfg.service(web::resource(*page).route(web::get().to(mailbox_page)));
+        } else {
+            cfg.service(web::resource(*page).route(web::get().to(shell)));
+        }
     }
     cfg.service(web::resource("/assets/{file:.+}").route(web::get().to(asset)));
 }
@@ -54,6 +58,18 @@ async fn root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         .insert_header((header::LOCATION, to))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish()
+}
+
+/// The mailbox page holds login codes: the same rule as its API (404
+/// outside local mode, only direct requests on this machine).
+pub const MAILBOX_PAGE: &str = "/dev/mailbox";
+
+async fn mailbox_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    crate::routes::dev::require_mailbox_access(&req, &state)?;
+    serve(&req, "index.html")
 }
 
 async fn shell(req: HttpRequest) -> Result<HttpResponse, ApiError> {

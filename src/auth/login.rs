@@ -1,8 +1,6 @@
 //! The email-code login flow and session refresh (SPEC section 6), between
 //! the HTTP handlers and storage.
 
-use std::time::Duration;
-
 use actix_web::http::header::{HeaderName, HeaderValue};
 
 use crate::auth::tokens::{generate_code, new_access_token, new_refresh_token, new_session_id};
@@ -100,8 +98,18 @@ pub async fn send_code(
     }
 }
 
+/// Random bytes for the stand-in code of a failed attempt (never a code's hash).
+fn stand_in_hash() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the system CSPRNG is available");
+    bytes
+}
+
 /// Checks the code and opens a session. Every failure is the same 401
-/// `invalid_code`.
+/// `invalid_code`, after the same work (the hashes here are computed
+/// before storage is asked anything, on every path; storage does the
+/// same statements on every failure: `db::sessions::login_with_code`).
 pub async fn verify_code(
     state: &AppState,
     email: Email,
@@ -117,6 +125,7 @@ pub async fn verify_code(
         .db
         .login_with_code(LoginRequest {
             presented_hash: state.keyring.code_hash(&email, code.trim()),
+            stand_in_hash: stand_in_hash(),
             email,
             max_attempts: a.code_max_attempts as i64,
             open_signup: a.signup == crate::config::Signup::Open,
@@ -137,11 +146,7 @@ pub async fn verify_code(
             refresh_token: refresh,
             via_cookie,
         }),
-        LoginOutcome::Failed => {
-            // Flatten timing between "no code" and "wrong code" a little.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            Err(ApiError::new(ErrorCode::InvalidCode))
-        }
+        LoginOutcome::Failed => Err(ApiError::new(ErrorCode::InvalidCode)),
     }
 }
 

@@ -72,4 +72,66 @@ mod tests {
             assert_eq!(safe_next(bad), None, "{bad}");
         }
     }
+
+    /// Where a browser on `https://gate.example/` goes for a `Location`.
+    fn resolved_host(location: &str) -> Option<String> {
+        url::Url::parse("https://gate.example/some/page")
+            .unwrap()
+            .join(location)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+    }
+
+    proptest::proptest! {
+        /// Whatever is accepted stays on the site, as given and after each
+        /// layer of percent-decoding; and it is returned unchanged.
+        #[test]
+        fn accepted_targets_stay_on_the_site(raw in "\\PC{0,40}|/[\\\\/%0-9a-fA-F.:@a-z\\t ]{0,20}") {
+            if let Some(next) = safe_next(&raw) {
+                proptest::prop_assert_eq!(next, raw.as_str());
+                let mut current = raw.clone();
+                loop {
+                    let host = resolved_host(&current);
+                    proptest::prop_assert_eq!(host.as_deref(), Some("gate.example"), "{:?}", current);
+                    proptest::prop_assert!(current.starts_with('/') && !current.starts_with("//") && !current.starts_with("/\\"));
+                    proptest::prop_assert!(!current.chars().any(|c| c.is_control() || c == '\\'));
+                    let decoded = percent_decode_str(&current).decode_utf8().unwrap().into_owned();
+                    if decoded == current {
+                        break;
+                    }
+                    current = decoded;
+                }
+            }
+        }
+
+        /// Plain paths of unreserved characters always pass unchanged.
+        #[test]
+        fn plain_paths_pass(segments in proptest::collection::vec("[A-Za-z0-9._~-]{1,12}", 0..5), query in "[a-z0-9=&]{0,12}") {
+            let mut path = format!("/{}", segments.join("/"));
+            if !query.is_empty() {
+                path = format!("{path}?{query}");
+            }
+            proptest::prop_assume!(!path.starts_with("//"));
+            proptest::prop_assert_eq!(safe_next(&path), Some(path.as_str()));
+        }
+
+        /// Anything that starts another host, however it is spelt, falls back.
+        #[test]
+        fn other_hosts_never_pass(host in "[a-z]{1,10}\\.[a-z]{2,4}", scheme in "(https?|javascript|data):", encode_levels in 0usize..3) {
+            let mut slashes = "//".to_string();
+            for _ in 0..encode_levels {
+                slashes = slashes.replace('%', "%25").replace('/', "%2F");
+            }
+            for raw in [
+                format!("//{host}"),
+                format!("/\\{host}"),
+                format!("{scheme}//{host}"),
+                format!("{scheme}{host}"),
+                format!("{slashes}{host}"),
+                format!("/%09/{host}"),
+            ] {
+                proptest::prop_assert_eq!(safe_next(&raw), None, "{}", raw);
+            }
+        }
+    }
 }

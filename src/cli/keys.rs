@@ -23,6 +23,7 @@ use crate::keys::events::KeyEvents;
 use crate::keys::input::{self, KeySpec};
 use crate::keys::record::KeyRecord;
 use crate::keys::KeyType;
+use crate::store::sqlite::SqliteStore;
 use crate::types::rfc3339;
 
 #[derive(Subcommand, Debug)]
@@ -262,7 +263,7 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                 allowed_ips: None,
                 metadata: serde_json::json!({}),
             };
-            let (record, key) = KeyService::new(db, config, None)
+            let (record, key) = KeyService::new(&SqliteStore::new(db.clone()), config, None)
                 .create(&project, spec, Actor::system())
                 .await
                 .map_err(|e| e.message)?;
@@ -319,7 +320,7 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no key has the id {:?}", a.id))?;
-            let key = KeyService::new(db, config, None)
+            let key = KeyService::new(&SqliteStore::new(db.clone()), config, None)
                 .revoke(&project_id, &a.id, Actor::system())
                 .await
                 .map_err(|e| e.message)?;

@@ -162,3 +162,48 @@ impl Db {
         .await
     }
 }
+
+impl Db {
+    /// Claims SMTP messages due at `now` for `lease_secs`: their next
+    /// attempt moves to the end of the lease, so no other worker takes them
+    /// meanwhile, and a worker that dies mid-send leaves them due again
+    /// once the lease runs out.
+    pub async fn claim_due_mail(
+        &self,
+        now: i64,
+        limit: i64,
+        lease_secs: i64,
+    ) -> DbResult<Vec<PendingMail>> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let due: Vec<PendingMail> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id, recipient, subject, body, attempts, expires_at, traceparent FROM mail_outbox
+                     WHERE transport = 'smtp' AND sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?1
+                     ORDER BY next_attempt_at, id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now, limit], |r| {
+                    Ok(PendingMail {
+                        id: r.get(0)?,
+                        to: r.get(1)?,
+                        subject: r.get(2)?,
+                        body: r.get(3)?,
+                        attempts: r.get(4)?,
+                        expires_at: r.get(5)?,
+                        traceparent: r.get(6)?,
+                    })
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for m in &due {
+                tx.execute(
+                    "UPDATE mail_outbox SET next_attempt_at = ?2 WHERE id = ?1",
+                    params![m.id, now.saturating_add(lease_secs)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(due)
+        })
+        .await
+    }
+}

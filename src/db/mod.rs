@@ -14,6 +14,8 @@ pub mod users;
 pub mod webhooks;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2::Pool;
@@ -24,10 +26,52 @@ use crate::config::DatabaseConfig;
 
 pub use migrate::{latest_version, MigrateOutcome};
 
+/// Why the database cannot take work right now: a condition of the
+/// machine, not of the request. Answered with 503 `unavailable` and
+/// `Retry-After`; the work can be tried again once the condition clears.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Another writer holds the lock past the busy timeout (SQLITE_BUSY,
+    /// SQLITE_LOCKED), or no pooled connection came free in time.
+    Busy,
+    /// The disk (or the database's size limit) is full (SQLITE_FULL).
+    Full,
+    /// The file or its directory cannot be written (SQLITE_READONLY,
+    /// SQLITE_CANTOPEN, SQLITE_PERM).
+    ReadOnly,
+    /// The operating system failed a read or write (SQLITE_IOERR).
+    Io,
+}
+
+impl Fault {
+    /// What a client is told to wait before trying again.
+    pub fn retry_after_secs(self) -> u64 {
+        match self {
+            Fault::Busy => 1,
+            Fault::Full | Fault::ReadOnly | Fault::Io => 5,
+        }
+    }
+
+    /// The SQLite result codes that are faults of the machine, by primary code.
+    pub fn of_sqlite(code: rusqlite::ErrorCode) -> Option<Fault> {
+        use rusqlite::ErrorCode as C;
+        match code {
+            C::DatabaseBusy | C::DatabaseLocked => Some(Fault::Busy),
+            C::DiskFull => Some(Fault::Full),
+            C::ReadOnly | C::CannotOpen | C::PermissionDenied => Some(Fault::ReadOnly),
+            C::SystemIoFailure => Some(Fault::Io),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("the database is busy")]
     Busy,
+    /// A fault of the machine (see [`Fault`]), with SQLite's or the pool's words.
+    #[error("the database cannot take this work now ({0:?}): {1}")]
+    Unavailable(Fault, String),
     #[error("database connection pool: {0}")]
     Pool(String),
     #[error("sqlite: {0}")]
@@ -45,17 +89,27 @@ pub enum DbError {
     TaskFailed,
 }
 
-impl From<rusqlite::Error> for DbError {
-    fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
-                DbError::Busy
-            }
-            _ => DbError::Sqlite(e),
+impl DbError {
+    /// The fault of the machine behind this error, if it is one.
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            DbError::Busy | DbError::Pool(_) => Some(Fault::Busy),
+            DbError::Unavailable(fault, _) => Some(*fault),
+            _ => None,
         }
     }
 }
 
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code().and_then(Fault::of_sqlite) {
+            Some(fault) => DbError::Unavailable(fault, e.to_string()),
+            None => DbError::Sqlite(e),
+        }
+    }
+}
+
+/// r2d2's one error: no connection came free (or could be opened) in time.
 impl From<r2d2::Error> for DbError {
     fn from(e: r2d2::Error) -> Self {
         DbError::Pool(e.to_string())
@@ -68,6 +122,47 @@ pub type DbResult<T> = Result<T, DbError>;
 pub struct Db {
     pool: Pool<SqliteConnectionManager>,
     path: PathBuf,
+    drill: Arc<FaultDrill>,
+}
+
+/// A storage fault to simulate, for reliability tests and drills: it makes
+/// every pooled connection fail writes the way a real fault would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimulatedFault {
+    /// The database may not grow (SQLite's `max_page_count` at the current
+    /// size): inserts that need a new page fail with SQLITE_FULL.
+    DiskFull,
+    /// Every write fails with SQLITE_READONLY (`query_only`).
+    ReadOnly,
+}
+
+/// The simulated fault in force. Costs one atomic load per storage call
+/// until a fault is first simulated.
+#[derive(Default)]
+struct FaultDrill {
+    /// 0 = none, 1 = disk full, 2 = read-only.
+    active: AtomicU8,
+    /// Once any fault was simulated, every checkout sets the pragmas.
+    used: AtomicBool,
+    /// `max_page_count` of a fresh connection, to lift the limit again.
+    max_pages: AtomicU64,
+}
+
+impl FaultDrill {
+    fn apply(&self, c: &Connection) -> rusqlite::Result<()> {
+        if !self.used.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (max_pages, query_only) = match self.active.load(Ordering::Acquire) {
+            1 => (1, 0),
+            2 => (self.max_pages.load(Ordering::Relaxed), 1),
+            _ => (self.max_pages.load(Ordering::Relaxed), 0),
+        };
+        c.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |_| {
+            Ok(())
+        })?;
+        c.execute_batch(&format!("PRAGMA query_only = {query_only};"))
+    }
 }
 
 impl Db {
@@ -75,7 +170,7 @@ impl Db {
     /// builds the pool; every pooled connection gets foreign keys, the busy
     /// timeout and the configured `synchronous` level.
     pub fn open(path: &Path, cfg: &DatabaseConfig) -> DbResult<Db> {
-        {
+        let max_pages: u64 = {
             let conn = Connection::open(path)?;
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
@@ -84,7 +179,8 @@ impl Db {
                     path.display()
                 )));
             }
-        }
+            conn.query_row("PRAGMA max_page_count", [], |r| r.get(0))?
+        };
         let busy = cfg.busy_timeout_ms;
         let sync = cfg.synchronous.as_str();
         let manager = SqliteConnectionManager::file(path)
@@ -98,10 +194,26 @@ impl Db {
             .max_size(cfg.pool_size)
             .connection_timeout(Duration::from_millis(busy.max(1000)))
             .build(manager)?;
+        let drill = FaultDrill::default();
+        drill.max_pages.store(max_pages, Ordering::Relaxed);
         Ok(Db {
             pool,
             path: path.to_path_buf(),
+            drill: Arc::new(drill),
         })
+    }
+
+    /// Simulates a storage fault on every pooled connection until called
+    /// with `None` (see [`SimulatedFault`]). For reliability tests.
+    #[doc(hidden)]
+    pub fn simulate_fault(&self, fault: Option<SimulatedFault>) {
+        let code = match fault {
+            None => 0,
+            Some(SimulatedFault::DiskFull) => 1,
+            Some(SimulatedFault::ReadOnly) => 2,
+        };
+        self.drill.used.store(true, Ordering::Release);
+        self.drill.active.store(code, Ordering::Release);
     }
 
     pub fn path(&self) -> &Path {
@@ -112,6 +224,7 @@ impl Db {
     /// and CLI code that is not on the async executor.
     pub fn blocking<T>(&self, f: impl FnOnce(&mut Connection) -> DbResult<T>) -> DbResult<T> {
         let mut conn = self.pool.get()?;
+        self.drill.apply(&conn)?;
         f(&mut conn)
     }
 
@@ -125,9 +238,11 @@ impl Db {
         // The caller's trace context, so work queued here (webhook events,
         // mail) records the request that caused it.
         let trace = opentelemetry::Context::current();
+        let drill = self.drill.clone();
         tokio::task::spawn_blocking(move || {
             let _trace = trace.attach();
             let mut conn = pool.get()?;
+            drill.apply(&conn)?;
             f(&mut conn)
         })
         .await

@@ -59,6 +59,9 @@ pub struct SessionLimits {
 pub struct LoginRequest {
     pub email: Email,
     pub presented_hash: [u8; 32],
+    /// Random bytes written as the hash of the stand-in code a failed
+    /// attempt on an address without a code leaves (see [`login_with_code`]).
+    pub stand_in_hash: [u8; 32],
     pub max_attempts: i64,
     pub open_signup: bool,
     pub session_id: String,
@@ -148,6 +151,159 @@ fn session_alive(
     revoked_at.is_none() && now < expires_at && now - last_used_at <= limits.idle_secs
 }
 
+/// What a presented login code meets. Only [`CodeVerdict::Accepted`] logs
+/// in; the others are all the same 401 `invalid_code` to the client and
+/// differ only in the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeVerdict {
+    Accepted,
+    NoCode,
+    Expired,
+    Burned,
+    Wrong,
+}
+
+impl CodeVerdict {
+    fn reason(self) -> &'static str {
+        match self {
+            CodeVerdict::Accepted => "unknown_user",
+            CodeVerdict::NoCode => "no_code",
+            CodeVerdict::Expired => "expired",
+            CodeVerdict::Burned => "burned",
+            CodeVerdict::Wrong => "wrong_code",
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Code comparisons made on this thread (the login tests count them).
+    static CODE_COMPARISONS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Judges a presented code hash against the stored code (hash, attempts
+/// made, expiry). The same work whatever is stored: one constant-time
+/// comparison, against a stand-in when there is no code.
+pub fn judge_code(
+    stored: Option<(&[u8], i64, i64)>,
+    presented: &[u8; 32],
+    now: i64,
+    max_attempts: i64,
+) -> CodeVerdict {
+    const NO_CODE: [u8; 32] = [0; 32];
+    let (hash, attempts, expires_at) = stored.unwrap_or((&NO_CODE, 0, i64::MIN));
+    let matches: bool = hash.ct_eq(&presented[..]).into();
+    #[cfg(test)]
+    CODE_COMPARISONS.with(|n| n.set(n.get() + 1));
+    match stored {
+        None => CodeVerdict::NoCode,
+        Some(_) if now >= expires_at => CodeVerdict::Expired,
+        Some(_) if attempts >= max_attempts => CodeVerdict::Burned,
+        Some(_) if !matches => CodeVerdict::Wrong,
+        Some(_) => CodeVerdict::Accepted,
+    }
+}
+
+/// `verify-code` in one immediate transaction: checks and spends the code,
+/// creates the user (and a personal project when the user belongs to none)
+/// and the session.
+///
+/// Every failure does the same work, whether or not the address exists or
+/// has a pending code, so neither timing nor load tells them apart: the
+/// same two reads (the code, the user), one comparison, one upsert that
+/// counts the attempt (for an address without a code it writes an already
+/// expired stand-in that cleanup removes and no code can match) and one
+/// audit row. A code is never deleted on failure: an expired or burned one
+/// stays unusable until cleanup or a new code replaces it.
+pub fn login_with_code(c: &mut Connection, req: LoginRequest, now: i64) -> DbResult<LoginOutcome> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let email = req.email.as_str();
+    let stored: Option<(Vec<u8>, i64, i64)> = tx
+        .query_row(
+            "SELECT code_hash, attempts, expires_at FROM login_codes WHERE email = ?1",
+            [email],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let existing = users::find_user_by_email(&tx, email)?;
+    let verdict = judge_code(
+        stored.as_ref().map(|(h, a, e)| (h.as_slice(), *a, *e)),
+        &req.presented_hash,
+        now,
+        req.max_attempts,
+    );
+    let may_log_in = existing.is_some() || req.open_signup;
+    if verdict != CodeVerdict::Accepted || !may_log_in {
+        tx.execute(
+            "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES (?1, ?2, 1, ?3, ?3)
+             ON CONFLICT (email) DO UPDATE SET attempts = attempts + 1",
+            params![email, &req.stand_in_hash[..], now],
+        )?;
+        let burned = verdict == CodeVerdict::Wrong
+            && stored
+                .as_ref()
+                .is_some_and(|(_, attempts, _)| attempts + 1 >= req.max_attempts);
+        audit::record(
+            &tx,
+            &AuditEvent {
+                project_id: None,
+                action: "login.failed",
+                actor: &Actor {
+                    id: existing.map(|u| u.id),
+                    ..req.actor.clone()
+                },
+                target: Some(email),
+                details: serde_json::json!({
+                    "reason": if burned { "wrong_code_burned" } else { verdict.reason() }
+                }),
+            },
+            now,
+        )?;
+        tx.commit()?;
+        return Ok(LoginOutcome::Failed);
+    }
+    tx.execute("DELETE FROM login_codes WHERE email = ?1", [email])?;
+    let (user, created) = match existing {
+        Some(u) => (u, false),
+        None => users::find_or_create_user(&tx, &req.email, now)?,
+    };
+    if users::memberships_of(&tx, &user.id)?.is_empty() {
+        let (name, plan) = &req.personal_project;
+        let project = users::insert_project(&tx, name, plan, now)?;
+        users::insert_membership(&tx, &project.id, &user.id, Role::Owner, now)?;
+    }
+    tx.execute(
+        "INSERT INTO sessions (id, user_id, via_cookie, created_at, last_used_at, expires_at, ip, user_agent)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+        params![
+            req.session_id,
+            user.id,
+            req.via_cookie,
+            now,
+            now + req.limits.max_secs,
+            req.actor.ip,
+            req.user_agent
+        ],
+    )?;
+    insert_tokens(&tx, &req.session_id, &req.tokens, None, now)?;
+    audit::record(
+        &tx,
+        &AuditEvent {
+            project_id: None,
+            action: "login.succeeded",
+            actor: &Actor {
+                id: Some(user.id.clone()),
+                ..req.actor.clone()
+            },
+            target: Some(&user.id),
+            details: serde_json::json!({ "session_id": req.session_id, "new_user": created, "cookie": req.via_cookie }),
+        },
+        now,
+    )?;
+    tx.commit()?;
+    Ok(LoginOutcome::Success { user, created })
+}
+
 impl Db {
     /// `send-code`: throttles, then (when the address may log in) replaces
     /// the address's code and queues its message, all in one transaction.
@@ -205,106 +361,10 @@ impl Db {
         .await
     }
 
-    /// `verify-code`: checks and spends the code, creates the user (and a
-    /// personal project when the user belongs to none) and the session.
+    /// `verify-code`: see [`login_with_code`].
     pub async fn login_with_code(&self, req: LoginRequest) -> DbResult<LoginOutcome> {
-        self.call(move |c| {
-            let now = crate::types::now();
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let email = req.email.as_str();
-            let stored: Option<(Vec<u8>, i64, i64)> = tx
-                .query_row(
-                    "SELECT code_hash, attempts, expires_at FROM login_codes WHERE email = ?1",
-                    [email],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let failure = |reason: &str| -> DbResult<()> {
-                let user = users::find_user_by_email(&tx, email)?;
-                audit::record(
-                    &tx,
-                    &AuditEvent {
-                        project_id: None,
-                        action: "login.failed",
-                        actor: &Actor {
-                            id: user.map(|u| u.id),
-                            ..req.actor.clone()
-                        },
-                        target: Some(email),
-                        details: serde_json::json!({ "reason": reason }),
-                    },
-                    now,
-                )
-            };
-            let Some((hash, attempts, expires_at)) = stored else {
-                return Ok(LoginOutcome::Failed);
-            };
-            if now >= expires_at {
-                tx.execute("DELETE FROM login_codes WHERE email = ?1", [email])?;
-                failure("expired")?;
-                tx.commit()?;
-                return Ok(LoginOutcome::Failed);
-            }
-            let matches: bool = hash.as_slice().ct_eq(&req.presented_hash[..]).into();
-            if !matches {
-                if attempts + 1 >= req.max_attempts {
-                    tx.execute("DELETE FROM login_codes WHERE email = ?1", [email])?;
-                    failure("wrong_code_burned")?;
-                } else {
-                    tx.execute("UPDATE login_codes SET attempts = attempts + 1 WHERE email = ?1", [email])?;
-                    failure("wrong_code")?;
-                }
-                tx.commit()?;
-                return Ok(LoginOutcome::Failed);
-            }
-            tx.execute("DELETE FROM login_codes WHERE email = ?1", [email])?;
-            let existing = users::find_user_by_email(&tx, email)?;
-            let (user, created) = match existing {
-                Some(u) => (u, false),
-                None if req.open_signup => users::find_or_create_user(&tx, &req.email, now)?,
-                None => {
-                    failure("unknown_user")?;
-                    tx.commit()?;
-                    return Ok(LoginOutcome::Failed);
-                }
-            };
-            if users::memberships_of(&tx, &user.id)?.is_empty() {
-                let (name, plan) = &req.personal_project;
-                let project = users::insert_project(&tx, name, plan, now)?;
-                users::insert_membership(&tx, &project.id, &user.id, Role::Owner, now)?;
-            }
-            tx.execute(
-                "INSERT INTO sessions (id, user_id, via_cookie, created_at, last_used_at, expires_at, ip, user_agent)
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
-                params![
-                    req.session_id,
-                    user.id,
-                    req.via_cookie,
-                    now,
-                    now + req.limits.max_secs,
-                    req.actor.ip,
-                    req.user_agent
-                ],
-            )?;
-            insert_tokens(&tx, &req.session_id, &req.tokens, None, now)?;
-            audit::record(
-                &tx,
-                &AuditEvent {
-                    project_id: None,
-                    action: "login.succeeded",
-                    actor: &Actor {
-                        id: Some(user.id.clone()),
-                        ..req.actor.clone()
-                    },
-                    target: Some(&user.id),
-                    details: serde_json::json!({ "session_id": req.session_id, "new_user": created, "cookie": req.via_cookie }),
-                },
-                now,
-            )?;
-            tx.commit()?;
-            Ok(LoginOutcome::Success { user, created })
-        })
-        .await
+        self.call(move |c| login_with_code(c, req, crate::types::now()))
+            .await
     }
 
     /// Exchanges a refresh token for a new pair (rotation). A spent token is
@@ -476,9 +536,18 @@ impl Db {
             if !session_alive(now, last_used, expires_at, revoked_at, &limits) {
                 return Ok(None);
             }
-            // Record use at most once a minute (more often for very short idle limits).
+            // Record use at most once a minute (more often for very short idle
+            // limits). Best effort: when the database cannot take the write
+            // (full, read-only, locked), the read goes on; a later request
+            // records the use.
             if now - last_used >= (limits.idle_secs / 4).min(60) {
-                c.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![session_id, now])?;
+                if let Err(e) = c.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![session_id, now]) {
+                    let e = super::DbError::from(e);
+                    if e.fault().is_none() {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "session use not recorded; will retry on a later request");
+                }
             }
             Ok(Some(SessionAuth {
                 session_id,
@@ -512,5 +581,200 @@ impl Db {
             Ok(n)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::db::audit::ActorType;
+
+    thread_local! {
+        static STATEMENTS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn record_statement(sql: &str, _: Duration) {
+        STATEMENTS.with(|s| s.borrow_mut().push(sql.to_string()));
+    }
+
+    const NOW: i64 = 1_800_000_000;
+    const MAX_ATTEMPTS: i64 = 5;
+
+    fn database() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::db::migrate::migrate(&mut c).unwrap();
+        c
+    }
+
+    fn request(email: &str, code_hash: [u8; 32], open_signup: bool) -> LoginRequest {
+        LoginRequest {
+            email: Email::parse(email).unwrap(),
+            presented_hash: code_hash,
+            stand_in_hash: [7; 32],
+            max_attempts: MAX_ATTEMPTS,
+            open_signup,
+            session_id: crate::auth::tokens::new_session_id(),
+            via_cookie: false,
+            tokens: NewTokens {
+                access_hash: [1; 32],
+                refresh_hash: [2; 32],
+                access_expires_at: NOW + 3600,
+            },
+            limits: SessionLimits {
+                idle_secs: 86_400,
+                max_secs: 7 * 86_400,
+                reuse_grace_secs: 10,
+            },
+            personal_project: ("Personal".into(), "free".into()),
+            actor: Actor {
+                kind: ActorType::User,
+                id: None,
+                ip: Some("127.0.0.1".into()),
+                request_id: Some("req_test".into()),
+            },
+            user_agent: None,
+        }
+    }
+
+    fn store_code(c: &Connection, email: &str, hash: [u8; 32], attempts: i64, expires_at: i64) {
+        c.execute(
+            "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![email, &hash[..], attempts, expires_at, NOW - 60],
+        )
+        .unwrap();
+    }
+
+    /// What one verify-code attempt did in storage: its statements, the
+    /// rows it changed, and the code comparisons it made.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Work {
+        statements: Vec<String>,
+        rows_changed: u64,
+        comparisons: u32,
+    }
+
+    fn attempt(c: &mut Connection, req: LoginRequest) -> (LoginOutcome, Work) {
+        STATEMENTS.with(|s| s.borrow_mut().clear());
+        CODE_COMPARISONS.with(|n| n.set(0));
+        let before = c.total_changes();
+        c.profile(Some(record_statement));
+        let outcome = login_with_code(c, req, NOW).unwrap();
+        c.profile(None);
+        let work = Work {
+            statements: STATEMENTS.with(|s| s.borrow().clone()),
+            rows_changed: c.total_changes() - before,
+            comparisons: CODE_COMPARISONS.with(|n| n.get()),
+        };
+        (outcome, work)
+    }
+
+    /// Invite-only: every way a login can fail, for an address that exists
+    /// or not, with or without a pending code, does the same work.
+    #[test]
+    fn every_failed_login_does_the_same_work() {
+        let mut c = database();
+        let right = [9; 32];
+        let wrong = [8; 32];
+        let known = |c: &Connection, email: &str| {
+            users::find_or_create_user(c, &Email::parse(email).unwrap(), NOW).unwrap();
+        };
+        known(&c, "nocode@acme.test");
+        known(&c, "wrong@acme.test");
+        store_code(&c, "wrong@acme.test", right, 0, NOW + 600);
+        known(&c, "expired@acme.test");
+        store_code(&c, "expired@acme.test", right, 0, NOW - 1);
+        known(&c, "burned@acme.test");
+        store_code(&c, "burned@acme.test", right, MAX_ATTEMPTS, NOW + 600);
+        known(&c, "last@acme.test");
+        store_code(&c, "last@acme.test", right, MAX_ATTEMPTS - 1, NOW + 600);
+        // A code for an address that is not (or no longer) a user.
+        store_code(&c, "gone@acme.test", right, 0, NOW + 600);
+        store_code(&c, "gone-wrong@acme.test", right, 0, NOW + 600);
+
+        let cases = [
+            ("stranger@acme.test", wrong, "no_code"),
+            ("nocode@acme.test", wrong, "no_code"),
+            ("wrong@acme.test", wrong, "wrong_code"),
+            ("expired@acme.test", right, "expired"),
+            ("burned@acme.test", right, "burned"),
+            ("last@acme.test", wrong, "wrong_code_burned"),
+            ("gone@acme.test", right, "unknown_user"),
+            ("gone-wrong@acme.test", wrong, "wrong_code"),
+        ];
+        let mut works = Vec::new();
+        for (email, presented, reason) in cases {
+            let (outcome, work) = attempt(&mut c, request(email, presented, false));
+            assert!(matches!(outcome, LoginOutcome::Failed), "{email}");
+            let recorded: String = c
+                .query_row(
+                    "SELECT details FROM audit_events WHERE action = 'login.failed' AND target = ?1",
+                    [email],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(recorded.contains(reason), "{email}: {recorded}");
+            works.push((email, work));
+        }
+        let (_, first) = &works[0];
+        assert!(first.statements.len() >= 6, "{:?}", first.statements);
+        assert_eq!(first.rows_changed, 2, "the attempt and the audit row");
+        assert_eq!(first.comparisons, 1);
+        for (email, work) in &works {
+            assert_eq!(
+                work, first,
+                "{email} did other work than an unknown address"
+            );
+        }
+        // A second try on an address without a code finds the expired
+        // stand-in: still the same work, and still no login.
+        let (outcome, work) = attempt(&mut c, request("stranger@acme.test", [7; 32], false));
+        assert!(matches!(outcome, LoginOutcome::Failed));
+        assert_eq!(&work, first);
+    }
+
+    #[test]
+    fn the_right_code_logs_in_once_and_wrong_ones_burn_it() {
+        let mut c = database();
+        let right = [9; 32];
+        store_code(&c, "new@acme.test", right, 0, NOW + 600);
+        let (outcome, _) = attempt(&mut c, request("new@acme.test", right, true));
+        let LoginOutcome::Success { user, created } = outcome else {
+            panic!("the right code logs in")
+        };
+        assert!(created);
+        assert_eq!(user.email, "new@acme.test");
+        let (again, _) = attempt(&mut c, request("new@acme.test", right, true));
+        assert!(matches!(again, LoginOutcome::Failed), "a code is good once");
+
+        store_code(&c, "burn@acme.test", right, 0, NOW + 600);
+        for _ in 0..MAX_ATTEMPTS {
+            let (o, _) = attempt(&mut c, request("burn@acme.test", [1; 32], true));
+            assert!(matches!(o, LoginOutcome::Failed));
+        }
+        let (o, _) = attempt(&mut c, request("burn@acme.test", right, true));
+        assert!(
+            matches!(o, LoginOutcome::Failed),
+            "burned after five wrong codes"
+        );
+    }
+
+    #[test]
+    fn judging_a_code() {
+        let h = [3; 32];
+        let stored = Some((&h[..], 0, NOW + 1));
+        assert_eq!(judge_code(stored, &h, NOW, 5), CodeVerdict::Accepted);
+        assert_eq!(judge_code(stored, &[4; 32], NOW, 5), CodeVerdict::Wrong);
+        assert_eq!(
+            judge_code(Some((&h[..], 0, NOW)), &h, NOW, 5),
+            CodeVerdict::Expired
+        );
+        assert_eq!(
+            judge_code(Some((&h[..], 5, NOW + 1)), &h, NOW, 5),
+            CodeVerdict::Burned
+        );
+        assert_eq!(judge_code(None, &[0; 32], NOW, 5), CodeVerdict::NoCode);
     }
 }

@@ -264,19 +264,7 @@ impl Db {
                  WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1
                  ORDER BY d.next_attempt_at_ms, d.id LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now_ms, limit], |r| {
-                Ok(DueDelivery {
-                    id: r.get(0)?,
-                    message_id: r.get(1)?,
-                    payload: r.get(2)?,
-                    attempts: r.get(3)?,
-                    endpoint_id: r.get(4)?,
-                    url: r.get(5)?,
-                    secret: r.get(6)?,
-                    endpoint_active: r.get(7)?,
-                    traceparent: r.get(8)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![now_ms, limit], due_delivery_from)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -382,6 +370,57 @@ impl Db {
                 [],
                 |r| r.get(0),
             )?)
+        })
+        .await
+    }
+}
+
+fn due_delivery_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<DueDelivery> {
+    Ok(DueDelivery {
+        id: r.get(0)?,
+        message_id: r.get(1)?,
+        payload: r.get(2)?,
+        attempts: r.get(3)?,
+        endpoint_id: r.get(4)?,
+        url: r.get(5)?,
+        secret: r.get(6)?,
+        endpoint_active: r.get(7)?,
+        traceparent: r.get(8)?,
+    })
+}
+
+impl Db {
+    /// Claims deliveries due at `now_ms` for `lease_ms` (see
+    /// [`Db::claim_due_mail`]): the next attempt moves to the end of the
+    /// lease until the attempt is recorded.
+    pub async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: i64,
+        lease_ms: i64,
+    ) -> DbResult<Vec<DueDelivery>> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let due: Vec<DueDelivery> = {
+                let mut stmt = tx.prepare(
+                    "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active, m.traceparent
+                     FROM webhook_deliveries d
+                     JOIN webhook_messages m ON m.id = d.message_id
+                     JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                     WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1
+                     ORDER BY d.next_attempt_at_ms, d.id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now_ms, limit], due_delivery_from)?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for d in &due {
+                tx.execute(
+                    "UPDATE webhook_deliveries SET next_attempt_at_ms = ?2 WHERE id = ?1",
+                    params![d.id, now_ms.saturating_add(lease_ms)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(due)
         })
         .await
     }

@@ -144,4 +144,45 @@ mod tests {
         );
         assert_eq!(c.ip, "127.0.0.1".parse::<IpAddr>().unwrap());
     }
+
+    proptest::proptest! {
+        /// A hop is exactly an IP address or a socket address, canonical
+        /// (IPv4-mapped IPv6 is IPv4); anything else is no address.
+        #[test]
+        fn hops_parse_exactly_addresses(raw in "\\PC{0,48}|[0-9a-f:.\\[\\]]{1,48}") {
+            let expected = raw
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| raw.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+                .map(canonical);
+            proptest::prop_assert_eq!(parse_hop(&raw), expected);
+        }
+
+        #[test]
+        fn addresses_round_trip_through_a_hop(a: u32, b: u128, port: u16) {
+            let v4 = IpAddr::from(std::net::Ipv4Addr::from(a));
+            proptest::prop_assert_eq!(parse_hop(&v4.to_string()), Some(v4));
+            proptest::prop_assert_eq!(parse_hop(&format!("{v4}:{port}")), Some(v4));
+            let v6 = IpAddr::from(std::net::Ipv6Addr::from(b));
+            proptest::prop_assert_eq!(parse_hop(&v6.to_string()), Some(canonical(v6)));
+            proptest::prop_assert_eq!(parse_hop(&format!("[{v6}]:{port}")), Some(canonical(v6)));
+            let mapped = IpAddr::V6(std::net::Ipv4Addr::from(a).to_ipv6_mapped());
+            proptest::prop_assert_eq!(parse_hop(&mapped.to_string()), Some(v4));
+        }
+
+        /// Whatever a client writes in X-Forwarded-For, an untrusted peer
+        /// is the client, and a trusted one yields an address from the
+        /// header or the peer itself.
+        #[test]
+        fn forwarded_for_never_panics(xff in "[ -~]{0,80}", trusted_peer: bool) {
+            let h = headers(&[("x-forwarded-for", xff.as_str())]);
+            let peer: IpAddr = if trusted_peer { "10.0.0.1" } else { "203.0.113.9" }.parse().unwrap();
+            let c = resolve(peer, &h, &proxies(), false);
+            if !trusted_peer {
+                proptest::prop_assert_eq!(c.ip, peer);
+            } else {
+                proptest::prop_assert!(c.ip == peer || xff.split(',').any(|hop| parse_hop(hop.trim()) == Some(c.ip)));
+            }
+        }
+    }
 }

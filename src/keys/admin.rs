@@ -13,7 +13,6 @@ use crate::crypto::new_id;
 use crate::db::audit::{Actor, ActorType};
 use crate::db::keys::Rotated;
 use crate::db::users::Project;
-use crate::db::Db;
 use crate::error::{ApiError, ErrorCode};
 use crate::keys::credits::Balance;
 use crate::keys::events::{KeyEvents, RotationRefusal};
@@ -21,6 +20,8 @@ use crate::keys::input::{self, KeySpec, PatchKeyBody};
 use crate::keys::record::KeyRecord;
 use crate::keys::store::KeyStore;
 use crate::keys::ApiKey;
+use crate::store::keys::KeyRepo;
+use crate::store::{KeyHash, KeyId, ProjectId};
 
 /// A fresh key and its stored record. The plaintext lives only in the
 /// returned [`ApiKey`].
@@ -67,7 +68,7 @@ fn no_such_key() -> ApiError {
 
 /// Key changes, for every caller.
 pub struct KeyService<'a> {
-    db: &'a Db,
+    store: &'a dyn KeyRepo,
     config: &'a Config,
     /// The running server's verification cache; the CLI has none (a running
     /// server learns of its changes through the change feed).
@@ -75,8 +76,12 @@ pub struct KeyService<'a> {
 }
 
 impl<'a> KeyService<'a> {
-    pub fn new(db: &'a Db, config: &'a Config, cache: Option<&'a KeyStore>) -> Self {
-        KeyService { db, config, cache }
+    pub fn new(store: &'a dyn KeyRepo, config: &'a Config, cache: Option<&'a KeyStore>) -> Self {
+        KeyService {
+            store,
+            config,
+            cache,
+        }
     }
 
     fn events(&self) -> KeyEvents {
@@ -108,7 +113,7 @@ impl<'a> KeyService<'a> {
         let max_keys = self.max_keys(&project.plan);
         let effects = self.events().created(&record, &actor);
         let record = self
-            .db
+            .store
             .create_key(record, max_keys, effects)
             .await?
             .ok_or_else(|| {
@@ -131,17 +136,21 @@ impl<'a> KeyService<'a> {
         let now = crate::types::now();
         let events = self.events();
         let record = self
-            .db
-            .update_key(project_id.to_string(), id.to_string(), move |k| {
-                let already = k.revoked_at.is_some();
-                k.revoked_at = Some(k.revoked_at.unwrap_or(now));
-                events.changed(
-                    k,
-                    "key.revoked",
-                    &actor,
-                    serde_json::json!({ "already_revoked": already }),
-                )
-            })
+            .store
+            .update_key(
+                ProjectId::from(project_id),
+                KeyId::from(id),
+                Box::new(move |k| {
+                    let already = k.revoked_at.is_some();
+                    k.revoked_at = Some(k.revoked_at.unwrap_or(now));
+                    events.changed(
+                        k,
+                        "key.revoked",
+                        &actor,
+                        serde_json::json!({ "already_revoked": already }),
+                    )
+                }),
+            )
             .await?
             .ok_or_else(no_such_key)?;
         self.cached(&record);
@@ -158,8 +167,11 @@ impl<'a> KeyService<'a> {
     ) -> Result<Option<(KeyRecord, bool)>, ApiError> {
         let events = self.events();
         let outcome = self
-            .db
-            .revoke_leaked(hash, move |k| events.leaked(k, &actor, report))
+            .store
+            .revoke_leaked(
+                KeyHash(hash),
+                Box::new(move |k| events.leaked(k, &actor, report)),
+            )
             .await?;
         if let Some((key, true)) = &outcome {
             self.cached(key);
@@ -180,8 +192,8 @@ impl<'a> KeyService<'a> {
     ) -> Result<(KeyRecord, ApiKey), ApiError> {
         let now = crate::types::now();
         let old = self
-            .db
-            .key_by_id(project.id.clone(), id.to_string())
+            .store
+            .key(ProjectId::from(project.id.as_str()), KeyId::from(id))
             .await?
             .ok_or_else(no_such_key)?;
         let credits = self
@@ -207,14 +219,14 @@ impl<'a> KeyService<'a> {
         let max_keys = self.max_keys(&project.plan);
         let events = self.events();
         let rotated = self
-            .db
+            .store
             .rotate_key(
-                project.id.clone(),
-                id.to_string(),
+                ProjectId::from(project.id.as_str()),
+                KeyId::from(id),
                 new,
                 old_expires,
                 max_keys,
-                move |old, new, ended| events.rotated(old, new, ended, &actor),
+                Box::new(move |old, new, ended| events.rotated(old, new, ended, &actor)),
             )
             .await?;
         match rotated {
@@ -295,52 +307,56 @@ impl<'a> KeyService<'a> {
         };
         let events = self.events();
         let record = self
-            .db
-            .update_key(project_id.to_string(), id.to_string(), move |k| {
-                let mut changed = Vec::new();
-                if let Some(v) = name {
-                    k.name = v;
-                    changed.push("name");
-                }
-                if let Some(v) = scopes {
-                    k.scopes = v;
-                    changed.push("scopes");
-                }
-                if let Some(v) = rate_limit {
-                    k.rate_limit = v;
-                    changed.push("rate_limit");
-                }
-                if let Some(v) = owner_id {
-                    k.owner_id = v;
-                    changed.push("owner_id");
-                }
-                if let Some(v) = credits {
-                    k.credits = v.map(|(remaining, refill)| Balance {
-                        remaining,
-                        refill,
-                        period_start: refill.map(|r| r.interval.period_start(now)).unwrap_or(0),
-                    });
-                    changed.push("credits");
-                }
-                if let Some(v) = allowed_ips {
-                    k.allowed_ips = v;
-                    changed.push("allowed_ips");
-                }
-                if let Some(v) = expires_at {
-                    k.expires_at = v;
-                    changed.push("expires_at");
-                }
-                if let Some(v) = metadata {
-                    k.metadata = v;
-                    changed.push("metadata");
-                }
-                events.changed(
-                    k,
-                    "key.updated",
-                    &actor,
-                    serde_json::json!({ "changed": changed }),
-                )
-            })
+            .store
+            .update_key(
+                ProjectId::from(project_id),
+                KeyId::from(id),
+                Box::new(move |k| {
+                    let mut changed = Vec::new();
+                    if let Some(v) = name {
+                        k.name = v;
+                        changed.push("name");
+                    }
+                    if let Some(v) = scopes {
+                        k.scopes = v;
+                        changed.push("scopes");
+                    }
+                    if let Some(v) = rate_limit {
+                        k.rate_limit = v;
+                        changed.push("rate_limit");
+                    }
+                    if let Some(v) = owner_id {
+                        k.owner_id = v;
+                        changed.push("owner_id");
+                    }
+                    if let Some(v) = credits {
+                        k.credits = v.map(|(remaining, refill)| Balance {
+                            remaining,
+                            refill,
+                            period_start: refill.map(|r| r.interval.period_start(now)).unwrap_or(0),
+                        });
+                        changed.push("credits");
+                    }
+                    if let Some(v) = allowed_ips {
+                        k.allowed_ips = v;
+                        changed.push("allowed_ips");
+                    }
+                    if let Some(v) = expires_at {
+                        k.expires_at = v;
+                        changed.push("expires_at");
+                    }
+                    if let Some(v) = metadata {
+                        k.metadata = v;
+                        changed.push("metadata");
+                    }
+                    events.changed(
+                        k,
+                        "key.updated",
+                        &actor,
+                        serde_json::json!({ "changed": changed }),
+                    )
+                }),
+            )
             .await?
             .ok_or_else(no_such_key)?;
         if let Some(cache) = self.cache {

@@ -23,7 +23,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn run(state: web::Data<AppState>) {
     let mut last = loop {
-        match state.db.last_key_change().await {
+        match state.store.last_key_change().await {
             Ok(last) => break last,
             Err(e) => {
                 tracing::warn!(error = %e, "key change feed: cannot read its position; retrying");
@@ -37,14 +37,14 @@ pub async fn run(state: web::Data<AppState>) {
     let mut failing = false;
     loop {
         tick.tick().await;
-        match state.db.key_changes_since(last, BATCH).await {
+        match state.store.key_changes_since(last, BATCH).await {
             Ok(changes) => {
                 if failing {
                     tracing::info!("key change feed: reading again");
                     failing = false;
                 }
                 for (id, hash) in changes {
-                    state.keys.invalidate(&hash);
+                    state.keys.invalidate(&hash.0);
                     last = id;
                 }
             }

@@ -212,4 +212,75 @@ mod tests {
         assert!(!looks_like_key("gat_abc", "gate"));
         assert!(looks_like_key("gate_pk_short", "gate"));
     }
+
+    /// The rule of SPEC section 8 written out independently: the shape by
+    /// hand, the checksum as zlib's CRC-32 in base62 built from the most
+    /// significant digit down.
+    fn oracle(raw: &str, prefix: &str) -> Option<KeyType> {
+        let rest = raw.strip_prefix(prefix)?.strip_prefix('_')?;
+        let kind = if rest.starts_with("sk_") {
+            KeyType::Secret
+        } else if rest.starts_with("pk_") {
+            KeyType::Publishable
+        } else {
+            return None;
+        };
+        let tail = &rest[3..];
+        if tail.len() != 38 || !tail.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return None;
+        }
+        let body = &raw[..raw.len() - 6];
+        let crc = crc32fast::hash(body.as_bytes()) as u64;
+        let digits: String = (0..6)
+            .rev()
+            .map(|i| ALPHABET[((crc / 62u64.pow(i)) % 62) as usize] as char)
+            .collect();
+        (raw[raw.len() - 6..] == digits).then_some(kind)
+    }
+
+    fn with_checksum(body: &str) -> String {
+        format!("{body}{}", checksum(body.as_bytes()))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_judged_exactly_as_the_rule_says(raw in "\\PC{0,60}", prefix in "[a-z0-9]{2,12}") {
+            proptest::prop_assert_eq!(ApiKey::check(&raw, &prefix).ok(), oracle(&raw, &prefix));
+            proptest::prop_assert_eq!(ApiKey::check(&raw, "gate").ok(), oracle(&raw, "gate"));
+        }
+
+        #[test]
+        fn keys_with_a_right_checksum_parse_and_round_trip(
+            prefix in "[a-z0-9]{2,12}",
+            publishable: bool,
+            random in "[0-9A-Za-z]{32}",
+        ) {
+            let kind = if publishable { KeyType::Publishable } else { KeyType::Secret };
+            let text = with_checksum(&format!("{prefix}_{}_{random}", kind.tag()));
+            let key = ApiKey::parse(&text, &prefix).unwrap();
+            proptest::prop_assert_eq!(key.kind(), kind);
+            proptest::prop_assert_eq!(key.expose(), text.as_str());
+            proptest::prop_assert_eq!(oracle(&text, &prefix), Some(kind));
+            proptest::prop_assert!(looks_like_key(&text, &prefix));
+            let generated = ApiKey::generate(&prefix, kind);
+            proptest::prop_assert_eq!(ApiKey::parse(generated.expose(), &prefix).unwrap(), generated);
+        }
+
+        /// CRC-32 catches every change of one character (a burst of at
+        /// most 8 bits), in the random part or in the checksum.
+        #[test]
+        fn one_changed_character_is_always_caught(
+            random in "[0-9A-Za-z]{32}",
+            at in 8usize..46,
+            replacement in "[0-9A-Za-z]",
+        ) {
+            let text = with_checksum(&format!("gate_sk_{random}"));
+            let mut bytes = text.clone().into_bytes();
+            let new = replacement.as_bytes()[0];
+            proptest::prop_assume!(bytes[at] != new);
+            bytes[at] = new;
+            let altered = String::from_utf8(bytes).unwrap();
+            proptest::prop_assert_eq!(ApiKey::check(&altered, "gate"), Err(MalformedKey));
+        }
+    }
 }

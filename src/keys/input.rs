@@ -385,4 +385,57 @@ mod tests {
             assert!(err.message.starts_with(field), "{json}: {}", err.message);
         }
     }
+
+    proptest::proptest! {
+        /// `allowed_ips` accepts exactly lists of 1-100 addresses or CIDR
+        /// networks; each entry comes back as its network, which parses to itself.
+        #[test]
+        fn allowed_ips_accept_exactly_addresses_and_networks(entries in proptest::collection::vec("\\PC{0,20}|[0-9a-f:./]{1,24}", 0..4)) {
+            let expected_ok = !entries.is_empty()
+                && entries.iter().all(|e| {
+                    let e = e.trim();
+                    e.parse::<ipnet::IpNet>().is_ok() || e.parse::<std::net::IpAddr>().is_ok()
+                });
+            match allowed_ips(&entries) {
+                Ok(nets) => {
+                    proptest::prop_assert!(expected_ok);
+                    for net in nets {
+                        let again: Cidr = String::from(net).parse().unwrap();
+                        proptest::prop_assert_eq!(again, net);
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!expected_ok);
+                    proptest::prop_assert!(e.message.starts_with("allowed_ips"));
+                }
+            }
+        }
+
+        #[test]
+        fn networks_round_trip(a: u32, len in 0u8..=32, b: u128, len6 in 0u8..=128) {
+            let v4 = format!("{}/{len}", std::net::Ipv4Addr::from(a));
+            let v6 = format!("{}/{len6}", std::net::Ipv6Addr::from(b));
+            let nets = allowed_ips(&[v4.clone(), v6.clone()]).unwrap();
+            proptest::prop_assert!(nets[0].contains(&std::net::Ipv4Addr::from(a).into()));
+            proptest::prop_assert!(nets[1].contains(&std::net::Ipv6Addr::from(b).into()));
+        }
+
+        /// `expires_at` and `expires_in_days`: no input panics or overflows;
+        /// what passes lies in the future, at most ten years ahead.
+        #[test]
+        fn expiry_is_in_range_for_any_input(raw in "\\PC{0,30}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2})", now in -100_000_000_000i64..100_000_000_000, days: i64) {
+            if let Ok(at) = expires_at(&raw, now) {
+                proptest::prop_assert!(at > now && at <= now + TEN_YEARS);
+            }
+            let catalog = Catalog::from_config(&crate::config::Config::default());
+            let body = CreateKeyBody { expires_in_days: Some(days), ..body(serde_json::json!({"name": "x"})) };
+            match body.validate(&catalog, now) {
+                Ok(spec) => {
+                    proptest::prop_assert!((1..=3650).contains(&days));
+                    proptest::prop_assert_eq!(spec.expires_at, Some(now + days * 86_400));
+                }
+                Err(e) => proptest::prop_assert!(e.message.starts_with("expires_in_days")),
+            }
+        }
+    }
 }

@@ -1,11 +1,10 @@
 //! The local mailbox (local mode only, loopback clients only: it holds login codes).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
-use crate::http::RequestContext;
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
 use crate::types::rfc3339;
 
@@ -24,20 +23,24 @@ pub struct Mailbox {
     pub items: Vec<MailboxMessageView>,
 }
 
-/// Messages "sent" in local mode, newest first. 404 outside local mode.
-#[utoipa::path(get, path = "/api/v1/dev/mailbox", tag = "dev",
-    responses(
-        (status = 200, description = "The local mailbox", body = Mailbox),
-        (status = 403, description = "Only loopback clients may read it", body = ErrorEnvelope),
-        (status = 404, description = "Not in local mode", body = ErrorEnvelope)))]
-pub async fn mailbox(state: web::Data<AppState>, ctx: RequestContext) -> ApiResult<HttpResponse> {
+/// Who may see the mailbox (the JSON and its page): 404 outside local
+/// mode; in local mode only a request made directly on this machine
+/// (`http::host::is_direct_local`), else 403 `forbidden`.
+pub fn require_mailbox_access(req: &HttpRequest, state: &AppState) -> ApiResult<()> {
     if !state.config.mode.is_local() {
         return Err(ApiError::not_found());
     }
-    if !ctx.ip().is_loopback() {
-        return Err(ApiError::new(ErrorCode::Forbidden)
-            .with_message("The local mailbox answers only clients on this machine."));
-    }
+    crate::http::host::require_direct_local(req)
+}
+
+/// Messages "sent" in local mode, newest first. 404 outside local mode.
+#[utoipa::path(get, path = "/api/v1/dev/mailbox", tag = "dev", operation_id = "listMailboxMessages",
+    responses(
+        (status = 200, description = "The local mailbox", body = Mailbox),
+        (status = 403, description = "Only requests made directly on this machine may read it", body = ErrorEnvelope),
+        (status = 404, description = "Not in local mode", body = ErrorEnvelope)))]
+pub async fn mailbox(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    require_mailbox_access(&req, &state)?;
     let items = state.db.mailbox(100).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))

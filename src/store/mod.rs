@@ -44,6 +44,8 @@ pub mod ids;
 pub mod keys;
 pub mod postgres;
 pub mod sqlite;
+pub mod usage;
+pub mod work;
 
 pub use ids::{KeyHash, KeyId, ProjectId, UserId};
 
@@ -57,3 +59,15 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything a backend provides; the server holds an `Arc<dyn Store>`.
+/// (It grows a repository at a time as the server moves onto the interface.)
+pub trait Store:
+    keys::KeyRepo + usage::UsageRepo + usage::AuditRepo + work::WebhookRepo + work::MailRepo
+{
+}
+
+impl<T> Store for T where
+    T: keys::KeyRepo + usage::UsageRepo + usage::AuditRepo + work::WebhookRepo + work::MailRepo
+{
+}

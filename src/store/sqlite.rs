@@ -4,8 +4,13 @@ use async_trait::async_trait;
 
 use super::effects::Effects;
 use super::keys::{ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects};
-use super::{KeyHash, KeyId, ProjectId, StoreResult};
-use crate::db::keys::{KeyFilter, Rotated};
+use super::usage::{AuditRepo, UsageRepo};
+use super::work::{MailRepo, WebhookRepo};
+use super::{KeyHash, KeyId, ProjectId, StoreError, StoreResult};
+use crate::db::audit::StoredEvent;
+use crate::db::keys::{KeyFilter, Rotated, UsageBatch, UsageCounts};
+use crate::db::mail::{MailboxMessage, PendingMail};
+use crate::db::webhooks::{Attempt, AttemptOutcome, DeliveryView, DueDelivery, Endpoint};
 use crate::db::Db;
 use crate::keys::record::KeyRecord;
 
@@ -133,5 +138,164 @@ impl KeyRepo for SqliteStore {
             .into_iter()
             .map(|(id, h)| (id, KeyHash(h)))
             .collect())
+    }
+}
+
+#[async_trait]
+impl UsageRepo for SqliteStore {
+    async fn write_usage(&self, batch: UsageBatch) -> Result<(), (StoreError, UsageBatch)> {
+        self.db
+            .write_usage(batch)
+            .await
+            .map_err(|(e, batch)| (StoreError::from(e), batch))
+    }
+
+    async fn usage_series(
+        &self,
+        project: ProjectId,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<(i64, UsageCounts)>> {
+        Ok(self
+            .db
+            .usage_series(
+                project.to_string(),
+                key.map(|k| k.to_string()),
+                from,
+                to,
+                bucket_secs,
+            )
+            .await?)
+    }
+
+    async fn project_verifications_since(
+        &self,
+        project: ProjectId,
+        since: i64,
+    ) -> StoreResult<u64> {
+        Ok(self
+            .db
+            .project_verifications_since(project.to_string(), since)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl AuditRepo for SqliteStore {
+    async fn audit_page(
+        &self,
+        project: ProjectId,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<StoredEvent>, i64)> {
+        Ok(self
+            .db
+            .audit_page(project.to_string(), offset, limit)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl WebhookRepo for SqliteStore {
+    async fn create_webhook(
+        &self,
+        project: ProjectId,
+        url: String,
+        events: Vec<String>,
+        secret: String,
+        created_by: Option<String>,
+    ) -> StoreResult<Endpoint> {
+        Ok(self
+            .db
+            .create_webhook(project.to_string(), url, events, secret, created_by)
+            .await?)
+    }
+
+    async fn webhooks(&self, project: ProjectId) -> StoreResult<Vec<Endpoint>> {
+        Ok(self.db.webhooks(project.to_string()).await?)
+    }
+
+    async fn webhook(&self, project: ProjectId, id: String) -> StoreResult<Option<Endpoint>> {
+        Ok(self.db.webhook(project.to_string(), id).await?)
+    }
+
+    async fn delete_webhook(&self, project: ProjectId, id: String) -> StoreResult<bool> {
+        Ok(self.db.delete_webhook(project.to_string(), id).await?)
+    }
+
+    async fn send_test_event(&self, project: ProjectId, endpoint_id: String) -> StoreResult<()> {
+        Ok(self
+            .db
+            .send_test_event(project.to_string(), endpoint_id)
+            .await?)
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: i64,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        Ok(self
+            .db
+            .claim_due_deliveries(now_ms, limit, lease_ms)
+            .await?)
+    }
+
+    async fn record_attempt(&self, attempt: Attempt, outcome: AttemptOutcome) -> StoreResult<()> {
+        Ok(self.db.record_attempt(attempt, outcome).await?)
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint_id: String,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<DeliveryView>, i64)> {
+        Ok(self.db.deliveries(endpoint_id, offset, limit).await?)
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<i64>> {
+        Ok(self.db.next_delivery_due().await?)
+    }
+}
+
+#[async_trait]
+impl MailRepo for SqliteStore {
+    async fn mailbox(&self, limit: i64) -> StoreResult<Vec<MailboxMessage>> {
+        Ok(self.db.mailbox(limit).await?)
+    }
+
+    async fn claim_due_mail(
+        &self,
+        now: i64,
+        limit: i64,
+        lease_secs: i64,
+    ) -> StoreResult<Vec<PendingMail>> {
+        Ok(self.db.claim_due_mail(now, limit, lease_secs).await?)
+    }
+
+    async fn mail_sent(&self, id: i64, now: i64) -> StoreResult<()> {
+        Ok(self.db.mail_sent(id, now).await?)
+    }
+
+    async fn mail_failed(
+        &self,
+        id: i64,
+        error: String,
+        next_attempt_at: i64,
+        give_up: bool,
+        now: i64,
+    ) -> StoreResult<()> {
+        Ok(self
+            .db
+            .mail_failed(id, error, next_attempt_at, give_up, now)
+            .await?)
+    }
+
+    async fn next_mail_due(&self) -> StoreResult<Option<i64>> {
+        Ok(self.db.next_mail_due().await?)
     }
 }

@@ -3,11 +3,10 @@
 //! jitter, disables an endpoint that answers 410, never follows redirects.
 //! Deliveries live in the database, so a restart resumes them.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use futures_util::future::{join_all, LocalBoxFuture};
+use futures_util::future::join_all;
 
 use opentelemetry::KeyValue;
 
@@ -15,38 +14,10 @@ use crate::db::webhooks::{Attempt, AttemptOutcome, DueDelivery};
 use crate::state::AppState;
 use crate::telemetry::traces;
 
-/// Resolves names, refusing any that lead to a forbidden address (checked
-/// on the addresses actually connected to, so a name cannot be re-pointed
-/// between check and use).
-struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl actix_tls::connect::Resolve for GuardedResolver {
-    fn lookup<'a>(
-        &'a self,
-        host: &'a str,
-        port: u16,
-    ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-            if !self.allow_private && addrs.iter().any(|a| super::is_forbidden_target(a.ip())) {
-                return Err(
-                    "the target resolves to a private, loopback or link-local address".into(),
-                );
-            }
-            Ok(addrs)
-        })
-    }
-}
-
 fn build_client(timeout: Duration, allow_private: bool) -> awc::Client {
-    let tcp =
-        actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(GuardedResolver {
-            allow_private,
-        }))
-        .service();
-    let connector = awc::Connector::new().connector(tcp).timeout(timeout);
+    let connector = awc::Connector::new()
+        .connector(super::connect::GuardedConnector { allow_private })
+        .timeout(timeout);
     awc::Client::builder()
         .connector(connector)
         .disable_redirects()

@@ -609,3 +609,37 @@ fn cleanup_removes_expired_codes_and_dead_sessions() {
     assert_eq!(app.query_i64("SELECT count(*) FROM users"), 1, "users stay");
     refresh(&app, &t.refresh).assert_error(401, "invalid_token");
 }
+
+/// Invite-only: a failed login leaves the same traces whether or not the
+/// address exists or has a code (the statement-by-statement comparison is
+/// the unit test `db::sessions::tests::every_failed_login_does_the_same_work`).
+#[test]
+fn failed_logins_do_the_same_work_for_known_and_unknown_addresses() {
+    let app = spawn_app_with(|c| c.auth.signup = gatehouse::config::Signup::Invite);
+    app.block_on(app.state.db.bootstrap_user(
+        gatehouse::types::Email::parse("member@acme.test").unwrap(),
+        Some(("Acme".into(), None)),
+        "free".into(),
+    ))
+    .unwrap()
+    .unwrap();
+    for email in ["member@acme.test", "stranger@acme.test"] {
+        app.verify(email, "123456")
+            .assert_error(401, "invalid_code");
+        let audited = app.query_i64(&format!(
+            "SELECT count(*) FROM audit_events WHERE action = 'login.failed' AND target = '{email}'"
+        ));
+        assert_eq!(audited, 1, "{email}");
+        let attempts = app.query_i64(&format!(
+            "SELECT attempts FROM login_codes WHERE email = '{email}' AND expires_at <= strftime('%s', 'now')"
+        ));
+        assert_eq!(
+            attempts, 1,
+            "{email}: the attempt is counted on an expired stand-in"
+        );
+    }
+    // The stand-in never gets in the way of a real code.
+    app.send_code("member@acme.test");
+    let code = app.code_from_mailbox("member@acme.test");
+    assert_eq!(app.verify("member@acme.test", &code).status, 200);
+}

@@ -199,6 +199,12 @@ fn bad_signatures_are_refused_and_change_nothing() {
         format!("t={},v1={}", now + 301, stripe_sig(now + 301, &body)),
         format!("v1={good}"),
         String::new(),
+        // Timestamps at the ends of the integer range, and other spellings.
+        format!("t={},v1={good}", i64::MAX),
+        format!("t={},v1={good}", i64::MIN),
+        format!("t=99999999999999999999999,v1={good}"),
+        format!("t=+{now},v1={}", stripe_sig(now, &body)),
+        format!("t={now},t={now},v1={good}"),
     ] {
         post_event(&app, &body, &header).assert_error(400, "invalid_signature");
     }

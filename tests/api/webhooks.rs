@@ -36,11 +36,18 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(statuses: Vec<u16>) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!(
-            "http://127.0.0.1:{}/hook",
-            listener.local_addr().unwrap().port()
-        );
+        Self::start_on("127.0.0.1", statuses)
+    }
+
+    /// A receiver on the loopback address `ip` (`127.0.0.1` or `::1`).
+    pub fn start_on(ip: &str, statuses: Vec<u16>) -> Receiver {
+        let addr: std::net::IpAddr = ip.parse().unwrap();
+        let listener = TcpListener::bind((addr, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = match addr {
+            std::net::IpAddr::V4(_) => format!("http://{addr}:{port}/hook"),
+            std::net::IpAddr::V6(_) => format!("http://[{addr}]:{port}/hook"),
+        };
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let record = got.clone();
         std::thread::spawn(move || {
@@ -301,6 +308,16 @@ fn private_targets_are_refused_outside_local_mode() {
         "http://10.0.0.5/",
         "http://[::1]/",
         "http://localhost:8080/",
+        "http://localhost.:8080/",
+        "http://2130706433/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::127.0.0.1]/",
+        "http://[2002:a9fe:a9fe::]/",
+        "http://[64:ff9b::169.254.169.254]/latest/meta-data",
+        "http://[64:ff9b:1::93.184.216.34]/",
+        "http://[fd00:ec2::254]/",
+        "http://192.0.0.170/",
+        "http://198.18.0.1/",
     ] {
         let res = send_body(
             app.authed("POST", "/api/v1/webhooks", &t.access)
@@ -382,5 +399,72 @@ fn webhooks_need_owner_admin_or_the_scope() {
             .unwrap()
             .len(),
         0
+    );
+}
+
+/// IPv6 literal targets are delivered like IPv4 ones (here with
+/// `webhooks.allow_private_targets`, to a loopback receiver), and refused
+/// at delivery time once private targets are no longer allowed.
+#[test]
+fn an_ipv6_literal_target_is_delivered_and_checked_again_at_delivery() {
+    let root = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start_on("::1", vec![200]);
+    assert!(
+        receiver.url.starts_with("http://[::1]:"),
+        "{}",
+        receiver.url
+    );
+    let production = |allow: bool| {
+        move |c: &mut gatehouse::config::Config| {
+            c.mode = gatehouse::config::Mode::Production;
+            c.webhooks.allow_private_targets = allow;
+            c.webhooks.retry_delays_secs = vec![1];
+            c.dev.expose_codes = true;
+        }
+    };
+    let (t, hook_id) = {
+        let app = spawn_app_at(root.path(), production(true));
+        let t = crate::helpers::login_directly(&app, "six@acme.test");
+        let (hook_id, secret) = add_webhook(&app, &t, &receiver.url, &["key.created"]);
+        let (key_id, _) = create_key(&app, &t, json!({ "name": "over v6" }));
+        let got = receiver.wait_for(1, Duration::from_secs(10));
+        assert_signed(&got[0], &secret);
+        let payload: Value = serde_json::from_str(&got[0].body).unwrap();
+        assert_eq!(payload["data"]["id"], key_id.as_str());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while deliveries(&app, &t, &hook_id)["items"][0]["status"] != "delivered" {
+            assert!(
+                Instant::now() < deadline,
+                "the delivery is recorded as delivered"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (t, hook_id)
+    };
+    // The same endpoint, private targets no longer allowed: nothing is sent,
+    // and the attempt says why.
+    let app = spawn_app_at(root.path(), production(false));
+    create_key(&app, &t, json!({ "name": "refused" }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let attempt = loop {
+        let list = deliveries(&app, &t, &hook_id);
+        let attempts = list["items"][0]["attempts"].clone();
+        if attempts.as_array().is_some_and(|a| !a.is_empty()) {
+            break attempts[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(attempt["response_status"].is_null(), "{attempt}");
+    let error = attempt["error"].as_str().unwrap();
+    assert!(
+        error.contains("target refused") && error.contains("loopback"),
+        "{error}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        receiver.got.lock().unwrap().len(),
+        1,
+        "nothing more reached the receiver"
     );
 }

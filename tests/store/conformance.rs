@@ -8,19 +8,19 @@ use std::sync::Arc;
 
 use gatehouse::db::audit::Actor;
 use gatehouse::db::keys::{KeyFilter, Rotated};
+use gatehouse::db::keys::{KeyUsage, UsageBatch};
 use gatehouse::keys::credits::Balance;
 use gatehouse::keys::events::{KeyEvents, RotationRefusal};
 use gatehouse::keys::record::KeyRecord;
 use gatehouse::keys::{ApiKey, KeyType};
-use gatehouse::store::keys::KeyRepo;
-use gatehouse::store::{KeyHash, KeyId, ProjectId};
+use gatehouse::store::{KeyHash, KeyId, ProjectId, Store};
 
 use crate::pg::{block_on, TestDb};
 
 /// A backend under test, with a way to add rows the interface does not
 /// cover yet (projects) and to count rows.
 pub struct Backend {
-    pub store: Arc<dyn KeyRepo>,
+    pub store: Arc<dyn Store>,
     sql: Box<dyn Fn(&str) -> i64 + Send + Sync>,
     _keep: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -118,6 +118,11 @@ conformance!(
     rotation_rules_hold,
     leaked_keys_are_revoked_once,
     imports_are_all_or_nothing,
+    usage_adds_up_into_series_and_totals,
+    the_audit_page_shows_the_project_and_its_members_sign_ins,
+    webhook_endpoints_and_their_deliveries,
+    due_deliveries_are_claimed_by_one_worker_with_a_lease,
+    mail_is_claimed_by_one_worker_and_erased_once_sent,
 );
 
 fn events() -> KeyEvents {
@@ -404,4 +409,309 @@ async fn imports_are_all_or_nothing(b: Arc<Backend>) {
     let hashes = b.store.imported_key_hashes().await.unwrap();
     assert!(hashes.contains(&KeyHash(one.hash)));
     assert_eq!(hashes.len(), 2);
+}
+
+fn usage(key: &KeyRecord, hour: i64, counts: [u64; 4], last_used: i64) -> UsageBatch {
+    let mut batch = UsageBatch::default();
+    let mut u = KeyUsage::new(key.project_id.clone());
+    *u.hour(hour) = counts;
+    u.last_used = Some(last_used);
+    batch.keys.insert(key.id.clone(), u);
+    batch
+}
+
+async fn usage_adds_up_into_series_and_totals(b: Arc<Backend>) {
+    b.project("proj_u");
+    let k1 = create(&b, "proj_u", "one").await;
+    let k2 = create(&b, "proj_u", "two").await;
+    let day = 1_795_305_600; // 2026-11-22T00:00Z
+    for batch in [
+        usage(&k1, day, [3, 1, 0, 0], day + 10),
+        usage(&k1, day, [2, 0, 1, 1], day + 20),
+        usage(&k1, day + 7200, [1, 0, 0, 0], day + 7300),
+        usage(&k2, day + 3600, [10, 0, 0, 0], day + 3700),
+    ] {
+        b.store
+            .write_usage(batch)
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let project = || ProjectId::from("proj_u");
+    let hourly = b
+        .store
+        .usage_series(project(), None, day, day + 4 * 3600, 3600)
+        .await
+        .unwrap();
+    let valid: Vec<u64> = hourly.iter().map(|(_, c)| c.valid).collect();
+    assert_eq!(valid, vec![5, 10, 1, 0], "zero-filled, counts added");
+    assert_eq!(hourly[0].1.invalid, 1);
+    assert_eq!(hourly[0].1.rate_limited, 1);
+    assert_eq!(hourly[0].1.refused, 1);
+    let one_key = b
+        .store
+        .usage_series(
+            project(),
+            Some(KeyId::from(&k1.id)),
+            day,
+            day + 86_400,
+            86_400,
+        )
+        .await
+        .unwrap();
+    assert_eq!(one_key.len(), 1);
+    assert_eq!(one_key[0].1.valid, 6);
+    assert_eq!(
+        b.store
+            .project_verifications_since(project(), day + 3600)
+            .await
+            .unwrap(),
+        11
+    );
+    assert_eq!(
+        b.sql(&format!(
+            "SELECT last_used_at FROM api_keys WHERE id = '{}'",
+            k1.id
+        )),
+        day + 7300
+    );
+}
+
+async fn the_audit_page_shows_the_project_and_its_members_sign_ins(b: Arc<Backend>) {
+    b.project("proj_au");
+    b.project("proj_other");
+    b.sql("INSERT INTO users (id, email, created_at) VALUES ('usr_m', 'm@acme.test', 0)");
+    b.sql("INSERT INTO users (id, email, created_at) VALUES ('usr_x', 'x@acme.test', 0)");
+    b.sql("INSERT INTO memberships (project_id, user_id, role, created_at) VALUES ('proj_au', 'usr_m', 'owner', 0)");
+    for (project, action, actor) in [
+        ("NULL", "login.succeeded", "usr_m"),
+        ("NULL", "login.succeeded", "usr_x"),
+        ("'proj_other'", "key.created", "usr_x"),
+    ] {
+        b.sql(&format!(
+            "INSERT INTO audit_events (project_id, action, actor_type, actor_id, details, created_at)
+             VALUES ({project}, '{action}', 'user', '{actor}', '{{}}', 1)"
+        ));
+    }
+    create(&b, "proj_au", "a").await;
+    create(&b, "proj_au", "b").await;
+    let (page, total) = b
+        .store
+        .audit_page(ProjectId::from("proj_au"), 0, 2)
+        .await
+        .unwrap();
+    assert_eq!(total, 3, "two key events and the member's sign-in");
+    let actions: Vec<&str> = page.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["key.created", "key.created"], "newest first");
+    assert!(page[0].id > page[1].id);
+    assert_eq!(page[0].details["name"], "b");
+    let (rest, _) = b
+        .store
+        .audit_page(ProjectId::from("proj_au"), 2, 2)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].actor_id.as_deref(), Some("usr_m"));
+}
+
+async fn webhook_endpoints_and_their_deliveries(b: Arc<Backend>) {
+    b.project("proj_w");
+    let p = || ProjectId::from("proj_w");
+    let e = b
+        .store
+        .create_webhook(
+            p(),
+            "http://127.0.0.1:9/hook".into(),
+            vec!["key.created".into()],
+            "whsec_abc".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.store.webhooks(p()).await.unwrap(), vec![e.clone()]);
+    assert_eq!(
+        b.store.webhook(p(), e.id.clone()).await.unwrap(),
+        Some(e.clone())
+    );
+    assert_eq!(
+        b.store
+            .webhook(ProjectId::from("proj_other"), e.id.clone())
+            .await
+            .unwrap(),
+        None
+    );
+    create(&b, "proj_w", "announced").await;
+    b.store.send_test_event(p(), e.id.clone()).await.unwrap();
+    let (list, total) = b.store.deliveries(e.id.clone(), 0, 10).await.unwrap();
+    assert_eq!(total, 2);
+    let kinds: Vec<&str> = list.iter().map(|d| d.event_type.as_str()).collect();
+    assert_eq!(kinds, vec![gatehouse::webhooks::TEST_EVENT, "key.created"]);
+    let due = b
+        .store
+        .claim_due_deliveries(i64::MAX / 2, 10, 1000)
+        .await
+        .unwrap();
+    let first = due.iter().find(|d| d.id == list[1].id).unwrap();
+    assert!(first.payload.contains("\"key.created\""));
+    b.store
+        .record_attempt(
+            gatehouse::db::webhooks::Attempt {
+                delivery_id: first.id,
+                endpoint_id: e.id.clone(),
+                number: 1,
+                response_status: Some(500),
+                error: None,
+                duration_ms: 12,
+            },
+            gatehouse::db::webhooks::AttemptOutcome::Retry(5_000),
+        )
+        .await
+        .unwrap();
+    let (list, _) = b.store.deliveries(e.id.clone(), 0, 10).await.unwrap();
+    let retried = list.iter().find(|d| d.id == first.id).unwrap();
+    assert_eq!(retried.status, "pending");
+    assert_eq!(retried.next_attempt_at_ms, Some(5_000));
+    assert_eq!(retried.attempts.len(), 1);
+    assert_eq!(retried.attempts[0].response_status, Some(500));
+    assert_eq!(b.store.next_delivery_due().await.unwrap(), Some(5_000));
+    assert!(b.store.delete_webhook(p(), e.id.clone()).await.unwrap());
+    assert!(!b.store.delete_webhook(p(), e.id.clone()).await.unwrap());
+    assert_eq!(b.sql("SELECT count(*) FROM webhook_deliveries"), 0);
+}
+
+async fn due_deliveries_are_claimed_by_one_worker_with_a_lease(b: Arc<Backend>) {
+    b.project("proj_c");
+    let p = || ProjectId::from("proj_c");
+    let e = b
+        .store
+        .create_webhook(
+            p(),
+            "http://127.0.0.1:9/".into(),
+            vec!["key.created".into()],
+            "whsec_x".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    for i in 0..6 {
+        create(&b, "proj_c", &format!("k{i}")).await;
+    }
+    let now_ms = (gatehouse::types::now() + 1) * 1000;
+    let claims: Vec<_> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                b.store
+                    .claim_due_deliveries(now_ms, 10, 60_000)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for c in claims {
+        ids.extend(c.await.unwrap().into_iter().map(|d| d.id));
+    }
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!((before, ids.len()), (6, 6), "each delivery claimed once");
+    assert!(b
+        .store
+        .claim_due_deliveries(now_ms, 10, 60_000)
+        .await
+        .unwrap()
+        .is_empty());
+    // The lease runs out: due again, same message ids (same webhook-id).
+    let again = b
+        .store
+        .claim_due_deliveries(now_ms + 60_001, 10, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 6);
+    let gone = &again[0];
+    b.store
+        .record_attempt(
+            gatehouse::db::webhooks::Attempt {
+                delivery_id: gone.id,
+                endpoint_id: e.id.clone(),
+                number: 1,
+                response_status: Some(410),
+                error: None,
+                duration_ms: 3,
+            },
+            gatehouse::db::webhooks::AttemptOutcome::Gone,
+        )
+        .await
+        .unwrap();
+    assert!(
+        b.store
+            .claim_due_deliveries(i64::MAX / 2, 10, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "410 fails every pending delivery of the endpoint"
+    );
+    let endpoint = b.store.webhook(p(), e.id.clone()).await.unwrap().unwrap();
+    assert!(!endpoint.is_active);
+}
+
+async fn mail_is_claimed_by_one_worker_and_erased_once_sent(b: Arc<Backend>) {
+    b.project("proj_m");
+    let now = gatehouse::types::now();
+    let mut effects = gatehouse::store::effects::Effects::default();
+    for i in 0..4 {
+        effects.mail.push(gatehouse::db::mail::Outgoing {
+            transports: vec![
+                gatehouse::db::mail::Transport::Mailbox,
+                gatehouse::db::mail::Transport::Smtp,
+            ],
+            to: format!("user{i}@acme.test"),
+            subject: "Your code".into(),
+            body: format!("code {i}"),
+            expires_at: now + 600,
+        });
+    }
+    let k = new_key("proj_m", "with mail", now);
+    b.store.create_key(k, None, effects).await.unwrap().unwrap();
+    let mailbox = b.store.mailbox(10).await.unwrap();
+    assert_eq!(mailbox.len(), 4);
+    assert_eq!(mailbox[0].to, "user3@acme.test", "newest first");
+    let claims: Vec<_> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.store.claim_due_mail(now + 1, 10, 60).await.unwrap() })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for c in claims {
+        claimed.extend(c.await.unwrap());
+    }
+    let mut ids: Vec<i64> = claimed.iter().map(|m| m.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((claimed.len(), ids.len()), (4, 4));
+    assert_eq!(b.store.next_mail_due().await.unwrap(), Some(now + 61));
+    b.store.mail_sent(ids[0], now + 2).await.unwrap();
+    b.store
+        .mail_failed(ids[1], "refused".into(), now + 30, false, now + 2)
+        .await
+        .unwrap();
+    b.store
+        .mail_failed(ids[2], "gone".into(), 0, true, now + 2)
+        .await
+        .unwrap();
+    let due = b.store.claim_due_mail(now + 100, 10, 60).await.unwrap();
+    let due_ids: Vec<i64> = due.iter().map(|m| m.id).collect();
+    assert_eq!(
+        due_ids,
+        vec![ids[1], ids[3]],
+        "retried and lease-expired, not sent or given up"
+    );
+    assert_eq!(due[0].attempts, 1);
+    assert_eq!(
+        b.sql("SELECT count(*) FROM mail_outbox WHERE transport = 'smtp' AND body = ''"),
+        2,
+        "bodies erased once sent or given up"
+    );
 }

@@ -58,6 +58,18 @@ pub async fn emit(
             targets.push(row.try_get::<_, String>(0)?);
         }
     }
+    queue(client, project_id, event, data, &targets, now).await
+}
+
+/// Queues `event` for the given endpoints (none: nothing is written).
+pub async fn queue(
+    client: &impl GenericClient,
+    project_id: &str,
+    event: &str,
+    data: serde_json::Value,
+    targets: &[String],
+    now: i64,
+) -> Result<Option<String>, PgError> {
     if targets.is_empty() {
         return Ok(None);
     }
@@ -73,7 +85,7 @@ pub async fn emit(
             &[&id, &project_id, &event, &payload.to_string(), &now, &current_traceparent()],
         )
         .await?;
-    for endpoint in &targets {
+    for endpoint in targets {
         client
             .execute(
                 "INSERT INTO webhook_deliveries (message_id, endpoint_id, status, next_attempt_at_ms, created_at, updated_at)

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod migrate;
 pub mod tls;
 pub mod usage;
+pub mod work;
 
 use std::time::Duration;
 
@@ -40,6 +41,31 @@ pub enum PgError {
     /// A stored value that Gatehouse never writes.
     #[error("unreadable stored value in {0}")]
     Corrupt(String),
+}
+
+impl PgError {
+    /// A fault of the database or the way to it, not of the request: the
+    /// same request can succeed later (503, never 500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            PgError::Pool(_) => true,
+            PgError::Query(e) => {
+                e.is_closed()
+                    || e.as_db_error().is_none()
+                    || e.code().is_some_and(|c| {
+                        let code = c.code();
+                        // 08: connection, 53: out of resources (disk full),
+                        // 57P: shutting down, 40001/40P01: retry the transaction.
+                        code.starts_with("08")
+                            || code.starts_with("53")
+                            || code.starts_with("57P")
+                            || code == "40001"
+                            || code == "40P01"
+                    })
+            }
+            _ => false,
+        }
+    }
 }
 
 impl From<deadpool_postgres::PoolError> for PgError {
@@ -299,6 +325,203 @@ mod repo {
                 .into_iter()
                 .map(|(id, h)| (id, KeyHash(h)))
                 .collect())
+        }
+    }
+}
+
+mod usage_repo {
+    use async_trait::async_trait;
+
+    use super::{usage, PgStore};
+    use crate::db::audit::StoredEvent;
+    use crate::db::keys::{UsageBatch, UsageCounts};
+    use crate::store::usage::{AuditRepo, UsageRepo};
+    use crate::store::{KeyId, ProjectId, StoreError, StoreResult};
+
+    #[async_trait]
+    impl UsageRepo for PgStore {
+        async fn write_usage(&self, batch: UsageBatch) -> Result<(), (StoreError, UsageBatch)> {
+            let mut client = match self.client().await {
+                Ok(c) => c,
+                Err(e) => return Err((e.into(), batch)),
+            };
+            match usage::write_usage(&mut client, &batch).await {
+                Ok(()) => Ok(()),
+                Err(e) => Err((e.into(), batch)),
+            }
+        }
+
+        async fn usage_series(
+            &self,
+            project: ProjectId,
+            key: Option<KeyId>,
+            from: i64,
+            to: i64,
+            bucket_secs: i64,
+        ) -> StoreResult<Vec<(i64, UsageCounts)>> {
+            let client = self.client().await?;
+            Ok(usage::usage_series(
+                &client,
+                project.as_str(),
+                key.as_ref().map(|k| k.as_str()),
+                from,
+                to,
+                bucket_secs,
+            )
+            .await?)
+        }
+
+        async fn project_verifications_since(
+            &self,
+            project: ProjectId,
+            since: i64,
+        ) -> StoreResult<u64> {
+            let client = self.client().await?;
+            Ok(usage::project_verifications_since(&client, project.as_str(), since).await?)
+        }
+    }
+
+    #[async_trait]
+    impl AuditRepo for PgStore {
+        async fn audit_page(
+            &self,
+            project: ProjectId,
+            offset: i64,
+            limit: i64,
+        ) -> StoreResult<(Vec<StoredEvent>, i64)> {
+            let client = self.client().await?;
+            Ok(usage::audit_page(&client, project.as_str(), offset, limit).await?)
+        }
+    }
+}
+
+mod work_repo {
+    use async_trait::async_trait;
+
+    use super::{work, PgStore};
+    use crate::db::mail::{MailboxMessage, PendingMail};
+    use crate::db::webhooks::{Attempt, AttemptOutcome, DeliveryView, DueDelivery, Endpoint};
+    use crate::store::work::{MailRepo, WebhookRepo};
+    use crate::store::{ProjectId, StoreResult};
+
+    #[async_trait]
+    impl WebhookRepo for PgStore {
+        async fn create_webhook(
+            &self,
+            project: ProjectId,
+            url: String,
+            events: Vec<String>,
+            secret: String,
+            created_by: Option<String>,
+        ) -> StoreResult<Endpoint> {
+            let client = self.client().await?;
+            Ok(work::create_webhook(
+                &client,
+                project.as_str(),
+                &url,
+                &events,
+                &secret,
+                created_by.as_deref(),
+            )
+            .await?)
+        }
+
+        async fn webhooks(&self, project: ProjectId) -> StoreResult<Vec<Endpoint>> {
+            let client = self.client().await?;
+            Ok(work::webhooks(&client, project.as_str()).await?)
+        }
+
+        async fn webhook(&self, project: ProjectId, id: String) -> StoreResult<Option<Endpoint>> {
+            let client = self.client().await?;
+            Ok(work::webhook(&client, project.as_str(), &id).await?)
+        }
+
+        async fn delete_webhook(&self, project: ProjectId, id: String) -> StoreResult<bool> {
+            let client = self.client().await?;
+            Ok(work::delete_webhook(&client, project.as_str(), &id).await?)
+        }
+
+        async fn send_test_event(
+            &self,
+            project: ProjectId,
+            endpoint_id: String,
+        ) -> StoreResult<()> {
+            let mut client = self.client().await?;
+            Ok(work::send_test_event(&mut client, project.as_str(), &endpoint_id).await?)
+        }
+
+        async fn claim_due_deliveries(
+            &self,
+            now_ms: i64,
+            limit: i64,
+            lease_ms: i64,
+        ) -> StoreResult<Vec<DueDelivery>> {
+            let mut client = self.client().await?;
+            Ok(work::claim_due_deliveries(&mut client, now_ms, limit, lease_ms).await?)
+        }
+
+        async fn record_attempt(
+            &self,
+            attempt: Attempt,
+            outcome: AttemptOutcome,
+        ) -> StoreResult<()> {
+            let mut client = self.client().await?;
+            Ok(work::record_attempt(&mut client, &attempt, &outcome).await?)
+        }
+
+        async fn deliveries(
+            &self,
+            endpoint_id: String,
+            offset: i64,
+            limit: i64,
+        ) -> StoreResult<(Vec<DeliveryView>, i64)> {
+            let client = self.client().await?;
+            Ok(work::deliveries(&client, &endpoint_id, offset, limit).await?)
+        }
+
+        async fn next_delivery_due(&self) -> StoreResult<Option<i64>> {
+            let client = self.client().await?;
+            Ok(work::next_delivery_due(&client).await?)
+        }
+    }
+
+    #[async_trait]
+    impl MailRepo for PgStore {
+        async fn mailbox(&self, limit: i64) -> StoreResult<Vec<MailboxMessage>> {
+            let client = self.client().await?;
+            Ok(work::mailbox(&client, limit).await?)
+        }
+
+        async fn claim_due_mail(
+            &self,
+            now: i64,
+            limit: i64,
+            lease_secs: i64,
+        ) -> StoreResult<Vec<PendingMail>> {
+            let client = self.client().await?;
+            Ok(work::claim_due_mail(&client, now, limit, lease_secs).await?)
+        }
+
+        async fn mail_sent(&self, id: i64, now: i64) -> StoreResult<()> {
+            let client = self.client().await?;
+            Ok(work::mail_sent(&client, id, now).await?)
+        }
+
+        async fn mail_failed(
+            &self,
+            id: i64,
+            error: String,
+            next_attempt_at: i64,
+            give_up: bool,
+            now: i64,
+        ) -> StoreResult<()> {
+            let client = self.client().await?;
+            Ok(work::mail_failed(&client, id, &error, next_attempt_at, give_up, now).await?)
+        }
+
+        async fn next_mail_due(&self) -> StoreResult<Option<i64>> {
+            let client = self.client().await?;
+            Ok(work::next_mail_due(&client).await?)
         }
     }
 }

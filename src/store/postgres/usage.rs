@@ -2,10 +2,13 @@
 //! counted since its last flush and never overwrites a total, and
 //! `last_used_at` only moves forward, so the counts of all nodes add up.
 
+use std::collections::HashMap;
+
 use deadpool_postgres::GenericClient;
 
 use super::PgError;
-use crate::db::keys::UsageBatch;
+use crate::db::audit::StoredEvent;
+use crate::db::keys::{UsageBatch, UsageCounts};
 
 /// Adds a batch's counts and `last_used_at` values in the caller's
 /// transaction. Credit balances are not written here: they are decided by
@@ -50,4 +53,133 @@ pub async fn add_usage(client: &impl GenericClient, batch: &UsageBatch) -> Resul
         }
     }
     Ok(())
+}
+
+/// Writes a usage batch in one transaction: counts as increments, and the
+/// credit balances the batch carries.
+pub async fn write_usage(
+    client: &mut deadpool_postgres::Client,
+    batch: &UsageBatch,
+) -> Result<(), PgError> {
+    let tx = client.transaction().await?;
+    add_usage(&tx, batch).await?;
+    let credits = tx
+        .prepare_cached(
+            "UPDATE api_keys SET credits_remaining = $2, credits_period_start = $3
+             WHERE id = $1 AND credits_remaining IS NOT NULL",
+        )
+        .await?;
+    for (key_id, b) in &batch.credits {
+        tx.execute(&credits, &[&&**key_id, &b.remaining, &b.period_start])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Usage of a project's keys (or one key) between `from` and `to`, in
+/// buckets of `bucket_secs` (3600 or 86400), zero-filled.
+pub async fn usage_series(
+    client: &impl GenericClient,
+    project_id: &str,
+    key_id: Option<&str>,
+    from: i64,
+    to: i64,
+    bucket_secs: i64,
+) -> Result<Vec<(i64, UsageCounts)>, PgError> {
+    let first = from - from.rem_euclid(3600);
+    let rows = client
+        .query(
+            "SELECT (hour / $4) * $4 AS bucket, sum(valid)::BIGINT, sum(invalid)::BIGINT,
+                    sum(rate_limited)::BIGINT, sum(refused)::BIGINT
+             FROM usage_hourly
+             WHERE project_id = $1 AND hour >= $2 AND hour < $3 AND ($5::TEXT IS NULL OR key_id = $5)
+             GROUP BY bucket ORDER BY bucket",
+            &[&project_id, &first, &to, &bucket_secs, &key_id],
+        )
+        .await?;
+    let count = |r: &tokio_postgres::Row, i: usize| -> Result<u64, PgError> {
+        Ok(u64::try_from(r.try_get::<_, i64>(i)?).unwrap_or(0))
+    };
+    let mut found = HashMap::new();
+    for r in &rows {
+        found.insert(
+            r.try_get::<_, i64>(0)?,
+            UsageCounts {
+                valid: count(r, 1)?,
+                invalid: count(r, 2)?,
+                rate_limited: count(r, 3)?,
+                refused: count(r, 4)?,
+            },
+        );
+    }
+    let mut series = Vec::new();
+    let mut t = from - from.rem_euclid(bucket_secs);
+    while t < to {
+        series.push((t, found.get(&t).copied().unwrap_or_default()));
+        t += bucket_secs;
+    }
+    Ok(series)
+}
+
+/// Valid verifications of a project since `since` (the plan quota).
+pub async fn project_verifications_since(
+    client: &impl GenericClient,
+    project_id: &str,
+    since: i64,
+) -> Result<u64, PgError> {
+    let n: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(valid), 0)::BIGINT FROM usage_hourly WHERE project_id = $1 AND hour >= $2",
+            &[&project_id, &since],
+        )
+        .await?
+        .try_get(0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// One page of a project's audit log, newest first: the project's own
+/// events and the sign-ins of its current members.
+pub async fn audit_page(
+    client: &impl GenericClient,
+    project_id: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<StoredEvent>, i64), PgError> {
+    let cond = "project_id = $1 OR (project_id IS NULL
+         AND action IN ('login.succeeded', 'login.failed', 'logout', 'session.token_reused')
+         AND actor_id IN (SELECT user_id FROM memberships WHERE project_id = $1))";
+    let total: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM audit_events WHERE {cond}"),
+            &[&project_id],
+        )
+        .await?
+        .try_get(0)?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id, project_id, action, actor_type, actor_id, target, ip, request_id, details, created_at
+                 FROM audit_events WHERE {cond} ORDER BY id DESC LIMIT $2 OFFSET $3"
+            ),
+            &[&project_id, &limit, &offset],
+        )
+        .await?;
+    let mut events = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let details: String = r.try_get(8)?;
+        events.push(StoredEvent {
+            id: r.try_get(0)?,
+            project_id: r.try_get(1)?,
+            action: r.try_get(2)?,
+            actor_type: r.try_get(3)?,
+            actor_id: r.try_get(4)?,
+            target: r.try_get(5)?,
+            ip: r.try_get(6)?,
+            request_id: r.try_get(7)?,
+            details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+            created_at: r.try_get(9)?,
+        });
+    }
+    Ok((events, total))
 }
