@@ -32,6 +32,8 @@ pub struct AppState {
     pub leak_reports: crate::keys::limiter::IpLimiter,
     /// The OpenAPI document, generated once at start.
     pub openapi_json: String,
+    /// Trace export, when configured (`telemetry::traces`).
+    pub traces: Option<crate::telemetry::traces::Tracing>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             metrics: Metrics::new(),
             openapi_json: crate::openapi::document_json(&catalog),
             catalog,
+            traces: None,
         }
     }
 

@@ -2,6 +2,8 @@
 //! or pipe never stalls a request; under extreme load lines are dropped
 //! rather than requests delayed), as text or JSON (`log.format`).
 
+pub mod traces;
+
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
@@ -39,4 +41,13 @@ pub fn init(log: &LogConfig) -> WorkerGuard {
 /// Whether `level` is a valid filter directive.
 pub fn is_valid_level(level: &str) -> bool {
     EnvFilter::try_new(level).is_ok()
+}
+
+/// Trace export over OTLP/HTTP, separate from logging: `None` unless
+/// `telemetry.otlp_endpoint` or the standard `OTEL_EXPORTER_OTLP_*`
+/// variables name a collector (see [`traces::plan`]).
+pub fn init_traces(
+    config: &crate::config::TelemetryConfig,
+) -> Result<Option<traces::Tracing>, traces::SetupError> {
+    traces::Tracing::from_config(config)
 }
