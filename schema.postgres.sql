@@ -221,3 +221,10 @@ CREATE TABLE key_changes (
     key_hash    BYTEA NOT NULL,
     changed_at  BIGINT NOT NULL
 );
+
+-- migration: 2 trace context of queued work
+-- The W3C traceparent of the request that queued a webhook event or a mail,
+-- so its delivery is traced as part of that request (NULL when traces are
+-- not exported).
+ALTER TABLE webhook_messages ADD COLUMN traceparent TEXT;
+ALTER TABLE mail_outbox ADD COLUMN traceparent TEXT;

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::Condition;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::local::ensure_data_dir;
@@ -22,6 +22,8 @@ pub enum StartupError {
     Db(#[from] DbError),
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] crate::telemetry::traces::SetupError),
 }
 
 /// A prepared server: database open and migrated, socket bound, not yet serving.
@@ -44,7 +46,9 @@ impl Application {
         let imported = db.imported_key_hashes()?;
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| StartupError::Listen(config.listen.to_string(), e))?;
-        let state = AppState::new(config, db);
+        let traces = crate::telemetry::init_traces(&config.telemetry)?;
+        let mut state = AppState::new(config, db);
+        state.traces = traces;
         state.keys.set_imported(imported);
         Ok(Application {
             listener,
@@ -97,6 +101,9 @@ impl Running {
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.state.shutdown().await;
+        if let Some(traces) = &self.state.traces {
+            traces.shutdown();
+        }
         result
     }
 }
@@ -115,6 +122,7 @@ fn build_app(
     let limit = state.config.http.max_body_bytes;
     let origins = state.config.cors.allowed_origins.clone();
     let conventions = crate::http::Conventions::new(state.clone());
+    let traced = state.traces.is_some();
     let local_hosts = crate::http::host::LocalHosts::new(&state.public_url);
     let local = state.config.mode.is_local();
     App::new()
@@ -131,6 +139,8 @@ fn build_app(
         .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
         .wrap(Condition::new(local, local_hosts))
         .wrap(conventions)
+        // Outermost, and only when traces are exported: the request's span.
+        .wrap(Condition::new(traced, from_fn(crate::http::trace::trace)))
 }
 
 /// The mail delivery worker and the periodic cleanup. They stop with the

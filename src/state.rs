@@ -32,6 +32,8 @@ pub struct AppState {
     pub leak_reports: crate::keys::limiter::IpLimiter,
     /// The OpenAPI document, generated once at start.
     pub openapi_json: String,
+    /// Trace export, when configured (`telemetry::traces`).
+    pub traces: Option<crate::telemetry::traces::Tracing>,
 }
 
 impl AppState {
@@ -62,8 +64,9 @@ impl AppState {
             store: std::sync::Arc::new(crate::store::sqlite::SqliteStore::new(db.clone())),
             db,
             metrics: Metrics::new(),
+            openapi_json: crate::openapi::document_json(&catalog),
             catalog,
-            openapi_json: crate::openapi::document_json(),
+            traces: None,
         }
     }
 

@@ -17,6 +17,8 @@
 //! `gatehouse::access` at level `INFO`, so `log.level = "warn"` or
 //! `RUST_LOG=gatehouse::access=off` turns it off.
 
+pub mod traces;
+
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
@@ -231,6 +233,15 @@ pub fn init(log: &LogConfig) -> LogGuard {
 /// Whether `level` is a valid filter directive.
 pub fn is_valid_level(level: &str) -> bool {
     EnvFilter::try_new(level).is_ok()
+}
+
+/// Trace export over OTLP/HTTP, separate from logging: `None` unless
+/// `telemetry.otlp_endpoint` or the standard `OTEL_EXPORTER_OTLP_*`
+/// variables name a collector (see [`traces::plan`]).
+pub fn init_traces(
+    config: &crate::config::TelemetryConfig,
+) -> Result<Option<traces::Tracing>, traces::SetupError> {
+    traces::Tracing::from_config(config)
 }
 
 /// One request, as the access log records it.

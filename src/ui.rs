@@ -5,6 +5,10 @@
 //! The UI is a single page (`index.html` plus ES modules) that routes on the
 //! path; every page path below serves that shell. `GET /` sends a browser
 //! with a session cookie to the keys page and anyone else to the login page.
+//!
+//! `GET /docs` is the API reference: `docs.html` and its own modules, which
+//! render the server's OpenAPI document (`/api/v1/openapi.json`) in the
+//! browser, under the same Content-Security-Policy as the UI.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -32,6 +36,7 @@ pub const PAGES: &[&str] = &[
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/").route(web::get().to(root)));
+    cfg.service(web::resource("/docs").route(web::get().to(api_reference)));
     for page in PAGES {
         if *page == MAILBOX_PAGE {
             cfg.service(web::resource(*page).route(web::get().to(mailbox_page)));
@@ -71,8 +76,14 @@ async fn shell(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     serve(&req, "index.html")
 }
 
+/// `/docs`: the API reference page.
+async fn api_reference(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    serve(&req, "docs.html")
+}
+
 async fn asset(req: HttpRequest, file: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    if file.as_str() == "index.html" {
+    // Pages are served at their own paths only.
+    if file.ends_with(".html") {
         return Err(ApiError::not_found());
     }
     serve(&req, &file)

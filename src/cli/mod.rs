@@ -1,5 +1,6 @@
 //! The command line: `gatehouse [serve|init|check-config|migrate|backup|users|keys]`.
 
+mod docs;
 mod keys;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,10 @@ enum Command {
     /// Manage API keys from the host (create, list, revoke, import).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page gatehouse(1), or write every page into a directory.
+    Man(docs::ManArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +186,8 @@ pub fn run() -> ExitCode {
             users_add(&cli.config, &cli.data_dir, args)
         }
         Some(Command::Keys(command)) => keys_command(&cli.config, &cli.data_dir, command),
+        Some(Command::Completions(args)) => docs::completions(args),
+        Some(Command::Man(args)) => docs::man(args),
     }
 }
 

@@ -134,6 +134,10 @@ pub fn check(config: &Config) -> Vec<Finding> {
             ),
         ));
     }
+    // Trace export as `serve` would set it up (the OTEL_* variables included).
+    if let Err(e) = crate::telemetry::traces::plan(&config.telemetry, |k| std::env::var(k).ok()) {
+        out.push(Finding::error("telemetry", e.to_string()));
+    }
     out
 }
 

@@ -70,6 +70,7 @@ pub struct Config {
     pub billing: BillingConfig,
     pub scopes: Vec<ScopeConfig>,
     pub routes: Vec<RouteRule>,
+    pub telemetry: TelemetryConfig,
     pub dev: DevConfig,
 }
 
@@ -94,6 +95,7 @@ impl Default for Config {
             billing: BillingConfig::default(),
             scopes: Vec::new(),
             routes: Vec::new(),
+            telemetry: TelemetryConfig::default(),
             dev: DevConfig::default(),
         }
     }
@@ -482,6 +484,16 @@ pub struct ScopeConfig {
 pub struct RouteRule {
     pub path_prefix: String,
     pub scope: String,
+}
+
+/// Trace export (`crate::telemetry::traces`). Off unless an endpoint is set
+/// here or in the standard `OTEL_EXPORTER_OTLP_*` environment variables.
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP collector (`http://127.0.0.1:4318`); spans
+    /// are posted to `{otlp_endpoint}/v1/traces`.
+    pub otlp_endpoint: Option<url::Url>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]

@@ -36,9 +36,9 @@ pub(crate) fn enqueue(conn: &Connection, msg: &Outgoing, now: i64) -> DbResult<(
     for transport in &msg.transports {
         let sent_at = (*transport == Transport::Mailbox).then_some(now);
         conn.execute(
-            "INSERT INTO mail_outbox (transport, recipient, subject, body, created_at, expires_at, next_attempt_at, sent_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7)",
-            params![transport.as_str(), msg.to, msg.subject, msg.body, now, msg.expires_at, sent_at],
+            "INSERT INTO mail_outbox (transport, recipient, subject, body, created_at, expires_at, next_attempt_at, sent_at, traceparent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7, ?8)",
+            params![transport.as_str(), msg.to, msg.subject, msg.body, now, msg.expires_at, sent_at, crate::telemetry::traces::current_traceparent()],
         )?;
     }
     Ok(())
@@ -61,6 +61,8 @@ pub struct PendingMail {
     pub body: String,
     pub attempts: u32,
     pub expires_at: i64,
+    /// The trace of the request that queued the mail, when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 impl Db {
@@ -89,7 +91,7 @@ impl Db {
     pub async fn due_mail(&self, now: i64, limit: i64) -> DbResult<Vec<PendingMail>> {
         self.call(move |c| {
             let mut stmt = c.prepare(
-                "SELECT id, recipient, subject, body, attempts, expires_at FROM mail_outbox
+                "SELECT id, recipient, subject, body, attempts, expires_at, traceparent FROM mail_outbox
                  WHERE transport = 'smtp' AND sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?1
                  ORDER BY next_attempt_at, id LIMIT ?2",
             )?;
@@ -101,6 +103,7 @@ impl Db {
                     body: r.get(3)?,
                     attempts: r.get(4)?,
                     expires_at: r.get(5)?,
+                    traceparent: r.get(6)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -175,7 +178,7 @@ impl Db {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let due: Vec<PendingMail> = {
                 let mut stmt = tx.prepare(
-                    "SELECT id, recipient, subject, body, attempts, expires_at FROM mail_outbox
+                    "SELECT id, recipient, subject, body, attempts, expires_at, traceparent FROM mail_outbox
                      WHERE transport = 'smtp' AND sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?1
                      ORDER BY next_attempt_at, id LIMIT ?2",
                 )?;
@@ -187,6 +190,7 @@ impl Db {
                         body: r.get(3)?,
                         attempts: r.get(4)?,
                         expires_at: r.get(5)?,
+                        traceparent: r.get(6)?,
                     })
                 })?;
                 rows.collect::<Result<_, _>>()?

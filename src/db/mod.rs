@@ -235,8 +235,12 @@ impl Db {
         F: FnOnce(&mut Connection) -> DbResult<T> + Send + 'static,
     {
         let pool = self.pool.clone();
+        // The caller's trace context, so work queued here (webhook events,
+        // mail) records the request that caused it.
+        let trace = opentelemetry::Context::current();
         let drill = self.drill.clone();
         tokio::task::spawn_blocking(move || {
+            let _trace = trace.attach();
             let mut conn = pool.get()?;
             drill.apply(&conn)?;
             f(&mut conn)

@@ -79,8 +79,8 @@ fn queue(
         "data": data,
     });
     conn.execute(
-        "INSERT INTO webhook_messages (id, project_id, type, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, project_id, event, payload.to_string(), now],
+        "INSERT INTO webhook_messages (id, project_id, type, payload, created_at, traceparent) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, project_id, event, payload.to_string(), now, crate::telemetry::traces::current_traceparent()],
     )?;
     for endpoint in targets {
         conn.execute(
@@ -103,6 +103,8 @@ pub struct DueDelivery {
     pub url: String,
     pub secret: String,
     pub endpoint_active: bool,
+    /// The trace of the request that caused the event, when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 /// What happened to one attempt.
@@ -115,6 +117,17 @@ pub enum AttemptOutcome {
     Failed,
     /// 410 Gone: the endpoint is disabled and nothing more is sent to it.
     Gone,
+}
+
+impl AttemptOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retry(_) => "retry",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Gone => "gone",
+        }
+    }
 }
 
 /// One attempt as the worker made it.
@@ -244,25 +257,14 @@ impl Db {
     pub async fn due_deliveries(&self, now_ms: i64, limit: i64) -> DbResult<Vec<DueDelivery>> {
         self.call(move |c| {
             let mut stmt = c.prepare(
-                "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active
+                "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active, m.traceparent
                  FROM webhook_deliveries d
                  JOIN webhook_messages m ON m.id = d.message_id
                  JOIN webhook_endpoints e ON e.id = d.endpoint_id
                  WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1
                  ORDER BY d.next_attempt_at_ms, d.id LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now_ms, limit], |r| {
-                Ok(DueDelivery {
-                    id: r.get(0)?,
-                    message_id: r.get(1)?,
-                    payload: r.get(2)?,
-                    attempts: r.get(3)?,
-                    endpoint_id: r.get(4)?,
-                    url: r.get(5)?,
-                    secret: r.get(6)?,
-                    endpoint_active: r.get(7)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![now_ms, limit], due_delivery_from)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -383,6 +385,7 @@ fn due_delivery_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<DueDelivery> {
         url: r.get(5)?,
         secret: r.get(6)?,
         endpoint_active: r.get(7)?,
+        traceparent: r.get(8)?,
     })
 }
 
@@ -400,7 +403,7 @@ impl Db {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let due: Vec<DueDelivery> = {
                 let mut stmt = tx.prepare(
-                    "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active
+                    "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active, m.traceparent
                      FROM webhook_deliveries d
                      JOIN webhook_messages m ON m.id = d.message_id
                      JOIN webhook_endpoints e ON e.id = d.endpoint_id

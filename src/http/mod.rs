@@ -7,6 +7,7 @@
 pub mod client;
 pub mod extract;
 pub mod host;
+pub mod trace;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;

@@ -205,7 +205,7 @@ pub fn rate_limit(raw: RateLimitInput) -> Result<RateLimitConfig, ApiError> {
 
 pub fn owner_id(raw: &str) -> Result<String, ApiError> {
     let s = raw.trim();
-    if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
+    if s.is_empty() || s.chars().count() > 128 || s.chars().any(char::is_control) {
         return Err(ApiError::validation(
             "owner_id",
             "must be 1-128 characters without control characters",

@@ -13,6 +13,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use crate::config::{SmtpConfig, SmtpTls};
 use crate::db::mail::PendingMail;
 use crate::state::AppState;
+use crate::telemetry::traces;
+use opentelemetry::KeyValue;
 
 /// The delay before attempt `attempts + 1`: base * 2^attempts, capped.
 pub fn backoff(cfg: &SmtpConfig, attempts: u32) -> u64 {
@@ -110,6 +112,19 @@ async fn deliver(
             .await;
         return;
     }
+    // A child of the request that queued the mail; the recipient is left out.
+    let trace = state.traces.as_ref().map(|t| {
+        t.start_queued_work(
+            "smtp.send",
+            mail.traceparent.as_deref(),
+            vec![
+                KeyValue::new("gatehouse.mail.id", mail.id),
+                KeyValue::new("gatehouse.mail.attempt", i64::from(mail.attempts + 1)),
+                KeyValue::new("server.address", cfg.host.clone().unwrap_or_default()),
+                KeyValue::new("server.port", i64::from(cfg.port)),
+            ],
+        )
+    });
     let result = match build_message(&cfg.from, &mail) {
         Ok(message) => transport
             .send(message)
@@ -122,6 +137,14 @@ async fn deliver(
             return;
         }
     };
+    if let Some(cx) = &trace {
+        let outcome = if result.is_ok() { "sent" } else { "failed" };
+        traces::finish(
+            cx,
+            vec![KeyValue::new("gatehouse.mail.outcome", outcome)],
+            result.is_err().then_some("not sent"),
+        );
+    }
     match result {
         Ok(()) => {
             tracing::info!(id = mail.id, to = %mail.to, subject = %mail.subject, "mail delivered");

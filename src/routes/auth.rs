@@ -13,7 +13,7 @@ use crate::auth::redirect::safe_next;
 use crate::auth::{Principal, Via};
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::RequestContext;
-use crate::routes::views::{no_store, Empty, MembershipView, UserView};
+use crate::routes::views::{no_store, Empty, MembershipView, ObjectBody, UserView};
 use crate::state::AppState;
 use crate::types::Email;
 
@@ -62,9 +62,11 @@ pub struct CookieLogin {
     pub csrf_token: String,
 }
 
+/// The verify-code answer: tokens, or (with `"cookie": true`) the user and
+/// the CSRF token with the tokens set as cookies.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum VerifyAnswer {
+pub enum LoginAnswer {
     Tokens(TokenPair),
     Cookies(CookieLogin),
 }
@@ -94,6 +96,16 @@ pub struct MeView {
     /// Present when the session came from a cookie.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub csrf_token: Option<String>,
+}
+
+/// The form `POST /auth/refresh` takes.
+#[derive(Deserialize, ToSchema)]
+pub struct BrowserRefreshForm {
+    /// Where to go afterwards: a same-site path (one leading `/`, no scheme,
+    /// no `//` or `/\\`, no control characters, also after percent-decoding).
+    /// Anything else, or nothing, means `/`.
+    #[schema(example = "/keys")]
+    pub next: Option<String>,
 }
 
 fn parse_email(raw: &str) -> ApiResult<Email> {
@@ -132,7 +144,7 @@ fn clear_session_cookies(res: &mut HttpResponse, state: &AppState) -> ApiResult<
 }
 
 /// Send a one-time login code by email.
-#[utoipa::path(post, path = "/api/v1/auth/send-code", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/send-code", tag = "auth", operation_id = "sendLoginCode",
     request_body = SendCodeBody,
     responses(
         (status = 202, description = "Sent if the address may log in; the same answer otherwise", body = SendCodeAnswer),
@@ -141,7 +153,7 @@ fn clear_session_cookies(res: &mut HttpResponse, state: &AppState) -> ApiResult<
 pub async fn send_code(
     state: web::Data<AppState>,
     ctx: RequestContext,
-    body: web::Json<SendCodeBody>,
+    body: web::Json<ObjectBody<SendCodeBody>>,
 ) -> ApiResult<HttpResponse> {
     let email = parse_email(&body.email)?;
     let code = login::send_code(&state, email, &ctx).await?;
@@ -152,20 +164,24 @@ pub async fn send_code(
 }
 
 /// Exchange the code for a session: tokens in the body, or cookies with `"cookie": true`.
-#[utoipa::path(post, path = "/api/v1/auth/verify-code", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/verify-code", tag = "auth", operation_id = "verifyLoginCode",
     request_body = VerifyCodeBody,
     responses(
-        (status = 200, description = "Logged in", body = VerifyAnswer),
+        (status = 200, description = "Logged in", body = LoginAnswer, links(
+            ("RefreshToken" = (operation_id = "refreshToken",
+                request_body = json!({"refresh_token": "$response.body#/refresh_token"}))),
+            ("RevokeToken" = (operation_id = "revokeRefreshToken",
+                request_body = json!({"refresh_token": "$response.body#/refresh_token"}))))),
         (status = 401, description = "invalid_code: wrong, expired, used or burned", body = ErrorEnvelope),
         (status = 422, description = "Malformed request", body = ErrorEnvelope)))]
 pub async fn verify_code(
     req: HttpRequest,
     state: web::Data<AppState>,
     ctx: RequestContext,
-    body: web::Json<VerifyCodeBody>,
+    body: web::Json<ObjectBody<VerifyCodeBody>>,
 ) -> ApiResult<HttpResponse> {
     let email = parse_email(&body.email)?;
-    if body.code.len() > 64 {
+    if body.code.chars().count() > 64 {
         return Err(ApiError::validation("code", "is too long"));
     }
     let user_agent = req
@@ -188,27 +204,31 @@ pub async fn verify_code(
 }
 
 /// Rotate a refresh token into a new pair. A spent token revokes its session.
-#[utoipa::path(post, path = "/api/v1/auth/refresh-token", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/refresh-token", tag = "auth", operation_id = "refreshToken",
     request_body = RefreshTokenBody,
     responses(
-        (status = 200, description = "A new pair", body = TokenPair),
+        (status = 200, description = "A new pair", body = TokenPair, links(
+            ("RefreshToken" = (operation_id = "refreshToken",
+                request_body = json!({"refresh_token": "$response.body#/refresh_token"}))),
+            ("RevokeToken" = (operation_id = "revokeRefreshToken",
+                request_body = json!({"refresh_token": "$response.body#/refresh_token"}))))),
         (status = 401, description = "invalid_token, or token_reused (the session is now revoked)", body = ErrorEnvelope)))]
 pub async fn refresh_token(
     state: web::Data<AppState>,
     ctx: RequestContext,
-    body: web::Json<RefreshTokenBody>,
+    body: web::Json<ObjectBody<RefreshTokenBody>>,
 ) -> ApiResult<HttpResponse> {
     let grant = login::refresh(&state, &body.refresh_token, &ctx).await?;
     Ok(no_store(HttpResponse::Ok().json(token_pair(&state, grant))))
 }
 
 /// Revoke the session a refresh token belongs to. Always 200.
-#[utoipa::path(post, path = "/api/v1/auth/revoke-token", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/revoke-token", tag = "auth", operation_id = "revokeRefreshToken",
     request_body = RefreshTokenBody,
     responses((status = 200, description = "Revoked (or nothing to revoke)", body = Empty)))]
 pub async fn revoke_token(
     state: web::Data<AppState>,
-    body: web::Json<RefreshTokenBody>,
+    body: web::Json<ObjectBody<RefreshTokenBody>>,
 ) -> ApiResult<HttpResponse> {
     if !body.refresh_token.is_empty() && body.refresh_token.len() <= 200 {
         let hash = state.keyring.token_hash(&body.refresh_token);
@@ -218,7 +238,7 @@ pub async fn revoke_token(
 }
 
 /// End the current session and clear its cookies.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", operation_id = "logout",
     security(("cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "Logged out", body = Empty),
@@ -243,7 +263,7 @@ pub async fn logout(
 
 /// The caller: a user with memberships (plus the CSRF token for cookie
 /// sessions), or an API key with its project.
-#[utoipa::path(get, path = "/api/v1/me", tag = "auth",
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", operation_id = "getMe",
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "The caller", body = MeAnswer),
@@ -273,11 +293,22 @@ pub async fn me(state: web::Data<AppState>, principal: Principal) -> ApiResult<H
 /// For the UI's "session expired" panel: exchanges the refresh cookie for
 /// fresh cookies and answers 303 to `next` when it is a same-site path
 /// (else `/`). Without a good refresh cookie: 303 to `/login?next=...`.
-#[utoipa::path(post, path = "/auth/refresh", tag = "browser",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`next=/path`"),
+#[utoipa::path(post, path = "/auth/refresh", tag = "browser", operation_id = "refreshBrowserSession",
+    request_body(content = BrowserRefreshForm, content_type = "application/x-www-form-urlencoded",
+        description = "The form of the UI's \"session expired\" panel"),
+    params(
+        ("gatehouse_refresh" = Option<String>, Cookie, description = "The refresh cookie set at login \
+            (`__Host-gatehouse_refresh` when the public URL is https). Without a good one the answer \
+            is a redirect to the login page."),
+        ("next" = Option<String>, Query, description = "Read when the form has no `next` field")),
     responses(
-        (status = 303, description = "To `next`, or to the login page"),
-        (status = 403, description = "csrf_failed: a cross-site form", body = ErrorEnvelope)))]
+        (status = 303, description = "With a good refresh cookie: fresh session cookies and a redirect to `next` \
+            when it is a same-site path, else to `/`. Without one: the cookies cleared and a redirect to \
+            `/login?next=...`. Never off-site.",
+            headers(
+                ("Location" = String, description = "`next`, `/`, or `/login?next=...`: always a path on this site"),
+                ("Set-Cookie" = String, description = "The new session cookies, or the cleared ones"))),
+        (status = 403, description = "csrf_failed: a cross-site form (a foreign `Origin`, or `Sec-Fetch-Site: cross-site`)", body = ErrorEnvelope)))]
 pub async fn browser_refresh(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -10,6 +10,7 @@ use crate::billing::{interpret, limits, verify_signature};
 use crate::db::billing::StripeOutcome;
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::keys::credits::Interval;
+use crate::routes::views::ProjectHeader;
 use crate::state::AppState;
 use crate::types::Role;
 
@@ -47,7 +48,8 @@ pub struct BillingView {
 
 /// Stripe's webhook. Verified on the raw bytes before anything is parsed;
 /// each event id is applied once.
-#[utoipa::path(post, path = "/api/v1/billing/stripe/webhook", tag = "billing",
+#[utoipa::path(post, path = "/api/v1/billing/stripe/webhook", tag = "billing", operation_id = "receiveStripeEvent",
+    params(("Stripe-Signature" = String, Header, description = "`t=<unix time>,v1=<hex HMAC-SHA256>`, as Stripe sends it")),
     request_body(content = Object, description = "A Stripe event, signed in the Stripe-Signature header"),
     responses(
         (status = 200, description = "Accepted (also for events that change nothing)", body = Received),
@@ -110,8 +112,8 @@ pub async fn stripe_webhook(
 }
 
 /// The project's plan, its limits and this month's use (session member+).
-#[utoipa::path(get, path = "/api/v1/billing", tag = "billing",
-    params(("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(get, path = "/api/v1/billing", tag = "billing", operation_id = "getBilling",
+    params(ProjectHeader),
     security(("bearer" = []), ("cookie" = [])),
     responses((status = 200, description = "Plan, limits and usage", body = BillingView),
         (status = 403, description = "API keys cannot read billing", body = ErrorEnvelope)))]

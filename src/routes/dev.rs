@@ -34,7 +34,7 @@ pub fn require_mailbox_access(req: &HttpRequest, state: &AppState) -> ApiResult<
 }
 
 /// Messages "sent" in local mode, newest first. 404 outside local mode.
-#[utoipa::path(get, path = "/api/v1/dev/mailbox", tag = "dev",
+#[utoipa::path(get, path = "/api/v1/dev/mailbox", tag = "dev", operation_id = "listMailboxMessages",
     responses(
         (status = 200, description = "The local mailbox", body = Mailbox),
         (status = 403, description = "Only requests made directly on this machine may read it", body = ErrorEnvelope),

@@ -10,7 +10,7 @@ use crate::http::RequestContext;
 use crate::keys::input::{CreateKeyBody, PatchKeyBody};
 use crate::keys::record::KeyRecord;
 pub use crate::keys::view::KeyView;
-use crate::routes::views::{no_store, PageQuery, Pagination};
+use crate::routes::views::{no_store, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
 use crate::types::{rfc3339, Role};
 
@@ -33,9 +33,11 @@ pub struct KeyList {
 pub struct KeyListQuery {
     /// From 1 (default 1).
     #[param(minimum = 1, maximum = 1000000)]
+    #[serde(default, deserialize_with = "crate::routes::views::query_number")]
     pub page: Option<i64>,
     /// Items per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::routes::views::query_number")]
     pub limit: Option<i64>,
     /// Include revoked and expired keys.
     #[serde(default)]
@@ -60,11 +62,16 @@ pub struct RotateBody {
 }
 
 /// The project's keys, newest first.
-#[utoipa::path(get, path = "/api/v1/api-keys", tag = "keys",
-    params(KeyListQuery, ("X-Project-Id" = Option<String>, Header, description = "The project (sessions)")),
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "keys", operation_id = "listApiKeys",
+    params(KeyListQuery, ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "One page of keys", body = KeyList),
+        (status = 200, description = "One page of keys", body = KeyList, links(
+            ("GetFirstApiKey" = (operation_id = "getApiKey", parameters(("id" = "$response.body#/items/0/id")),
+                description = "The first key of the page")),
+            ("UpdateFirstApiKey" = (operation_id = "updateApiKey", parameters(("id" = "$response.body#/items/0/id")))),
+            ("RotateFirstApiKey" = (operation_id = "rotateApiKey", parameters(("id" = "$response.body#/items/0/id")))),
+            ("RevokeFirstApiKey" = (operation_id = "revokeApiKey", parameters(("id" = "$response.body#/items/0/id")))))),
         (status = 403, description = "forbidden or insufficient_scope (keys need keys:read)", body = ErrorEnvelope)))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -97,22 +104,29 @@ pub async fn list(
 }
 
 /// Issue a key (session owner/admin). The plaintext is in this answer only.
-#[utoipa::path(post, path = "/api/v1/api-keys", tag = "keys",
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "keys", operation_id = "createApiKey",
     request_body = CreateKeyBody,
-    params(("X-Project-Id" = Option<String>, Header, description = "The project")),
+    params(ProjectHeader),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 201, description = "Created; `plaintext_key` is shown once", body = CreatedKey),
+        (status = 201, description = "Created; `plaintext_key` is shown once", body = CreatedKey, links(
+            ("GetApiKey" = (operation_id = "getApiKey", parameters(("id" = "$response.body#/id")))),
+            ("UpdateApiKey" = (operation_id = "updateApiKey", parameters(("id" = "$response.body#/id")))),
+            ("RotateApiKey" = (operation_id = "rotateApiKey", parameters(("id" = "$response.body#/id")))),
+            ("RevokeApiKey" = (operation_id = "revokeApiKey", parameters(("id" = "$response.body#/id")))),
+            ("VerifyApiKey" = (operation_id = "verifyApiKey", request_body = json!({"key": "$response.body#/plaintext_key"}),
+                description = "Check the new key the way a service would")))),
         (status = 403, description = "forbidden (members, API keys) or plan_limit", body = ErrorEnvelope),
         (status = 422, description = "Invalid settings", body = ErrorEnvelope)))]
 pub async fn create(
     state: web::Data<AppState>,
     ctx: RequestContext,
     access: ProjectAccess,
-    body: web::Json<CreateKeyBody>,
+    body: web::Json<ObjectBody<CreateKeyBody>>,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Admin)?;
     let spec = body
+        .into_inner()
         .into_inner()
         .validate(&state.catalog, crate::types::now())?;
     let (record, key) = state
@@ -137,10 +151,15 @@ async fn find(state: &AppState, access: &ProjectAccess, id: &str) -> ApiResult<K
 }
 
 /// One key's metadata.
-#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "keys",
-    params(("id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "keys", operation_id = "getApiKey",
+    params(("id" = String, Path, max_length = 64, description = "The key's id (`key_...`)"), ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
-    responses((status = 200, description = "The key", body = KeyView), (status = 404, description = "No such key", body = ErrorEnvelope)))]
+    responses(
+        (status = 200, description = "The key", body = KeyView, links(
+            ("UpdateApiKey" = (operation_id = "updateApiKey", parameters(("id" = "$response.body#/id")))),
+            ("RotateApiKey" = (operation_id = "rotateApiKey", parameters(("id" = "$response.body#/id")))),
+            ("RevokeApiKey" = (operation_id = "revokeApiKey", parameters(("id" = "$response.body#/id")))))),
+        (status = 404, description = "No such key", body = ErrorEnvelope)))]
 pub async fn get(
     state: web::Data<AppState>,
     access: ProjectAccess,
@@ -152,12 +171,15 @@ pub async fn get(
 }
 
 /// Change a key's settings (owner/admin). Takes effect at once.
-#[utoipa::path(patch, path = "/api/v1/api-keys/{id}", tag = "keys",
+#[utoipa::path(patch, path = "/api/v1/api-keys/{id}", tag = "keys", operation_id = "updateApiKey",
     request_body = PatchKeyBody,
-    params(("id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+    params(("id" = String, Path, max_length = 64, description = "The key's id (`key_...`)"), ProjectHeader),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "Updated", body = KeyView),
+        (status = 200, description = "Updated", body = KeyView, links(
+            ("GetApiKey" = (operation_id = "getApiKey", parameters(("id" = "$response.body#/id")))),
+            ("RotateApiKey" = (operation_id = "rotateApiKey", parameters(("id" = "$response.body#/id")))),
+            ("RevokeApiKey" = (operation_id = "revokeApiKey", parameters(("id" = "$response.body#/id")))))),
         (status = 403, description = "forbidden", body = ErrorEnvelope),
         (status = 404, description = "No such key", body = ErrorEnvelope),
         (status = 422, description = "Invalid settings", body = ErrorEnvelope)))]
@@ -166,7 +188,7 @@ pub async fn patch(
     ctx: RequestContext,
     access: ProjectAccess,
     id: web::Path<String>,
-    body: web::Json<PatchKeyBody>,
+    body: web::Json<ObjectBody<PatchKeyBody>>,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Admin)?;
     find(&state, &access, &id).await?;
@@ -176,7 +198,7 @@ pub async fn patch(
             &state.catalog,
             &access.project.id,
             &id,
-            body.into_inner(),
+            body.into_inner().into_inner(),
             access.principal.actor(&ctx),
         )
         .await?;
@@ -185,11 +207,11 @@ pub async fn patch(
 
 /// Revoke a key (owner/admin; an API key may revoke only itself). Once this
 /// answers, the key never verifies again.
-#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "keys",
-    params(("id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "keys", operation_id = "revokeApiKey",
+    params(("id" = String, Path, max_length = 64, description = "The key's id (`key_...`)"), ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "Revoked", body = Revoked),
+        (status = 200, description = "Revoked; the key's metadata stays readable, with `is_active` false", body = Revoked),
         (status = 403, description = "forbidden", body = ErrorEnvelope),
         (status = 404, description = "No such key", body = ErrorEnvelope)))]
 pub async fn revoke(
@@ -219,15 +241,21 @@ pub async fn revoke(
 }
 
 /// Replace a key with a new one with the same settings (owner/admin).
-#[utoipa::path(post, path = "/api/v1/api-keys/{id}/rotate", tag = "keys",
-    request_body = RotateBody,
-    params(("id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(post, path = "/api/v1/api-keys/{id}/rotate", tag = "keys", operation_id = "rotateApiKey",
+    request_body(content = RotateBody, description = "Optional: without a body the previous key stops at once"),
+    params(("id" = String, Path, max_length = 64, description = "The key's id (`key_...`)"), ProjectHeader),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 201, description = "The new key; `plaintext_key` is shown once", body = CreatedKey),
+        (status = 201, description = "The new key; `plaintext_key` is shown once", body = CreatedKey, links(
+            ("GetApiKey" = (operation_id = "getApiKey", parameters(("id" = "$response.body#/id")), description = "The successor")),
+            ("UpdateApiKey" = (operation_id = "updateApiKey", parameters(("id" = "$response.body#/id")))),
+            ("RotateApiKey" = (operation_id = "rotateApiKey", parameters(("id" = "$response.body#/id")),
+                description = "Rotate the successor (ends the predecessor's grace)")),
+            ("RevokeApiKey" = (operation_id = "revokeApiKey", parameters(("id" = "$response.body#/id")))),
+            ("VerifyApiKey" = (operation_id = "verifyApiKey", request_body = json!({"key": "$response.body#/plaintext_key"}))))),
         (status = 403, description = "forbidden", body = ErrorEnvelope),
         (status = 404, description = "No such key", body = ErrorEnvelope),
-        (status = 409, description = "The key is not active", body = ErrorEnvelope),
+        (status = 409, description = "conflict: the key is not active, or already has a successor (rotate the successor)", body = ErrorEnvelope),
         (status = 422, description = "Invalid grace period", body = ErrorEnvelope)))]
 pub async fn rotate(
     state: web::Data<AppState>,
@@ -242,7 +270,7 @@ pub async fn rotate(
     let grace = if body.iter().all(u8::is_ascii_whitespace) {
         0
     } else {
-        serde_json::from_slice::<RotateBody>(&body)
+        serde_json::from_slice::<ObjectBody<RotateBody>>(&body)
             .map_err(|e| ApiError::validation("body", e))?
             .expire_previous_in_secs
     };

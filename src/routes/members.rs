@@ -10,7 +10,7 @@ use crate::auth::ProjectAccess;
 use crate::db::users::MemberChangeError;
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::RequestContext;
-use crate::routes::views::{Empty, MemberView, PageQuery, Pagination};
+use crate::routes::views::{Empty, MemberView, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
 use crate::types::{Email, Role};
 
@@ -46,8 +46,8 @@ fn refused(e: MemberChangeError) -> ApiError {
 }
 
 /// The project's members.
-#[utoipa::path(get, path = "/api/v1/members", tag = "members",
-    params(PageQuery, ("X-Project-Id" = Option<String>, Header, description = "The project; optional when the user has one")),
+#[utoipa::path(get, path = "/api/v1/members", tag = "members", operation_id = "listMembers",
+    params(PageQuery, ProjectHeader),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "One page of members", body = MemberList),
@@ -72,12 +72,14 @@ pub async fn list(
 
 /// Add a member by email (owner/admin; admins cannot grant owner). The
 /// person gets an email and logs in with a code.
-#[utoipa::path(post, path = "/api/v1/members", tag = "members",
+#[utoipa::path(post, path = "/api/v1/members", tag = "members", operation_id = "addMember",
     request_body = AddMemberBody,
-    params(("X-Project-Id" = Option<String>, Header, description = "The project")),
+    params(ProjectHeader),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 201, description = "Added", body = MemberView),
+        (status = 201, description = "Added", body = MemberView, links(
+            ("UpdateMemberRole" = (operation_id = "updateMemberRole", parameters(("user_id" = "$response.body#/user/id")))),
+            ("RemoveMember" = (operation_id = "removeMember", parameters(("user_id" = "$response.body#/user/id")))))),
         (status = 403, description = "forbidden", body = ErrorEnvelope),
         (status = 409, description = "Already a member", body = ErrorEnvelope),
         (status = 422, description = "Invalid email or role", body = ErrorEnvelope)))]
@@ -85,7 +87,7 @@ pub async fn add(
     state: web::Data<AppState>,
     ctx: RequestContext,
     access: ProjectAccess,
-    body: web::Json<AddMemberBody>,
+    body: web::Json<ObjectBody<AddMemberBody>>,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Admin)?;
     let email = Email::parse(&body.email).map_err(|why| ApiError::validation("email", why))?;
@@ -111,12 +113,13 @@ pub async fn add(
 }
 
 /// Change a member's role (owner only).
-#[utoipa::path(patch, path = "/api/v1/members/{user_id}", tag = "members",
+#[utoipa::path(patch, path = "/api/v1/members/{user_id}", tag = "members", operation_id = "updateMemberRole",
     request_body = ChangeRoleBody,
-    params(("user_id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+    params(("user_id" = String, Path, description = "The member's user id (`usr_...`)"), ProjectHeader),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "Changed", body = MemberView),
+        (status = 200, description = "Changed", body = MemberView, links(
+            ("RemoveMember" = (operation_id = "removeMember", parameters(("user_id" = "$response.body#/user/id")))))),
         (status = 403, description = "forbidden", body = ErrorEnvelope),
         (status = 404, description = "No such member", body = ErrorEnvelope),
         (status = 409, description = "The last owner cannot be demoted", body = ErrorEnvelope)))]
@@ -125,7 +128,7 @@ pub async fn change(
     ctx: RequestContext,
     access: ProjectAccess,
     user_id: web::Path<String>,
-    body: web::Json<ChangeRoleBody>,
+    body: web::Json<ObjectBody<ChangeRoleBody>>,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Owner)?;
     let member = state
@@ -144,8 +147,8 @@ pub async fn change(
 }
 
 /// Remove a member (owner/admin; anyone may leave). The last owner cannot be removed.
-#[utoipa::path(delete, path = "/api/v1/members/{user_id}", tag = "members",
-    params(("user_id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(delete, path = "/api/v1/members/{user_id}", tag = "members", operation_id = "removeMember",
+    params(("user_id" = String, Path, description = "The member's user id (`usr_...`)"), ProjectHeader),
     security(("bearer" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "Removed", body = Empty),

@@ -16,7 +16,7 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "ops",
+#[utoipa::path(get, path = "/healthz", tag = "ops", operation_id = "checkHealth",
     responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
@@ -25,7 +25,7 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// The database answers queries.
-#[utoipa::path(get, path = "/readyz", tag = "ops",
+#[utoipa::path(get, path = "/readyz", tag = "ops", operation_id = "checkReadiness",
     responses(
         (status = 200, description = "Ready to serve", body = Health),
         (status = 503, description = "The database does not answer", body = ErrorEnvelope)))]
@@ -40,8 +40,8 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 }
 
 /// Prometheus metrics. Outside local mode it needs `Authorization: Bearer <ops_token>`.
-#[utoipa::path(get, path = "/metrics", tag = "ops",
-    security(("ops_token" = [])),
+#[utoipa::path(get, path = "/metrics", tag = "ops", operation_id = "getMetrics",
+    security(("ops_token" = []), ()),
     responses(
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain; version=0.0.4", body = String),
         (status = 401, description = "Missing or wrong ops token", body = ErrorEnvelope)))]
@@ -71,7 +71,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<
 }
 
 /// This document: OpenAPI 3.1, generated from the code.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "public",
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "public", operation_id = "getOpenApiDocument",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()

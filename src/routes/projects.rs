@@ -7,14 +7,14 @@ use utoipa::ToSchema;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::http::RequestContext;
-use crate::routes::views::{PageQuery, Pagination, ProjectView};
+use crate::routes::views::{ObjectBody, PageQuery, Pagination, ProjectView};
 use crate::state::AppState;
 use crate::types::{Name, Role};
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateProjectBody {
     /// 1-100 characters (trimmed), no control characters.
-    #[schema(example = "Acme API", min_length = 1, max_length = 100)]
+    #[schema(example = "Acme API")]
     pub name: String,
 }
 
@@ -33,7 +33,7 @@ pub struct ProjectList {
 }
 
 /// The projects the caller belongs to, with the caller's role.
-#[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", operation_id = "listProjects",
     params(PageQuery),
     security(("bearer" = []), ("cookie" = [])),
     responses(
@@ -64,18 +64,25 @@ pub async fn list(
 }
 
 /// Create a project; the caller becomes its owner.
-#[utoipa::path(post, path = "/api/v1/projects", tag = "projects",
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", operation_id = "createProject",
     request_body = CreateProjectBody,
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 201, description = "Created", body = ProjectItem),
+        (status = 201, description = "Created", body = ProjectItem, links(
+            ("ListMembers" = (operation_id = "listMembers", parameters(("X-Project-Id" = "$response.body#/id")),
+                description = "The new project's members: the caller, as owner")),
+            ("AddMember" = (operation_id = "addMember", parameters(("X-Project-Id" = "$response.body#/id")))),
+            ("ListApiKeys" = (operation_id = "listApiKeys", parameters(("X-Project-Id" = "$response.body#/id")))),
+            ("CreateApiKey" = (operation_id = "createApiKey", parameters(("X-Project-Id" = "$response.body#/id")))),
+            ("ListWebhooks" = (operation_id = "listWebhooks", parameters(("X-Project-Id" = "$response.body#/id")))),
+            ("GetBilling" = (operation_id = "getBilling", parameters(("X-Project-Id" = "$response.body#/id")))))),
         (status = 401, description = "Not authenticated", body = ErrorEnvelope),
         (status = 422, description = "Invalid name", body = ErrorEnvelope)))]
 pub async fn create(
     state: web::Data<AppState>,
     ctx: RequestContext,
     principal: Principal,
-    body: web::Json<CreateProjectBody>,
+    body: web::Json<ObjectBody<CreateProjectBody>>,
 ) -> ApiResult<HttpResponse> {
     let user = &principal.session()?.user;
     let name = Name::parse(&body.name).map_err(|why| ApiError::validation("name", why))?;

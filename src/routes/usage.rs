@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::ProjectAccess;
 use crate::db::keys::UsageCounts;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::routes::views::{PageQuery, Pagination};
+use crate::routes::views::{PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
 use crate::types::{rfc3339, Role};
 
@@ -19,6 +19,7 @@ pub struct UsageQuery {
     /// RFC 3339; default now.
     pub to: Option<String>,
     /// `hour` (default) or `day`.
+    #[param(pattern = "^(hour|day)$")]
     pub granularity: Option<String>,
     /// Only this key.
     pub key_id: Option<String>,
@@ -70,8 +71,8 @@ fn parse_time(field: &str, raw: &str) -> ApiResult<i64> {
 }
 
 /// Verifications over time (session member+, or a key with `analytics:read`).
-#[utoipa::path(get, path = "/api/v1/usage", tag = "usage",
-    params(UsageQuery, ("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", operation_id = "getUsage",
+    params(UsageQuery, ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "Counts per bucket and in total", body = UsageReport),
@@ -186,8 +187,8 @@ pub struct AuditPage {
 }
 
 /// The audit log, newest first (owner/admin, or a key with `analytics:read`).
-#[utoipa::path(get, path = "/api/v1/audit-log", tag = "usage",
-    params(PageQuery, ("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(get, path = "/api/v1/audit-log", tag = "usage", operation_id = "listAuditLog",
+    params(PageQuery, ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "One page of events", body = AuditPage),

@@ -17,6 +17,7 @@ use crate::http::RequestContext;
 use crate::keys::forward::original_request;
 use crate::keys::limiter::rate_limit_headers;
 use crate::keys::store::{CheckInput, Denial, Purpose, Rendered};
+use crate::routes::views::{whole_number, ObjectBody};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -33,7 +34,7 @@ pub struct VerifyBody {
     #[serde(default)]
     pub ip: Option<String>,
     /// Credits to spend (default 1; 0 spends nothing).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 0, maximum = 1000000)]
     pub cost: Option<i64>,
 }
@@ -131,7 +132,7 @@ fn valid_body(
 
 /// Check a key for your own service. Always 200 with `valid` true or false
 /// (422 only for a malformed request body).
-#[utoipa::path(post, path = "/api/v1/keys/verify", tag = "verify",
+#[utoipa::path(post, path = "/api/v1/keys/verify", tag = "verify", operation_id = "verifyApiKey",
     request_body = VerifyBody,
     responses(
         (status = 200, description = "The verdict", body = VerifyAnswer),
@@ -141,7 +142,15 @@ pub async fn verify(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let body: VerifyBody = crate::http::extract::parse_json(&req, &body)?;
+    let parsed: VerifyBody = crate::http::extract::parse_json(&req, &body)?;
+    // serde also reads a struct from an array of its fields.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::validation(
+            "body",
+            "the body must be a JSON object",
+        ));
+    }
+    let body = parsed;
     let method = parse_method(body.method.as_deref())?;
     let ip = match body.ip.as_deref() {
         None => None,
@@ -216,7 +225,17 @@ pub async fn verify(
 /// path is normalised before the `[[routes]]` rules are matched, longest
 /// prefix first). A report that cannot be trusted is refused with 403
 /// `forbidden` before the key is looked at.
-#[utoipa::path(get, path = "/api/v1/auth/check", tag = "verify",
+#[utoipa::path(get, path = "/api/v1/auth/check", tag = "verify", operation_id = "checkForwardAuth",
+    params(
+        ("X-Forwarded-Method" = Option<String>, Header, example = "GET", description = "The original request's method (Caddy, Traefik); \
+            without either method header, the check's own method"),
+        ("X-Original-Method" = Option<String>, Header, example = "GET", description = "The original request's method (nginx); \
+            must agree with X-Forwarded-Method when both are sent"),
+        ("X-Forwarded-Uri" = Option<String>, Header, example = "/v1/orders/42?expand=items", description = "The original request's path and query (Caddy, Traefik), \
+            normalised before the `[[routes]]` rules are matched; a path that cannot be normalised \
+            (an encoded `/` or `\\`, a control character, `..` above the root) is 403 `forbidden`"),
+        ("X-Original-URI" = Option<String>, Header, example = "/v1/orders/42?expand=items", description = "The original request's path and query (nginx); \
+            must agree with X-Forwarded-Uri when both are sent")),
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Allowed; see X-Gatehouse-Key-Id, X-Gatehouse-Project-Id, X-Gatehouse-Scopes and the RateLimit fields"),
@@ -350,7 +369,7 @@ pub struct LeakResult {
 /// Report leaked keys (for secret scanners; no authentication, rate limited
 /// per client address). Every active key among the tokens is revoked. The
 /// answer reveals no project.
-#[utoipa::path(post, path = "/api/v1/keys/leaked", tag = "verify",
+#[utoipa::path(post, path = "/api/v1/keys/leaked", tag = "verify", operation_id = "reportLeakedKeys",
     request_body = Vec<LeakReport>,
     responses(
         (status = 200, description = "One result per token, in order", body = Vec<LeakResult>),
@@ -359,7 +378,7 @@ pub struct LeakResult {
 pub async fn leaked(
     state: web::Data<AppState>,
     ctx: RequestContext,
-    body: web::Json<Vec<LeakReport>>,
+    body: web::Json<Vec<ObjectBody<LeakReport>>>,
 ) -> ApiResult<HttpResponse> {
     let now_ms = crate::types::now() * 1000;
     let rate = state.leak_reports.check(ctx.ip(), now_ms);

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::auth::ProjectAccess;
 use crate::db::webhooks::Endpoint;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::routes::views::{Empty, PageQuery, Pagination};
+use crate::routes::views::{Empty, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
 use crate::types::{rfc3339, Role};
 use crate::webhooks::{new_secret, validate_url, EVENTS};
@@ -104,10 +104,13 @@ async fn find(state: &AppState, access: &ProjectAccess, id: &str) -> ApiResult<E
 }
 
 /// The project's webhook endpoints.
-#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks",
-    params(("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", operation_id = "listWebhooks",
+    params(ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
-    responses((status = 200, description = "Endpoints (without secrets)", body = WebhookList),
+    responses((status = 200, description = "Endpoints (without secrets)", body = WebhookList, links(
+            ("ListFirstWebhookDeliveries" = (operation_id = "listWebhookDeliveries", parameters(("id" = "$response.body#/items/0/id")))),
+            ("TestFirstWebhook" = (operation_id = "sendWebhookTest", parameters(("id" = "$response.body#/items/0/id")))),
+            ("DeleteFirstWebhook" = (operation_id = "deleteWebhook", parameters(("id" = "$response.body#/items/0/id")))))),
         (status = 403, description = "forbidden or insufficient_scope", body = ErrorEnvelope)))]
 pub async fn list(state: web::Data<AppState>, access: ProjectAccess) -> ApiResult<HttpResponse> {
     allow(&access)?;
@@ -119,17 +122,20 @@ pub async fn list(state: web::Data<AppState>, access: ProjectAccess) -> ApiResul
 
 /// Add an endpoint. Events: key.created, key.updated, key.revoked,
 /// key.rotated, key.leaked, member.added, member.removed, billing.plan_changed.
-#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks",
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", operation_id = "createWebhook",
     request_body = CreateWebhookBody,
-    params(("X-Project-Id" = Option<String>, Header, description = "The project")),
+    params(ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
-    responses((status = 201, description = "Created; the signing secret is shown once", body = CreatedWebhook),
+    responses((status = 201, description = "Created; the signing secret is shown once", body = CreatedWebhook, links(
+            ("SendWebhookTest" = (operation_id = "sendWebhookTest", parameters(("id" = "$response.body#/id")))),
+            ("ListWebhookDeliveries" = (operation_id = "listWebhookDeliveries", parameters(("id" = "$response.body#/id")))),
+            ("DeleteWebhook" = (operation_id = "deleteWebhook", parameters(("id" = "$response.body#/id")))))),
         (status = 403, description = "forbidden or insufficient_scope", body = ErrorEnvelope),
         (status = 422, description = "Invalid URL or events", body = ErrorEnvelope)))]
 pub async fn create(
     state: web::Data<AppState>,
     access: ProjectAccess,
-    body: web::Json<CreateWebhookBody>,
+    body: web::Json<ObjectBody<CreateWebhookBody>>,
 ) -> ApiResult<HttpResponse> {
     allow(&access)?;
     let allow_private = state.config.mode.is_local() || state.config.webhooks.allow_private_targets;
@@ -170,8 +176,8 @@ pub async fn create(
 }
 
 /// Remove an endpoint (and its pending deliveries).
-#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks",
-    params(("id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", operation_id = "deleteWebhook",
+    params(("id" = String, Path, max_length = 64, description = "The endpoint's id (`whk_...`)"), ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses((status = 200, description = "Deleted", body = Empty), (status = 404, description = "No such webhook", body = ErrorEnvelope)))]
 pub async fn delete(
@@ -189,8 +195,8 @@ pub async fn delete(
 }
 
 /// Every delivery to the endpoint with every attempt, newest first.
-#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks",
-    params(("id" = String, Path), PageQuery, ("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", operation_id = "listWebhookDeliveries",
+    params(("id" = String, Path, max_length = 64, description = "The endpoint's id (`whk_...`)"), PageQuery, ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses((status = 200, description = "Deliveries", body = DeliveryList), (status = 404, description = "No such webhook", body = ErrorEnvelope)))]
 pub async fn deliveries(
@@ -234,10 +240,12 @@ pub async fn deliveries(
 }
 
 /// Queue a `webhook.test` event for this endpoint only.
-#[utoipa::path(post, path = "/api/v1/webhooks/{id}/test", tag = "webhooks",
-    params(("id" = String, Path), ("X-Project-Id" = Option<String>, Header, description = "The project")),
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/test", tag = "webhooks", operation_id = "sendWebhookTest",
+    params(("id" = String, Path, max_length = 64, description = "The endpoint's id (`whk_...`)"), ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
-    responses((status = 202, description = "Queued", body = Empty), (status = 404, description = "No such webhook", body = ErrorEnvelope)))]
+    responses((status = 202, description = "Queued", body = Empty, links(
+            ("ListWebhookDeliveries" = (operation_id = "listWebhookDeliveries", parameters(("id" = "$request.path.id")),
+                description = "The test delivery appears here")))), (status = 404, description = "No such webhook", body = ErrorEnvelope)))]
 pub async fn test(
     state: web::Data<AppState>,
     access: ProjectAccess,

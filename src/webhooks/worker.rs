@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use actix_web::web;
 use futures_util::future::join_all;
 
+use opentelemetry::KeyValue;
+
 use crate::db::webhooks::{Attempt, AttemptOutcome, DueDelivery};
 use crate::state::AppState;
+use crate::telemetry::traces;
 
 fn build_client(timeout: Duration, allow_private: bool) -> awc::Client {
     let connector = awc::Connector::new()
@@ -69,6 +72,13 @@ pub async fn run(state: web::Data<AppState>) {
 async fn deliver(state: &AppState, client: &awc::Client, allow_private: bool, d: DueDelivery) {
     let attempt = d.attempts + 1;
     let started = Instant::now();
+    let trace = state.traces.as_ref().map(|t| {
+        t.start_queued_work(
+            "webhook.deliver",
+            d.traceparent.as_deref(),
+            span_attributes(&d, attempt),
+        )
+    });
     let (status, error) = if !d.endpoint_active {
         (None, Some("the endpoint is disabled".to_string()))
     } else if let Err(why) = super::validate_url(&d.url, allow_private) {
@@ -78,14 +88,16 @@ async fn deliver(state: &AppState, client: &awc::Client, allow_private: bool, d:
         match super::sign(&d.secret, &d.message_id, timestamp, &d.payload) {
             None => (None, Some("the signing secret is malformed".to_string())),
             Some(signature) => {
-                let sent = client
+                let mut request = client
                     .post(&d.url)
                     .insert_header(("content-type", "application/json"))
                     .insert_header(("webhook-id", d.message_id.as_str()))
                     .insert_header(("webhook-timestamp", timestamp.to_string()))
-                    .insert_header(("webhook-signature", signature))
-                    .send_body(d.payload.clone())
-                    .await;
+                    .insert_header(("webhook-signature", signature));
+                if let Some(tp) = trace.as_ref().and_then(traces::traceparent_of) {
+                    request = request.insert_header(("traceparent", tp));
+                }
+                let sent = request.send_body(d.payload.clone()).await;
                 match sent {
                     Ok(mut res) => {
                         // Read (and discard) a little of the answer so the connection can be reused.
@@ -116,6 +128,18 @@ async fn deliver(state: &AppState, client: &awc::Client, allow_private: bool, d:
         outcome = ?outcome,
         "webhook attempt"
     );
+    if let Some(cx) = &trace {
+        let mut attributes = vec![KeyValue::new("gatehouse.webhook.outcome", outcome.label())];
+        if let Some(status) = status {
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        // The reason stays in the attempt record: it can quote the target URL.
+        let failed = (!matches!(outcome, AttemptOutcome::Delivered)).then_some("not delivered");
+        traces::finish(cx, attributes, failed);
+    }
     let duration_ms = started.elapsed().as_millis() as i64;
     if let Err(e) = state
         .db
@@ -134,6 +158,26 @@ async fn deliver(state: &AppState, client: &awc::Client, allow_private: bool, d:
     {
         tracing::warn!(error = %e, "webhook attempt could not be recorded");
     }
+}
+
+/// The delivery span's attributes: ids, attempt and the target's host,
+/// never its URL (webhook URLs often carry a token in the path or query).
+fn span_attributes(d: &DueDelivery, attempt: u32) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("gatehouse.webhook.id", d.message_id.clone()),
+        KeyValue::new("gatehouse.webhook.endpoint_id", d.endpoint_id.clone()),
+        KeyValue::new("gatehouse.webhook.attempt", i64::from(attempt)),
+        KeyValue::new("http.request.method", "POST"),
+    ];
+    if let Ok(url) = url::Url::parse(&d.url) {
+        if let Some(host) = url.host_str() {
+            attributes.push(KeyValue::new("server.address", host.to_string()));
+        }
+        if let Some(port) = url.port_or_known_default() {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+    }
+    attributes
 }
 
 #[cfg(test)]

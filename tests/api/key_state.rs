@@ -415,3 +415,21 @@ fn a_revocation_on_the_host_reaches_a_running_server_within_a_second() {
         1
     );
 }
+
+#[test]
+fn owner_ids_are_counted_in_characters() {
+    let app = spawn_app();
+    let t = app.login("owner@acme.test");
+    let wide = "é".repeat(128); // 256 bytes, 128 characters
+    let (_, key) = create_key(&app, &t, json!({ "name": "wide", "owner_id": wide }));
+    assert_eq!(
+        verify(&app, json!({ "key": key }))["owner_id"],
+        wide.as_str()
+    );
+    let res = send_body(
+        app.authed("POST", "/api/v1/api-keys", &t.access)
+            .set("Content-Type", "application/json"),
+        &json!({ "name": "too wide", "owner_id": "é".repeat(129) }).to_string(),
+    );
+    res.assert_error(422, "validation_error");
+}

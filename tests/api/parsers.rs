@@ -111,34 +111,38 @@ fn page_and_limit_are_validated_for_any_value() {
     let app = spawn_app();
     let t = app.login("pages@acme.test");
     runner(64)
-        .run(&(number_like(), number_like()), |(page, limit)| {
-            let path = format!(
-                "/api/v1/audit-log?page={}&limit={}",
-                encode(&page),
-                encode(&limit)
-            );
-            let res = send(app.authed("GET", &path, &t.access));
-            let page_ok = page
-                .parse::<i64>()
-                .is_ok_and(|p| (1..=1_000_000).contains(&p));
-            let limit_ok = limit.parse::<i64>().is_ok_and(|l| (1..=100).contains(&l));
-            if page_ok && limit_ok {
-                prop_assert_eq!(res.status, 200, "{}", res.body);
-                let p = res.json()["pagination"].clone();
-                prop_assert_eq!(
-                    p["page"].to_string(),
-                    page.parse::<i64>().unwrap().to_string()
+        .run(
+            &(number_like(), number_like(), any::<bool>()),
+            |(page, limit, keys)| {
+                let route = if keys { "api-keys" } else { "audit-log" };
+                let path = format!(
+                    "/api/v1/{route}?page={}&limit={}",
+                    encode(&page),
+                    encode(&limit)
                 );
-            } else {
-                let message = field_error(&res);
-                prop_assert!(
-                    message.contains("page") || message.contains("limit"),
-                    "{}",
-                    message
-                );
-            }
-            Ok(())
-        })
+                let res = send(app.authed("GET", &path, &t.access));
+                let page_ok = page
+                    .parse::<i64>()
+                    .is_ok_and(|p| (1..=1_000_000).contains(&p));
+                let limit_ok = limit.parse::<i64>().is_ok_and(|l| (1..=100).contains(&l));
+                if page_ok && limit_ok {
+                    prop_assert_eq!(res.status, 200, "{}", res.body);
+                    let p = res.json()["pagination"].clone();
+                    prop_assert_eq!(
+                        p["page"].to_string(),
+                        page.parse::<i64>().unwrap().to_string()
+                    );
+                } else {
+                    let message = field_error(&res);
+                    prop_assert!(
+                        message.contains("page") || message.contains("limit"),
+                        "{}",
+                        message
+                    );
+                }
+                Ok(())
+            },
+        )
         .unwrap();
 }
 

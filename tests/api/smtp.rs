@@ -11,7 +11,7 @@ use gatehouse::config::{Mode, SmtpTls};
 
 use crate::helpers::{code_in, e2e_available, free_port, spawn_app_at, TestApp};
 
-struct SmtpServer {
+pub struct SmtpServer {
     child: Child,
     maildir: PathBuf,
 }
@@ -23,7 +23,7 @@ impl Drop for SmtpServer {
     }
 }
 
-fn aiosmtpd_available() -> bool {
+pub fn aiosmtpd_available() -> bool {
     let ok = Command::new("python3")
         .args(["-c", "import aiosmtpd"])
         .stderr(Stdio::null())
@@ -33,7 +33,7 @@ fn aiosmtpd_available() -> bool {
 }
 
 impl SmtpServer {
-    fn start(port: u16, maildir: &Path) -> SmtpServer {
+    pub fn start(port: u16, maildir: &Path) -> SmtpServer {
         let child = Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
@@ -58,7 +58,7 @@ impl SmtpServer {
     }
 
     /// Waits for a message to `to` and returns its whole text.
-    fn wait_for(&self, to: &str, timeout: Duration) -> String {
+    pub fn wait_for(&self, to: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) {

@@ -73,7 +73,8 @@ fn every_asset_is_served_and_every_module_import_resolves() {
     let app = spawn_app();
     let files = asset_files();
     for file in &files {
-        if file == "index.html" {
+        // Pages (index.html, docs.html) are served at their own paths.
+        if file.ends_with(".html") {
             continue;
         }
         let res = app.get(&format!("/assets/{file}"));
@@ -236,19 +237,19 @@ fn browser_prerequisites() -> Option<PathBuf> {
     crate::helpers::e2e_available(missing.is_empty(), &missing.join("; ")).then_some(ui_dir)
 }
 
-#[test]
-fn the_admin_ui_works_in_headless_chromium() {
-    let Some(ui_dir) = browser_prerequisites() else {
-        return;
-    };
-    let app = spawn_app_with(|_| {});
-    let shots = root().join("target/ui-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-
+/// Runs `node tests/ui/<script> <base> <screenshots>` and returns whether it
+/// passed, with its stdout and stderr (printed too).
+fn run_browser_script(
+    ui_dir: &Path,
+    script: &str,
+    base: &str,
+    shots: &Path,
+) -> (bool, String, String) {
+    std::fs::create_dir_all(shots).unwrap();
     let mut child = Command::new("node")
-        .arg(ui_dir.join("admin.mjs"))
-        .arg(&app.base)
-        .arg(&shots)
+        .arg(ui_dir.join(script))
+        .arg(base)
+        .arg(shots)
         .env("CHROMIUM_PATH", CHROMIUM)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -284,15 +285,87 @@ fn the_admin_ui_works_in_headless_chromium() {
     let stderr = err.join().unwrap_or_default();
     println!("{stdout}");
     eprintln!("{stderr}");
-    let status = status.expect("the browser test finished within 300 s");
-    assert!(
-        status.success(),
-        "the browser test failed ({status}):\n{stdout}\n{stderr}"
-    );
+    let status = status.unwrap_or_else(|| panic!("{script} finished within 300 s"));
+    (status.success(), stdout, stderr)
+}
+
+#[test]
+fn the_admin_ui_works_in_headless_chromium() {
+    let Some(ui_dir) = browser_prerequisites() else {
+        return;
+    };
+    let app = spawn_app_with(|_| {});
+    let shots = root().join("target/ui-screenshots");
+    let (ok, stdout, stderr) = run_browser_script(&ui_dir, "admin.mjs", &app.base, &shots);
+    assert!(ok, "the browser test failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ui: all steps passed"), "{stdout}");
     for shot in ["login.png", "keys-create-dialog.png", "usage.png"] {
         let meta = std::fs::metadata(shots.join(shot))
             .unwrap_or_else(|_| panic!("screenshot {shot} was written"));
         assert!(meta.len() > 1000, "{shot} is not empty");
     }
+}
+
+/// /docs draws every operation of the OpenAPI document in the browser with
+/// no console error, failed request or CSP violation (tests/ui/docs.mjs).
+#[test]
+fn the_api_reference_renders_in_headless_chromium() {
+    let Some(ui_dir) = browser_prerequisites() else {
+        return;
+    };
+    let app = spawn_app();
+    let shots = root().join("target/ui-screenshots");
+    let (ok, stdout, stderr) = run_browser_script(&ui_dir, "docs.mjs", &app.base, &shots);
+    assert!(ok, "the API reference test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("docs: all steps passed"), "{stdout}");
+    let meta = std::fs::metadata(shots.join("docs.png")).expect("docs.png was written");
+    assert!(meta.len() > 1000);
+}
+
+/// The reference page is served at /docs only, as HTML under the UI's CSP,
+/// and loads nothing but its own embedded assets.
+#[test]
+fn the_api_reference_page_is_embedded_and_under_the_csp() {
+    let app = spawn_app();
+    let res = app.get("/docs");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type"), Some("text/html; charset=utf-8"));
+    let csp = res.header("content-security-policy").unwrap();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(res
+        .body
+        .contains(r#"<script type="module" src="/assets/js/docs/reference.js">"#));
+    for (i, _) in res
+        .body
+        .match_indices("src=\"")
+        .chain(res.body.match_indices("href=\""))
+    {
+        let rest = &res.body[i..];
+        let value = &rest[rest.find('"').unwrap() + 1..];
+        let value = &value[..value.find('"').unwrap()];
+        assert!(
+            value.starts_with('/') || value.starts_with('#'),
+            "{value} is not served by Gatehouse"
+        );
+    }
+    for module in [
+        "/assets/js/docs/reference.js",
+        "/assets/js/docs/model.js",
+        "/assets/docs.css",
+    ] {
+        assert_eq!(app.get(module).status, 200, "{module}");
+    }
+    // Pages are not served a second time under /assets.
+    assert_eq!(app.get("/assets/docs.html").status, 404);
+    assert_eq!(app.get("/assets/index.html").status, 404);
+    assert_eq!(app.get("/docs/").status, 404);
 }

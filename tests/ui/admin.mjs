@@ -11,16 +11,14 @@
 // the expired-session check, the 404s of routes this server does not have).
 
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [base, shotDir] = process.argv.slice(2);
 if (!base || !shotDir) {
   console.error("usage: node admin.mjs <base_url> <screenshot_dir>");
   process.exit(2);
 }
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const TIMEOUT = 20_000;
 const KEY_RE = /^gate_sk_[0-9A-Za-z]{38}$/;
 
@@ -112,30 +110,9 @@ async function cookieLogin(email) {
 
 // --- The run -----------------------------------------------------------------
 
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), "gatehouse-ui-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM,
-  headless: true,
+const { context, close } = await launch({
   viewport: { width: 1280, height: 860 },
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
-// CSP violations are reported from inside each page too (some never reach the console).
-await context.exposeBinding("__reportCspViolation", ({ page }, detail) => {
-  problems.push(`[${page.url()}] CSP violation: ${detail}`);
-});
-await context.addInitScript(() => {
-  document.addEventListener("securitypolicyviolation", (e) => {
-    window.__reportCspViolation(`${e.violatedDirective} blocked ${e.blockedURI || "inline"} (${e.sourceFile || ""}:${e.lineNumber || 0})`);
-  });
+  onCspViolation: (text) => problems.push(text),
 });
 
 let exitCode = 0;
@@ -364,7 +341,6 @@ try {
     // The browser may be gone.
   }
 } finally {
-  await context.close().catch(() => {});
-  fs.rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 process.exit(exitCode);

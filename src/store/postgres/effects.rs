@@ -8,6 +8,7 @@ use super::PgError;
 use crate::crypto::new_id;
 use crate::db::audit::AuditEvent;
 use crate::db::mail::{Outgoing, Transport};
+use crate::telemetry::traces::current_traceparent;
 
 pub async fn record_audit(
     client: &impl GenericClient,
@@ -80,8 +81,8 @@ pub async fn queue(
     });
     client
         .execute(
-            "INSERT INTO webhook_messages (id, project_id, type, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&id, &project_id, &event, &payload.to_string(), &now],
+            "INSERT INTO webhook_messages (id, project_id, type, payload, created_at, traceparent) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&id, &project_id, &event, &payload.to_string(), &now, &current_traceparent()],
         )
         .await?;
     for endpoint in targets {
@@ -109,9 +110,9 @@ pub async fn enqueue_mail(
         };
         client
             .execute(
-                "INSERT INTO mail_outbox (transport, recipient, subject, body, created_at, expires_at, next_attempt_at, sent_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $5, $7)",
-                &[&name, &msg.to, &msg.subject, &msg.body, &now, &msg.expires_at, &sent_at],
+                "INSERT INTO mail_outbox (transport, recipient, subject, body, created_at, expires_at, next_attempt_at, sent_at, traceparent)
+                 VALUES ($1, $2, $3, $4, $5, $6, $5, $7, $8)",
+                &[&name, &msg.to, &msg.subject, &msg.body, &now, &msg.expires_at, &sent_at, &current_traceparent()],
             )
             .await?;
     }

@@ -165,7 +165,7 @@ pub async fn claim_due_deliveries(
         .collect::<Result<_, _>>()?;
     let rows = tx
         .query(
-            "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active
+            "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active, m.traceparent
              FROM webhook_deliveries d
              JOIN webhook_messages m ON m.id = d.message_id
              JOIN webhook_endpoints e ON e.id = d.endpoint_id
@@ -185,6 +185,7 @@ pub async fn claim_due_deliveries(
                 url: r.try_get(5)?,
                 secret: r.try_get(6)?,
                 endpoint_active: r.try_get(7)?,
+                traceparent: r.try_get(8)?,
             })
         })
         .collect()
@@ -347,7 +348,7 @@ pub async fn claim_due_mail(
                  WHERE transport = 'smtp' AND sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
                  ORDER BY next_attempt_at, id LIMIT $2
                  FOR UPDATE SKIP LOCKED)
-             RETURNING id, recipient, subject, body, attempts, expires_at",
+             RETURNING id, recipient, subject, body, attempts, expires_at, traceparent",
             &[&now, &limit, &now.saturating_add(lease_secs)],
         )
         .await?
@@ -360,6 +361,7 @@ pub async fn claim_due_mail(
                 body: r.try_get(3)?,
                 attempts: count(r.try_get(4)?),
                 expires_at: r.try_get(5)?,
+                traceparent: r.try_get(6)?,
             })
         })
         .collect()

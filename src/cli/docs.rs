@@ -1,0 +1,156 @@
+//! Shell completions and manual pages, generated from the clap definitions
+//! themselves, so they always match what the parser accepts.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory};
+use clap_complete::Shell;
+use clap_mangen::roff::{bold, italic, roman, Roff};
+use clap_mangen::Man;
+
+use super::{fail, Cli};
+
+#[derive(Args, Debug)]
+pub(super) struct CompletionsArgs {
+    /// The shell to write the completion script for.
+    #[arg(value_enum)]
+    shell: Shell,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ManArgs {
+    /// Write gatehouse.1 and one page per subcommand (gatehouse-serve.1,
+    /// gatehouse-keys-create.1, ...) into DIR instead of printing gatehouse(1).
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+}
+
+/// `gatehouse completions SHELL`: the script on stdout.
+pub(super) fn completions(args: CompletionsArgs) -> ExitCode {
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "gatehouse", &mut out);
+    write_stdout(&out)
+}
+
+/// `gatehouse man`: gatehouse(1) on stdout, or every page into a directory.
+pub(super) fn man(args: ManArgs) -> ExitCode {
+    match args.out_dir {
+        None => {
+            let mut out = Vec::new();
+            if let Err(e) = render_main_page(&mut out) {
+                return fail(format!("cannot render the manual page: {e}"));
+            }
+            write_stdout(&out)
+        }
+        Some(dir) => match write_pages(&dir) {
+            Ok(count) => {
+                println!("Wrote {count} manual pages to {}.", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!(
+                "cannot write manual pages to {}: {e}",
+                dir.display()
+            )),
+        },
+    }
+}
+
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`gatehouse man | head`) is not worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// gatehouse(1): clap's sections, then the environment, files and exit status.
+fn render_main_page(out: &mut dyn Write) -> std::io::Result<()> {
+    Man::new(Cli::command()).render(out)?;
+    extra_sections().to_writer(out)
+}
+
+/// gatehouse.1 with the extra sections, plus clap's page for every subcommand.
+fn write_pages(dir: &std::path::Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let mut main = std::fs::File::create(dir.join("gatehouse.1"))?;
+    render_main_page(&mut main)?;
+    main.flush()?;
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut count = 1;
+    let mut stack: Vec<clap::Command> = cmd.get_subcommands().cloned().collect();
+    while let Some(sub) = stack.pop() {
+        stack.extend(sub.get_subcommands().cloned());
+        Man::new(sub).generate_to(dir)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn extra_sections() -> Roff {
+    let mut roff = Roff::default();
+    roff.control("SH", ["ENVIRONMENT"]);
+    for (name, text) in [
+        (
+            "GATEHOUSE_<KEY>",
+            "Any setting, with __ for nesting: GATEHOUSE_SMTP__HOST, \
+             GATEHOUSE_SECRETS__SESSION_KEY_FILE. Wins over the config file; \
+             command-line flags win over it.",
+        ),
+        ("GATEHOUSE_CONFIG", "The configuration file, like --config."),
+        ("RUST_LOG", "A log filter that overrides log.level."),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "Turn on OTLP trace export when telemetry.otlp_endpoint is not set. \
+             OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER, \
+             OTEL_TRACES_SAMPLER_ARG, OTEL_EXPORTER_OTLP_HEADERS and \
+             OTEL_EXPORTER_OTLP_TIMEOUT are honoured; OTEL_SDK_DISABLED=true \
+             or OTEL_TRACES_EXPORTER=none turn export off.",
+        ),
+    ] {
+        roff.control("TP", [])
+            .text([bold(name)])
+            .text([roman(text)]);
+    }
+    roff.control("SH", ["FILES"]);
+    for (name, text) in [
+        (
+            "./gatehouse.toml",
+            "Read when --config is not given and the file exists.",
+        ),
+        (
+            "DATA_DIR/gatehouse.db",
+            "The SQLite database (data_dir, default ./gatehouse-data).",
+        ),
+        (
+            "DATA_DIR/local-secrets.toml",
+            "Secrets generated in local mode (file mode 0600).",
+        ),
+    ] {
+        roff.control("TP", [])
+            .text([bold(name)])
+            .text([roman(text)]);
+    }
+    roff.control("SH", ["EXIT STATUS"]);
+    roff.text([roman(
+        "0 on success. 1 when a command fails, including when serve or \
+         check-config refuse a configuration outside local mode (every problem \
+         is printed with its setting's name). 2 for a command line clap cannot parse.",
+    )]);
+    roff.control("SH", ["SEE ALSO"]);
+    roff.text([
+        roman("The configuration reference and the API's rules are in the "),
+        italic("docs/"),
+        roman(" folder of the source repository; a running server serves its API reference at "),
+        italic("/docs"),
+        roman(" and the OpenAPI document at "),
+        italic("/api/v1/openapi.json"),
+        roman("."),
+    ]);
+    roff
+}
