@@ -173,7 +173,8 @@ pub async fn send_code(
             ("RevokeToken" = (operation_id = "revokeRefreshToken",
                 request_body = json!({"refresh_token": "$response.body#/refresh_token"}))))),
         (status = 401, description = "invalid_code: wrong, expired, used or burned", body = ErrorEnvelope),
-        (status = 422, description = "Malformed request", body = ErrorEnvelope)))]
+        (status = 422, description = "Malformed request", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: more than 30 attempts a minute from this address; see Retry-After", body = ErrorEnvelope)))]
 pub async fn verify_code(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -183,6 +184,18 @@ pub async fn verify_code(
     let email = parse_email(&body.email)?;
     if body.code.chars().count() > 64 {
         return Err(ApiError::validation("code", "is too long"));
+    }
+    // The same for every address, known or not: no oracle, bounded writes.
+    let rate = state
+        .code_attempts
+        .check(ctx.ip(), crate::types::now().saturating_mul(1000));
+    if !rate.allowed {
+        return Err(ApiError::new(ErrorCode::RateLimited)
+            .with_message("Too many login attempts from this address; retry later.")
+            .with_header(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(rate.reset_secs.max(1)),
+            ));
     }
     let user_agent = req
         .headers()

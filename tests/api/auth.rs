@@ -643,3 +643,36 @@ fn failed_logins_do_the_same_work_for_known_and_unknown_addresses() {
     let code = app.code_from_mailbox("member@acme.test");
     assert_eq!(app.verify("member@acme.test", &code).status, 200);
 }
+
+/// Code attempts are limited per client address (every attempt writes an
+/// audit row), the same for known and unknown addresses.
+#[test]
+fn code_attempts_are_limited_per_address() {
+    let app = spawn_app_with(|c| c.auth.signup = gatehouse::config::Signup::Invite);
+    let attempt = |email: &str| {
+        app.post_json(
+            "/api/v1/auth/verify-code",
+            json!({ "email": email, "code": "000000" }),
+        )
+    };
+    let before = app.query_i64("SELECT count(*) FROM audit_events WHERE action = 'login.failed'");
+    for i in 0..30 {
+        let email = if i % 2 == 0 {
+            "known@acme.test"
+        } else {
+            "nobody@acme.test"
+        };
+        attempt(email).assert_error(401, "invalid_code");
+    }
+    for email in ["known@acme.test", "nobody@acme.test"] {
+        let res = attempt(email);
+        res.assert_error(429, "rate_limited");
+        let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=120).contains(&retry), "{retry}");
+    }
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM audit_events WHERE action = 'login.failed'") - before,
+        30,
+        "refused attempts write nothing"
+    );
+}
