@@ -162,7 +162,10 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
     });
     let state = state.clone();
     actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        // A minute after start, then every minute (not at once: a process
+        // that restarts in a loop should not sweep the database each time).
+        let every = std::time::Duration::from_secs(60);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tick.tick().await;
             match state.db.cleanup(state.session_limits()).await {

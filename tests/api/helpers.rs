@@ -463,7 +463,11 @@ impl TestApp {
     /// Runs a query against the app's database file.
     pub fn query_i64(&self, sql: &str) -> i64 {
         let conn = rusqlite::Connection::open(self.root.join("data/gatehouse.db")).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+        // The server writes meanwhile (usage, the change feed): wait for it.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        conn.query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 }
 
