@@ -289,6 +289,12 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             crate::store::StoreError::Sqlite(e) => ApiError::from(e),
             crate::store::StoreError::Postgres(e) => ApiError::from(e),
+            crate::store::StoreError::Contended => ApiError::new(ErrorCode::Unavailable)
+                .with_message("The database is busy; retry shortly.")
+                .with_header(
+                    HeaderName::from_static("retry-after"),
+                    HeaderValue::from_static("1"),
+                ),
         }
     }
 }

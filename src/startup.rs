@@ -155,7 +155,7 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            if let Err(e) = usage_state.keys.usage.flush(&usage_state.db).await {
+            if let Err(e) = usage_state.keys.usage.flush(&*usage_state.store).await {
                 tracing::warn!(error = %e, "usage flush failed; will retry");
             }
         }

@@ -50,7 +50,9 @@ impl AppState {
             .as_ref()
             .map(|s| s.expose().as_bytes().to_vec())
             .unwrap_or_else(|| crate::config::generate_secret().into_bytes());
-        let keys = KeyStore::new(&config);
+        let store: std::sync::Arc<dyn crate::store::Store> =
+            std::sync::Arc::new(crate::store::sqlite::SqliteStore::new(db.clone()));
+        let keys = KeyStore::new(&config, store.clone());
         let config = Arc::new(config);
         let public_url = config.effective_public_url();
         let quotas = (!config.billing.plans.is_empty())
@@ -65,7 +67,7 @@ impl AppState {
             keyring: Keyring::new(&session_key),
             mailer: Mailer::new(config.clone()),
             config,
-            store: std::sync::Arc::new(crate::store::sqlite::SqliteStore::new(db.clone())),
+            store,
             db,
             metrics: Metrics::new(),
             openapi_json: crate::openapi::document_json(&catalog),
@@ -105,7 +107,7 @@ impl AppState {
     /// Work to finish before the process exits after a graceful stop:
     /// usage counts still in memory are written.
     pub async fn shutdown(&self) {
-        match self.keys.usage.flush(&self.db).await {
+        match self.keys.usage.flush(&*self.store).await {
             Ok(()) => tracing::info!("usage written; stopped"),
             Err(e) => tracing::error!(error = %e, "usage could not be written at shutdown"),
         }

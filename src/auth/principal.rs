@@ -160,7 +160,6 @@ async fn authenticate_key(
     let checked = state
         .keys
         .check(
-            &state.db,
             raw,
             &CheckInput {
                 method: req.method().as_str(),

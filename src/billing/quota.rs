@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
-use crate::db::{Db, DbError};
 use crate::keys::credits::Interval;
 use crate::keys::usage::Usage;
+use crate::store::{ProjectId, Store, StoreError};
 
 struct ProjectQuota {
     month_start: i64,
@@ -32,10 +32,10 @@ impl Quotas {
     /// Loads the project's plan and this month's count when not known yet.
     pub async fn ensure_loaded(
         &self,
-        db: &Db,
+        store: &dyn Store,
         usage: &Usage,
         project_id: &str,
-    ) -> Result<(), DbError> {
+    ) -> Result<(), StoreError> {
         if self
             .projects
             .lock()
@@ -46,16 +46,16 @@ impl Quotas {
         }
         let now = crate::types::now();
         let month_start = Interval::Monthly.period_start(now);
-        let plan = db
-            .project(project_id.to_string())
+        let plan = store
+            .project(ProjectId::from(project_id))
             .await?
             .map(|p| p.plan)
             .unwrap_or_else(|| self.config.billing.default_plan.clone());
         let (_, limit) = super::limits(&self.config, &plan);
         // Counts still in memory belong to this month too.
-        usage.flush(db).await?;
-        let used = db
-            .project_verifications_since(project_id.to_string(), month_start)
+        usage.flush(store).await?;
+        let used = store
+            .project_verifications_since(ProjectId::from(project_id), month_start)
             .await?;
         self.projects
             .lock()

@@ -60,7 +60,7 @@ pub async fn run(state: web::Data<AppState>) {
             let live = state.keys.prune_idle();
             tracing::debug!(live, "idle key state pruned");
             let before = crate::types::now() - KEEP_SECS;
-            if let Err(e) = state.db.prune_key_changes(before).await {
+            if let Err(e) = state.store.prune_key_changes(before).await {
                 tracing::debug!(error = %e, "key change feed: pruning failed");
             }
         }

@@ -34,13 +34,13 @@ use quick_cache::sync::Cache;
 use crate::billing::quota::Quotas;
 use crate::config::{Config, RateLimitConfig};
 use crate::crypto::sha256;
-use crate::db::{Db, DbError};
 use crate::error::ErrorCode;
 use crate::keys::credits::Balance;
 use crate::keys::limiter::{RateStatus, SlidingWindow};
 use crate::keys::record::{is_safe_method, KeyRecord};
 use crate::keys::usage::{Usage, UsageKind};
 use crate::keys::{ApiKey, KeyType};
+use crate::store::{KeyHash, KeyId, Store, StoreError};
 
 /// The live state of a key (or of a rotation line during its grace period).
 pub struct Live {
@@ -322,6 +322,8 @@ impl Checked {
 }
 
 pub struct KeyStore {
+    /// Where keys are read from on a miss.
+    store: Arc<dyn Store>,
     cache: Cache<[u8; 32], Arc<KeyHandle>>,
     /// Hashes storage does not know, until the instant given.
     unknown: Cache<[u8; 32], Instant>,
@@ -348,9 +350,11 @@ fn now_ms() -> i64 {
 }
 
 impl KeyStore {
-    pub fn new(config: &Config) -> Self {
+    /// A cache over `store`, the repository it fills from.
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
         let capacity = config.keys.cache_capacity.max(1);
         KeyStore {
+            store,
             cache: Cache::new(capacity),
             unknown: Cache::new(capacity),
             live: Mutex::new(HashMap::new()),
@@ -444,12 +448,12 @@ impl KeyStore {
         }
     }
 
-    async fn handle(&self, db: &Db, hash: [u8; 32]) -> Result<Option<Arc<KeyHandle>>, DbError> {
+    async fn handle(&self, hash: [u8; 32]) -> Result<Option<Arc<KeyHandle>>, StoreError> {
         if let Some(handle) = self.cache.get(&hash) {
             let stale =
                 handle.state.lock().expect("key lock").loaded.elapsed() > self.refresh_after;
             if stale {
-                self.refresh(db, hash, &handle).await?;
+                self.refresh(hash, &handle).await?;
             }
             return Ok(Some(handle));
         }
@@ -462,11 +466,15 @@ impl KeyStore {
         }
         for _ in 0..8 {
             let epoch = self.epoch.load(Ordering::SeqCst);
-            let record = db.find_key_by_hash(hash).await?;
+            let record = self.store.find_key_by_hash(KeyHash(hash)).await?;
             // A rotated key draws on its successor's balance (read always:
             // the successor's live state may be pruned before we fill).
             let successor_credits = match record.as_ref().and_then(|r| r.rotated_to.clone()) {
-                Some(successor) => db.find_key_by_id(successor).await?.map(|s| s.credits),
+                Some(successor) => self
+                    .store
+                    .find_key_by_id(KeyId::from(successor))
+                    .await?
+                    .map(|s| s.credits),
                 None => None,
             };
             let _fill = self.fill_lock.lock().expect("fill lock");
@@ -499,12 +507,12 @@ impl KeyStore {
                 }
             });
         }
-        Err(DbError::Busy)
+        Err(StoreError::Contended)
     }
 
-    async fn refresh(&self, db: &Db, hash: [u8; 32], handle: &KeyHandle) -> Result<(), DbError> {
+    async fn refresh(&self, hash: [u8; 32], handle: &KeyHandle) -> Result<(), StoreError> {
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let record = db.find_key_by_hash(hash).await?;
+        let record = self.store.find_key_by_hash(KeyHash(hash)).await?;
         let _fill = self.fill_lock.lock().expect("fill lock");
         let mut st = handle.state.lock().expect("key lock");
         st.loaded = Instant::now();
@@ -596,15 +604,14 @@ impl KeyStore {
     /// as `invalid_key` say nothing about the key (no rate-limit state).
     pub async fn check(
         &self,
-        db: &Db,
         raw: &str,
         input: &CheckInput<'_>,
         quota: Option<&Quotas>,
-    ) -> Result<Checked, DbError> {
+    ) -> Result<Checked, StoreError> {
         let Some(hash) = self.hash_of(raw) else {
             return Ok(Checked::denied(Denial::Malformed));
         };
-        let Some(handle) = self.handle(db, hash).await? else {
+        let Some(handle) = self.handle(hash).await? else {
             return Ok(Checked::denied(Denial::Invalid));
         };
         if let Some(quota) = quota.filter(|_| input.purpose == Purpose::Verify) {
@@ -615,7 +622,9 @@ impl KeyStore {
                 .key
                 .project_id
                 .clone();
-            quota.ensure_loaded(db, &self.usage, &project_id).await?;
+            quota
+                .ensure_loaded(&*self.store, &self.usage, &project_id)
+                .await?;
         }
         let now_ms = now_ms();
         let now = now_ms / 1000;
@@ -699,7 +708,7 @@ impl KeyStore {
         if input.purpose == Purpose::OwnApi && checked.outcome.is_ok() {
             // The cache keeps only what checks need; Gatehouse's own API
             // works with the whole record (the key's view, its project).
-            return Ok(match db.find_key_by_hash(hash).await? {
+            return Ok(match self.store.find_key_by_hash(KeyHash(hash)).await? {
                 Some(record) if record.is_active(now) => Checked {
                     key: Some(Arc::new(record)),
                     ..checked
@@ -814,7 +823,12 @@ mod memory_tests {
             map
         });
         // The record becomes the cached key; its other parts are freed.
-        let store = KeyStore::new(&Config::default());
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(&dir.path().join("g.db"), &Default::default()).unwrap();
+        let store = KeyStore::new(
+            &Config::default(),
+            Arc::new(crate::store::sqlite::SqliteStore::new(db)),
+        );
         let (handles, conversion_bytes) = heap(|| {
             // Pushed into a new Vec: collecting in place would keep the
             // records' buffer alive and count it.

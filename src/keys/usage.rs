@@ -6,8 +6,9 @@
 use std::sync::{Arc, Mutex};
 
 use crate::db::keys::{KeyUsage, UsageBatch};
-use crate::db::Db;
 use crate::keys::credits::Balance;
+use crate::store::usage::UsageRepo;
+use crate::store::StoreError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UsageKind {
@@ -95,14 +96,14 @@ impl Usage {
     }
 
     /// Writes everything pending. On failure the batch is kept for the next try.
-    pub async fn flush(&self, db: &Db) -> Result<(), crate::db::DbError> {
+    pub async fn flush(&self, repo: &dyn UsageRepo) -> Result<(), StoreError> {
         let _guard = self.flush_lock.lock().await;
         let batch = std::mem::take(&mut *self.pending.lock().expect("usage lock"));
         if batch.is_empty() {
             return Ok(());
         }
         *self.inflight.lock().expect("usage lock") = Some(batch.clone());
-        let result = db.write_usage(batch).await;
+        let result = repo.write_usage(batch).await;
         let out = match result {
             Ok(()) => Ok(()),
             Err((e, batch)) => {

@@ -59,6 +59,10 @@ fn build_message(from: &str, mail: &PendingMail) -> Result<Message, String> {
         .map_err(|e| e.to_string())
 }
 
+/// How long a claimed message is kept from other workers: well past the
+/// SMTP client's own timeouts.
+const MAIL_LEASE_SECS: i64 = 120;
+
 /// Runs until the server stops.
 pub async fn run(state: web::Data<AppState>) {
     let cfg = state.config.smtp.clone();
@@ -75,7 +79,9 @@ pub async fn run(state: web::Data<AppState>) {
     let wake = state.mailer.wake_handle();
     loop {
         let now = crate::types::now();
-        match state.db.due_mail(now, 20).await {
+        // Claimed with a lease: one node sends each message; if this one dies
+        // mid-send, the message is due again when the lease runs out.
+        match state.store.claim_due_mail(now, 20, MAIL_LEASE_SECS).await {
             Ok(batch) => {
                 for mail in batch {
                     deliver(&state, &transport, &cfg, mail).await;
@@ -84,7 +90,7 @@ pub async fn run(state: web::Data<AppState>) {
             Err(e) => tracing::warn!(error = %e, "cannot read the mail outbox"),
         }
         let now = crate::types::now();
-        let wait = match state.db.next_mail_due().await {
+        let wait = match state.store.next_mail_due().await {
             Ok(Some(due)) => (due - now).clamp(0, 30) as u64,
             _ => 30,
         };
@@ -107,7 +113,7 @@ async fn deliver(
     if now >= mail.expires_at {
         tracing::warn!(id = mail.id, to = %mail.to, "mail expired before it could be delivered");
         let _ = state
-            .db
+            .store
             .mail_failed(mail.id, "expired before delivery".into(), now, true, now)
             .await;
         return;
@@ -133,7 +139,7 @@ async fn deliver(
             .map_err(|e| e.to_string()),
         Err(e) => {
             tracing::error!(id = mail.id, error = %e, "mail cannot be built; giving up");
-            let _ = state.db.mail_failed(mail.id, e, now, true, now).await;
+            let _ = state.store.mail_failed(mail.id, e, now, true, now).await;
             return;
         }
     };
@@ -148,7 +154,7 @@ async fn deliver(
     match result {
         Ok(()) => {
             tracing::info!(id = mail.id, to = %mail.to, subject = %mail.subject, "mail delivered");
-            if let Err(e) = state.db.mail_sent(mail.id, crate::types::now()).await {
+            if let Err(e) = state.store.mail_sent(mail.id, crate::types::now()).await {
                 tracing::warn!(id = mail.id, error = %e, "delivered mail could not be marked sent");
             }
         }
@@ -158,7 +164,7 @@ async fn deliver(
             let give_up = next >= mail.expires_at;
             tracing::warn!(id = mail.id, to = %mail.to, attempt = mail.attempts + 1, retry_in_secs = delay, give_up, error = %error, "mail delivery failed");
             let _ = state
-                .db
+                .store
                 .mail_failed(mail.id, error, next, give_up, now)
                 .await;
         }

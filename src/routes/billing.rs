@@ -121,7 +121,7 @@ pub async fn billing(state: web::Data<AppState>, access: ProjectAccess) -> ApiRe
     access.require(Role::Member)?;
     let plan = access.project.plan.clone();
     let (max_keys, monthly) = limits(&state.config, &plan);
-    state.keys.usage.flush(&state.db).await?;
+    state.keys.usage.flush(&*state.store).await?;
     let month_start = Interval::Monthly.period_start(crate::types::now());
     let keys = state
         .db

@@ -41,7 +41,7 @@ pub fn require_mailbox_access(req: &HttpRequest, state: &AppState) -> ApiResult<
         (status = 404, description = "Not in local mode", body = ErrorEnvelope)))]
 pub async fn mailbox(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     require_mailbox_access(&req, &state)?;
-    let items = state.db.mailbox(100).await?;
+    let items = state.store.mailbox(100).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
         .json(Mailbox {

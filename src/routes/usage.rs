@@ -9,6 +9,7 @@ use crate::db::keys::UsageCounts;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::routes::views::{PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
+use crate::store::{KeyId, ProjectId};
 use crate::types::{rfc3339, Role};
 
 #[derive(Deserialize, IntoParams)]
@@ -119,8 +120,11 @@ pub async fn usage(
     if let Some(key_id) = &query.key_id {
         if key_id.len() > 64
             || state
-                .db
-                .key_by_id(access.project.id.clone(), key_id.clone())
+                .store
+                .key(
+                    ProjectId::from(access.project.id.as_str()),
+                    KeyId::from(key_id.as_str()),
+                )
                 .await?
                 .is_none()
         {
@@ -128,12 +132,12 @@ pub async fn usage(
         }
     }
     // Include what is still being aggregated in memory.
-    state.keys.usage.flush(&state.db).await?;
+    state.keys.usage.flush(&*state.store).await?;
     let series = state
-        .db
+        .store
         .usage_series(
-            access.project.id.clone(),
-            query.key_id.clone(),
+            ProjectId::from(access.project.id.as_str()),
+            query.key_id.as_deref().map(KeyId::from),
             from,
             to,
             bucket,
@@ -201,8 +205,12 @@ pub async fn audit_log(
     access.require_role_or_scope(Role::Admin, "analytics:read")?;
     let paging = query.paging()?;
     let (rows, total) = state
-        .db
-        .audit_page(access.project.id.clone(), paging.offset(), paging.limit)
+        .store
+        .audit_page(
+            ProjectId::from(access.project.id.as_str()),
+            paging.offset(),
+            paging.limit,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(AuditPage {
         items: rows

@@ -173,7 +173,6 @@ pub async fn verify(
     let checked = state
         .keys
         .check(
-            &state.db,
             &body.key,
             &CheckInput {
                 method,
@@ -280,7 +279,6 @@ pub async fn check(
     let checked = state
         .keys
         .check(
-            &state.db,
             raw,
             &CheckInput {
                 method,

@@ -7,6 +7,11 @@ use utoipa::ToSchema;
 
 use crate::auth::ProjectAccess;
 use crate::db::webhooks::Endpoint;
+use crate::store::ProjectId;
+
+fn project_of(access: &ProjectAccess) -> ProjectId {
+    ProjectId::from(access.project.id.as_str())
+}
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::routes::views::{Empty, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
@@ -97,8 +102,8 @@ async fn find(state: &AppState, access: &ProjectAccess, id: &str) -> ApiResult<E
         return Err(ApiError::not_found().with_message("No such webhook."));
     }
     state
-        .db
-        .webhook(access.project.id.clone(), id.to_string())
+        .store
+        .webhook(project_of(access), id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found().with_message("No such webhook."))
 }
@@ -114,7 +119,7 @@ async fn find(state: &AppState, access: &ProjectAccess, id: &str) -> ApiResult<E
         (status = 403, description = "forbidden or insufficient_scope", body = ErrorEnvelope)))]
 pub async fn list(state: web::Data<AppState>, access: ProjectAccess) -> ApiResult<HttpResponse> {
     allow(&access)?;
-    let items = state.db.webhooks(access.project.id.clone()).await?;
+    let items = state.store.webhooks(project_of(&access)).await?;
     Ok(HttpResponse::Ok().json(WebhookList {
         items: items.iter().map(Into::into).collect(),
     }))
@@ -158,9 +163,9 @@ pub async fn create(
     }
     let secret = new_secret();
     let endpoint = state
-        .db
+        .store
         .create_webhook(
-            access.project.id.clone(),
+            project_of(&access),
             url.to_string(),
             events,
             secret.clone(),
@@ -188,8 +193,8 @@ pub async fn delete(
     allow(&access)?;
     find(&state, &access, &id).await?;
     state
-        .db
-        .delete_webhook(access.project.id.clone(), id.into_inner())
+        .store
+        .delete_webhook(project_of(&access), id.into_inner())
         .await?;
     Ok(HttpResponse::Ok().json(Empty {}))
 }
@@ -209,7 +214,7 @@ pub async fn deliveries(
     let endpoint = find(&state, &access, &id).await?;
     let paging = query.paging()?;
     let (rows, total) = state
-        .db
+        .store
         .deliveries(endpoint.id, paging.offset(), paging.limit)
         .await?;
     Ok(HttpResponse::Ok().json(DeliveryList {
@@ -254,8 +259,8 @@ pub async fn test(
     allow(&access)?;
     let endpoint = find(&state, &access, &id).await?;
     state
-        .db
-        .send_test_event(access.project.id.clone(), endpoint.id)
+        .store
+        .send_test_event(project_of(&access), endpoint.id)
         .await?;
     Ok(HttpResponse::Accepted().json(Empty {}))
 }

@@ -74,4 +74,6 @@ pub trait KeyRepo: Send + Sync {
     /// The newest change-feed entry (0 when empty).
     async fn last_key_change(&self) -> StoreResult<i64>;
     async fn key_changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, KeyHash)>>;
+    /// Forgets change-feed entries older than `before` (epoch seconds).
+    async fn prune_key_changes(&self, before: i64) -> StoreResult<usize>;
 }

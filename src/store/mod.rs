@@ -39,6 +39,7 @@
 //!   owners; refresh-token rotation and code attempts by locking the token
 //!   or code row (`FOR UPDATE`) and deciding on what the lock returned.
 
+pub mod directory;
 pub mod effects;
 pub mod ids;
 pub mod keys;
@@ -56,6 +57,9 @@ pub enum StoreError {
     Sqlite(#[from] crate::db::DbError),
     #[error(transparent)]
     Postgres(#[from] postgres::PgError),
+    /// What was read kept changing under concurrent writes; retry shortly.
+    #[error("the stored value kept changing while it was read")]
+    Contended,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -63,11 +67,21 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything a backend provides; the server holds an `Arc<dyn Store>`.
 /// (It grows a repository at a time as the server moves onto the interface.)
 pub trait Store:
-    keys::KeyRepo + usage::UsageRepo + usage::AuditRepo + work::WebhookRepo + work::MailRepo
+    keys::KeyRepo
+    + usage::UsageRepo
+    + usage::AuditRepo
+    + work::WebhookRepo
+    + work::MailRepo
+    + directory::DirectoryRepo
 {
 }
 
 impl<T> Store for T where
-    T: keys::KeyRepo + usage::UsageRepo + usage::AuditRepo + work::WebhookRepo + work::MailRepo
+    T: keys::KeyRepo
+        + usage::UsageRepo
+        + usage::AuditRepo
+        + work::WebhookRepo
+        + work::MailRepo
+        + directory::DirectoryRepo
 {
 }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use super::directory::DirectoryRepo;
 use super::effects::Effects;
 use super::keys::{ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects};
 use super::usage::{AuditRepo, UsageRepo};
@@ -128,6 +129,10 @@ impl KeyRepo for SqliteStore {
 
     async fn last_key_change(&self) -> StoreResult<i64> {
         Ok(self.db.last_key_change().await?)
+    }
+
+    async fn prune_key_changes(&self, before: i64) -> StoreResult<usize> {
+        Ok(self.db.prune_key_changes(before).await?)
     }
 
     async fn key_changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, KeyHash)>> {
@@ -297,5 +302,12 @@ impl MailRepo for SqliteStore {
 
     async fn next_mail_due(&self) -> StoreResult<Option<i64>> {
         Ok(self.db.next_mail_due().await?)
+    }
+}
+
+#[async_trait]
+impl DirectoryRepo for SqliteStore {
+    async fn project(&self, id: ProjectId) -> StoreResult<Option<crate::db::users::Project>> {
+        Ok(self.db.project(id.to_string()).await?)
     }
 }

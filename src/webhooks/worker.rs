@@ -49,8 +49,18 @@ pub async fn run(state: web::Data<AppState>) {
     let cfg = &state.config.webhooks;
     let allow_private = state.config.mode.is_local() || cfg.allow_private_targets;
     let client = build_client(Duration::from_secs(cfg.timeout_secs), allow_private);
+    // Claimed with a lease longer than an attempt can take: one node makes
+    // each attempt; if it dies mid-send, another retries after the lease
+    // with the same webhook-id.
+    let lease_ms = (cfg.timeout_secs as i64)
+        .saturating_add(30)
+        .saturating_mul(1000);
     loop {
-        match state.db.due_deliveries(now_ms(), 20).await {
+        match state
+            .store
+            .claim_due_deliveries(now_ms(), 20, lease_ms)
+            .await
+        {
             Ok(batch) => {
                 join_all(
                     batch
@@ -61,7 +71,7 @@ pub async fn run(state: web::Data<AppState>) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read webhook deliveries"),
         }
-        let wait_ms = match state.db.next_delivery_due().await {
+        let wait_ms = match state.store.next_delivery_due().await {
             Ok(Some(due)) => (due - now_ms()).clamp(50, 1000),
             _ => 1000,
         };
@@ -142,7 +152,7 @@ async fn deliver(state: &AppState, client: &awc::Client, allow_private: bool, d:
     }
     let duration_ms = started.elapsed().as_millis() as i64;
     if let Err(e) = state
-        .db
+        .store
         .record_attempt(
             Attempt {
                 delivery_id: d.id,

@@ -155,7 +155,7 @@ fn a_key_and_its_successor_share_one_balance() {
         );
     }
     // Stored on the successor once written.
-    app.block_on(app.state.keys.usage.flush(&app.state.db))
+    app.block_on(app.state.keys.usage.flush(&*app.state.store))
         .unwrap();
     assert_eq!(
         app.query_i64(&format!(

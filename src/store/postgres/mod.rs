@@ -314,6 +314,15 @@ mod repo {
             Ok(row.try_get(0).map_err(super::PgError::from)?)
         }
 
+        async fn prune_key_changes(&self, before: i64) -> StoreResult<usize> {
+            let client = self.client().await?;
+            let n = client
+                .execute("DELETE FROM key_changes WHERE changed_at < $1", &[&before])
+                .await
+                .map_err(super::PgError::from)?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        }
+
         async fn key_changes_since(
             &self,
             after: i64,
@@ -522,6 +531,39 @@ mod work_repo {
         async fn next_mail_due(&self) -> StoreResult<Option<i64>> {
             let client = self.client().await?;
             Ok(work::next_mail_due(&client).await?)
+        }
+    }
+}
+
+mod directory_repo {
+    use async_trait::async_trait;
+
+    use super::{PgError, PgStore};
+    use crate::db::users::Project;
+    use crate::store::directory::DirectoryRepo;
+    use crate::store::{ProjectId, StoreResult};
+
+    #[async_trait]
+    impl DirectoryRepo for PgStore {
+        async fn project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT id, name, plan, created_at FROM projects WHERE id = $1",
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(PgError::from)?;
+            Ok(row
+                .map(|r| -> Result<Project, PgError> {
+                    Ok(Project {
+                        id: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        plan: r.try_get(2)?,
+                        created_at: r.try_get(3)?,
+                    })
+                })
+                .transpose()?)
         }
     }
 }
