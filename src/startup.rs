@@ -168,7 +168,10 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tick.tick().await;
-            match state.db.cleanup(state.session_limits()).await {
+            let retention = crate::store::maintenance::Retention {
+                session_idle_secs: state.session_limits().idle_secs,
+            };
+            match state.store.cleanup(retention).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(rows = n, "expired codes, sessions and mail removed"),
                 Err(e) => tracing::warn!(error = %e, "cleanup failed"),

@@ -30,7 +30,7 @@ pub async fn healthz() -> HttpResponse {
         (status = 200, description = "Ready to serve", body = Health),
         (status = 503, description = "The database does not answer", body = ErrorEnvelope)))]
 pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    state.db.ping().await.map_err(|e| {
+    state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::new(ErrorCode::Unavailable)
     })?;

@@ -43,6 +43,7 @@ pub mod directory;
 pub mod effects;
 pub mod ids;
 pub mod keys;
+pub mod maintenance;
 pub mod postgres;
 pub mod sqlite;
 pub mod usage;
@@ -73,6 +74,7 @@ pub trait Store:
     + work::WebhookRepo
     + work::MailRepo
     + directory::DirectoryRepo
+    + maintenance::Maintenance
 {
 }
 
@@ -83,5 +85,6 @@ impl<T> Store for T where
         + work::WebhookRepo
         + work::MailRepo
         + directory::DirectoryRepo
+        + maintenance::Maintenance
 {
 }

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use super::directory::DirectoryRepo;
 use super::effects::Effects;
 use super::keys::{ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects};
+use super::maintenance::{Maintenance, Retention};
 use super::usage::{AuditRepo, UsageRepo};
 use super::work::{MailRepo, WebhookRepo};
 use super::{KeyHash, KeyId, ProjectId, StoreError, StoreResult};
@@ -309,5 +310,21 @@ impl MailRepo for SqliteStore {
 impl DirectoryRepo for SqliteStore {
     async fn project(&self, id: ProjectId) -> StoreResult<Option<crate::db::users::Project>> {
         Ok(self.db.project(id.to_string()).await?)
+    }
+}
+
+#[async_trait]
+impl Maintenance for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(self.db.ping().await?)
+    }
+
+    async fn cleanup(&self, retention: Retention) -> StoreResult<usize> {
+        let limits = crate::db::sessions::SessionLimits {
+            idle_secs: retention.session_idle_secs,
+            max_secs: 0,
+            reuse_grace_secs: 0,
+        };
+        Ok(self.db.cleanup(limits).await?)
     }
 }

@@ -123,6 +123,7 @@ conformance!(
     webhook_endpoints_and_their_deliveries,
     due_deliveries_are_claimed_by_one_worker_with_a_lease,
     mail_is_claimed_by_one_worker_and_erased_once_sent,
+    cleanup_removes_only_what_has_expired,
 );
 
 fn events() -> KeyEvents {
@@ -713,5 +714,35 @@ async fn mail_is_claimed_by_one_worker_and_erased_once_sent(b: Arc<Backend>) {
         b.sql("SELECT count(*) FROM mail_outbox WHERE transport = 'smtp' AND body = ''"),
         2,
         "bodies erased once sent or given up"
+    );
+}
+
+async fn cleanup_removes_only_what_has_expired(b: Arc<Backend>) {
+    b.store.ping().await.unwrap();
+    let now = gatehouse::types::now();
+    b.sql(&format!(
+        "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at)
+         VALUES ('old@acme.test', 'x', 0, {}, 0), ('new@acme.test', 'y', 0, {}, 0)",
+        now - 1,
+        now + 600
+    ));
+    b.sql(&format!(
+        "INSERT INTO mail_outbox (transport, recipient, subject, body, created_at, expires_at, next_attempt_at, sent_at)
+         VALUES ('mailbox', 'a@acme.test', 's', 'b', {old}, {old}, {old}, {old}),
+                ('mailbox', 'b@acme.test', 's', 'b', {now}, {now}, {now}, {now})",
+        old = now - 2 * 86_400,
+    ));
+    let removed = b
+        .store
+        .cleanup(gatehouse::store::maintenance::Retention {
+            session_idle_secs: 86_400,
+        })
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert_eq!(b.sql("SELECT count(*) FROM login_codes"), 1);
+    assert_eq!(
+        b.sql("SELECT count(*) FROM mail_outbox WHERE recipient = 'b@acme.test'"),
+        1
     );
 }

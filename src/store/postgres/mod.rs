@@ -567,3 +567,61 @@ mod directory_repo {
         }
     }
 }
+
+mod maintenance_repo {
+    use async_trait::async_trait;
+
+    use super::{PgError, PgStore};
+    use crate::store::maintenance::{Maintenance, Retention};
+    use crate::store::StoreResult;
+
+    #[async_trait]
+    impl Maintenance for PgStore {
+        async fn ping(&self) -> StoreResult<()> {
+            let client = self.client().await?;
+            client
+                .query_one("SELECT 1", &[])
+                .await
+                .map_err(PgError::from)?;
+            Ok(())
+        }
+
+        async fn cleanup(&self, retention: Retention) -> StoreResult<usize> {
+            let now = crate::types::now();
+            let mut client = self.client().await?;
+            let run = async {
+                let tx = client.transaction().await?;
+                let mut n = 0;
+                n += tx
+                    .execute("DELETE FROM login_codes WHERE expires_at <= $1", &[&now])
+                    .await?;
+                n += tx
+                    .execute(
+                        "DELETE FROM code_requests WHERE created_at < $1",
+                        &[&(now - 86_400)],
+                    )
+                    .await?;
+                n += tx
+                    .execute("DELETE FROM access_tokens WHERE expires_at <= $1", &[&now])
+                    .await?;
+                n += tx
+                    .execute(
+                        "DELETE FROM sessions WHERE expires_at <= $1 OR last_used_at < $2 OR revoked_at < $3",
+                        &[&now, &(now - retention.session_idle_secs), &(now - 86_400)],
+                    )
+                    .await?;
+                n += tx
+                    .execute(
+                        "DELETE FROM mail_outbox WHERE (transport = 'mailbox' AND created_at < $1)
+                            OR (sent_at IS NOT NULL AND sent_at < $2) OR (failed_at IS NOT NULL AND failed_at < $2)",
+                        &[&(now - 86_400), &(now - 7 * 86_400)],
+                    )
+                    .await?;
+                tx.commit().await?;
+                Ok::<u64, tokio_postgres::Error>(n)
+            };
+            let n = run.await.map_err(PgError::from)?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        }
+    }
+}
