@@ -168,7 +168,7 @@ fn member_row(conn: &Connection, project_id: &str, user_id: &str) -> DbResult<Op
 }
 
 /// A member as webhook payloads show it.
-fn member_json(m: &Member) -> serde_json::Value {
+pub(crate) fn member_json(m: &Member) -> serde_json::Value {
     serde_json::json!({
         "user": {
             "id": m.user.id,
@@ -187,6 +187,39 @@ fn owner_count(conn: &Connection, project_id: &str) -> DbResult<i64> {
         [project_id],
         |r| r.get(0),
     )?)
+}
+
+/// What a role change or removal records and announces (both backends).
+pub fn member_change_effects(
+    project_id: &str,
+    current: &Member,
+    to: Option<Role>,
+    actor: &Actor,
+) -> crate::store::effects::Effects {
+    use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
+    let effects = Effects::default().audit(AuditEntry {
+        project_id: Some(project_id.to_string()),
+        action: if to.is_some() {
+            "member.role_changed"
+        } else {
+            "member.removed"
+        },
+        actor: actor.clone(),
+        target: Some(current.user.id.clone()),
+        details: serde_json::json!({
+            "email": current.user.email,
+            "from": current.role.as_str(),
+            "to": to.map(Role::as_str),
+        }),
+    });
+    match to {
+        Some(_) => effects,
+        None => effects.webhook(WebhookEvent {
+            project_id: project_id.to_string(),
+            event: "member.removed",
+            data: member_json(current),
+        }),
+    }
 }
 
 /// Why a membership change was refused.
@@ -432,47 +465,19 @@ impl Db {
             if loses_owner && owner_count(&tx, &project_id)? <= 1 {
                 return Ok(Err(MemberChangeError::LastOwner));
             }
-            let action = match to {
-                Some(role) => {
-                    tx.execute(
-                        "UPDATE memberships SET role = ?3 WHERE project_id = ?1 AND user_id = ?2",
-                        params![project_id, user_id, role.as_str()],
-                    )?;
-                    "member.role_changed"
-                }
-                None => {
-                    tx.execute(
-                        "DELETE FROM memberships WHERE project_id = ?1 AND user_id = ?2",
-                        params![project_id, user_id],
-                    )?;
-                    "member.removed"
-                }
+            match to {
+                Some(role) => tx.execute(
+                    "UPDATE memberships SET role = ?3 WHERE project_id = ?1 AND user_id = ?2",
+                    params![project_id, user_id, role.as_str()],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM memberships WHERE project_id = ?1 AND user_id = ?2",
+                    params![project_id, user_id],
+                )?,
             };
-            audit::record(
-                &tx,
-                &AuditEvent {
-                    project_id: Some(&project_id),
-                    action,
-                    actor: &actor,
-                    target: Some(&user_id),
-                    details: serde_json::json!({
-                        "email": current.user.email,
-                        "from": current.role.as_str(),
-                        "to": to.map(Role::as_str),
-                    }),
-                },
-                now,
-            )?;
+            let effects = member_change_effects(&project_id, &current, to, &actor);
+            super::effects::write(&tx, &effects, now)?;
             let after = member_row(&tx, &project_id, &user_id)?;
-            if to.is_none() {
-                super::webhooks::emit(
-                    &tx,
-                    &project_id,
-                    "member.removed",
-                    member_json(&current),
-                    now,
-                )?;
-            }
             tx.commit()?;
             Ok(Ok(after))
         })

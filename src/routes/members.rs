@@ -12,6 +12,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::RequestContext;
 use crate::routes::views::{Empty, MemberView, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
+use crate::store::{ProjectId, UserId};
 use crate::types::{Email, Role};
 
 #[derive(Deserialize, ToSchema)]
@@ -132,10 +133,10 @@ pub async fn change(
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Owner)?;
     let member = state
-        .db
+        .store
         .change_member(
-            access.project.id.clone(),
-            user_id.into_inner(),
+            ProjectId::from(access.project.id.as_str()),
+            UserId::from(user_id.into_inner()),
             Some(body.role),
             access.session_role()?,
             access.principal.actor(&ctx),
@@ -162,10 +163,10 @@ pub async fn remove(
     user_id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     state
-        .db
+        .store
         .change_member(
-            access.project.id.clone(),
-            user_id.into_inner(),
+            ProjectId::from(access.project.id.as_str()),
+            UserId::from(user_id.into_inner()),
             None,
             access.session_role()?,
             access.principal.actor(&ctx),

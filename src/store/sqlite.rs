@@ -311,6 +311,21 @@ impl DirectoryRepo for SqliteStore {
     async fn project(&self, id: ProjectId) -> StoreResult<Option<crate::db::users::Project>> {
         Ok(self.db.project(id.to_string()).await?)
     }
+
+    async fn change_member(
+        &self,
+        project: ProjectId,
+        user: crate::store::UserId,
+        to: Option<crate::types::Role>,
+        actor_role: crate::types::Role,
+        actor: crate::db::audit::Actor,
+    ) -> StoreResult<Result<Option<crate::db::users::Member>, crate::db::users::MemberChangeError>>
+    {
+        Ok(self
+            .db
+            .change_member(project.to_string(), user.to_string(), to, actor_role, actor)
+            .await?)
+    }
 }
 
 #[async_trait]

@@ -124,6 +124,7 @@ conformance!(
     due_deliveries_are_claimed_by_one_worker_with_a_lease,
     mail_is_claimed_by_one_worker_and_erased_once_sent,
     cleanup_removes_only_what_has_expired,
+    concurrent_demotions_never_leave_a_project_without_an_owner,
 );
 
 fn events() -> KeyEvents {
@@ -744,5 +745,67 @@ async fn cleanup_removes_only_what_has_expired(b: Arc<Backend>) {
     assert_eq!(
         b.sql("SELECT count(*) FROM mail_outbox WHERE recipient = 'b@acme.test'"),
         1
+    );
+}
+
+async fn concurrent_demotions_never_leave_a_project_without_an_owner(b: Arc<Backend>) {
+    use gatehouse::db::users::MemberChangeError;
+    use gatehouse::types::Role;
+    for round in 0..5 {
+        let project = format!("proj_o{round}");
+        b.project(&project);
+        for who in ["a", "b"] {
+            b.sql(&format!(
+                "INSERT INTO users (id, email, created_at) VALUES ('usr_{who}{round}', '{who}{round}@acme.test', 0)"
+            ));
+            b.sql(&format!(
+                "INSERT INTO memberships (project_id, user_id, role, created_at) VALUES ('{project}', 'usr_{who}{round}', 'owner', 0)"
+            ));
+        }
+        // Each owner demotes the other, at once (remove one, demote one).
+        let tasks: Vec<_> = [("a", "b", Some(Role::Member)), ("b", "a", None)]
+            .into_iter()
+            .map(|(actor, target, to)| {
+                let b = b.clone();
+                let project = project.clone();
+                tokio::spawn(async move {
+                    let actor = gatehouse::db::audit::Actor {
+                        kind: gatehouse::db::audit::ActorType::User,
+                        id: Some(format!("usr_{actor}{round}")),
+                        ip: None,
+                        request_id: None,
+                    };
+                    b.store
+                        .change_member(
+                            ProjectId::from(project.as_str()),
+                            gatehouse::store::UserId::from(format!("usr_{target}{round}")),
+                            to,
+                            Role::Owner,
+                            actor,
+                        )
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        let refused = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(MemberChangeError::LastOwner)))
+            .count();
+        assert_eq!(refused, 1, "{outcomes:?}");
+        assert_eq!(
+            b.sql(&format!(
+                "SELECT count(*) FROM memberships WHERE project_id = '{project}' AND role = 'owner'"
+            )),
+            1
+        );
+    }
+    assert_eq!(
+        b.sql("SELECT count(*) FROM audit_events WHERE action IN ('member.role_changed', 'member.removed')"),
+        5
     );
 }

@@ -538,10 +538,14 @@ mod work_repo {
 mod directory_repo {
     use async_trait::async_trait;
 
-    use super::{PgError, PgStore};
-    use crate::db::users::Project;
+    use super::{effects, PgError, PgStore};
+    use crate::db::audit::Actor;
+    use crate::db::users::{
+        may_change, member_change_effects, Member, MemberChangeError, Project, User,
+    };
     use crate::store::directory::DirectoryRepo;
-    use crate::store::{ProjectId, StoreResult};
+    use crate::store::{ProjectId, StoreResult, UserId};
+    use crate::types::Role;
 
     #[async_trait]
     impl DirectoryRepo for PgStore {
@@ -564,6 +568,85 @@ mod directory_repo {
                     })
                 })
                 .transpose()?)
+        }
+
+        /// The last-owner rule holds across nodes: every membership row of
+        /// the project is locked before the owners are counted, so two
+        /// demotions (or removals) of the last two owners take turns and the
+        /// second sees one owner left.
+        async fn change_member(
+            &self,
+            project: ProjectId,
+            user: UserId,
+            to: Option<Role>,
+            actor_role: Role,
+            actor: Actor,
+        ) -> StoreResult<Result<Option<Member>, MemberChangeError>> {
+            let now = crate::types::now();
+            let mut client = self.client().await?;
+            let run = async {
+                let tx = client.transaction().await?;
+                let roles = tx
+                    .query(
+                        "SELECT user_id, role FROM memberships WHERE project_id = $1 FOR UPDATE",
+                        &[&project.as_str()],
+                    )
+                    .await?;
+                let owners = roles
+                    .iter()
+                    .filter(|r| r.get::<_, &str>(1) == "owner")
+                    .count();
+                let row = tx
+                    .query_opt(
+                        "SELECT u.id, u.email, u.full_name, u.created_at, m.role, m.created_at
+                         FROM memberships m JOIN users u ON u.id = m.user_id
+                         WHERE m.project_id = $1 AND m.user_id = $2",
+                        &[&project.as_str(), &user.as_str()],
+                    )
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(Err(MemberChangeError::NotFound));
+                };
+                let current = Member {
+                    user: User {
+                        id: row.try_get(0)?,
+                        email: row.try_get(1)?,
+                        full_name: row.try_get(2)?,
+                        created_at: row.try_get(3)?,
+                    },
+                    role: Role::parse(row.try_get(4)?)
+                        .ok_or_else(|| PgError::Corrupt("memberships.role".into()))?,
+                    created_at: row.try_get(5)?,
+                };
+                let actor_is_target = actor.id.as_deref() == Some(user.as_str());
+                if !may_change(actor_role, actor_is_target, Some(current.role), to) {
+                    return Ok(Err(MemberChangeError::Forbidden));
+                }
+                if current.role == Role::Owner && to != Some(Role::Owner) && owners <= 1 {
+                    return Ok(Err(MemberChangeError::LastOwner));
+                }
+                match to {
+                    Some(role) => {
+                        tx.execute(
+                            "UPDATE memberships SET role = $3 WHERE project_id = $1 AND user_id = $2",
+                            &[&project.as_str(), &user.as_str(), &role.as_str()],
+                        )
+                        .await?
+                    }
+                    None => {
+                        tx.execute(
+                            "DELETE FROM memberships WHERE project_id = $1 AND user_id = $2",
+                            &[&project.as_str(), &user.as_str()],
+                        )
+                        .await?
+                    }
+                };
+                let effects_of = member_change_effects(project.as_str(), &current, to, &actor);
+                effects::write(&tx, &effects_of, now).await?;
+                tx.commit().await?;
+                Ok::<_, PgError>(Ok(to.map(|role| Member { role, ..current })))
+            };
+            Ok(run.await?)
         }
     }
 }
