@@ -87,30 +87,6 @@ impl Db {
         .await
     }
 
-    /// SMTP messages due for an attempt.
-    pub async fn due_mail(&self, now: i64, limit: i64) -> DbResult<Vec<PendingMail>> {
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, recipient, subject, body, attempts, expires_at, traceparent FROM mail_outbox
-                 WHERE transport = 'smtp' AND sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?1
-                 ORDER BY next_attempt_at, id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![now, limit], |r| {
-                Ok(PendingMail {
-                    id: r.get(0)?,
-                    to: r.get(1)?,
-                    subject: r.get(2)?,
-                    body: r.get(3)?,
-                    attempts: r.get(4)?,
-                    expires_at: r.get(5)?,
-                    traceparent: r.get(6)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
     /// Delivered: the body (which may hold a login code) is erased.
     pub async fn mail_sent(&self, id: i64, now: i64) -> DbResult<()> {
         self.call(move |c| {

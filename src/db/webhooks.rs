@@ -254,22 +254,6 @@ impl Db {
         .await
     }
 
-    pub async fn due_deliveries(&self, now_ms: i64, limit: i64) -> DbResult<Vec<DueDelivery>> {
-        self.call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active, m.traceparent
-                 FROM webhook_deliveries d
-                 JOIN webhook_messages m ON m.id = d.message_id
-                 JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                 WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1
-                 ORDER BY d.next_attempt_at_ms, d.id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![now_ms, limit], due_delivery_from)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
-    }
-
     /// Records an attempt and its consequence in one transaction.
     pub async fn record_attempt(&self, attempt: Attempt, outcome: AttemptOutcome) -> DbResult<()> {
         let Attempt {
