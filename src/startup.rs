@@ -10,16 +10,16 @@ use actix_web::{web, App, HttpServer};
 
 use crate::config::local::ensure_data_dir;
 use crate::config::Config;
-use crate::db::{Db, DbError};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(String, std::io::Error),
     #[error("database: {0}")]
-    Db(#[from] DbError),
+    Store(#[from] StoreError),
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
     #[error("telemetry: {0}")]
@@ -38,18 +38,24 @@ impl Application {
     pub fn build(config: Config) -> Result<Application, StartupError> {
         ensure_data_dir(&config.data_dir)
             .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
-        let db = Db::open(&config.database_path(), &config.database)?;
-        let outcome = db.migrate()?;
+        let opened = crate::store::open::open(&config)?;
+        let outcome = opened.migrated;
         if outcome.from != outcome.to {
-            tracing::info!(from = outcome.from, to = outcome.to, "database migrated");
+            tracing::info!(
+                backend = opened.backend.as_str(),
+                from = outcome.from,
+                to = outcome.to,
+                "database migrated"
+            );
         }
-        let imported = db.imported_key_hashes()?;
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| StartupError::Listen(config.listen.to_string(), e))?;
         let traces = crate::telemetry::init_traces(&config.telemetry)?;
-        let mut state = AppState::new(config, db);
+        let mut state = AppState::new(config, opened.store, opened.sqlite);
         state.traces = traces;
-        state.keys.set_imported(imported);
+        state
+            .keys
+            .set_imported(opened.imported.into_iter().map(|h| h.0));
         Ok(Application {
             listener,
             state: web::Data::new(state),

@@ -11,6 +11,7 @@ use crate::db::Db;
 use crate::keys::store::KeyStore;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -18,9 +19,11 @@ pub struct AppState {
     pub public_url: url::Url,
     /// Whether browsers reach Gatehouse over https (secure cookies, HSTS).
     pub https: bool,
-    pub db: Db,
-    /// The storage interface (moving over from `db` a repository at a time).
-    pub store: std::sync::Arc<dyn crate::store::Store>,
+    /// The storage interface: everything reads and writes through it.
+    pub store: Arc<dyn Store>,
+    /// The SQLite handle when SQLite is the backend (its own operations:
+    /// online backup, pragmas, the storage-fault drills of the tests).
+    pub sqlite: Option<Db>,
     pub metrics: Metrics,
     pub catalog: Catalog,
     pub keyring: Keyring,
@@ -42,7 +45,7 @@ pub struct AppState {
 impl AppState {
     /// `config` must have passed the startup checks; in particular
     /// `secrets.session_key` is set (local mode generates one).
-    pub fn new(config: Config, db: Db) -> Self {
+    pub fn new(config: Config, store: Arc<dyn Store>, sqlite: Option<Db>) -> Self {
         let catalog = Catalog::from_config(&config);
         let session_key = config
             .secrets
@@ -50,8 +53,6 @@ impl AppState {
             .as_ref()
             .map(|s| s.expose().as_bytes().to_vec())
             .unwrap_or_else(|| crate::config::generate_secret().into_bytes());
-        let store: std::sync::Arc<dyn crate::store::Store> =
-            std::sync::Arc::new(crate::store::sqlite::SqliteStore::new(db.clone()));
         let keys = KeyStore::new(&config, store.clone());
         let config = Arc::new(config);
         let public_url = config.effective_public_url();
@@ -68,7 +69,7 @@ impl AppState {
             mailer: Mailer::new(config.clone()),
             config,
             store,
-            db,
+            sqlite,
             metrics: Metrics::new(),
             openapi_json: crate::openapi::document_json(&catalog),
             catalog,

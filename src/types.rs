@@ -200,3 +200,61 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     }
 }
+
+/// An id taken from a request path (`/api-keys/{id}`). Gatehouse's ids are
+/// a prefix, `_` and letters and digits; anything else (control bytes, a
+/// NUL that PostgreSQL would refuse to compare, spaces, 200 characters)
+/// names nothing that exists, so it fails to parse and the route answers
+/// 404 (`http::extract::path_config`) without asking storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathId(String);
+
+impl PathId {
+    const MAX_LEN: usize = 64;
+
+    pub fn parse(s: &str) -> Option<PathId> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        ok.then(|| PathId(s.to_string()))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::ops::Deref for PathId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PathId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PathId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        PathId::parse(&s).ok_or_else(|| serde::de::Error::custom("not an id"))
+    }
+}
+
+#[cfg(test)]
+mod path_id_tests {
+    use super::PathId;
+
+    #[test]
+    fn ids_are_prefixed_alphanumerics() {
+        assert!(PathId::parse("key_3xY9").is_some());
+        assert!(PathId::parse("usr_abc-def").is_some());
+        for bad in ["", "a\0b", "key 1", "key/1", "k\u{e9}y", &"k".repeat(65)] {
+            assert!(PathId::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -68,7 +68,7 @@ pub async fn send_code(
     let code = generate_code(a.code_length);
     let message = state.mailer.login_code(&email, &code);
     let outcome = state
-        .db
+        .store
         .request_login_code(CodeRequest {
             code_hash: state.keyring.code_hash(&email, &code),
             email: email.clone(),
@@ -122,7 +122,7 @@ pub async fn verify_code(
     let (access, refresh, tokens) = mint(state);
     let session_id = new_session_id();
     let outcome = state
-        .db
+        .store
         .login_with_code(LoginRequest {
             presented_hash: state.keyring.code_hash(&email, code.trim()),
             stand_in_hash: stand_in_hash(),
@@ -162,7 +162,7 @@ pub async fn refresh(
     let (access, refresh, tokens) = mint(state);
     let presented = state.keyring.token_hash(refresh_token);
     match state
-        .db
+        .store
         .refresh_session(
             presented,
             tokens,

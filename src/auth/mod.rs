@@ -4,6 +4,7 @@ pub mod cookies;
 pub mod login;
 pub mod principal;
 pub mod redirect;
+pub mod rules;
 pub mod tokens;
 
 pub use principal::{Principal, ProjectAccess, SessionPrincipal, Via};

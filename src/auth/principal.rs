@@ -192,7 +192,7 @@ async fn authenticate_session(
     }
     let hash = state.keyring.token_hash(token);
     let auth = state
-        .db
+        .store
         .authenticate_access_token(hash, state.session_limits())
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken))?;
@@ -335,8 +335,8 @@ impl FromRequest for ProjectAccess {
                 }
                 Principal::Key(k) => {
                     let project = state
-                        .db
-                        .project(k.key.project_id.to_string())
+                        .store
+                        .project(k.key.project_id.to_string().into())
                         .await?
                         .ok_or_else(|| ApiError::new(ErrorCode::InvalidKey))?;
                     Ok(ProjectAccess {
@@ -363,12 +363,12 @@ async fn resolve_project(
             return Err(ApiError::not_found().with_message("No such project."));
         }
         return state
-            .db
-            .project_role(user.id.clone(), id.to_string())
+            .store
+            .project_role(user.id.clone().into(), id.to_string().into())
             .await?
             .ok_or_else(|| ApiError::not_found().with_message("No such project."));
     }
-    let mut memberships = state.db.memberships(user.id.clone()).await?;
+    let mut memberships = state.store.memberships(user.id.clone().into()).await?;
     match memberships.len() {
         1 => Ok(memberships.remove(0)),
         _ => Err(ApiError::new(ErrorCode::ProjectRequired)),

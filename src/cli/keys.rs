@@ -16,14 +16,13 @@ use crate::config::{Cidr, Config};
 use crate::crypto::new_id;
 use crate::db::audit::Actor;
 use crate::db::keys::KeyFilter;
-use crate::db::Db;
 use crate::keys::admin::KeyService;
 use crate::keys::credits::Balance;
 use crate::keys::events::KeyEvents;
 use crate::keys::input::{self, KeySpec};
 use crate::keys::record::KeyRecord;
 use crate::keys::KeyType;
-use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 use crate::types::rfc3339;
 
 #[derive(Subcommand, Debug)]
@@ -230,12 +229,12 @@ fn import_record(
     })
 }
 
-pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), String> {
+pub async fn run(config: &Config, store: &dyn Store, command: KeysCommand) -> Result<(), String> {
     let catalog = Catalog::from_config(config);
     let now = crate::types::now();
     match command {
         KeysCommand::Create(a) => {
-            let project = db
+            let project = store
                 .find_project(a.project)
                 .await
                 .map_err(|e| e.to_string())??;
@@ -263,7 +262,7 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                 allowed_ips: None,
                 metadata: serde_json::json!({}),
             };
-            let (record, key) = KeyService::new(&SqliteStore::new(db.clone()), config, None)
+            let (record, key) = KeyService::new(store, config, None)
                 .create(&project, spec, Actor::system())
                 .await
                 .map_err(|e| e.message)?;
@@ -276,7 +275,7 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
             Ok(())
         }
         KeysCommand::List(a) => {
-            let project = db
+            let project = store
                 .find_project(a.project)
                 .await
                 .map_err(|e| e.to_string())??;
@@ -284,8 +283,8 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
                 include_inactive: a.all,
                 owner_id: None,
             };
-            let (keys, total) = db
-                .keys_page(project.id.clone(), filter, 0, 1_000_000)
+            let (keys, total) = store
+                .keys_page(project.id.clone().into(), filter, 0, 1_000_000)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("{total} key(s) in {:?}", project.name);
@@ -315,12 +314,13 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
             Ok(())
         }
         KeysCommand::Revoke(a) => {
-            let project_id = db
-                .key_project(a.id.clone())
+            let project_id = store
+                .find_key_by_id(a.id.as_str().into())
                 .await
                 .map_err(|e| e.to_string())?
+                .map(|k| k.project_id.to_string())
                 .ok_or_else(|| format!("no key has the id {:?}", a.id))?;
-            let key = KeyService::new(&SqliteStore::new(db.clone()), config, None)
+            let key = KeyService::new(store, config, None)
                 .revoke(&project_id, &a.id, Actor::system())
                 .await
                 .map_err(|e| e.message)?;
@@ -331,7 +331,7 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
             Ok(())
         }
         KeysCommand::Import(a) => {
-            let project = db
+            let project = store
                 .find_project(a.project)
                 .await
                 .map_err(|e| e.to_string())??;
@@ -353,8 +353,8 @@ pub async fn run(config: &Config, db: &Db, command: KeysCommand) -> Result<(), S
             let events = KeyEvents {
                 default_rate: config.keys.default_rate_limit,
             };
-            let n = db
-                .import_keys(records, move |k| events.imported(k))
+            let n = store
+                .import_keys(records, Box::new(move |k| events.imported(k)))
                 .await
                 .map_err(|e| e.to_string())??;
             println!(

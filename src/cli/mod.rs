@@ -368,7 +368,10 @@ fn check_config(
             }
         }
     }
-    findings.extend(database_findings(&config.database_path()));
+    findings.extend(match config.postgres_url() {
+        None => database_findings(&config.database_path()),
+        Some(url) => postgres_findings(url),
+    });
     let report = Report::new(config.mode, findings);
     eprint!("{}", report.render());
     if report.refuses() {
@@ -399,31 +402,55 @@ fn database_findings(path: &Path) -> Vec<Finding> {
     }
 }
 
+/// Whether the PostgreSQL database answers and holds a schema this build
+/// can use (nothing is changed).
+fn postgres_findings(url: &str) -> Vec<Finding> {
+    use crate::store::postgres;
+    let url = url.to_string();
+    let version = crate::store::open::on_own_runtime(async move {
+        let pool = postgres::pool(&url, 1)?;
+        postgres::migrate::applied_schema_version(&pool).await
+    });
+    match version {
+        Ok(v) if v > postgres::latest_version() => vec![Finding::error(
+            "database.url",
+            format!(
+                "the database is at schema version {v}, newer than this Gatehouse supports ({}); run the newer release",
+                postgres::latest_version()
+            ),
+        )],
+        Ok(_) => Vec::new(),
+        // Whether the configuration is right does not depend on the server
+        // being up, but serve would fail: say so without refusing.
+        Err(e) => vec![Finding::warning(
+            "database.url",
+            format!("the database does not answer now: {e}"),
+        )],
+    }
+}
+
 fn migrate(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> ExitCode {
     let config = match load(config_file, data_dir, CliOverrides::default()) {
         Ok(l) => l.config,
         Err(code) => return code,
     };
-    if let Err(e) = ensure_data_dir(&config.data_dir) {
-        return fail(format!("cannot create {}: {e}", config.data_dir.display()));
+    if !config.uses_postgres() {
+        if let Err(e) = ensure_data_dir(&config.data_dir) {
+            return fail(format!("cannot create {}: {e}", config.data_dir.display()));
+        }
     }
-    let path = config.database_path();
-    let result = db::Db::open(&path, &config.database).and_then(|db| db.migrate());
-    match result {
-        Ok(o) if o.from == o.to => {
+    match crate::store::open::open(&config) {
+        Ok(opened) if opened.migrated.from == opened.migrated.to => {
             println!(
                 "{} is up to date (schema version {}).",
-                path.display(),
-                o.to
+                opened.location, opened.migrated.to
             );
             ExitCode::SUCCESS
         }
-        Ok(o) => {
+        Ok(opened) => {
             println!(
                 "{} migrated from schema version {} to {}.",
-                path.display(),
-                o.from,
-                o.to
+                opened.location, opened.migrated.from, opened.migrated.to
             );
             ExitCode::SUCCESS
         }
@@ -431,11 +458,23 @@ fn migrate(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> ExitCod
     }
 }
 
+/// Exit status of `backup` on PostgreSQL: the command does not apply.
+const NOT_APPLICABLE: u8 = 2;
+
 fn backup(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: BackupArgs) -> ExitCode {
     let config = match load(config_file, data_dir, CliOverrides::default()) {
         Ok(l) => l.config,
         Err(code) => return code,
     };
+    if config.uses_postgres() {
+        eprintln!(
+            "error: `gatehouse backup` copies the SQLite database; this configuration uses PostgreSQL \
+             (database.url). Back it up with PostgreSQL's own tools, for example \
+             `pg_dump --format=custom --file=gatehouse.dump DBNAME` (restore with `pg_restore`), \
+             or your provider's snapshots."
+        );
+        return ExitCode::from(NOT_APPLICABLE);
+    }
     if let Err(code) = existing_database(&config) {
         return code;
     }
@@ -474,16 +513,18 @@ fn existing_database(config: &config::Config) -> Result<PathBuf, ExitCode> {
 }
 
 /// Loads the configuration and opens (and migrates) the existing database,
-/// for subcommands that work on the data directly.
+/// for subcommands that work on the data directly. A SQLite database must
+/// exist already (a mistyped data directory is an error, not a new file).
 fn open_database(
     config_file: &Option<PathBuf>,
     data_dir: &Option<PathBuf>,
-) -> Result<(config::Config, db::Db), ExitCode> {
+) -> Result<(config::Config, crate::store::open::Opened), ExitCode> {
     let config = load(config_file, data_dir, CliOverrides::default())?.config;
-    let path = existing_database(&config)?;
-    let db = db::Db::open(&path, &config.database).map_err(fail)?;
-    db.migrate().map_err(fail)?;
-    Ok((config, db))
+    if !config.uses_postgres() {
+        existing_database(&config)?;
+    }
+    let opened = crate::store::open::open(&config).map_err(fail)?;
+    Ok((config, opened))
 }
 
 fn keys_command(
@@ -491,11 +532,11 @@ fn keys_command(
     data_dir: &Option<PathBuf>,
     command: keys::KeysCommand,
 ) -> ExitCode {
-    let (config, db) = match open_database(config_file, data_dir) {
+    let (config, opened) = match open_database(config_file, data_dir) {
         Ok(v) => v,
         Err(code) => return code,
     };
-    match actix_web::rt::System::new().block_on(keys::run(&config, &db, command)) {
+    match actix_web::rt::System::new().block_on(keys::run(&config, &*opened.store, command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
@@ -515,12 +556,13 @@ fn users_add(
         Some(Err(why)) => return fail(format!("--project {why}")),
         None => None,
     };
-    let (config, db) = match open_database(config_file, data_dir) {
+    let (config, opened) = match open_database(config_file, data_dir) {
         Ok(v) => v,
         Err(code) => return code,
     };
     let plan = config.billing.default_plan.clone();
-    let result = actix_web::rt::System::new().block_on(db.bootstrap_user(email, project, plan));
+    let result =
+        actix_web::rt::System::new().block_on(opened.store.bootstrap_user(email, project, plan));
     match result {
         Ok(Ok(o)) => {
             println!(

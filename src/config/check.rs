@@ -287,7 +287,56 @@ pub fn check_public_url(public_url: Option<&url::Url>, out: &mut Vec<Finding>) {
     }
 }
 
+/// `database.url`: empty for SQLite, else a PostgreSQL URL whose password
+/// (when it has one) is a real secret outside local mode.
+fn check_database_url(config: &Config, out: &mut Vec<Finding>) {
+    let Some(url) = config.postgres_url() else {
+        return;
+    };
+    const HINT: &str = "set database.url (or database.url_file) to postgres://USER:PASSWORD@HOST:5432/DBNAME, or leave it empty for SQLite in the data directory";
+    if !crate::store::postgres::is_postgres_url(url) {
+        out.push(
+            Finding::error(
+                "database.url",
+                "is not a postgres:// or postgresql:// URL (SQLite needs no URL)",
+            )
+            .with_hint(HINT),
+        );
+        return;
+    }
+    let parsed = match url::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => {
+            out.push(
+                Finding::error("database.url", format!("is not a valid URL: {e}")).with_hint(HINT),
+            );
+            return;
+        }
+    };
+    if let Err(e) = crate::store::postgres::pool(url, 1) {
+        // The URL's text never goes into the message: it may hold the password.
+        let why = match e {
+            crate::store::postgres::PgError::Config(why) => why,
+            other => other.to_string(),
+        };
+        out.push(Finding::error("database.url", format!("cannot be used: {why}")).with_hint(HINT));
+        return;
+    }
+    if let Some(password) = parsed.password() {
+        let password = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+        if is_placeholder(&password, &shipped_example_secrets()) {
+            out.push(
+                Finding::unsafe_("database.url", "has a placeholder password, not a secret")
+                    .with_hint(
+                    "put the database user's real password in the URL (or in database.url_file)",
+                ),
+            );
+        }
+    }
+}
+
 fn check_database(config: &Config, out: &mut Vec<Finding>) {
+    check_database_url(config, out);
     match config.database.synchronous {
         Synchronous::Off => out.push(
             Finding::unsafe_(

@@ -133,7 +133,12 @@ fn describe_figment_error(err: figment::Error) -> String {
 /// error, as is a file that cannot be read; the file's content is never shown.
 fn read_secret_files(config: &mut Config) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let slots: [(&str, &mut Option<Secret>, &Option<PathBuf>); 4] = [
+    let slots: [(&str, &mut Option<Secret>, &Option<PathBuf>); 5] = [
+        (
+            "database.url",
+            &mut config.database.url,
+            &config.database.url_file,
+        ),
         (
             "secrets.session_key",
             &mut config.secrets.session_key,

@@ -118,6 +118,21 @@ impl Config {
         }
     }
 
+    /// The PostgreSQL URL when `database.url` names one; `None` for SQLite.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.database
+            .url
+            .as_ref()
+            .map(|u| u.expose().trim())
+            .filter(|u| !u.is_empty())
+    }
+
+    /// Whether this node keeps its data in PostgreSQL (several nodes may
+    /// share it) rather than in its own SQLite file.
+    pub fn uses_postgres(&self) -> bool {
+        self.postgres_url().is_some()
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("gatehouse.db")
     }
@@ -243,6 +258,11 @@ impl Synchronous {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
+    /// Empty (default): SQLite at `<data_dir>/gatehouse.db`. A
+    /// `postgres://` or `postgresql://` URL: that PostgreSQL database
+    /// (libpq URL parameters such as `sslmode` honoured).
+    pub url: Option<Secret>,
+    pub url_file: Option<PathBuf>,
     /// `full` (default): an acknowledged write survives a power cut.
     pub synchronous: Synchronous,
     pub busy_timeout_ms: u64,
@@ -252,6 +272,8 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
+            url: None,
+            url_file: None,
             synchronous: Synchronous::Full,
             busy_timeout_ms: 5000,
             pool_size: 8,

@@ -2,9 +2,10 @@
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::audit::{self, Actor, AuditEvent};
+use super::audit::Actor;
 use super::{Db, DbResult};
 use crate::billing::Action;
+use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StripeOutcome {
@@ -42,25 +43,40 @@ fn set_plan(
         "UPDATE projects SET plan = ?2 WHERE id = ?1",
         params![project_id, plan],
     )?;
-    audit::record(
+    super::effects::write(
         conn,
-        &AuditEvent {
-            project_id: Some(project_id),
-            action: "billing.plan_changed",
-            actor: &Actor::system(),
-            target: Some(project_id),
-            details: serde_json::json!({ "from": from, "to": plan, "stripe_event": event_id }),
-        },
-        now,
-    )?;
-    super::webhooks::emit(
-        conn,
-        project_id,
-        "billing.plan_changed",
-        serde_json::json!({ "project_id": project_id, "from": from, "to": plan }),
+        &plan_changed_effects(project_id, &from, plan, event_id),
         now,
     )?;
     Ok(Some(from))
+}
+
+/// What a plan change records and announces (both backends).
+pub fn plan_changed_effects(project_id: &str, from: &str, to: &str, event_id: &str) -> Effects {
+    Effects::default()
+        .audit(AuditEntry {
+            project_id: Some(project_id.to_string()),
+            action: "billing.plan_changed",
+            actor: Actor::system(),
+            target: Some(project_id.to_string()),
+            details: serde_json::json!({ "from": from, "to": to, "stripe_event": event_id }),
+        })
+        .webhook(WebhookEvent {
+            project_id: project_id.to_string(),
+            event: "billing.plan_changed",
+            data: serde_json::json!({ "project_id": project_id, "from": from, "to": to }),
+        })
+}
+
+/// What linking a Stripe customer to a project records (both backends).
+pub fn customer_linked_effects(project_id: &str, customer: &str, event_id: &str) -> Effects {
+    Effects::default().audit(AuditEntry {
+        project_id: Some(project_id.to_string()),
+        action: "billing.customer_linked",
+        actor: Actor::system(),
+        target: Some(project_id.to_string()),
+        details: serde_json::json!({ "customer": customer, "stripe_event": event_id }),
+    })
 }
 
 impl Db {
@@ -92,15 +108,9 @@ impl Db {
                     if linked == 0 {
                         StripeOutcome::Recorded(format!("no project {project_id:?}"))
                     } else {
-                        audit::record(
+                        super::effects::write(
                             &tx,
-                            &AuditEvent {
-                                project_id: Some(&project_id),
-                                action: "billing.customer_linked",
-                                actor: &Actor::system(),
-                                target: Some(&project_id),
-                                details: serde_json::json!({ "customer": customer, "stripe_event": event_id }),
-                            },
+                            &customer_linked_effects(&project_id, &customer, &event_id),
                             now,
                         )?;
                         // A subscription reported before this checkout applies now.

@@ -3,7 +3,6 @@
 //! code or a refresh token.
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use subtle::ConstantTimeEq;
 
 use super::audit::{self, Actor, AuditEvent};
 use super::mail::{self, Outgoing};
@@ -11,14 +10,12 @@ use super::users::{self, User, USER_COLUMNS};
 use super::{Db, DbResult};
 use crate::types::{Email, Role};
 
-/// The throttles of `send-code` (SPEC section 6).
-#[derive(Clone, Copy, Debug)]
-pub struct CodeLimits {
-    pub interval_secs: i64,
-    pub per_hour: i64,
-    pub per_ip_per_hour: i64,
-    pub ttl_secs: i64,
-}
+use crate::auth::rules::{
+    burns_code, refresh_decision, send_code_throttle, session_alive, should_touch_session,
+};
+pub use crate::auth::rules::{
+    judge_code, CodeLimits, CodeRequestHistory, CodeVerdict, RefreshDecision, SessionLimits,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeRequestOutcome {
@@ -47,13 +44,6 @@ pub struct NewTokens {
     pub access_hash: [u8; 32],
     pub refresh_hash: [u8; 32],
     pub access_expires_at: i64,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct SessionLimits {
-    pub idle_secs: i64,
-    pub max_secs: i64,
-    pub reuse_grace_secs: i64,
 }
 
 pub struct LoginRequest {
@@ -141,69 +131,6 @@ fn revoke(conn: &Connection, session_id: &str, reason: &str, now: i64) -> DbResu
     Ok(())
 }
 
-fn session_alive(
-    now: i64,
-    last_used_at: i64,
-    expires_at: i64,
-    revoked_at: Option<i64>,
-    limits: &SessionLimits,
-) -> bool {
-    revoked_at.is_none() && now < expires_at && now - last_used_at <= limits.idle_secs
-}
-
-/// What a presented login code meets. Only [`CodeVerdict::Accepted`] logs
-/// in; the others are all the same 401 `invalid_code` to the client and
-/// differ only in the audit log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CodeVerdict {
-    Accepted,
-    NoCode,
-    Expired,
-    Burned,
-    Wrong,
-}
-
-impl CodeVerdict {
-    fn reason(self) -> &'static str {
-        match self {
-            CodeVerdict::Accepted => "unknown_user",
-            CodeVerdict::NoCode => "no_code",
-            CodeVerdict::Expired => "expired",
-            CodeVerdict::Burned => "burned",
-            CodeVerdict::Wrong => "wrong_code",
-        }
-    }
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Code comparisons made on this thread (the login tests count them).
-    static CODE_COMPARISONS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// Judges a presented code hash against the stored code (hash, attempts
-/// made, expiry). The same work whatever is stored: one constant-time
-/// comparison, against a stand-in when there is no code.
-pub fn judge_code(
-    stored: Option<(&[u8], i64, i64)>,
-    presented: &[u8; 32],
-    now: i64,
-    max_attempts: i64,
-) -> CodeVerdict {
-    const NO_CODE: [u8; 32] = [0; 32];
-    let (hash, attempts, expires_at) = stored.unwrap_or((&NO_CODE, 0, i64::MIN));
-    let matches: bool = hash.ct_eq(&presented[..]).into();
-    #[cfg(test)]
-    CODE_COMPARISONS.with(|n| n.set(n.get() + 1));
-    match stored {
-        None => CodeVerdict::NoCode,
-        Some(_) if now >= expires_at => CodeVerdict::Expired,
-        Some(_) if attempts >= max_attempts => CodeVerdict::Burned,
-        Some(_) if !matches => CodeVerdict::Wrong,
-        Some(_) => CodeVerdict::Accepted,
-    }
-}
-
 /// `verify-code` in one immediate transaction: checks and spends the code,
 /// creates the user (and a personal project when the user belongs to none)
 /// and the session.
@@ -239,10 +166,11 @@ pub fn login_with_code(c: &mut Connection, req: LoginRequest, now: i64) -> DbRes
              ON CONFLICT (email) DO UPDATE SET attempts = attempts + 1",
             params![email, &req.stand_in_hash[..], now],
         )?;
-        let burned = verdict == CodeVerdict::Wrong
-            && stored
-                .as_ref()
-                .is_some_and(|(_, attempts, _)| attempts + 1 >= req.max_attempts);
+        let burned = burns_code(
+            verdict,
+            stored.as_ref().map(|(_, attempts, _)| *attempts),
+            req.max_attempts,
+        );
         audit::record(
             &tx,
             &AuditEvent {
@@ -315,28 +243,18 @@ impl Db {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let email = req.email.as_str();
             let hour_ago = now - 3600;
-            let mut retry_after: i64 = 0;
-            let (recent, _) = count_since(&tx, "email", email, now - l.interval_secs)?;
-            if recent > 0 {
-                let last: i64 = tx.query_row(
-                    "SELECT max(created_at) FROM code_requests WHERE email = ?1",
-                    [email],
-                    |r| r.get(0),
-                )?;
-                retry_after = retry_after.max(last + l.interval_secs - now);
-            }
-            let (per_email, oldest) = count_since(&tx, "email", email, hour_ago)?;
-            if per_email >= l.per_hour {
-                retry_after = retry_after.max(oldest.unwrap_or(now) + 3600 - now);
-            }
-            let (per_ip, oldest) = count_since(&tx, "ip", &req.ip, hour_ago)?;
-            if per_ip >= l.per_ip_per_hour {
-                retry_after = retry_after.max(oldest.unwrap_or(now) + 3600 - now);
-            }
-            if retry_after > 0 || recent > 0 {
-                return Ok(CodeRequestOutcome::Throttled {
-                    retry_after_secs: retry_after.max(1),
-                });
+            let last_for_email: Option<i64> = tx.query_row(
+                "SELECT max(created_at) FROM code_requests WHERE email = ?1",
+                [email],
+                |r| r.get(0),
+            )?;
+            let history = CodeRequestHistory {
+                last_for_email,
+                email_last_hour: count_since(&tx, "email", email, hour_ago)?,
+                ip_last_hour: count_since(&tx, "ip", &req.ip, hour_ago)?,
+            };
+            if let Some(retry_after_secs) = send_code_throttle(&history, &l, now) {
+                return Ok(CodeRequestOutcome::Throttled { retry_after_secs });
             }
             tx.execute(
                 "INSERT INTO code_requests (email, ip, created_at) VALUES (?1, ?2, ?3)",
@@ -407,16 +325,16 @@ impl Db {
             if !session_alive(now, last_used, expires_at, revoked_at, &limits) {
                 return Ok(RefreshOutcome::Invalid);
             }
-            if let Some(used_at) = used_at {
-                let spent_children: i64 = tx.query_row(
+            let spent_children: i64 = match used_at {
+                None => 0,
+                Some(_) => tx.query_row(
                     "SELECT count(*) FROM refresh_tokens WHERE parent_hash = ?1 AND used_at IS NOT NULL",
                     [&presented[..]],
                     |r| r.get(0),
-                )?;
-                let in_grace = limits.reuse_grace_secs > 0
-                    && now - used_at <= limits.reuse_grace_secs
-                    && spent_children == 0;
-                if !in_grace {
+                )?,
+            };
+            match refresh_decision(used_at, spent_children, now, &limits) {
+                RefreshDecision::Reuse => {
                     revoke(&tx, &session_id, "token_reused", now)?;
                     audit::record(
                         &tx,
@@ -435,11 +353,13 @@ impl Db {
                     tx.commit()?;
                     return Ok(RefreshOutcome::Reused);
                 }
-            } else {
-                tx.execute(
-                    "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1",
-                    params![&presented[..], now],
-                )?;
+                RefreshDecision::Grace => {}
+                RefreshDecision::Rotate => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1",
+                        params![&presented[..], now],
+                    )?;
+                }
             }
             insert_tokens(&tx, &session_id, &tokens, Some(&presented[..]), now)?;
             tx.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![session_id, now])?;
@@ -540,7 +460,7 @@ impl Db {
             // limits). Best effort: when the database cannot take the write
             // (full, read-only, locked), the read goes on; a later request
             // records the use.
-            if now - last_used >= (limits.idle_secs / 4).min(60) {
+            if should_touch_session(now, last_used, &limits) {
                 if let Err(e) = c.execute("UPDATE sessions SET last_used_at = ?2 WHERE id = ?1", params![session_id, now]) {
                     let e = super::DbError::from(e);
                     if e.fault().is_none() {
@@ -658,7 +578,7 @@ mod tests {
 
     fn attempt(c: &mut Connection, req: LoginRequest) -> (LoginOutcome, Work) {
         STATEMENTS.with(|s| s.borrow_mut().clear());
-        CODE_COMPARISONS.with(|n| n.set(0));
+        crate::auth::rules::CODE_COMPARISONS.with(|n| n.set(0));
         let before = c.total_changes();
         c.profile(Some(record_statement));
         let outcome = login_with_code(c, req, NOW).unwrap();
@@ -666,7 +586,7 @@ mod tests {
         let work = Work {
             statements: STATEMENTS.with(|s| s.borrow().clone()),
             rows_changed: c.total_changes() - before,
-            comparisons: CODE_COMPARISONS.with(|n| n.get()),
+            comparisons: crate::auth::rules::CODE_COMPARISONS.with(|n| n.get()),
         };
         (outcome, work)
     }

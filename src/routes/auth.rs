@@ -245,7 +245,7 @@ pub async fn revoke_token(
 ) -> ApiResult<HttpResponse> {
     if !body.refresh_token.is_empty() && body.refresh_token.len() <= 200 {
         let hash = state.keyring.token_hash(&body.refresh_token);
-        state.db.revoke_by_refresh_token(hash).await?;
+        state.store.revoke_by_refresh_token(hash).await?;
     }
     Ok(no_store(HttpResponse::Ok().json(Empty {})))
 }
@@ -264,7 +264,7 @@ pub async fn logout(
 ) -> ApiResult<HttpResponse> {
     let session = principal.session()?;
     state
-        .db
+        .store
         .revoke_session(session.session_id.clone(), "logout", principal.actor(&ctx))
         .await?;
     let mut res = HttpResponse::Ok()
@@ -284,8 +284,8 @@ pub async fn logout(
 pub async fn me(state: web::Data<AppState>, principal: Principal) -> ApiResult<HttpResponse> {
     if let Principal::Key(k) = &principal {
         let project = state
-            .db
-            .project(k.key.project_id.to_string())
+            .store
+            .project(k.key.project_id.to_string().into())
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidKey))?;
         return Ok(no_store(HttpResponse::Ok().json(KeyMeView {
@@ -294,7 +294,10 @@ pub async fn me(state: web::Data<AppState>, principal: Principal) -> ApiResult<H
         })));
     }
     let session = principal.session()?;
-    let memberships = state.db.memberships(session.user.id.clone()).await?;
+    let memberships = state
+        .store
+        .memberships(session.user.id.clone().into())
+        .await?;
     Ok(no_store(HttpResponse::Ok().json(MeView {
         user: (&session.user).into(),
         memberships: memberships.iter().map(Into::into).collect(),

@@ -84,7 +84,7 @@ pub async fn stripe_webhook(
     }
     let action = interpret(&event, &state.config);
     let outcome = state
-        .db
+        .store
         .apply_stripe_event(id.to_string(), kind.to_string(), action)
         .await?;
     match &outcome {
@@ -124,12 +124,12 @@ pub async fn billing(state: web::Data<AppState>, access: ProjectAccess) -> ApiRe
     state.keys.usage.flush(&*state.store).await?;
     let month_start = Interval::Monthly.period_start(crate::types::now());
     let keys = state
-        .db
-        .count_active_keys(access.project.id.clone())
+        .store
+        .count_active_keys(access.project.id.clone().into())
         .await?;
     let verifications = state
-        .db
-        .project_verifications_since(access.project.id.clone(), month_start)
+        .store
+        .project_verifications_since(access.project.id.clone().into(), month_start)
         .await?;
     Ok(HttpResponse::Ok().json(BillingView {
         plan,

@@ -12,6 +12,7 @@ use crate::keys::record::KeyRecord;
 pub use crate::keys::view::KeyView;
 use crate::routes::views::{no_store, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
+use crate::types::PathId;
 use crate::types::{rfc3339, Role};
 
 #[derive(Serialize, ToSchema)]
@@ -89,9 +90,9 @@ pub async fn list(
         owner_id: query.owner_id.clone(),
     };
     let (rows, total) = state
-        .db
+        .store
         .keys_page(
-            access.project.id.clone(),
+            access.project.id.clone().into(),
             filter,
             paging.offset(),
             paging.limit,
@@ -144,8 +145,8 @@ async fn find(state: &AppState, access: &ProjectAccess, id: &str) -> ApiResult<K
         return Err(ApiError::not_found().with_message("No such key."));
     }
     state
-        .db
-        .key_by_id(access.project.id.clone(), id.to_string())
+        .store
+        .key(access.project.id.clone().into(), id.to_string().into())
         .await?
         .ok_or_else(|| ApiError::not_found().with_message("No such key."))
 }
@@ -163,7 +164,7 @@ async fn find(state: &AppState, access: &ProjectAccess, id: &str) -> ApiResult<K
 pub async fn get(
     state: web::Data<AppState>,
     access: ProjectAccess,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
 ) -> ApiResult<HttpResponse> {
     access.require_role_or_scope(Role::Member, "keys:read")?;
     let key = find(&state, &access, &id).await?;
@@ -187,7 +188,7 @@ pub async fn patch(
     state: web::Data<AppState>,
     ctx: RequestContext,
     access: ProjectAccess,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
     body: web::Json<ObjectBody<PatchKeyBody>>,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Admin)?;
@@ -218,7 +219,7 @@ pub async fn revoke(
     state: web::Data<AppState>,
     ctx: RequestContext,
     access: ProjectAccess,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
 ) -> ApiResult<HttpResponse> {
     match &access.principal {
         Principal::Key(k) if *k.key.id == **id => {}
@@ -261,7 +262,7 @@ pub async fn rotate(
     state: web::Data<AppState>,
     ctx: RequestContext,
     access: ProjectAccess,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Admin)?;

@@ -13,6 +13,7 @@ use crate::http::RequestContext;
 use crate::routes::views::{Empty, MemberView, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
 use crate::store::{ProjectId, UserId};
+use crate::types::PathId;
 use crate::types::{Email, Role};
 
 #[derive(Deserialize, ToSchema)]
@@ -62,8 +63,12 @@ pub async fn list(
     access.session_role()?;
     let paging = query.paging()?;
     let (rows, total) = state
-        .db
-        .members_page(access.project.id.clone(), paging.offset(), paging.limit)
+        .store
+        .members_page(
+            access.project.id.clone().into(),
+            paging.offset(),
+            paging.limit,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(MemberList {
         items: rows.iter().map(Into::into).collect(),
@@ -98,9 +103,9 @@ pub async fn add(
             .mailer
             .member_added(&email, &access.project.name, &inviter, body.role.as_str());
     let member = state
-        .db
+        .store
         .add_member(
-            access.project.id.clone(),
+            access.project.id.clone().into(),
             email,
             body.role,
             access.session_role()?,
@@ -128,7 +133,7 @@ pub async fn change(
     state: web::Data<AppState>,
     ctx: RequestContext,
     access: ProjectAccess,
-    user_id: web::Path<String>,
+    user_id: web::Path<PathId>,
     body: web::Json<ObjectBody<ChangeRoleBody>>,
 ) -> ApiResult<HttpResponse> {
     access.require(Role::Owner)?;
@@ -136,7 +141,7 @@ pub async fn change(
         .store
         .change_member(
             ProjectId::from(access.project.id.as_str()),
-            UserId::from(user_id.into_inner()),
+            UserId::from(user_id.into_inner().into_string()),
             Some(body.role),
             access.session_role()?,
             access.principal.actor(&ctx),
@@ -160,13 +165,13 @@ pub async fn remove(
     state: web::Data<AppState>,
     ctx: RequestContext,
     access: ProjectAccess,
-    user_id: web::Path<String>,
+    user_id: web::Path<PathId>,
 ) -> ApiResult<HttpResponse> {
     state
         .store
         .change_member(
             ProjectId::from(access.project.id.as_str()),
-            UserId::from(user_id.into_inner()),
+            UserId::from(user_id.into_inner().into_string()),
             None,
             access.session_role()?,
             access.principal.actor(&ctx),

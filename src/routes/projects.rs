@@ -48,8 +48,8 @@ pub async fn list(
     let user = &principal.session()?.user;
     let paging = query.paging()?;
     let (rows, total) = state
-        .db
-        .projects_page(user.id.clone(), paging.offset(), paging.limit)
+        .store
+        .projects_page(user.id.clone().into(), paging.offset(), paging.limit)
         .await?;
     Ok(HttpResponse::Ok().json(ProjectList {
         items: rows
@@ -87,9 +87,9 @@ pub async fn create(
     let user = &principal.session()?.user;
     let name = Name::parse(&body.name).map_err(|why| ApiError::validation("name", why))?;
     let project = state
-        .db
+        .store
         .create_project(
-            user.id.clone(),
+            user.id.clone().into(),
             name.as_str().to_string(),
             state.config.billing.default_plan.clone(),
             principal.actor(&ctx),

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::auth::ProjectAccess;
 use crate::db::webhooks::Endpoint;
 use crate::store::ProjectId;
+use crate::types::PathId;
 
 fn project_of(access: &ProjectAccess) -> ProjectId {
     ProjectId::from(access.project.id.as_str())
@@ -188,13 +189,13 @@ pub async fn create(
 pub async fn delete(
     state: web::Data<AppState>,
     access: ProjectAccess,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
 ) -> ApiResult<HttpResponse> {
     allow(&access)?;
     find(&state, &access, &id).await?;
     state
         .store
-        .delete_webhook(project_of(&access), id.into_inner())
+        .delete_webhook(project_of(&access), id.into_inner().into_string())
         .await?;
     Ok(HttpResponse::Ok().json(Empty {}))
 }
@@ -207,7 +208,7 @@ pub async fn delete(
 pub async fn deliveries(
     state: web::Data<AppState>,
     access: ProjectAccess,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
     query: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     allow(&access)?;
@@ -254,7 +255,7 @@ pub async fn deliveries(
 pub async fn test(
     state: web::Data<AppState>,
     access: ProjectAccess,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
 ) -> ApiResult<HttpResponse> {
     allow(&access)?;
     let endpoint = find(&state, &access, &id).await?;

@@ -71,6 +71,9 @@ pub trait KeyRepo: Send + Sync {
         effects: ImportEffects,
     ) -> StoreResult<Result<usize, String>>;
     async fn imported_key_hashes(&self) -> StoreResult<Vec<KeyHash>>;
+    /// Keys of the project that are neither revoked nor expired (what
+    /// `max_keys` counts).
+    async fn count_active_keys(&self, project: ProjectId) -> StoreResult<i64>;
     /// The newest change-feed entry (0 when empty).
     async fn last_key_change(&self) -> StoreResult<i64>;
     async fn key_changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, KeyHash)>>;

@@ -39,12 +39,15 @@
 //!   owners; refresh-token rotation and code attempts by locking the token
 //!   or code row (`FOR UPDATE`) and deciding on what the lock returned.
 
+pub mod billing;
 pub mod directory;
 pub mod effects;
 pub mod ids;
 pub mod keys;
 pub mod maintenance;
+pub mod open;
 pub mod postgres;
+pub mod sessions;
 pub mod sqlite;
 pub mod usage;
 pub mod work;
@@ -66,7 +69,6 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything a backend provides; the server holds an `Arc<dyn Store>`.
-/// (It grows a repository at a time as the server moves onto the interface.)
 pub trait Store:
     keys::KeyRepo
     + usage::UsageRepo
@@ -74,6 +76,8 @@ pub trait Store:
     + work::WebhookRepo
     + work::MailRepo
     + directory::DirectoryRepo
+    + sessions::SessionRepo
+    + billing::BillingRepo
     + maintenance::Maintenance
 {
 }
@@ -85,6 +89,8 @@ impl<T> Store for T where
         + work::WebhookRepo
         + work::MailRepo
         + directory::DirectoryRepo
+        + sessions::SessionRepo
+        + billing::BillingRepo
         + maintenance::Maintenance
 {
 }

@@ -2,19 +2,31 @@
 
 use async_trait::async_trait;
 
+use super::billing::BillingRepo;
 use super::directory::DirectoryRepo;
 use super::effects::Effects;
 use super::keys::{ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects};
 use super::maintenance::{Maintenance, Retention};
+use super::sessions::SessionRepo;
 use super::usage::{AuditRepo, UsageRepo};
 use super::work::{MailRepo, WebhookRepo};
+use super::UserId;
 use super::{KeyHash, KeyId, ProjectId, StoreError, StoreResult};
+use crate::db::audit::Actor;
 use crate::db::audit::StoredEvent;
+use crate::db::billing::StripeOutcome;
 use crate::db::keys::{KeyFilter, Rotated, UsageBatch, UsageCounts};
+use crate::db::mail::Outgoing;
 use crate::db::mail::{MailboxMessage, PendingMail};
+use crate::db::sessions::{
+    CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens, RefreshOutcome,
+    SessionAuth, SessionLimits,
+};
+use crate::db::users::{BootstrapOutcome, Member, MemberChangeError, Membership, Project};
 use crate::db::webhooks::{Attempt, AttemptOutcome, DeliveryView, DueDelivery, Endpoint};
 use crate::db::Db;
 use crate::keys::record::KeyRecord;
+use crate::types::{Email, Role};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -118,6 +130,10 @@ impl KeyRepo for SqliteStore {
         effects: ImportEffects,
     ) -> StoreResult<Result<usize, String>> {
         Ok(self.db.import_keys(keys, effects).await?)
+    }
+
+    async fn count_active_keys(&self, project: ProjectId) -> StoreResult<i64> {
+        Ok(self.db.count_active_keys(project.to_string()).await?)
     }
 
     async fn imported_key_hashes(&self) -> StoreResult<Vec<KeyHash>> {
@@ -312,6 +328,86 @@ impl DirectoryRepo for SqliteStore {
         Ok(self.db.project(id.to_string()).await?)
     }
 
+    async fn find_project(&self, id_or_name: String) -> StoreResult<Result<Project, String>> {
+        Ok(self.db.find_project(id_or_name).await?)
+    }
+
+    async fn memberships(&self, user: UserId) -> StoreResult<Vec<Membership>> {
+        Ok(self.db.memberships(user.to_string()).await?)
+    }
+
+    async fn project_role(
+        &self,
+        user: UserId,
+        project: ProjectId,
+    ) -> StoreResult<Option<Membership>> {
+        Ok(self
+            .db
+            .project_role(user.to_string(), project.to_string())
+            .await?)
+    }
+
+    async fn create_project(
+        &self,
+        owner: UserId,
+        name: String,
+        plan: String,
+        actor: Actor,
+    ) -> StoreResult<Project> {
+        Ok(self
+            .db
+            .create_project(owner.to_string(), name, plan, actor)
+            .await?)
+    }
+
+    async fn projects_page(
+        &self,
+        user: UserId,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<Membership>, i64)> {
+        Ok(self
+            .db
+            .projects_page(user.to_string(), offset, limit)
+            .await?)
+    }
+
+    async fn members_page(
+        &self,
+        project: ProjectId,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<Member>, i64)> {
+        Ok(self
+            .db
+            .members_page(project.to_string(), offset, limit)
+            .await?)
+    }
+
+    async fn add_member(
+        &self,
+        project: ProjectId,
+        email: Email,
+        role: Role,
+        actor_role: Role,
+        actor: Actor,
+        notify: Outgoing,
+    ) -> StoreResult<Result<Member, MemberChangeError>> {
+        Ok(self
+            .db
+            .add_member(project.to_string(), email, role, actor_role, actor, notify)
+            .await?)
+    }
+
+    async fn bootstrap_user(
+        &self,
+        email: Email,
+        project: Option<(String, Option<Role>)>,
+        plan: String,
+    ) -> StoreResult<Result<BootstrapOutcome, String>> {
+        Ok(self.db.bootstrap_user(email, project, plan).await?)
+    }
+
     async fn change_member(
         &self,
         project: ProjectId,
@@ -324,6 +420,66 @@ impl DirectoryRepo for SqliteStore {
         Ok(self
             .db
             .change_member(project.to_string(), user.to_string(), to, actor_role, actor)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl SessionRepo for SqliteStore {
+    async fn request_login_code(&self, req: CodeRequest) -> StoreResult<CodeRequestOutcome> {
+        Ok(self.db.request_login_code(req).await?)
+    }
+
+    async fn login_with_code(&self, req: LoginRequest) -> StoreResult<LoginOutcome> {
+        Ok(self.db.login_with_code(req).await?)
+    }
+
+    async fn refresh_session(
+        &self,
+        presented: [u8; 32],
+        tokens: NewTokens,
+        limits: SessionLimits,
+        actor: Actor,
+    ) -> StoreResult<RefreshOutcome> {
+        Ok(self
+            .db
+            .refresh_session(presented, tokens, limits, actor)
+            .await?)
+    }
+
+    async fn revoke_by_refresh_token(&self, presented: [u8; 32]) -> StoreResult<Option<String>> {
+        Ok(self.db.revoke_by_refresh_token(presented).await?)
+    }
+
+    async fn revoke_session(
+        &self,
+        session_id: String,
+        reason: &'static str,
+        actor: Actor,
+    ) -> StoreResult<()> {
+        Ok(self.db.revoke_session(session_id, reason, actor).await?)
+    }
+
+    async fn authenticate_access_token(
+        &self,
+        presented: [u8; 32],
+        limits: SessionLimits,
+    ) -> StoreResult<Option<SessionAuth>> {
+        Ok(self.db.authenticate_access_token(presented, limits).await?)
+    }
+}
+
+#[async_trait]
+impl BillingRepo for SqliteStore {
+    async fn apply_stripe_event(
+        &self,
+        event_id: String,
+        event_type: String,
+        action: crate::billing::Action,
+    ) -> StoreResult<StripeOutcome> {
+        Ok(self
+            .db
+            .apply_stripe_event(event_id, event_type, action)
             .await?)
     }
 }

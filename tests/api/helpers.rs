@@ -21,6 +21,77 @@ pub fn agent() -> &'static ureq::Agent {
     AGENT.get_or_init(|| ureq::AgentBuilder::new().redirects(0).build())
 }
 
+/// Which storage backend the suite runs against: the test binary decides.
+/// `api` runs everything on SQLite; `api_postgres` runs the HTTP suite's
+/// backend-independent modules on PostgreSQL (a fresh database per app).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backend() -> Backend {
+    static BACKEND: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+    *BACKEND.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("api_postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    })
+}
+
+/// Databases made for apps whose data directory the caller owns (restart
+/// tests): dropped when the test binary exits.
+static KEPT_DATABASES: std::sync::Mutex<Vec<crate::pg::TestDb>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn drop_kept_databases() {
+    let kept = std::mem::take(&mut *KEPT_DATABASES.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(kept);
+}
+
+/// A fresh PostgreSQL database, or, when none can be had and
+/// GATEHOUSE_REQUIRE_E2E is not set, the end of this test binary: every
+/// test in it needs one, so it stops at once, saying so (exit status 0).
+fn fresh_database() -> crate::pg::TestDb {
+    match crate::pg::TestDb::create() {
+        Some(db) => db,
+        None => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nSKIPPED the whole PostgreSQL HTTP suite (api_postgres): no PostgreSQL server answers; \
+                 set GATEHOUSE_TEST_PG_URL, or GATEHOUSE_REQUIRE_E2E=1 to make this a failure\n"
+            );
+            std::process::exit(0);
+        }
+    }
+}
+
+/// The PostgreSQL database of the app whose data lives in `root` (made on
+/// first use, kept for restarts of the same data directory).
+fn database_for_root(root: &Path) -> String {
+    let file = root.join("test-pg-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return url;
+    }
+    let db = fresh_database();
+    std::fs::write(&file, &db.url).unwrap();
+    let url = db.url.clone();
+    let mut kept = KEPT_DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.is_empty() {
+        // SAFETY: registers a plain `extern "C" fn` without arguments, as
+        // atexit requires.
+        unsafe {
+            libc::atexit(drop_kept_databases);
+        }
+    }
+    kept.push(db);
+    url
+}
+
 pub struct TestApp {
     pub base: String,
     /// Where the app keeps its data (`data/` below it).
@@ -28,6 +99,8 @@ pub struct TestApp {
     /// Kept so the data directory lives as long as the app.
     _dir: Option<tempfile::TempDir>,
     pub state: web::Data<AppState>,
+    /// A database this app owns (dropped after the app stops).
+    _pg: Option<crate::pg::TestDb>,
     handle: ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -53,8 +126,13 @@ pub fn spawn_app() -> TestApp {
 pub fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
+    let pg = (backend() == Backend::Postgres).then(fresh_database);
+    if let Some(db) = &pg {
+        std::fs::write(root.join("test-pg-url"), &db.url).unwrap();
+    }
     let mut app = spawn_app_at(&root, customize);
     app._dir = Some(dir);
+    app._pg = pg;
     app
 }
 
@@ -69,6 +147,9 @@ pub fn spawn_app_at(root: &Path, customize: impl FnOnce(&mut Config)) -> TestApp
         k
     });
     config.secrets.session_key = Some(Secret::new(key));
+    if backend() == Backend::Postgres {
+        config.database.url = Some(Secret::new(database_for_root(root)));
+    }
     customize(&mut config);
     let app = Application::build(config).expect("the app builds");
     let port = app.port();
@@ -87,6 +168,7 @@ pub fn spawn_app_at(root: &Path, customize: impl FnOnce(&mut Config)) -> TestApp
         root: root.to_path_buf(),
         _dir: None,
         state,
+        _pg: None,
         handle,
         thread: Some(thread),
     }
@@ -217,6 +299,10 @@ pub fn gatehouse(dir: &Path) -> Command {
         if k.starts_with("GATEHOUSE_") || k == "RUST_LOG" {
             cmd.env_remove(k);
         }
+    }
+    // On PostgreSQL, commands run in an app's directory use its database.
+    if let Some(url) = pg_url_at(dir) {
+        cmd.env("GATEHOUSE_DATABASE__URL", url);
     }
     cmd
 }
@@ -460,15 +546,130 @@ impl TestApp {
             .to_string()
     }
 
-    /// Runs a query against the app's database file.
-    pub fn query_i64(&self, sql: &str) -> i64 {
-        let conn = rusqlite::Connection::open(self.root.join("data/gatehouse.db")).unwrap();
-        // The server writes meanwhile (usage, the change feed): wait for it.
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .unwrap();
-        conn.query_row(sql, [], |r| r.get(0))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    /// Whether `needle` appears anywhere in what the app stored (secrets
+    /// must not): the SQLite file and its log byte for byte, or every row
+    /// of every PostgreSQL table as text.
+    pub fn database_contains(&self, needle: &str) -> bool {
+        match pg_url_at(&self.root) {
+            Some(url) => {
+                let tables = pg_query_strings(
+                    &url,
+                    "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+                );
+                assert!(tables.len() > 10, "{tables:?}");
+                tables.iter().any(|t| {
+                    pg_query_i64(
+                        &url,
+                        &format!(
+                            "SELECT count(*) FROM {t} r WHERE strpos(r::text, '{}') > 0",
+                            needle.replace('\'', "''")
+                        ),
+                    ) > 0
+                })
+            }
+            None => {
+                let needle = needle.as_bytes();
+                let db = std::fs::read(self.root.join("data/gatehouse.db")).unwrap();
+                let wal =
+                    std::fs::read(self.root.join("data/gatehouse.db-wal")).unwrap_or_default();
+                [db, wal]
+                    .iter()
+                    .any(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+            }
+        }
     }
+
+    /// Runs a query that returns one integer against the app's database,
+    /// whichever the backend (keep the SQL to what both understand).
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        query_i64_at(&self.root, sql)
+    }
+}
+
+/// The PostgreSQL URL of the app whose data lives in `root`, when the
+/// suite runs on PostgreSQL.
+fn pg_url_at(root: &Path) -> Option<String> {
+    std::fs::read_to_string(root.join("test-pg-url")).ok()
+}
+
+/// [`TestApp::query_i64`] for the data of `root`, whether or not an app
+/// runs on it now.
+pub fn query_i64_at(root: &Path, sql: &str) -> i64 {
+    match pg_url_at(root) {
+        Some(url) => pg_query_i64(&url, sql),
+        None => {
+            let conn = rusqlite::Connection::open(root.join("data/gatehouse.db")).unwrap();
+            // The server writes meanwhile (usage, the change feed): wait for it.
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+            conn.query_row(sql, [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }
+    }
+}
+
+/// [`TestApp::execute_sql`] for the data of `root`.
+pub fn execute_sql_at(root: &Path, sql: &str) -> u64 {
+    match pg_url_at(root) {
+        Some(url) => {
+            let sql = sql.to_string();
+            crate::pg::block_on(async move {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("the test database answers");
+                tokio::spawn(conn);
+                client
+                    .execute(&sql, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            })
+        }
+        None => {
+            let conn = rusqlite::Connection::open(root.join("data/gatehouse.db")).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+            conn.execute(sql, [])
+                .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64
+        }
+    }
+}
+
+/// The first column of every row, as text.
+pub fn pg_query_strings(url: &str, sql: &str) -> Vec<String> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    crate::pg::block_on(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("the test database answers");
+        tokio::spawn(conn);
+        client
+            .query(&sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    })
+}
+
+/// One integer from PostgreSQL (any integer width; a boolean as 0 or 1).
+pub fn pg_query_i64(url: &str, sql: &str) -> i64 {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    crate::pg::block_on(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("the test database answers");
+        tokio::spawn(conn);
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        row.try_get::<_, i64>(0)
+            .or_else(|_| row.try_get::<_, i32>(0).map(i64::from))
+            .or_else(|_| row.try_get::<_, bool>(0).map(i64::from))
+            .or_else(|_| row.try_get::<_, Option<i64>>(0).map(|v| v.unwrap_or(0)))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
 }
 
 pub struct Tokens {

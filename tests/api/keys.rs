@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    send, send_body, spawn_app, spawn_app_at, spawn_app_with, Resp, TestApp, Tokens,
+    execute_sql_at, query_i64_at, send, send_body, spawn_app, spawn_app_at, spawn_app_with, Resp,
+    TestApp, Tokens,
 };
 
 pub fn create_key(app: &TestApp, t: &Tokens, body: Value) -> (String, String) {
@@ -145,11 +146,11 @@ fn created_keys_have_the_format_and_are_never_shown_again() {
             .windows(plaintext.len())
             .any(|w| w == plaintext.as_bytes()));
     }
-    let stored: String = rusqlite::Connection::open(app.root.join("data/gatehouse.db"))
-        .unwrap()
-        .query_row("SELECT hex(key_hash) FROM api_keys", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(stored.len(), 64, "a SHA-256 hash is stored");
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM api_keys WHERE length(key_hash) = 32"),
+        1,
+        "a SHA-256 hash is stored"
+    );
     assert_eq!(
         app.query_i64("SELECT count(*) FROM audit_events WHERE action = 'key.created'"),
         1
@@ -688,20 +689,15 @@ fn credits_are_never_overspent_and_refill_at_the_boundary() {
         );
     }
     // Move the last refill back a day, as if the key had last been used yesterday.
-    let conn = rusqlite::Connection::open(root.path().join("data/gatehouse.db")).unwrap();
     assert_eq!(
-        conn.query_row("SELECT credits_remaining FROM api_keys", [], |r| r
-            .get::<_, i64>(0))
-            .unwrap(),
+        query_i64_at(root.path(), "SELECT credits_remaining FROM api_keys"),
         0,
         "flushed at stop"
     );
-    conn.execute(
+    execute_sql_at(
+        root.path(),
         "UPDATE api_keys SET credits_period_start = credits_period_start - 86400",
-        [],
-    )
-    .unwrap();
-    drop(conn);
+    );
     let app = spawn_app_at(root.path(), |_| {});
     let v = verify(&app, json!({ "key": key }));
     assert_eq!(code_of(&v), "valid", "a new day refills the balance");
@@ -736,11 +732,11 @@ fn usage_and_last_used_survive_a_graceful_restart() {
     }; // graceful stop
     let app = spawn_app_at(root.path(), |_| {});
     assert_eq!(
-        app.query_i64("SELECT coalesce(sum(valid), 0) FROM usage_hourly"),
+        app.query_i64("SELECT CAST(coalesce(sum(valid), 0) AS BIGINT) FROM usage_hourly"),
         n
     );
     assert_eq!(
-        app.query_i64("SELECT coalesce(sum(refused), 0) FROM usage_hourly"),
+        app.query_i64("SELECT CAST(coalesce(sum(refused), 0) AS BIGINT) FROM usage_hourly"),
         1
     );
     // The session from before the restart is still good.

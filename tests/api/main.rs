@@ -3,6 +3,8 @@
 //! the admin UI in headless Chromium (`ui`, which runs tests/ui/admin.mjs).
 
 mod helpers;
+#[path = "../common/pg.rs"]
+mod pg;
 
 mod auth;
 mod billing;

@@ -16,12 +16,17 @@ use crate::helpers::{
 };
 use crate::keys::{create_key, verify};
 
+/// The SQLite handle (this module tests SQLite itself).
+fn sqlite(app: &TestApp) -> &gatehouse::db::Db {
+    app.state.sqlite.as_ref().expect("the app runs on SQLite")
+}
+
 #[test]
 fn pooled_connections_use_wal_foreign_keys_and_full_sync_by_default() {
     let app = spawn_app();
     // Ask several times: each call may get another pooled connection.
     for _ in 0..4 {
-        let p = app.block_on(app.state.db.pragmas()).unwrap();
+        let p = app.block_on(sqlite(&app).pragmas()).unwrap();
         assert_eq!(p.journal_mode, "wal");
         assert_eq!(p.foreign_keys, 1);
         assert_eq!(p.synchronous, 2, "FULL");
@@ -35,7 +40,7 @@ fn synchronous_and_busy_timeout_follow_the_configuration() {
         c.database.synchronous = Synchronous::Normal;
         c.database.busy_timeout_ms = 1234;
     });
-    let p = app.block_on(app.state.db.pragmas()).unwrap();
+    let p = app.block_on(sqlite(&app).pragmas()).unwrap();
     assert_eq!(p.synchronous, 1, "NORMAL");
     assert_eq!(p.busy_timeout_ms, 1234);
     assert_eq!(p.journal_mode, "wal");
@@ -44,7 +49,7 @@ fn synchronous_and_busy_timeout_follow_the_configuration() {
 #[test]
 fn the_database_file_is_migrated_to_the_newest_schema() {
     let app = spawn_app();
-    let path = app.state.db.path().to_path_buf();
+    let path = sqlite(&app).path().to_path_buf();
     assert!(path.ends_with("data/gatehouse.db"));
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: u32 = conn
@@ -63,7 +68,7 @@ fn the_database_file_is_migrated_to_the_newest_schema() {
     }
     // Foreign keys are enforced through the pool.
     let err = app
-        .block_on(app.state.db.call(|c| {
+        .block_on(sqlite(&app).call(|c| {
             c.execute(
                 "INSERT INTO memberships (project_id, user_id, role, created_at) VALUES ('p', 'u', 'owner', 0)",
                 [],
@@ -86,7 +91,10 @@ fn a_database_from_a_newer_version_is_refused_untouched() {
             .unwrap();
     }
     match Application::build(config.clone()) {
-        Err(StartupError::Db(DbError::TooNew { found, supported })) => {
+        Err(StartupError::Store(gatehouse::store::StoreError::Sqlite(DbError::TooNew {
+            found,
+            supported,
+        }))) => {
             assert_eq!(found, 999);
             assert_eq!(supported, latest_version());
         }
@@ -153,7 +161,7 @@ fn write_fault_round(fault: SimulatedFault) {
     assert_eq!(verify(&app, json!({ "key": key }))["valid"], true);
     let mut acknowledged = vec![];
 
-    app.state.db.simulate_fault(Some(fault));
+    sqlite(&app).simulate_fault(Some(fault));
     let mut refused = None;
     for i in 0..200 {
         let res = post_key(&app, &t, &format!("during {i}"));
@@ -187,7 +195,7 @@ fn write_fault_round(fault: SimulatedFault) {
     std::thread::sleep(Duration::from_millis(1500));
     assert_unavailable(&post_key(&app, &t, "still refused"));
 
-    app.state.db.simulate_fault(None);
+    sqlite(&app).simulate_fault(None);
     let res = post_key(&app, &t, "after");
     assert_eq!(res.status, 201, "recovers by itself: {}", res.body);
     acknowledged.push(res.json()["id"].as_str().unwrap().to_string());

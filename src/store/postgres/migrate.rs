@@ -32,6 +32,20 @@ async fn applied_version(client: &impl deadpool_postgres::GenericClient) -> Resu
     Ok(u32::try_from(row.get::<_, i64>(0)).unwrap_or(u32::MAX))
 }
 
+/// The version recorded in the database (0 for an empty database),
+/// without changing anything.
+pub async fn applied_schema_version(pool: &Pool) -> Result<u32, PgError> {
+    let client = pool.get().await?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('gatehouse_schema') IS NOT NULL", &[])
+        .await?
+        .try_get(0)?;
+    if !exists {
+        return Ok(0);
+    }
+    applied_version(&client).await
+}
+
 /// Applies every pending step.
 pub async fn migrate(pool: &Pool) -> Result<MigrateOutcome, PgError> {
     let steps = migrations();

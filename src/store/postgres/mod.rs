@@ -4,9 +4,12 @@
 //! one), so operators can tell Gatehouse's connections apart in
 //! `pg_stat_activity`. TLS follows libpq's `sslmode` (see [`tls`]).
 
+pub mod billing;
+pub mod directory;
 pub mod effects;
 pub mod keys;
 pub mod migrate;
+pub mod sessions;
 pub mod tls;
 pub mod usage;
 pub mod work;
@@ -173,19 +176,68 @@ mod tests {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    home: std::sync::Arc<ConnectionHome>,
+}
+
+/// Where the pool's connections live. A tokio-postgres connection is a
+/// task on the runtime that opened it; the server's worker threads each
+/// run a runtime of their own that ends when the worker stops, which would
+/// close every connection a worker happened to open while the pool still
+/// hands them out (the usage flush at shutdown would find them dead). So
+/// connections are opened on this runtime, on a thread of its own that
+/// lives as long as the store; queries still run from any thread (a
+/// client talks to its connection task through a channel).
+struct ConnectionHome {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ConnectionHome {
+    fn start() -> std::io::Result<ConnectionHome> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("gatehouse-pg".into())
+            .spawn(move || {
+                // Runs until the store is dropped (the sender with it).
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(ConnectionHome {
+            handle,
+            _stop: stop,
+        })
+    }
 }
 
 impl PgStore {
     pub fn new(pool: Pool) -> Self {
-        PgStore { pool }
+        let home = ConnectionHome::start().expect("a thread for the database connections");
+        PgStore {
+            pool,
+            home: std::sync::Arc::new(home),
+        }
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
+    /// A pooled connection; a new one is opened on the connections' own
+    /// runtime (see [`ConnectionHome`]).
     async fn client(&self) -> Result<deadpool_postgres::Client, PgError> {
-        Ok(self.pool.get().await?)
+        let pool = self.pool.clone();
+        match self
+            .home
+            .handle
+            .spawn(async move { pool.get().await })
+            .await
+        {
+            Ok(client) => Ok(client?),
+            Err(_) => Err(PgError::Pool("the connection thread has stopped".into())),
+        }
     }
 }
 
@@ -294,6 +346,11 @@ mod repo {
         ) -> StoreResult<Result<usize, String>> {
             let mut client = self.client().await?;
             Ok(keys::import_keys(&mut client, &keys_to_import, effects).await?)
+        }
+
+        async fn count_active_keys(&self, project: ProjectId) -> StoreResult<i64> {
+            let client = self.client().await?;
+            Ok(keys::active_keys(&client, project.as_str(), crate::types::now()).await?)
         }
 
         async fn imported_key_hashes(&self) -> StoreResult<Vec<KeyHash>> {
@@ -538,17 +595,105 @@ mod work_repo {
 mod directory_repo {
     use async_trait::async_trait;
 
-    use super::{effects, PgError, PgStore};
+    use super::{directory, effects, PgError, PgStore};
     use crate::db::audit::Actor;
+    use crate::db::mail::Outgoing;
     use crate::db::users::{
-        may_change, member_change_effects, Member, MemberChangeError, Project, User,
+        may_change, member_change_effects, BootstrapOutcome, Member, MemberChangeError, Membership,
+        Project, User,
     };
     use crate::store::directory::DirectoryRepo;
     use crate::store::{ProjectId, StoreResult, UserId};
+    use crate::types::Email;
     use crate::types::Role;
 
     #[async_trait]
     impl DirectoryRepo for PgStore {
+        async fn find_project(&self, id_or_name: String) -> StoreResult<Result<Project, String>> {
+            let client = self.client().await?;
+            Ok(directory::find_project(&client, &id_or_name).await?)
+        }
+
+        async fn memberships(&self, user: UserId) -> StoreResult<Vec<Membership>> {
+            let client = self.client().await?;
+            Ok(directory::memberships_of(&client, user.as_str()).await?)
+        }
+
+        async fn project_role(
+            &self,
+            user: UserId,
+            project: ProjectId,
+        ) -> StoreResult<Option<Membership>> {
+            let client = self.client().await?;
+            Ok(directory::project_role(&client, user.as_str(), project.as_str()).await?)
+        }
+
+        async fn create_project(
+            &self,
+            owner: UserId,
+            name: String,
+            plan: String,
+            actor: Actor,
+        ) -> StoreResult<Project> {
+            let mut client = self.client().await?;
+            Ok(
+                directory::create_project(&mut client, owner.as_str(), &name, &plan, &actor)
+                    .await?,
+            )
+        }
+
+        async fn projects_page(
+            &self,
+            user: UserId,
+            offset: i64,
+            limit: i64,
+        ) -> StoreResult<(Vec<Membership>, i64)> {
+            let client = self.client().await?;
+            Ok(directory::projects_page(&client, user.as_str(), offset, limit).await?)
+        }
+
+        async fn members_page(
+            &self,
+            project: ProjectId,
+            offset: i64,
+            limit: i64,
+        ) -> StoreResult<(Vec<Member>, i64)> {
+            let client = self.client().await?;
+            Ok(directory::members_page(&client, project.as_str(), offset, limit).await?)
+        }
+
+        async fn add_member(
+            &self,
+            project: ProjectId,
+            email: Email,
+            role: Role,
+            actor_role: Role,
+            actor: Actor,
+            notify: Outgoing,
+        ) -> StoreResult<Result<Member, MemberChangeError>> {
+            let mut client = self.client().await?;
+            Ok(directory::add_member(
+                &mut client,
+                project.as_str(),
+                &email,
+                role,
+                actor_role,
+                &actor,
+                &notify,
+            )
+            .await?)
+        }
+
+        async fn bootstrap_user(
+            &self,
+            email: Email,
+            project: Option<(String, Option<Role>)>,
+            plan: String,
+        ) -> StoreResult<Result<BootstrapOutcome, String>> {
+            let mut client = self.client().await?;
+            Ok(directory::bootstrap_user(&mut client, &email, project, &plan).await?)
+        }
+
         async fn project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
             let client = self.client().await?;
             let row = client
@@ -647,6 +792,85 @@ mod directory_repo {
                 Ok::<_, PgError>(Ok(to.map(|role| Member { role, ..current })))
             };
             Ok(run.await?)
+        }
+    }
+}
+
+mod session_repo {
+    use async_trait::async_trait;
+
+    use super::{billing, sessions, PgStore};
+    use crate::db::audit::Actor;
+    use crate::db::billing::StripeOutcome;
+    use crate::db::sessions::{
+        CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens, RefreshOutcome,
+        SessionAuth, SessionLimits,
+    };
+    use crate::store::billing::BillingRepo;
+    use crate::store::sessions::SessionRepo;
+    use crate::store::StoreResult;
+
+    #[async_trait]
+    impl SessionRepo for PgStore {
+        async fn request_login_code(&self, req: CodeRequest) -> StoreResult<CodeRequestOutcome> {
+            let mut client = self.client().await?;
+            Ok(sessions::request_login_code(&mut client, &req).await?)
+        }
+
+        async fn login_with_code(&self, req: LoginRequest) -> StoreResult<LoginOutcome> {
+            let mut client = self.client().await?;
+            Ok(sessions::login_with_code(&mut client, &req).await?)
+        }
+
+        async fn refresh_session(
+            &self,
+            presented: [u8; 32],
+            tokens: NewTokens,
+            limits: SessionLimits,
+            actor: Actor,
+        ) -> StoreResult<RefreshOutcome> {
+            let mut client = self.client().await?;
+            Ok(sessions::refresh_session(&mut client, &presented, &tokens, &limits, actor).await?)
+        }
+
+        async fn revoke_by_refresh_token(
+            &self,
+            presented: [u8; 32],
+        ) -> StoreResult<Option<String>> {
+            let mut client = self.client().await?;
+            Ok(sessions::revoke_by_refresh_token(&mut client, &presented).await?)
+        }
+
+        async fn revoke_session(
+            &self,
+            session_id: String,
+            reason: &'static str,
+            actor: Actor,
+        ) -> StoreResult<()> {
+            let mut client = self.client().await?;
+            Ok(sessions::revoke_session(&mut client, &session_id, reason, &actor).await?)
+        }
+
+        async fn authenticate_access_token(
+            &self,
+            presented: [u8; 32],
+            limits: SessionLimits,
+        ) -> StoreResult<Option<SessionAuth>> {
+            let client = self.client().await?;
+            Ok(sessions::authenticate_access_token(&client, &presented, &limits).await?)
+        }
+    }
+
+    #[async_trait]
+    impl BillingRepo for PgStore {
+        async fn apply_stripe_event(
+            &self,
+            event_id: String,
+            event_type: String,
+            action: crate::billing::Action,
+        ) -> StoreResult<StripeOutcome> {
+            let mut client = self.client().await?;
+            Ok(billing::apply_stripe_event(&mut client, &event_id, &event_type, action).await?)
         }
     }
 }

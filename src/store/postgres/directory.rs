@@ -1,0 +1,445 @@
+//! Users, projects and memberships in PostgreSQL.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::effects::{emit, enqueue_mail, record_audit};
+use super::PgError;
+use crate::crypto::new_id;
+use crate::db::audit::{Actor, AuditEvent};
+use crate::db::mail::Outgoing;
+use crate::db::users::{
+    may_change, member_json, BootstrapOutcome, Member, MemberChangeError, Membership, Project, User,
+};
+use crate::types::{Email, Role};
+
+pub const USER_COLUMNS: &str = "u.id, u.email, u.full_name, u.created_at";
+const PROJECT_COLUMNS: &str = "p.id, p.name, p.plan, p.created_at";
+
+pub fn user_from(r: &Row, at: usize) -> Result<User, PgError> {
+    Ok(User {
+        id: r.try_get(at)?,
+        email: r.try_get(at + 1)?,
+        full_name: r.try_get(at + 2)?,
+        created_at: r.try_get(at + 3)?,
+    })
+}
+
+fn project_from(r: &Row, at: usize) -> Result<Project, PgError> {
+    Ok(Project {
+        id: r.try_get(at)?,
+        name: r.try_get(at + 1)?,
+        plan: r.try_get(at + 2)?,
+        created_at: r.try_get(at + 3)?,
+    })
+}
+
+fn role_from(r: &Row, at: usize) -> Result<Role, PgError> {
+    Role::parse(r.try_get(at)?).ok_or_else(|| PgError::Corrupt("memberships.role".into()))
+}
+
+fn membership_from(r: &Row) -> Result<Membership, PgError> {
+    Ok(Membership {
+        project: project_from(r, 0)?,
+        role: role_from(r, 4)?,
+    })
+}
+
+fn member_from(r: &Row) -> Result<Member, PgError> {
+    Ok(Member {
+        user: user_from(r, 0)?,
+        role: role_from(r, 4)?,
+        created_at: r.try_get(5)?,
+    })
+}
+
+/// Serialises the transactions that concern one name (an address, a
+/// client address, a project name) across every node, until the
+/// transaction ends. Two names may share a lock (a 64-bit hash); that only
+/// makes unrelated requests take turns.
+pub async fn lock_name(client: &impl GenericClient, name: &str) -> Result<(), PgError> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&name],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn project(client: &impl GenericClient, id: &str) -> Result<Option<Project>, PgError> {
+    client
+        .query_opt(
+            &format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = $1"),
+            &[&id],
+        )
+        .await?
+        .map(|r| project_from(&r, 0))
+        .transpose()
+}
+
+pub async fn find_project(
+    client: &impl GenericClient,
+    id_or_name: &str,
+) -> Result<Result<Project, String>, PgError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = $1 OR p.name = $1
+                 ORDER BY p.id = $1 DESC, p.id"
+            ),
+            &[&id_or_name],
+        )
+        .await?;
+    let projects = rows
+        .iter()
+        .map(|r| project_from(r, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match projects.as_slice() {
+        [] => Err(format!("no project has the id or name {id_or_name:?}")),
+        [one, ..] if one.id == id_or_name => Ok(one.clone()),
+        [one] => Ok(one.clone()),
+        many => Err(format!(
+            "{} projects are named {id_or_name:?}; use the project id",
+            many.len()
+        )),
+    })
+}
+
+pub async fn find_user_by_email(
+    client: &impl GenericClient,
+    email: &str,
+) -> Result<Option<User>, PgError> {
+    client
+        .query_opt(
+            &format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email = $1"),
+            &[&email],
+        )
+        .await?
+        .map(|r| user_from(&r, 0))
+        .transpose()
+}
+
+/// The user with this address, created if needed (`true` = created). Two
+/// nodes creating the same address at once end with one user: the address
+/// is unique and the loser reads the winner's row.
+pub async fn find_or_create_user(
+    client: &impl GenericClient,
+    email: &Email,
+    now: i64,
+) -> Result<(User, bool), PgError> {
+    if let Some(user) = find_user_by_email(client, email.as_str()).await? {
+        return Ok((user, false));
+    }
+    let id = new_id("usr");
+    let inserted = client
+        .execute(
+            "INSERT INTO users (id, email, full_name, created_at) VALUES ($1, $2, NULL, $3)
+             ON CONFLICT (email) DO NOTHING",
+            &[&id, &email.as_str(), &now],
+        )
+        .await?;
+    if inserted == 1 {
+        return Ok((
+            User {
+                id,
+                email: email.as_str().to_string(),
+                full_name: None,
+                created_at: now,
+            },
+            true,
+        ));
+    }
+    let user = find_user_by_email(client, email.as_str())
+        .await?
+        .ok_or_else(|| PgError::Corrupt("users.email".into()))?;
+    Ok((user, false))
+}
+
+pub async fn insert_project(
+    client: &impl GenericClient,
+    name: &str,
+    plan: &str,
+    now: i64,
+) -> Result<Project, PgError> {
+    let project = Project {
+        id: new_id("prj"),
+        name: name.to_string(),
+        plan: plan.to_string(),
+        created_at: now,
+    };
+    client
+        .execute(
+            "INSERT INTO projects (id, name, plan, created_at) VALUES ($1, $2, $3, $4)",
+            &[&project.id, &project.name, &project.plan, &now],
+        )
+        .await?;
+    Ok(project)
+}
+
+/// Adds a membership; `false` when the user already is a member.
+pub async fn insert_membership(
+    client: &impl GenericClient,
+    project_id: &str,
+    user_id: &str,
+    role: Role,
+    now: i64,
+) -> Result<bool, PgError> {
+    let n = client
+        .execute(
+            "INSERT INTO memberships (project_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (project_id, user_id) DO NOTHING",
+            &[&project_id, &user_id, &role.as_str(), &now],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub async fn memberships_of(
+    client: &impl GenericClient,
+    user_id: &str,
+) -> Result<Vec<Membership>, PgError> {
+    client
+        .query(
+            &format!(
+                "SELECT {PROJECT_COLUMNS}, m.role FROM memberships m JOIN projects p ON p.id = m.project_id
+                 WHERE m.user_id = $1 ORDER BY m.created_at, p.id"
+            ),
+            &[&user_id],
+        )
+        .await?
+        .iter()
+        .map(membership_from)
+        .collect()
+}
+
+pub async fn member_row(
+    client: &impl GenericClient,
+    project_id: &str,
+    user_id: &str,
+) -> Result<Option<Member>, PgError> {
+    client
+        .query_opt(
+            &format!(
+                "SELECT {USER_COLUMNS}, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id
+                 WHERE m.project_id = $1 AND m.user_id = $2"
+            ),
+            &[&project_id, &user_id],
+        )
+        .await?
+        .as_ref()
+        .map(member_from)
+        .transpose()
+}
+
+pub async fn project_role(
+    client: &impl GenericClient,
+    user_id: &str,
+    project_id: &str,
+) -> Result<Option<Membership>, PgError> {
+    client
+        .query_opt(
+            &format!(
+                "SELECT {PROJECT_COLUMNS}, m.role FROM memberships m JOIN projects p ON p.id = m.project_id
+                 WHERE m.user_id = $1 AND m.project_id = $2"
+            ),
+            &[&user_id, &project_id],
+        )
+        .await?
+        .as_ref()
+        .map(membership_from)
+        .transpose()
+}
+
+pub async fn create_project(
+    client: &mut deadpool_postgres::Client,
+    owner: &str,
+    name: &str,
+    plan: &str,
+    actor: &Actor,
+) -> Result<Project, PgError> {
+    let now = crate::types::now();
+    let tx = client.transaction().await?;
+    let project = insert_project(&tx, name, plan, now).await?;
+    insert_membership(&tx, &project.id, owner, Role::Owner, now).await?;
+    record_audit(
+        &tx,
+        &AuditEvent {
+            project_id: Some(&project.id),
+            action: "project.created",
+            actor,
+            target: Some(&project.id),
+            details: serde_json::json!({ "name": name }),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(project)
+}
+
+pub async fn projects_page(
+    client: &impl GenericClient,
+    user_id: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<Membership>, i64), PgError> {
+    let total: i64 = client
+        .query_one(
+            "SELECT count(*) FROM memberships WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await?
+        .try_get(0)?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {PROJECT_COLUMNS}, m.role FROM memberships m JOIN projects p ON p.id = m.project_id
+                 WHERE m.user_id = $1 ORDER BY m.created_at, p.id LIMIT $2 OFFSET $3"
+            ),
+            &[&user_id, &limit, &offset],
+        )
+        .await?;
+    Ok((
+        rows.iter().map(membership_from).collect::<Result<_, _>>()?,
+        total,
+    ))
+}
+
+pub async fn members_page(
+    client: &impl GenericClient,
+    project_id: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<Member>, i64), PgError> {
+    let total: i64 = client
+        .query_one(
+            "SELECT count(*) FROM memberships WHERE project_id = $1",
+            &[&project_id],
+        )
+        .await?
+        .try_get(0)?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {USER_COLUMNS}, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id
+                 WHERE m.project_id = $1 ORDER BY m.created_at, u.email LIMIT $2 OFFSET $3"
+            ),
+            &[&project_id, &limit, &offset],
+        )
+        .await?;
+    Ok((
+        rows.iter().map(member_from).collect::<Result<_, _>>()?,
+        total,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn add_member(
+    client: &mut deadpool_postgres::Client,
+    project_id: &str,
+    email: &Email,
+    role: Role,
+    actor_role: Role,
+    actor: &Actor,
+    notify: &Outgoing,
+) -> Result<Result<Member, MemberChangeError>, PgError> {
+    if !may_change(actor_role, false, None, Some(role)) {
+        return Ok(Err(MemberChangeError::Forbidden));
+    }
+    let now = crate::types::now();
+    let tx = client.transaction().await?;
+    let (user, _) = find_or_create_user(&tx, email, now).await?;
+    if !insert_membership(&tx, project_id, &user.id, role, now).await? {
+        return Ok(Err(MemberChangeError::AlreadyMember));
+    }
+    record_audit(
+        &tx,
+        &AuditEvent {
+            project_id: Some(project_id),
+            action: "member.added",
+            actor,
+            target: Some(&user.id),
+            details: serde_json::json!({ "email": user.email, "role": role.as_str() }),
+        },
+        now,
+    )
+    .await?;
+    enqueue_mail(&tx, notify, now).await?;
+    let member = member_row(&tx, project_id, &user.id)
+        .await?
+        .ok_or_else(|| PgError::Corrupt("memberships".into()))?;
+    emit(&tx, project_id, "member.added", member_json(&member), now).await?;
+    tx.commit().await?;
+    Ok(Ok(member))
+}
+
+/// `gatehouse users add`. Runs under an advisory lock on the project name,
+/// so two runs naming a new project at once create it once.
+pub async fn bootstrap_user(
+    client: &mut deadpool_postgres::Client,
+    email: &Email,
+    project: Option<(String, Option<Role>)>,
+    plan: &str,
+) -> Result<Result<BootstrapOutcome, String>, PgError> {
+    let now = crate::types::now();
+    let tx = client.transaction().await?;
+    let (user, user_created) = find_or_create_user(&tx, email, now).await?;
+    let mut outcome = BootstrapOutcome {
+        user,
+        user_created,
+        project: None,
+        project_created: false,
+        role: None,
+    };
+    if let Some((name, role)) = project {
+        lock_name(&tx, &format!("gatehouse:project-name:{name}")).await?;
+        let rows = tx
+            .query(
+                &format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.name = $1"),
+                &[&name],
+            )
+            .await?;
+        let (project, created) = match rows.as_slice() {
+            [] => (insert_project(&tx, &name, plan, now).await?, true),
+            [one] => (project_from(one, 0)?, false),
+            many => {
+                return Ok(Err(format!(
+                    "{} projects are named {name:?}; rename one first",
+                    many.len()
+                )))
+            }
+        };
+        let role = role.unwrap_or(if created { Role::Owner } else { Role::Member });
+        match member_row(&tx, &project.id, &outcome.user.id).await? {
+            Some(existing) if existing.role != role => {
+                return Ok(Err(format!(
+                    "{} is already a {} of {name:?}",
+                    outcome.user.email,
+                    existing.role.as_str()
+                )))
+            }
+            Some(_) => {}
+            None => {
+                insert_membership(&tx, &project.id, &outcome.user.id, role, now).await?;
+                record_audit(
+                    &tx,
+                    &AuditEvent {
+                        project_id: Some(&project.id),
+                        action: "member.added",
+                        actor: &Actor::system(),
+                        target: Some(&outcome.user.id),
+                        details: serde_json::json!({ "email": outcome.user.email, "role": role.as_str(), "via": "cli" }),
+                    },
+                    now,
+                )
+                .await?;
+            }
+        }
+        outcome.project = Some(project);
+        outcome.project_created = created;
+        outcome.role = Some(role);
+    }
+    tx.commit().await?;
+    Ok(Ok(outcome))
+}
