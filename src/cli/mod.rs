@@ -62,6 +62,9 @@ enum Command {
     Migrate,
     /// Write an online, consistent copy of the database (safe while serving).
     Backup(BackupArgs),
+    /// Copy a stopped SQLite deployment (the data directory's gatehouse.db)
+    /// into an empty PostgreSQL database, then compare row counts.
+    CopyData(CopyDataArgs),
     /// Manage users (bootstrap for invite-only deployments).
     #[command(subcommand)]
     Users(UsersCommand),
@@ -72,6 +75,22 @@ enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the manual page gatehouse(1), or write every page into a directory.
     Man(docs::ManArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Stop Gatehouse first: the copy holds SQLite's write lock and refuses a \
+    database another process is writing. The target must be empty (a fresh database, or one \
+    with only Gatehouse's schema); it is migrated to the current schema and filled in one \
+    transaction, so a failed copy leaves it as it was. Keys, sessions, users, usage, audit \
+    log, webhooks and plans keep their ids and hashes: every key still verifies and every \
+    session still refreshes. Then set database.url to the same URL on every node."
+)]
+struct CopyDataArgs {
+    /// The PostgreSQL database to fill: postgres://USER:PASSWORD@HOST:PORT/DBNAME
+    /// (libpq URL parameters such as sslmode honoured).
+    #[arg(long, value_name = "URL")]
+    to: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,6 +201,7 @@ pub fn run() -> ExitCode {
         }
         Some(Command::Migrate) => migrate(&cli.config, &cli.data_dir),
         Some(Command::Backup(args)) => backup(&cli.config, &cli.data_dir, args),
+        Some(Command::CopyData(args)) => copy_data(&cli.config, &cli.data_dir, args),
         Some(Command::Users(UsersCommand::Add(args))) => {
             users_add(&cli.config, &cli.data_dir, args)
         }
@@ -490,6 +510,57 @@ fn backup(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: Backu
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("backup failed: {e}")),
+    }
+}
+
+fn copy_data(
+    config_file: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    args: CopyDataArgs,
+) -> ExitCode {
+    use crate::store::postgres;
+    let config = match load(config_file, data_dir, CliOverrides::default()) {
+        Ok(l) => l.config,
+        Err(code) => return code,
+    };
+    if !postgres::is_postgres_url(&args.to) {
+        return fail("--to must be a postgres:// or postgresql:// URL");
+    }
+    let path = match existing_database(&config) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let source = match db::Db::open(&path, &config.database).and_then(|db| {
+        db.migrate()?;
+        Ok(db)
+    }) {
+        Ok(db) => db,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    let target = postgres::redact_url(&args.to);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    match runtime.block_on(crate::store::copy::copy_sqlite_to_postgres(
+        &source, &args.to,
+    )) {
+        Ok(report) => {
+            println!("Copied {} into {target}:", path.display());
+            for (table, rows) in &report.tables {
+                println!("  {table:<24} {rows:>10} rows (counts match)");
+            }
+            println!(
+                "Set database.url to this database on every node, then start them. \
+                 Keep {} until the new setup has served for a while.",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("copy-data to {target}: {e}")),
     }
 }
 

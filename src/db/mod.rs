@@ -216,6 +216,12 @@ impl Db {
         self.drill.active.store(code, Ordering::Release);
     }
 
+    /// A connection of the pool, for work that must hold one transaction
+    /// across awaits (`gatehouse copy-data`).
+    pub fn pool_connection(&self) -> DbResult<r2d2::PooledConnection<SqliteConnectionManager>> {
+        Ok(self.pool.get()?)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -40,6 +40,7 @@
 //!   or code row (`FOR UPDATE`) and deciding on what the lock returned.
 
 pub mod billing;
+pub mod copy;
 pub mod directory;
 pub mod effects;
 pub mod ids;

@@ -12,6 +12,7 @@ mod cli;
 mod cli_docs;
 mod config;
 mod conventions;
+mod copy_data;
 mod docs;
 mod fuzzing;
 mod key_state;

@@ -125,6 +125,9 @@ conformance!(
     mail_is_claimed_by_one_worker_and_erased_once_sent,
     cleanup_removes_only_what_has_expired,
     concurrent_demotions_never_leave_a_project_without_an_owner,
+    send_code_is_throttled_across_concurrent_requests,
+    a_code_logs_in_once_and_every_attempt_counts,
+    concurrent_refreshes_of_one_token_have_one_winner,
 );
 
 fn events() -> KeyEvents {
@@ -809,3 +812,235 @@ async fn concurrent_demotions_never_leave_a_project_without_an_owner(b: Arc<Back
         5
     );
 }
+
+mod sessions {
+    //! Codes and sessions under concurrent requests (as from several nodes).
+
+    use std::sync::Arc;
+
+    use gatehouse::db::audit::Actor;
+    use gatehouse::db::mail::{Outgoing, Transport};
+    use gatehouse::db::sessions::{
+        CodeLimits, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens,
+        RefreshOutcome, SessionLimits,
+    };
+    use gatehouse::types::Email;
+
+    use super::Backend;
+
+    const LIMITS: SessionLimits = SessionLimits {
+        idle_secs: 3600,
+        max_secs: 86_400,
+        reuse_grace_secs: 0,
+    };
+
+    fn tokens(seed: u8) -> NewTokens {
+        NewTokens {
+            access_hash: [seed; 32],
+            refresh_hash: [seed.wrapping_add(100); 32],
+            access_expires_at: gatehouse::types::now() + 3600,
+        }
+    }
+
+    fn code_request(email: &str, code: u8) -> CodeRequest {
+        CodeRequest {
+            email: Email::parse(email).unwrap(),
+            ip: "192.0.2.7".into(),
+            code_hash: [code; 32],
+            limits: CodeLimits {
+                interval_secs: 60,
+                per_hour: 5,
+                per_ip_per_hour: 20,
+                ttl_secs: 600,
+            },
+            open_signup: true,
+            message: Outgoing {
+                transports: vec![Transport::Mailbox],
+                to: email.into(),
+                subject: "code".into(),
+                body: "code".into(),
+                expires_at: gatehouse::types::now() + 600,
+            },
+        }
+    }
+
+    fn login(email: &str, presented: u8, session: &str, seed: u8) -> LoginRequest {
+        LoginRequest {
+            email: Email::parse(email).unwrap(),
+            presented_hash: [presented; 32],
+            stand_in_hash: [0xee; 32],
+            max_attempts: 5,
+            open_signup: true,
+            session_id: session.into(),
+            via_cookie: false,
+            tokens: tokens(seed),
+            limits: LIMITS,
+            personal_project: ("Personal".into(), "free".into()),
+            actor: Actor::system(),
+            user_agent: None,
+        }
+    }
+
+    /// Runs `n` copies of a call at once and collects the outcomes.
+    async fn at_once<T: Send + 'static, F>(n: usize, call: impl Fn(usize) -> F) -> Vec<T>
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(call(i))).collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    pub async fn send_code_is_throttled_across_concurrent_requests(b: Arc<Backend>) {
+        let outcomes = at_once(6, |_| {
+            let b = b.clone();
+            async move {
+                b.store
+                    .request_login_code(code_request("racer@acme.test", 1))
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        let sent = outcomes
+            .iter()
+            .filter(|o| **o == CodeRequestOutcome::Sent)
+            .count();
+        assert_eq!(sent, 1, "one code per interval: {outcomes:?}");
+        assert_eq!(
+            b.sql("SELECT count(*) FROM mail_outbox WHERE recipient = 'racer@acme.test'"),
+            1
+        );
+    }
+
+    pub async fn a_code_logs_in_once_and_every_attempt_counts(b: Arc<Backend>) {
+        let email = "coder@acme.test";
+        let sent = b
+            .store
+            .request_login_code(code_request(email, 7))
+            .await
+            .unwrap();
+        assert_eq!(sent, CodeRequestOutcome::Sent);
+        // Three wrong tries and two right ones at once: the wrong ones are
+        // all counted, and the code logs in at most once.
+        let outcomes = at_once(5, |i| {
+            let b = b.clone();
+            let presented = if i < 3 { 9 } else { 7 };
+            async move {
+                b.store
+                    .login_with_code(login(email, presented, &format!("ses_c{i}"), 10 + i as u8))
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        let logged_in = outcomes
+            .iter()
+            .filter(|o| matches!(o, LoginOutcome::Success { .. }))
+            .count();
+        assert_eq!(logged_in, 1, "{outcomes:?}");
+        assert_eq!(b.sql("SELECT count(*) FROM sessions"), 1);
+        assert_eq!(
+            b.sql("SELECT count(*) FROM users WHERE email = 'coder@acme.test'"),
+            1
+        );
+        assert_eq!(
+            b.sql("SELECT count(*) FROM audit_events WHERE action = 'login.failed'"),
+            4,
+            "three wrong codes and the second right one (spent by then)"
+        );
+        // Burned after max_attempts wrong tries, whoever makes them.
+        b.store
+            .request_login_code(code_request("burn@acme.test", 3))
+            .await
+            .ok();
+        at_once(5, |i| {
+            let b = b.clone();
+            async move {
+                b.store
+                    .login_with_code(login(
+                        "burn@acme.test",
+                        4,
+                        &format!("ses_b{i}"),
+                        40 + i as u8,
+                    ))
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        assert_eq!(
+            b.sql("SELECT attempts FROM login_codes WHERE email = 'burn@acme.test'"),
+            5
+        );
+        let late = b
+            .store
+            .login_with_code(login("burn@acme.test", 3, "ses_late", 60))
+            .await
+            .unwrap();
+        assert!(
+            matches!(late, LoginOutcome::Failed),
+            "the right code after 5 wrong ones"
+        );
+    }
+
+    pub async fn concurrent_refreshes_of_one_token_have_one_winner(b: Arc<Backend>) {
+        for round in 0..5u8 {
+            let email = format!("refresher{round}@acme.test");
+            b.store
+                .request_login_code(code_request(&email, 20 + round))
+                .await
+                .unwrap();
+            let session = format!("ses_r{round}");
+            let seed = 100 + round * 10;
+            let outcome = b
+                .store
+                .login_with_code(login(&email, 20 + round, &session, seed))
+                .await
+                .unwrap();
+            assert!(matches!(outcome, LoginOutcome::Success { .. }));
+            let presented = tokens(seed).refresh_hash;
+            let outcomes = at_once(2, |i| {
+                let b = b.clone();
+                async move {
+                    b.store
+                        .refresh_session(
+                            presented,
+                            tokens(seed + 1 + i as u8),
+                            LIMITS,
+                            Actor::system(),
+                        )
+                        .await
+                        .unwrap()
+                }
+            })
+            .await;
+            let rotated = outcomes
+                .iter()
+                .filter(|o| matches!(o, RefreshOutcome::Rotated { .. }))
+                .count();
+            let reused = outcomes
+                .iter()
+                .filter(|o| matches!(o, RefreshOutcome::Reused))
+                .count();
+            // Without a grace period the second presentation is reuse,
+            // which revokes the session.
+            assert_eq!((rotated, reused), (1, 1), "{outcomes:?}");
+            assert_eq!(
+                b.sql(&format!(
+                    "SELECT count(*) FROM sessions WHERE id = '{session}' AND revoked_at IS NOT NULL"
+                )),
+                1
+            );
+        }
+    }
+}
+
+use sessions::{
+    a_code_logs_in_once_and_every_attempt_counts,
+    concurrent_refreshes_of_one_token_have_one_winner,
+    send_code_is_throttled_across_concurrent_requests,
+};
