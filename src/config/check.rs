@@ -324,7 +324,12 @@ fn check_database_url(config: &Config, out: &mut Vec<Finding>) {
     }
     if let Some(password) = parsed.password() {
         let password = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
-        if is_placeholder(&password, &shipped_example_secrets()) {
+        // Beyond the general placeholder rules, the words that stand for a
+        // password in examples (this project's own docs write PASSWORD).
+        let stand_in = ["password", "passwd", "pass", "secret"]
+            .iter()
+            .any(|w| password.eq_ignore_ascii_case(w));
+        if stand_in || is_placeholder(&password, &shipped_example_secrets()) {
             out.push(
                 Finding::unsafe_("database.url", "has a placeholder password, not a secret")
                     .with_hint(
@@ -615,6 +620,45 @@ mod tests {
             .into_iter()
             .find(|f| f.key == key)
             .unwrap_or_else(|| panic!("no finding for {key}"))
+    }
+
+    #[test]
+    fn database_url_names_postgres_and_carries_a_real_password() {
+        let mut c = production();
+        c.database.url = Some(Secret::new(
+            "postgres://gh:Zq8vR2mK9xLp@db.internal/gatehouse",
+        ));
+        assert!(keys_of(&c).is_empty(), "{:?}", check(&c));
+        assert!(c.uses_postgres());
+        c.database.url = Some(Secret::new(
+            "postgres://gh@db.internal/gatehouse?sslmode=disable",
+        ));
+        assert!(
+            keys_of(&c).is_empty(),
+            "no password: trust or a .pgpass-less setup is the operator's choice"
+        );
+        for placeholder in ["changeme", "PASSWORD", "your-password", "xxxx"] {
+            c.database.url = Some(Secret::new(format!(
+                "postgresql://gh:{placeholder}@db.internal:5432/gatehouse"
+            )));
+            let f = finding(&c, "database.url");
+            assert_eq!(f.severity, Severity::Unsafe, "{placeholder}");
+            assert!(!f.reason.contains(placeholder), "the value is never shown");
+        }
+        c.database.url = Some(Secret::new("mysql://gh:Zq8vR2mK9xLp@db/gatehouse"));
+        let f = finding(&c, "database.url");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(!f.reason.contains("Zq8vR2mK9xLp"));
+        c.database.url = Some(Secret::new(
+            "postgres://gh:Zq8vR2mK9xLp@db/x?sslmode=sometimes",
+        ));
+        let f = finding(&c, "database.url");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(!f.reason.contains("Zq8vR2mK9xLp"), "{}", f.reason);
+        // Empty is SQLite.
+        c.database.url = Some(Secret::new(""));
+        assert!(!c.uses_postgres());
+        assert!(keys_of(&c).is_empty());
     }
 
     #[test]

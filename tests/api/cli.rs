@@ -936,3 +936,95 @@ fn keys_import_help_documents_every_field() {
         );
     }
 }
+
+/// The commands that work on the data, pointed at PostgreSQL with
+/// `GATEHOUSE_DATABASE__URL`: migrate (twice, and a newer schema refused),
+/// check-config, users add, keys create/list/revoke, and backup (which
+/// explains pg_dump and exits 2).
+#[test]
+fn data_commands_work_on_postgres_and_backup_points_at_pg_dump() {
+    let Some(pg) = crate::pg::TestDb::create() else {
+        crate::helpers::e2e_available(false, "PostgreSQL");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let on_pg = |args: &[&str]| {
+        run(gatehouse(dir.path())
+            .env("GATEHOUSE_DATABASE__URL", &pg.url)
+            .args(args)
+            .args(["--data-dir", "d"]))
+    };
+    let out = on_pg(&["migrate"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("migrated from schema version 0"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&pg.name),
+        "names the database: {}",
+        out.stdout
+    );
+    assert!(
+        !dir.path().join("d/gatehouse.db").exists(),
+        "no SQLite file"
+    );
+    let out = on_pg(&["migrate"]);
+    assert!(out.stdout.contains("up to date"), "{}", out.stdout);
+    let out = on_pg(&["check-config"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+
+    let out = on_pg(&[
+        "users",
+        "add",
+        "--email",
+        "ops@acme.test",
+        "--project",
+        "Ops",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = on_pg(&["keys", "create", "--project", "Ops", "--name", "deploy"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let id = out
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("key_"))
+        .expect("the key id")
+        .to_string();
+    assert_eq!(
+        crate::helpers::pg_query_i64(
+            &pg.url,
+            "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL"
+        ),
+        1
+    );
+    let out = on_pg(&["keys", "revoke", &id]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = on_pg(&["keys", "list", "--project", "Ops", "--all"]);
+    assert!(out.stdout.contains("revoked"), "{}", out.stdout);
+
+    let out = on_pg(&["backup", "x.db"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("pg_dump"), "{}", out.stderr);
+    assert!(!dir.path().join("x.db").exists());
+
+    // A schema written by a newer Gatehouse is refused by every command.
+    crate::helpers::pg_query_i64(
+        &pg.url,
+        "WITH v AS (INSERT INTO gatehouse_schema (version, description, applied_at) VALUES (999, 'future', 0) RETURNING 1) SELECT count(*) FROM v",
+    );
+    for args in [
+        vec!["migrate"],
+        vec!["serve", "--listen", "127.0.0.1:0"],
+        vec!["check-config"],
+    ] {
+        let out = on_pg(&args);
+        assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("newer than this Gatehouse supports"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
