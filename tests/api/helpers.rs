@@ -546,6 +546,18 @@ impl TestApp {
             .to_string()
     }
 
+    /// The app's PostgreSQL database, when the suite runs on PostgreSQL.
+    pub fn pg_database(&self) -> Option<String> {
+        let url = pg_url_at(&self.root)?;
+        Some(
+            url::Url::parse(&url)
+                .ok()?
+                .path()
+                .trim_start_matches('/')
+                .to_string(),
+        )
+    }
+
     /// Whether `needle` appears anywhere in what the app stored (secrets
     /// must not): the SQLite file and its log byte for byte, or every row
     /// of every PostgreSQL table as text.

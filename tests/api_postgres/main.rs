@@ -43,3 +43,5 @@ mod smtp;
 mod telemetry;
 #[path = "../api/webhooks.rs"]
 mod webhooks;
+
+mod outage;

@@ -38,6 +38,23 @@ async fn admin() -> Result<tokio_postgres::Client, String> {
     Ok(client)
 }
 
+/// Runs a statement as the test server's administrator (on its own thread:
+/// this may be called inside a test's runtime).
+pub fn admin_sql(sql: &str) {
+    let sql = sql.to_string();
+    std::thread::spawn(move || {
+        block_on(async move {
+            let client = admin().await.expect("the PostgreSQL server answers");
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        })
+    })
+    .join()
+    .unwrap();
+}
+
 /// `url` with its database name replaced.
 pub fn with_database(url: &str, db: &str) -> String {
     let mut u = url::Url::parse(url).expect("GATEHOUSE_TEST_PG_URL is a URL");
