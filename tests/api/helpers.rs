@@ -546,7 +546,9 @@ impl TestApp {
             .to_string()
     }
 
-    /// The app's PostgreSQL database, when the suite runs on PostgreSQL.
+    /// The app's PostgreSQL database, when the suite runs on PostgreSQL
+    /// (`tests/api_postgres` uses it).
+    #[allow(dead_code)]
     pub fn pg_database(&self) -> Option<String> {
         let url = pg_url_at(&self.root)?;
         Some(
