@@ -228,3 +228,19 @@ CREATE TABLE key_changes (
 -- not exported).
 ALTER TABLE webhook_messages ADD COLUMN traceparent TEXT;
 ALTER TABLE mail_outbox ADD COLUMN traceparent TEXT;
+
+-- migration: 3 key changes announced to listening nodes
+-- Every change-feed row is announced with NOTIFY when its transaction
+-- commits, so nodes listening on their own connection drop their cached
+-- copy at once; the rows stay the record a node catches up from after it
+-- lost its connection.
+CREATE FUNCTION gatehouse_announce_key_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('gatehouse_key_changes', NEW.id::text);
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER key_changes_announce AFTER INSERT ON key_changes
+    FOR EACH ROW EXECUTE FUNCTION gatehouse_announce_key_change();
+CREATE INDEX key_changes_by_time ON key_changes(changed_at);

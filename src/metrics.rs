@@ -19,6 +19,7 @@ use actix_web::http::{Method, StatusCode};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -153,6 +154,8 @@ pub struct Metrics {
     /// Route pattern -> its series, so a request needs no allocation.
     routes: RwLock<HashMap<Box<str>, Arc<RouteSeries>>>,
     other: Arc<RouteSeries>,
+    key_feed_following: Gauge,
+    key_feed_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -184,8 +187,22 @@ impl Metrics {
             "API key checks (verify and forward-auth) by result",
             verifications.clone(),
         );
+        let key_feed_following = Gauge::default();
+        registry.register(
+            "key_feed_following",
+            "1 while this node follows the key change feed, 0 while it has lost it",
+            key_feed_following.clone(),
+        );
+        let key_feed_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "key_feed_lag_seconds",
+            "Seconds since this node last knew its key cache current with the change feed",
+            key_feed_lag.clone(),
+        );
         let other = Self::series(&latency, OTHER);
         Metrics {
+            key_feed_following,
+            key_feed_lag,
             registry,
             requests,
             latency,
@@ -263,6 +280,12 @@ impl Metrics {
         if known.len() < COUNTERS_PER_ROUTE {
             known.push((labels, counter));
         }
+    }
+
+    /// The key change feed's state, set when metrics are read.
+    pub fn set_key_feed(&self, following: bool, lag_secs: f64) {
+        self.key_feed_following.set(i64::from(following));
+        self.key_feed_lag.set(lag_secs);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -71,6 +71,7 @@ pub struct Config {
     pub scopes: Vec<ScopeConfig>,
     pub routes: Vec<RouteRule>,
     pub telemetry: TelemetryConfig,
+    pub cluster: ClusterConfig,
     pub dev: DevConfig,
 }
 
@@ -96,6 +97,7 @@ impl Default for Config {
             scopes: Vec::new(),
             routes: Vec::new(),
             telemetry: TelemetryConfig::default(),
+            cluster: ClusterConfig::default(),
             dev: DevConfig::default(),
         }
     }
@@ -277,6 +279,25 @@ impl Default for DatabaseConfig {
             synchronous: Synchronous::Full,
             busy_timeout_ms: 5000,
             pool_size: 8,
+        }
+    }
+}
+
+/// Several nodes on one database (SPEC section 14).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// While this node is not following the key change feed (its
+    /// subscription lost, the database unreachable), a cached key older
+    /// than this is read again from the database before it is trusted, and
+    /// the check fails closed (503) when that read fails.
+    pub max_staleness_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            max_staleness_ms: 1000,
         }
     }
 }

@@ -48,6 +48,7 @@ pub(super) const NUMBERS: &[Range] = &[
     r("keys.negative_cache_ttl_secs", 1, 3600),
     r("keys.cache_ttl_secs", 1, 3600),
     r("usage.flush_interval_secs", 1, 300),
+    r("cluster.max_staleness_ms", 100, 60_000),
     r("webhooks.timeout_secs", 1, 300),
     r("webhooks.retry_delays_secs.*", 1, 7 * DAY),
     r("billing.plans.*.max_keys", 0, 10_000_000),

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod credits;
 pub mod events;
 pub mod feed;
+pub mod feed_health;
 pub mod format;
 pub mod forward;
 pub mod input;

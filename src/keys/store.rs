@@ -340,6 +340,8 @@ pub struct KeyStore {
     prefix: String,
     default_rate: RateLimitConfig,
     pub usage: Usage,
+    /// How current the cache is with the key change feed.
+    feed: Arc<super::feed_health::FeedHealth>,
 }
 
 fn now_ms() -> i64 {
@@ -368,7 +370,17 @@ impl KeyStore {
             prefix: config.keys.prefix.clone(),
             default_rate: config.keys.default_rate_limit,
             usage: Usage::default(),
+            feed: Arc::new(super::feed_health::FeedHealth::new(
+                Duration::from_millis(config.cluster.max_staleness_ms),
+                config.uses_postgres(),
+            )),
         }
+    }
+
+    /// How current the cache is with the key change feed (the feed task
+    /// keeps it; checks and `/metrics` read it).
+    pub fn feed(&self) -> &super::feed_health::FeedHealth {
+        &self.feed
     }
 
     /// Hashes of imported keys, which may not have Gatehouse's format.
@@ -450,9 +462,10 @@ impl KeyStore {
 
     async fn handle(&self, hash: [u8; 32]) -> Result<Option<Arc<KeyHandle>>, StoreError> {
         if let Some(handle) = self.cache.get(&hash) {
-            let stale =
-                handle.state.lock().expect("key lock").loaded.elapsed() > self.refresh_after;
-            if stale {
+            let loaded = handle.state.lock().expect("key lock").loaded;
+            // Re-read when old, or when the change feed cannot vouch for
+            // it (a failed read is then a 503: fail closed).
+            if loaded.elapsed() > self.refresh_after || !self.feed.vouches_for(loaded) {
                 self.refresh(hash, &handle).await?;
             }
             return Ok(Some(handle));

@@ -67,7 +67,13 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         ))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(state.metrics.render()))
+        .body({
+            let feed = state.keys.feed();
+            state
+                .metrics
+                .set_key_feed(feed.following(), feed.lag().as_secs_f64());
+            state.metrics.render()
+        }))
 }
 
 /// This document: OpenAPI 3.1, generated from the code.

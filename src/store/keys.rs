@@ -22,6 +22,15 @@ pub type LeakEffects = Box<dyn FnOnce(&KeyRecord) -> Effects + Send>;
 /// The effects of importing one key.
 pub type ImportEffects = Box<dyn Fn(&KeyRecord) -> Effects + Send>;
 
+/// A live subscription to the key change feed (PostgreSQL's LISTEN).
+#[async_trait]
+pub trait KeyChangeSubscription: Send {
+    /// Returns when changes may have been published, or after `timeout`
+    /// once the subscription was found alive. `Err`: the subscription is
+    /// lost (subscribe again, then catch up from the rows).
+    async fn wait(&mut self, timeout: std::time::Duration) -> StoreResult<()>;
+}
+
 #[async_trait]
 pub trait KeyRepo: Send + Sync {
     async fn find_key_by_hash(&self, hash: KeyHash) -> StoreResult<Option<KeyRecord>>;
@@ -74,6 +83,9 @@ pub trait KeyRepo: Send + Sync {
     /// Keys of the project that are neither revoked nor expired (what
     /// `max_keys` counts).
     async fn count_active_keys(&self, project: ProjectId) -> StoreResult<i64>;
+    /// Subscribes to change-feed announcements; `None` when the backend has
+    /// none (SQLite: the feed is read on a timer).
+    async fn subscribe_key_changes(&self) -> StoreResult<Option<Box<dyn KeyChangeSubscription>>>;
     /// The newest change-feed entry (0 when empty).
     async fn last_key_change(&self) -> StoreResult<i64>;
     async fn key_changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, KeyHash)>>;

@@ -85,7 +85,7 @@ pub fn open(config: &Config) -> Result<Opened, StoreError> {
             })?;
             let pool = postgres::pool(&url, config.database.pool_size as usize)?;
             Ok(Opened {
-                store: Arc::new(PgStore::new(pool)),
+                store: Arc::new(PgStore::new(pool, &url)),
                 sqlite: None,
                 backend: Backend::Postgres,
                 migrated,

@@ -132,6 +132,12 @@ impl KeyRepo for SqliteStore {
         Ok(self.db.import_keys(keys, effects).await?)
     }
 
+    async fn subscribe_key_changes(
+        &self,
+    ) -> StoreResult<Option<Box<dyn super::keys::KeyChangeSubscription>>> {
+        Ok(None)
+    }
+
     async fn count_active_keys(&self, project: ProjectId) -> StoreResult<i64> {
         Ok(self.db.count_active_keys(project.to_string()).await?)
     }

@@ -44,4 +44,5 @@ mod telemetry;
 #[path = "../api/webhooks.rs"]
 mod webhooks;
 
+mod nodes;
 mod outage;

@@ -64,7 +64,7 @@ fn postgres() -> Option<Backend> {
     block_on(gatehouse::store::postgres::migrate(&pool)).unwrap();
     let url = db.url.clone();
     Some(Backend {
-        store: Arc::new(gatehouse::store::postgres::PgStore::new(pool)),
+        store: Arc::new(gatehouse::store::postgres::PgStore::new(pool, &db.url)),
         sql: Box::new(move |s| {
             let url = url.clone();
             let s = s.to_string();

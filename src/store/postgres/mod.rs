@@ -8,6 +8,7 @@ pub mod billing;
 pub mod directory;
 pub mod effects;
 pub mod keys;
+pub mod listen;
 pub mod migrate;
 pub mod sessions;
 pub mod tls;
@@ -177,6 +178,8 @@ mod tests {
 pub struct PgStore {
     pool: Pool,
     home: std::sync::Arc<ConnectionHome>,
+    /// For the listening connection, which is not pooled.
+    url: std::sync::Arc<str>,
 }
 
 /// Where the pool's connections live. A tokio-postgres connection is a
@@ -213,11 +216,14 @@ impl ConnectionHome {
 }
 
 impl PgStore {
-    pub fn new(pool: Pool) -> Self {
+    /// `url` is the one `pool` was made from (the listening connection
+    /// uses it too).
+    pub fn new(pool: Pool, url: &str) -> Self {
         let home = ConnectionHome::start().expect("a thread for the database connections");
         PgStore {
             pool,
             home: std::sync::Arc::new(home),
+            url: url.into(),
         }
     }
 
@@ -346,6 +352,13 @@ mod repo {
         ) -> StoreResult<Result<usize, String>> {
             let mut client = self.client().await?;
             Ok(keys::import_keys(&mut client, &keys_to_import, effects).await?)
+        }
+
+        async fn subscribe_key_changes(
+            &self,
+        ) -> StoreResult<Option<Box<dyn crate::store::keys::KeyChangeSubscription>>> {
+            let listener = super::listen::Listener::connect(&self.url).await?;
+            Ok(Some(Box::new(listener)))
         }
 
         async fn count_active_keys(&self, project: ProjectId) -> StoreResult<i64> {
