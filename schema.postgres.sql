@@ -228,3 +228,11 @@ CREATE TABLE key_changes (
 -- not exported).
 ALTER TABLE webhook_messages ADD COLUMN traceparent TEXT;
 ALTER TABLE mail_outbox ADD COLUMN traceparent TEXT;
+
+-- migration: 3 monthly quota counters shared by every node
+CREATE TABLE quota_counters (
+    project_id    TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    period_start  BIGINT NOT NULL,
+    used          BIGINT NOT NULL,
+    PRIMARY KEY (project_id, period_start)
+);

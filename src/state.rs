@@ -22,6 +22,8 @@ pub struct AppState {
     /// The storage interface (moving over from `db` a repository at a time).
     pub store: std::sync::Arc<dyn crate::store::Store>,
     pub metrics: Metrics,
+    /// Rate-limit windows in Redis, when `redis.url` is set.
+    pub shared_windows: Option<Arc<crate::cluster::redis::SharedWindows>>,
     pub catalog: Catalog,
     pub keyring: Keyring,
     pub mailer: Mailer,
@@ -52,7 +54,13 @@ impl AppState {
             .unwrap_or_else(|| crate::config::generate_secret().into_bytes());
         let store: std::sync::Arc<dyn crate::store::Store> =
             std::sync::Arc::new(crate::store::sqlite::SqliteStore::new(db.clone()));
-        let keys = KeyStore::new(&config, store.clone());
+        let metrics = Metrics::new();
+        let mut keys = KeyStore::new(&config, store.clone());
+        let shared_windows =
+            crate::cluster::redis::SharedWindows::new(&config.redis, metrics.rate_limits.clone());
+        if let Some(shared) = &shared_windows {
+            keys.share_windows(shared.clone());
+        }
         let config = Arc::new(config);
         let public_url = config.effective_public_url();
         let quotas = (!config.billing.plans.is_empty())
@@ -69,7 +77,8 @@ impl AppState {
             config,
             store,
             db,
-            metrics: Metrics::new(),
+            metrics,
+            shared_windows,
             openapi_json: crate::openapi::document_json(&catalog),
             catalog,
             traces: None,
@@ -86,13 +95,9 @@ impl AppState {
         crate::keys::admin::KeyService::new(&*self.store, &self.config, Some(&self.keys))
     }
 
-    /// A key's metadata as the API shows it (live credit balance included).
+    /// A key's metadata as the API shows it.
     pub fn key_view(&self, k: &crate::keys::record::KeyRecord) -> crate::keys::view::KeyView {
-        crate::keys::view::KeyView::new(
-            k,
-            self.config.keys.default_rate_limit,
-            self.keys.live_credits(k),
-        )
+        crate::keys::view::KeyView::new(k, self.config.keys.default_rate_limit)
     }
 
     pub fn session_limits(&self) -> SessionLimits {

@@ -45,6 +45,7 @@ pub mod ids;
 pub mod keys;
 pub mod maintenance;
 pub mod postgres;
+pub mod spend;
 pub mod sqlite;
 pub mod usage;
 pub mod work;
@@ -75,6 +76,7 @@ pub trait Store:
     + work::MailRepo
     + directory::DirectoryRepo
     + maintenance::Maintenance
+    + spend::SpendRepo
 {
 }
 
@@ -86,5 +88,6 @@ impl<T> Store for T where
         + work::MailRepo
         + directory::DirectoryRepo
         + maintenance::Maintenance
+        + spend::SpendRepo
 {
 }

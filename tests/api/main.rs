@@ -8,6 +8,7 @@ mod auth;
 mod billing;
 mod cli;
 mod cli_docs;
+mod cluster;
 mod config;
 mod conventions;
 mod docs;
