@@ -95,6 +95,21 @@ impl AppState {
         crate::keys::admin::KeyService::new(&*self.store, &self.config, Some(&self.keys))
     }
 
+    /// A key rotated with a grace period draws on its successor's balance
+    /// (spends are made there): the record with that balance, for showing.
+    pub async fn with_shared_balance(
+        &self,
+        mut k: crate::keys::record::KeyRecord,
+    ) -> Result<crate::keys::record::KeyRecord, crate::store::StoreError> {
+        if let (Some(successor), Some(_)) = (&k.rotated_to, k.credits) {
+            let successor = crate::store::KeyId::new(successor.clone());
+            if let Some(s) = self.store.find_key_by_id(successor).await? {
+                k.credits = s.credits;
+            }
+        }
+        Ok(k)
+    }
+
     /// A key's metadata as the API shows it.
     pub fn key_view(&self, k: &crate::keys::record::KeyRecord) -> crate::keys::view::KeyView {
         crate::keys::view::KeyView::new(k, self.config.keys.default_rate_limit)
