@@ -244,3 +244,11 @@ $$;
 CREATE TRIGGER key_changes_announce AFTER INSERT ON key_changes
     FOR EACH ROW EXECUTE FUNCTION gatehouse_announce_key_change();
 CREATE INDEX key_changes_by_time ON key_changes(changed_at);
+
+-- migration: 4 monthly quota counters shared by every node
+CREATE TABLE quota_counters (
+    project_id    TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    period_start  BIGINT NOT NULL,
+    used          BIGINT NOT NULL,
+    PRIMARY KEY (project_id, period_start)
+);

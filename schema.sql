@@ -251,3 +251,11 @@ CREATE TABLE key_changes (
 -- not exported).
 ALTER TABLE webhook_messages ADD COLUMN traceparent TEXT;
 ALTER TABLE mail_outbox ADD COLUMN traceparent TEXT;
+
+-- migration: 8 monthly quota counters shared by every process
+CREATE TABLE quota_counters (
+    project_id    TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    period_start  INTEGER NOT NULL,                    -- the month, epoch seconds
+    used          INTEGER NOT NULL,
+    PRIMARY KEY (project_id, period_start)
+) WITHOUT ROWID;

@@ -90,6 +90,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     /// `valid` or an error code such as `invalid_key`.
     result: &'static str,
@@ -156,6 +161,9 @@ pub struct Metrics {
     other: Arc<RouteSeries>,
     key_feed_following: Gauge,
     key_feed_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Where rate limits are decided (`redis` or `local`) and how often
+    /// Redis was lost.
+    pub rate_limits: crate::cluster::redis::BackendMetrics,
 }
 
 impl Default for Metrics {
@@ -199,10 +207,12 @@ impl Metrics {
             "Seconds since this node last knew its key cache current with the change feed",
             key_feed_lag.clone(),
         );
+        let rate_limits = Self::rate_limit_metrics(&mut registry);
         let other = Self::series(&latency, OTHER);
         Metrics {
             key_feed_following,
             key_feed_lag,
+            rate_limits,
             registry,
             requests,
             latency,
@@ -211,6 +221,38 @@ impl Metrics {
             routes: RwLock::new(HashMap::new()),
             other,
         }
+    }
+
+    /// `gatehouse_rate_limit_backend{backend="redis"|"local"}` (1 for the
+    /// one in use) and `gatehouse_rate_limit_redis_fallbacks_total`.
+    fn rate_limit_metrics(registry: &mut Registry) -> crate::cluster::redis::BackendMetrics {
+        use prometheus_client::metrics::gauge::Gauge;
+        let backend = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "rate_limit_backend",
+            "Where key rate limits are decided: 1 for redis (shared by all nodes) or local (this node's own windows)",
+            backend.clone(),
+        );
+        let fallbacks = Counter::default();
+        registry.register(
+            "rate_limit_redis_fallbacks",
+            "Times this node could not reach Redis and fell back to its own rate-limit windows",
+            fallbacks.clone(),
+        );
+        // One at a time: a family's guard must be gone before the next call.
+        let redis = backend
+            .get_or_create(&BackendLabels { backend: "redis" })
+            .clone();
+        let local = backend
+            .get_or_create(&BackendLabels { backend: "local" })
+            .clone();
+        let metrics = crate::cluster::redis::BackendMetrics {
+            redis,
+            local,
+            fallbacks,
+        };
+        metrics.local.set(1);
+        metrics
     }
 
     fn series(
@@ -324,6 +366,10 @@ mod tests {
         assert!(
             text.contains(r#"gatehouse_key_verifications_total{result="valid",via="verify"} 1"#)
         );
+        // Rate limits start on the node's own windows.
+        assert!(text.contains(r#"gatehouse_rate_limit_backend{backend="local"} 1"#));
+        assert!(text.contains(r#"gatehouse_rate_limit_backend{backend="redis"} 0"#));
+        assert!(text.contains("gatehouse_rate_limit_redis_fallbacks_total 0"));
     }
 
     #[test]

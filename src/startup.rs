@@ -155,6 +155,9 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
     actix_web::rt::spawn(crate::mail::worker::run(state.clone()));
     actix_web::rt::spawn(crate::webhooks::worker::run(state.clone()));
     actix_web::rt::spawn(crate::keys::feed::run(state.clone()));
+    if let Some(shared) = &state.shared_windows {
+        actix_web::rt::spawn(shared.clone().run());
+    }
     let usage_state = state.clone();
     actix_web::rt::spawn(async move {
         let every = std::time::Duration::from_secs(usage_state.config.usage.flush_interval_secs);

@@ -25,6 +25,8 @@ pub struct AppState {
     /// online backup, pragmas, the storage-fault drills of the tests).
     pub sqlite: Option<Db>,
     pub metrics: Metrics,
+    /// Rate-limit windows in Redis, when `redis.url` is set.
+    pub shared_windows: Option<Arc<crate::cluster::redis::SharedWindows>>,
     pub catalog: Catalog,
     pub keyring: Keyring,
     pub mailer: Mailer,
@@ -53,7 +55,13 @@ impl AppState {
             .as_ref()
             .map(|s| s.expose().as_bytes().to_vec())
             .unwrap_or_else(|| crate::config::generate_secret().into_bytes());
-        let keys = KeyStore::new(&config, store.clone());
+        let metrics = Metrics::new();
+        let mut keys = KeyStore::new(&config, store.clone());
+        let shared_windows =
+            crate::cluster::redis::SharedWindows::new(&config.redis, metrics.rate_limits.clone());
+        if let Some(shared) = &shared_windows {
+            keys.share_windows(shared.clone());
+        }
         let config = Arc::new(config);
         let public_url = config.effective_public_url();
         let quotas = (!config.billing.plans.is_empty())
@@ -70,7 +78,8 @@ impl AppState {
             config,
             store,
             sqlite,
-            metrics: Metrics::new(),
+            metrics,
+            shared_windows,
             openapi_json: crate::openapi::document_json(&catalog),
             catalog,
             traces: None,
@@ -87,13 +96,24 @@ impl AppState {
         crate::keys::admin::KeyService::new(&*self.store, &self.config, Some(&self.keys))
     }
 
-    /// A key's metadata as the API shows it (live credit balance included).
+    /// A key rotated with a grace period draws on its successor's balance
+    /// (spends are made there): the record with that balance, for showing.
+    pub async fn with_shared_balance(
+        &self,
+        mut k: crate::keys::record::KeyRecord,
+    ) -> Result<crate::keys::record::KeyRecord, crate::store::StoreError> {
+        if let (Some(successor), Some(_)) = (&k.rotated_to, k.credits) {
+            let successor = crate::store::KeyId::new(successor.clone());
+            if let Some(s) = self.store.find_key_by_id(successor).await? {
+                k.credits = s.credits;
+            }
+        }
+        Ok(k)
+    }
+
+    /// A key's metadata as the API shows it.
     pub fn key_view(&self, k: &crate::keys::record::KeyRecord) -> crate::keys::view::KeyView {
-        crate::keys::view::KeyView::new(
-            k,
-            self.config.keys.default_rate_limit,
-            self.keys.live_credits(k),
-        )
+        crate::keys::view::KeyView::new(k, self.config.keys.default_rate_limit)
     }
 
     pub fn session_limits(&self) -> SessionLimits {

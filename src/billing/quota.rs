@@ -1,94 +1,66 @@
-//! The plan's monthly verification quota, decided in memory: each project's
-//! count for the current UTC month is loaded once (from the stored usage)
-//! and then counted here; the counts themselves are persisted with usage.
+//! The plan's monthly verification quota. Each project's limit comes from
+//! its plan (read once, forgotten when the plan changes); the count itself
+//! is spent in storage, one conditional increment per verification
+//! ([`crate::store::spend::SpendRepo::spend_quota`]), so the quota holds
+//! exactly however many processes verify keys of the project. A project
+//! whose plan has no monthly limit costs no storage access.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
-use crate::keys::credits::Interval;
 use crate::keys::usage::Usage;
 use crate::store::{ProjectId, Store, StoreError};
 
-struct ProjectQuota {
-    month_start: i64,
-    used: u64,
-    limit: Option<u64>,
-}
-
 pub struct Quotas {
     config: Arc<Config>,
-    projects: Mutex<HashMap<String, ProjectQuota>>,
+    /// The monthly limit of each project seen (`None`: unlimited). Bounded:
+    /// past `MAX_PROJECTS` it starts afresh.
+    limits: Mutex<HashMap<String, Option<u64>>>,
 }
+
+const MAX_PROJECTS: usize = 100_000;
 
 impl Quotas {
     pub fn new(config: Arc<Config>) -> Self {
         Quotas {
             config,
-            projects: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Loads the project's plan and this month's count when not known yet.
-    pub async fn ensure_loaded(
+    /// The project's monthly verification limit, read from its plan when
+    /// not known yet.
+    pub async fn limit_for(
         &self,
         store: &dyn Store,
         usage: &Usage,
         project_id: &str,
-    ) -> Result<(), StoreError> {
-        if self
-            .projects
-            .lock()
-            .expect("quota lock")
-            .contains_key(project_id)
-        {
-            return Ok(());
+    ) -> Result<Option<u64>, StoreError> {
+        if let Some(limit) = self.limits.lock().expect("quota lock").get(project_id) {
+            return Ok(*limit);
         }
-        let now = crate::types::now();
-        let month_start = Interval::Monthly.period_start(now);
         let plan = store
             .project(ProjectId::from(project_id))
             .await?
             .map(|p| p.plan)
             .unwrap_or_else(|| self.config.billing.default_plan.clone());
         let (_, limit) = super::limits(&self.config, &plan);
-        // Counts still in memory belong to this month too.
-        usage.flush(store).await?;
-        let used = store
-            .project_verifications_since(ProjectId::from(project_id), month_start)
-            .await?;
-        self.projects
-            .lock()
-            .expect("quota lock")
-            .entry(project_id.to_string())
-            .or_insert(ProjectQuota {
-                month_start,
-                used,
-                limit,
-            });
-        Ok(())
-    }
-
-    /// Spends one verification of the project's quota if any is left.
-    pub fn try_spend(&self, project_id: &str, now: i64) -> bool {
-        let mut map = self.projects.lock().expect("quota lock");
-        let Some(q) = map.get_mut(project_id) else {
-            return true;
-        };
-        let month_start = Interval::Monthly.period_start(now);
-        if month_start != q.month_start {
-            q.month_start = month_start;
-            q.used = 0;
+        if limit.is_some() {
+            // A month's counter starts from the stored usage: counts still
+            // in memory belong to it too.
+            usage.flush(store).await?;
         }
-        if q.limit.is_some_and(|limit| q.used >= limit) {
-            return false;
+        let mut limits = self.limits.lock().expect("quota lock");
+        if limits.len() >= MAX_PROJECTS {
+            limits.clear();
         }
-        q.used += 1;
-        true
+        limits.insert(project_id.to_string(), limit);
+        Ok(limit)
     }
 
     /// Forgets a project (its plan changed); the next check reloads it.
     pub fn invalidate(&self, project_id: &str) {
-        self.projects.lock().expect("quota lock").remove(project_id);
+        self.limits.lock().expect("quota lock").remove(project_id);
     }
 }

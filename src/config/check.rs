@@ -123,6 +123,7 @@ pub fn check(config: &Config) -> Vec<Finding> {
         );
     }
     check_database(config, &mut out);
+    check_redis(config, config.uses_postgres(), &mut out);
     super::ranges::check(config, &mut out);
     check_catalog(config, &mut out);
     if !crate::telemetry::is_valid_level(&config.log.level) {
@@ -376,6 +377,51 @@ fn check_database(config: &Config, out: &mut Vec<Finding>) {
     }
 }
 
+/// `redis.url`: a `redis://` or `rediss://` URL whose password is no
+/// placeholder; and, on PostgreSQL (where several nodes may share the
+/// data), a warning when rate limits are not shared.
+fn check_redis(config: &Config, uses_postgres: bool, out: &mut Vec<Finding>) {
+    let Some(url) = &config.redis.url else {
+        if uses_postgres {
+            out.push(
+                Finding::warning(
+                    "redis.url",
+                    "is unset: every node keeps its own rate-limit windows, so N nodes may \
+                     together allow up to N times a key's limit (credits and quotas stay exact)",
+                )
+                .with_hint("set redis.url (or redis.url_file) to share the windows between nodes"),
+            );
+        }
+        return;
+    };
+    let parsed = match crate::cluster::redis::parse_url(url.expose()) {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            out.push(Finding::error("redis.url", reason));
+            return;
+        }
+    };
+    if let Some(password) = parsed.password() {
+        let shipped = shipped_example_secrets();
+        let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+        if is_placeholder(&decoded, &shipped) {
+            out.push(
+                Finding::unsafe_("redis.url", "has a placeholder password, not a secret")
+                    .with_hint(
+                        "put the Redis server's real password in the URL (or in redis.url_file)",
+                    ),
+            );
+        }
+    }
+    let prefix = &config.redis.key_prefix;
+    if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        out.push(Finding::error(
+            "redis.key_prefix",
+            "must be at most 64 characters without spaces",
+        ));
+    }
+}
+
 fn check_urls_and_network(config: &Config, out: &mut Vec<Finding>) {
     check_public_url(config.public_url.as_ref(), out);
     if config.mode.is_local() && !config.listen.ip().is_loopback() {
@@ -539,6 +585,42 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls_are_checked_like_secrets() {
+        let mut c = production();
+        c.redis.url = Some(Secret::new(format!(
+            "rediss://gatehouse:{}@redis.acme.test:6380/2",
+            generate_secret().replace('/', "_").replace('+', "-")
+        )));
+        assert!(!Report::new(Mode::Production, check(&c)).refuses());
+        c.redis.url = Some(Secret::new("redis://:changeme@redis.acme.test:6379"));
+        let report = Report::new(Mode::Production, check(&c));
+        assert!(report.refuses(), "a placeholder password is refused");
+        assert!(!report.render().contains("changeme"), "never shown");
+        c.mode = Mode::Local;
+        assert!(!Report::new(Mode::Local, check(&c)).refuses());
+        c.redis.url = Some(Secret::new("http://redis.acme.test"));
+        assert_eq!(keys_of(&c), ["redis.url"]);
+        c.redis.url = Some(Secret::new("redis://redis.acme.test/x"));
+        assert_eq!(keys_of(&c), ["redis.url"]);
+        c.redis.url = None;
+        c.redis.key_prefix = "has space".into();
+        assert!(keys_of(&c).is_empty(), "the prefix is only used with a URL");
+    }
+
+    #[test]
+    fn several_nodes_without_redis_are_warned_about() {
+        let c = production();
+        let mut out = Vec::new();
+        check_redis(&c, true, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].severity, Severity::Warning);
+        assert!(out[0].reason.contains("own rate-limit windows"));
+        out.clear();
+        check_redis(&c, false, &mut out);
+        assert!(out.is_empty(), "one SQLite process needs no shared windows");
+    }
+
+    #[test]
     fn a_complete_production_config_passes() {
         let report = Report::new(Mode::Production, check(&production()));
         assert!(!report.refuses(), "{}", report.render());
@@ -625,17 +707,26 @@ mod tests {
     #[test]
     fn database_url_names_postgres_and_carries_a_real_password() {
         let mut c = production();
+        let url_findings = |c: &Config| {
+            check(c)
+                .into_iter()
+                .filter(|f| f.key == "database.url")
+                .count()
+        };
         c.database.url = Some(Secret::new(
             "postgres://gh:Zq8vR2mK9xLp@db.internal/gatehouse",
         ));
-        assert!(keys_of(&c).is_empty(), "{:?}", check(&c));
+        assert_eq!(url_findings(&c), 0, "{:?}", check(&c));
         assert!(c.uses_postgres());
+        // Several nodes without Redis: said, not refused.
+        assert_eq!(finding(&c, "redis.url").severity, Severity::Warning);
         c.database.url = Some(Secret::new(
             "postgres://gh@db.internal/gatehouse?sslmode=disable",
         ));
-        assert!(
-            keys_of(&c).is_empty(),
-            "no password: trust or a .pgpass-less setup is the operator's choice"
+        assert_eq!(
+            url_findings(&c),
+            0,
+            "no password: trust authentication is the operator's choice"
         );
         for placeholder in ["changeme", "PASSWORD", "your-password", "xxxx"] {
             c.database.url = Some(Secret::new(format!(

@@ -161,23 +161,37 @@ fn read_secret_files(config: &mut Config) -> Vec<Finding> {
         ),
     ];
     for (key, slot, file) in slots {
-        let Some(file) = file else { continue };
-        if slot.is_some() {
-            findings.push(Finding::error(
-                &format!("{key}_file"),
-                format!("both {key} and {key}_file are set; keep one"),
-            ));
-            continue;
-        }
-        match std::fs::read_to_string(file) {
-            Ok(content) => {
-                *slot = Some(Secret::new(content.trim_end_matches(['\r', '\n'])));
-            }
-            Err(e) => findings.push(Finding::error(
-                &format!("{key}_file"),
-                format!("cannot read {}: {}", file.display(), e.kind()),
-            )),
-        }
+        findings.extend(read_secret_file(key, slot, file));
     }
+    findings.extend(read_secret_file(
+        "redis.url",
+        &mut config.redis.url,
+        &config.redis.url_file,
+    ));
     findings
+}
+
+/// Reads one `*_file` secret into its slot.
+fn read_secret_file(
+    key: &str,
+    slot: &mut Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Option<Finding> {
+    let file = file.as_ref()?;
+    if slot.is_some() {
+        return Some(Finding::error(
+            &format!("{key}_file"),
+            format!("both {key} and {key}_file are set; keep one"),
+        ));
+    }
+    match std::fs::read_to_string(file) {
+        Ok(content) => {
+            *slot = Some(Secret::new(content.trim_end_matches(['\r', '\n'])));
+            None
+        }
+        Err(e) => Some(Finding::error(
+            &format!("{key}_file"),
+            format!("cannot read {}: {}", file.display(), e.kind()),
+        )),
+    }
 }

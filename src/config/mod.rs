@@ -60,6 +60,7 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub database: DatabaseConfig,
+    pub redis: RedisConfig,
     pub secrets: SecretsConfig,
     pub smtp: SmtpConfig,
     pub auth: AuthConfig,
@@ -86,6 +87,7 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             database: DatabaseConfig::default(),
+            redis: RedisConfig::default(),
             secrets: SecretsConfig::default(),
             smtp: SmtpConfig::default(),
             auth: AuthConfig::default(),
@@ -298,6 +300,36 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             max_staleness_ms: 1000,
+        }
+    }
+}
+
+/// Shared rate-limit windows for several nodes (SPEC section 14).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://` (TLS); unset
+    /// = every node keeps its own windows.
+    pub url: Option<Secret>,
+    pub url_file: Option<PathBuf>,
+    /// Prepended to every Redis key Gatehouse writes, so deployments (or
+    /// tests) can share one Redis.
+    pub key_prefix: String,
+    /// How long a check waits for Redis before it decides on the node's own
+    /// window instead.
+    pub timeout_ms: u64,
+    /// While Redis is unreachable, how often to try it again.
+    pub probe_interval_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            url_file: None,
+            key_prefix: "gatehouse:".into(),
+            timeout_ms: 50,
+            probe_interval_ms: 1000,
         }
     }
 }

@@ -28,6 +28,8 @@ pub(super) const NUMBERS: &[Range] = &[
     r("http.shutdown_timeout_secs", 0, 3600),
     r("database.busy_timeout_ms", 100, 600_000),
     r("database.pool_size", 1, 256),
+    r("redis.timeout_ms", 1, 5000),
+    r("redis.probe_interval_ms", 100, 60_000),
     r("smtp.port", 1, 65_535),
     r("smtp.timeout_secs", 1, 600),
     r("smtp.retry_base_secs", 1, 3600),

@@ -478,6 +478,9 @@ impl Db {
             old.updated_at = now;
             old.rotated_to = Some(new.id.clone());
             new.rotated_to = None;
+            // The balance moves with the line, read under this transaction's lock
+            // (spends are made in the row itself; see store::spend).
+            new.credits = old.credits;
             insert_key(&tx, &new, false, Some(&old.id))?;
             tx.execute(
                 "UPDATE api_keys SET revoked_at = ?2, expires_at = ?3, updated_at = ?4, rotated_to = ?5 WHERE id = ?1",

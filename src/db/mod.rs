@@ -10,6 +10,7 @@ pub mod keys;
 pub mod mail;
 pub mod migrate;
 pub mod sessions;
+pub mod spend;
 pub mod users;
 pub mod webhooks;
 

@@ -92,7 +92,7 @@ impl<'a> KeyService<'a> {
 
     fn cached(&self, record: &KeyRecord) {
         if let Some(cache) = self.cache {
-            cache.updated(record, false);
+            cache.updated(record);
         }
     }
 
@@ -196,10 +196,6 @@ impl<'a> KeyService<'a> {
             .key(ProjectId::from(project.id.as_str()), KeyId::from(id))
             .await?
             .ok_or_else(no_such_key)?;
-        let credits = self
-            .cache
-            .and_then(|c| c.live_credits(&old))
-            .or(old.credits);
         let spec = KeySpec {
             name: old.name.clone(),
             kind: old.kind,
@@ -213,8 +209,7 @@ impl<'a> KeyService<'a> {
             metadata: old.metadata.clone(),
         };
         let created_by = actor.id.clone().filter(|_| actor.kind == ActorType::User);
-        let (mut new, key) = mint(spec, &project.id, created_by, &self.config.keys.prefix, now);
-        new.credits = credits;
+        let (new, key) = mint(spec, &project.id, created_by, &self.config.keys.prefix, now);
         let old_expires = (grace_secs > 0).then_some(now + grace_secs);
         let max_keys = self.max_keys(&project.plan);
         let events = self.events();
@@ -298,13 +293,7 @@ impl<'a> KeyService<'a> {
             .metadata
             .map(|m| input::metadata(Some(m)))
             .transpose()?;
-        let credits_changed = credits.is_some();
 
-        // Setting a balance must not race a usage flush writing an older one.
-        let _exclusive = match self.cache {
-            Some(cache) if credits_changed => Some(cache.usage.exclusive().await),
-            _ => None,
-        };
         let events = self.events();
         let record = self
             .store
@@ -360,10 +349,7 @@ impl<'a> KeyService<'a> {
             .await?
             .ok_or_else(no_such_key)?;
         if let Some(cache) = self.cache {
-            if credits_changed {
-                cache.usage.forget_credits(record.state_id());
-            }
-            cache.updated(&record, credits_changed);
+            cache.updated(&record);
         }
         Ok(record)
     }

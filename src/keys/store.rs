@@ -3,12 +3,18 @@
 //! unknown keys are remembered briefly in a cache of their own, so a flood of
 //! invented keys can neither hammer storage nor push real keys out.
 //!
-//! A key's rate-limit window and credit balance are state, not cache: they
-//! live in a table of their own ([`Live`], by key id) that cache eviction
-//! never touches, so no amount of traffic with other keys resets them. An
-//! entry there is dropped only when no cached key uses it, its window has
-//! run empty and its balance is in storage. During a rotation's grace period
-//! the previous key shares its successor's entry: one window, one balance.
+//! A key's rate-limit window is state, not cache: it lives in a table of
+//! its own ([`Live`], by key id) that cache eviction never touches, so no
+//! amount of traffic with other keys resets it. An entry there is dropped
+//! only when no cached key uses it and its window has run empty. During a
+//! rotation's grace period the previous key shares its successor's entry.
+//! With `redis.url` the window lives in Redis instead, shared by every node
+//! ([`SharedWindows`]); the local one decides while Redis cannot answer.
+//!
+//! A key's credit balance and its project's monthly quota are spent in
+//! storage itself, one conditional update per spend ([`crate::store::spend`]),
+//! so they are exact however many processes share the database. A key with
+//! neither costs no storage access at all on a cache hit.
 //!
 //! Consistency: every change to a key (revoke, rotate, edit, leak) goes
 //! through [`KeyStore::updated`] before its response is sent, and a cache
@@ -32,22 +38,22 @@ use actix_web::web::Bytes;
 use quick_cache::sync::Cache;
 
 use crate::billing::quota::Quotas;
+use crate::cluster::redis::SharedWindows;
 use crate::config::{Config, RateLimitConfig};
 use crate::crypto::sha256;
 use crate::error::ErrorCode;
-use crate::keys::credits::Balance;
 use crate::keys::limiter::{RateStatus, SlidingWindow};
 use crate::keys::record::{is_safe_method, KeyRecord};
 use crate::keys::usage::{Usage, UsageKind};
 use crate::keys::{ApiKey, KeyType};
-use crate::store::{KeyHash, KeyId, Store, StoreError};
+use crate::store::spend::CreditSpend;
+use crate::store::{KeyHash, KeyId, ProjectId, Store, StoreError};
 
 /// The live state of a key (or of a rotation line during its grace period).
 pub struct Live {
-    /// The key whose stored balance this is (the successor, once rotated).
+    /// The key whose window this is (the successor, once rotated).
     id: Arc<str>,
     window: SlidingWindow,
-    credits: Option<Balance>,
 }
 
 type LiveCell = Arc<Mutex<Live>>;
@@ -73,6 +79,8 @@ struct CachedKey {
     rotated_to: Option<Arc<str>>,
     kind: KeyType,
     rate_limit: RateLimitConfig,
+    /// Whether verifications spend credits (the balance is in storage).
+    has_credits: bool,
     /// See [`KeyRecord::active_until`].
     active_until: i64,
     allowed_ips: Option<Box<[crate::config::Cidr]>>,
@@ -85,6 +93,7 @@ impl CachedKey {
             rendered: Rendered::new(&record, default_rate),
             rate_limit: record.effective_rate_limit(default_rate),
             kind: record.kind,
+            has_credits: record.credits.is_some(),
             active_until: record.active_until(),
             allowed_ips: record.allowed_ips.map(Vec::into_boxed_slice),
             rotated_to: record.rotated_to,
@@ -339,6 +348,8 @@ pub struct KeyStore {
     refresh_after: Duration,
     prefix: String,
     default_rate: RateLimitConfig,
+    /// Rate-limit windows shared through Redis, when configured.
+    shared: Option<Arc<SharedWindows>>,
     pub usage: Usage,
     /// How current the cache is with the key change feed.
     feed: Arc<super::feed_health::FeedHealth>,
@@ -369,6 +380,7 @@ impl KeyStore {
             refresh_after: Duration::from_secs(config.keys.cache_ttl_secs),
             prefix: config.keys.prefix.clone(),
             default_rate: config.keys.default_rate_limit,
+            shared: None,
             usage: Usage::default(),
             feed: Arc::new(super::feed_health::FeedHealth::new(
                 Duration::from_millis(config.cluster.max_staleness_ms),
@@ -381,6 +393,11 @@ impl KeyStore {
     /// keeps it; checks and `/metrics` read it).
     pub fn feed(&self) -> &super::feed_health::FeedHealth {
         &self.feed
+    }
+
+    /// Decides rate limits in Redis from now on (see [`SharedWindows`]).
+    pub fn share_windows(&mut self, shared: Arc<SharedWindows>) {
+        self.shared = Some(shared);
     }
 
     /// Hashes of imported keys, which may not have Gatehouse's format.
@@ -422,8 +439,8 @@ impl KeyStore {
         CachedKey::new(record, self.default_rate)
     }
 
-    /// The live state for `id`, created with `credits` when there is none.
-    fn live_for(&self, id: &Arc<str>, credits: impl FnOnce() -> Option<Balance>) -> LiveCell {
+    /// The live state for `id`, created when there is none.
+    fn live_for(&self, id: &Arc<str>) -> LiveCell {
         self.live
             .lock()
             .expect("live lock")
@@ -432,7 +449,6 @@ impl KeyStore {
                 Arc::new(Mutex::new(Live {
                     id: id.clone(),
                     window: SlidingWindow::default(),
-                    credits: self.usage.unwritten_credits(id).or_else(credits),
                 }))
             })
             .clone()
@@ -480,16 +496,6 @@ impl KeyStore {
         for _ in 0..8 {
             let epoch = self.epoch.load(Ordering::SeqCst);
             let record = self.store.find_key_by_hash(KeyHash(hash)).await?;
-            // A rotated key draws on its successor's balance (read always:
-            // the successor's live state may be pruned before we fill).
-            let successor_credits = match record.as_ref().and_then(|r| r.rotated_to.clone()) {
-                Some(successor) => self
-                    .store
-                    .find_key_by_id(KeyId::from(successor))
-                    .await?
-                    .map(|s| s.credits),
-                None => None,
-            };
             let _fill = self.fill_lock.lock().expect("fill lock");
             if self.epoch.load(Ordering::SeqCst) != epoch {
                 continue; // a key changed meanwhile: read again
@@ -499,9 +505,7 @@ impl KeyStore {
             }
             return Ok(match record {
                 Some(record) => {
-                    let own = record.credits;
-                    let live =
-                        self.live_for(record.state_id(), || successor_credits.unwrap_or(own));
+                    let live = self.live_for(record.state_id());
                     let handle = Arc::new(KeyHandle {
                         state: Mutex::new(KeyState {
                             key: self.cached(record),
@@ -531,7 +535,7 @@ impl KeyStore {
         st.loaded = Instant::now();
         if self.epoch.load(Ordering::SeqCst) == epoch {
             if let Some(record) = record {
-                // Settings from storage; the live window and balance stay.
+                // Settings from storage; the live window stays.
                 st.key = self.cached(record);
                 self.relink(&mut st);
             }
@@ -539,19 +543,17 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Publishes a change to a key before its response is sent. With
-    /// `reset_credits`, the stored balance replaces the live one.
-    pub fn updated(&self, record: &KeyRecord, reset_credits: bool) {
+    /// Publishes a change to a key before its response is sent.
+    pub fn updated(&self, record: &KeyRecord) {
         let _fill = self.fill_lock.lock().expect("fill lock");
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.unknown.remove(&record.hash);
-        let live = match self.cache.get(&record.hash) {
+        match self.cache.get(&record.hash) {
             Some(handle) => {
                 let mut st = handle.state.lock().expect("key lock");
                 st.key = self.cached(record.clone());
                 st.loaded = Instant::now();
                 self.relink(&mut st);
-                Some(st.live.clone())
             }
             None => {
                 // Not cached: still carry a rotated key's state to its successor.
@@ -564,18 +566,12 @@ impl KeyStore {
                         }
                     }
                 }
-                map.get(record.state_id()).cloned()
-            }
-        };
-        if reset_credits {
-            if let Some(live) = live {
-                live.lock().expect("live lock").credits = record.credits;
             }
         }
     }
 
     /// Drops the cached copy of a key changed by another process (read from
-    /// the key change feed); its window and balance stay.
+    /// the key change feed); its window stays.
     pub fn invalidate(&self, hash: &[u8; 32]) {
         let _fill = self.fill_lock.lock().expect("fill lock");
         self.epoch.fetch_add(1, Ordering::SeqCst);
@@ -583,30 +579,13 @@ impl KeyStore {
         self.unknown.remove(hash);
     }
 
-    /// The live balance of a key, when this process holds one.
-    pub fn live_credits(&self, record: &KeyRecord) -> Option<Balance> {
-        let live = self
-            .live
-            .lock()
-            .expect("live lock")
-            .get(record.state_id())
-            .cloned()?;
-        let credits = live.lock().expect("live lock").credits;
-        credits
-    }
-
-    /// Forgets live state nothing needs: no cached key uses it, its window
-    /// has run empty and its balance is in storage. Returns how many remain.
+    /// Forgets live state nothing needs: no cached key uses it and its
+    /// window has run empty. Returns how many remain.
     pub fn prune_idle(&self) -> usize {
         let now = now_ms();
         let mut map = self.live.lock().expect("live lock");
-        map.retain(|id, live| {
-            if Arc::strong_count(live) > 1 {
-                return true;
-            }
-            let l = live.lock().expect("live lock");
-            !l.window.is_idle(now)
-                || (l.credits.is_some() && self.usage.unwritten_credits(id).is_some())
+        map.retain(|_, live| {
+            Arc::strong_count(live) > 1 || !live.lock().expect("live lock").window.is_idle(now)
         });
         map.len()
     }
@@ -615,6 +594,11 @@ impl KeyStore {
     /// A refusal before the rate-limit step does not count against the
     /// window; a refused request spends neither credits nor quota. Refusals
     /// as `invalid_key` say nothing about the key (no rate-limit state).
+    ///
+    /// Without Redis, for a key without credits or quota, everything is
+    /// decided under the key's lock without awaiting anything. A shared
+    /// window (one Redis round trip) and a spend in storage are awaited
+    /// outside the lock.
     pub async fn check(
         &self,
         raw: &str,
@@ -627,6 +611,7 @@ impl KeyStore {
         let Some(handle) = self.handle(hash).await? else {
             return Ok(Checked::denied(Denial::Invalid));
         };
+        let mut quota_limit = None;
         if let Some(quota) = quota.filter(|_| input.purpose == Purpose::Verify) {
             let project_id = handle
                 .state
@@ -635,92 +620,198 @@ impl KeyStore {
                 .key
                 .project_id
                 .clone();
-            quota
-                .ensure_loaded(&*self.store, &self.usage, &project_id)
+            quota_limit = quota
+                .limit_for(&*self.store, &self.usage, &project_id)
                 .await?;
         }
         let now_ms = now_ms();
         let now = now_ms / 1000;
-        let checked = {
+        let shared = self.shared.as_deref().filter(|s| s.is_healthy());
+        let pending = {
             let st = handle.state.lock().expect("key lock");
             let key = &st.key;
-            let checked = if !key.is_active(now) {
-                Checked::denied(Denial::Invalid)
-            } else {
-                let rl = key.rate_limit;
-                let before_rate = if !key.ip_allowed(input.ip) {
-                    Some(Denial::ForbiddenIp)
-                } else if (key.kind == KeyType::Publishable && !is_safe_method(input.method))
-                    || !input.scopes.iter().all(|s| key.has_scope(s))
-                {
-                    Some(Denial::InsufficientScope)
-                } else {
-                    None
-                };
-                let mut live = st.live.lock().expect("live lock");
-                let live = &mut *live;
-                let outcome;
-                let rate;
-                if let Some(denial) = before_rate {
-                    rate = live.window.check(rl.limit, rl.window_secs, now_ms, false);
-                    outcome = Err(denial);
-                } else {
-                    rate = live.window.check(rl.limit, rl.window_secs, now_ms, true);
-                    outcome = if !rate.allowed {
-                        Err(Denial::RateLimited)
-                    } else if input.purpose == Purpose::Verify {
-                        let mut spent = true;
-                        if let Some(balance) = live.credits.as_mut() {
-                            let before = *balance;
-                            spent = balance.spend(input.cost, now);
-                            if *balance != before {
-                                self.usage.set_credits(&live.id, *balance);
-                            }
-                        }
-                        if !spent {
-                            Err(Denial::UsageExceeded)
-                        } else if quota.is_some_and(|q| !q.try_spend(&key.project_id, now)) {
-                            // Give back what this refused request took.
-                            if let Some(balance) = live.credits.as_mut() {
-                                if input.cost > 0 {
-                                    balance.remaining =
-                                        balance.remaining.saturating_add(input.cost);
-                                    self.usage.set_credits(&live.id, *balance);
-                                }
-                            }
-                            Err(Denial::QuotaExceeded)
-                        } else {
-                            Ok(())
-                        }
-                    } else {
-                        Ok(())
-                    };
+            if !key.is_active(now) {
+                if input.purpose == Purpose::Verify {
+                    let kind = Denial::Invalid.usage_kind();
+                    self.usage
+                        .record(&key.id, &key.project_id, kind, now, false);
                 }
-                Checked {
-                    credits: live.credits.map(|c| c.remaining),
+                return Ok(Checked::denied(Denial::Invalid));
+            }
+            let rl = key.rate_limit;
+            let before_rate = if !key.ip_allowed(input.ip) {
+                Some(Denial::ForbiddenIp)
+            } else if (key.kind == KeyType::Publishable && !is_safe_method(input.method))
+                || !input.scopes.iter().all(|s| key.has_scope(s))
+            {
+                Some(Denial::InsufficientScope)
+            } else {
+                None
+            };
+            let spends = input.purpose == Purpose::Verify
+                && before_rate.is_none()
+                && (key.has_credits || quota_limit.is_some());
+            if shared.is_none() && !spends {
+                // Decided here and now: the common case costs one lock.
+                let rate = st.live.lock().expect("live lock").window.check(
+                    rl.limit,
+                    rl.window_secs,
+                    now_ms,
+                    before_rate.is_none(),
+                );
+                let outcome = match before_rate {
+                    Some(denial) => Err(denial),
+                    None if !rate.allowed => Err(Denial::RateLimited),
+                    None => Ok(()),
+                };
+                self.record(input.purpose, &key.id, &key.project_id, outcome, now);
+                Err(Checked {
+                    credits: None,
                     rendered: Some(key.rendered.clone()),
                     key: None,
                     rate: Some(rate),
                     outcome,
-                }
-            };
-            match (input.purpose, checked.outcome) {
-                (Purpose::Verify, Ok(())) => {
-                    self.usage
-                        .record(&key.id, &key.project_id, UsageKind::Valid, now, true)
-                }
-                (Purpose::Verify, Err(d)) => {
-                    self.usage
-                        .record(&key.id, &key.project_id, d.usage_kind(), now, false)
-                }
-                (Purpose::OwnApi, Ok(())) => self.usage.touch(&key.id, &key.project_id, now),
-                (Purpose::OwnApi, Err(_)) => {}
+                })
+            } else {
+                Ok(Pending {
+                    id: key.id.clone(),
+                    project_id: key.project_id.clone(),
+                    state_id: key.state_id().clone(),
+                    live: st.live.clone(),
+                    rl,
+                    before_rate,
+                    spends_credits: key.has_credits,
+                    rendered: key.rendered.clone(),
+                })
             }
-            checked
         };
+        let pending = match pending {
+            Ok(pending) => pending,
+            Err(decided) => return self.finish(hash, input, decided, now).await,
+        };
+        let take = pending.before_rate.is_none();
+        let rl = pending.rl;
+        let shared_rate = match shared {
+            Some(shared) => {
+                shared
+                    .check(&pending.state_id, rl.limit, rl.window_secs, take)
+                    .await
+            }
+            None => None,
+        };
+        let rate = shared_rate.unwrap_or_else(|| {
+            pending.live.lock().expect("live lock").window.check(
+                rl.limit,
+                rl.window_secs,
+                now_ms,
+                take,
+            )
+        });
+        let mut credits = None;
+        let outcome = match pending.before_rate {
+            Some(denial) => Err(denial),
+            None if !rate.allowed => Err(Denial::RateLimited),
+            None if input.purpose == Purpose::Verify => {
+                self.spend(&pending, input.cost, quota_limit, now, &mut credits)
+                    .await?
+            }
+            None => Ok(()),
+        };
+        self.record(
+            input.purpose,
+            &pending.id,
+            &pending.project_id,
+            outcome,
+            now,
+        );
+        let checked = Checked {
+            credits,
+            rendered: Some(pending.rendered),
+            key: None,
+            rate: Some(rate),
+            outcome,
+        };
+        self.finish(hash, input, checked, now).await
+    }
+
+    /// The credit and quota steps, in storage: credits first (the first
+    /// failure wins), then the quota, giving the credits back when the
+    /// quota refuses.
+    async fn spend(
+        &self,
+        pending: &Pending,
+        cost: i64,
+        quota_limit: Option<u64>,
+        now: i64,
+        credits: &mut Option<i64>,
+    ) -> Result<Result<(), Denial>, StoreError> {
+        let state_id = KeyId::new(pending.state_id.clone());
+        let mut refund = None;
+        if pending.spends_credits {
+            match self
+                .store
+                .spend_credits(state_id.clone(), cost, now)
+                .await?
+            {
+                CreditSpend::Spent {
+                    remaining,
+                    period_start,
+                } => {
+                    *credits = Some(remaining);
+                    refund = (cost > 0).then_some(period_start);
+                }
+                CreditSpend::Unlimited => {}
+                CreditSpend::Insufficient { .. } => return Ok(Err(Denial::UsageExceeded)),
+            }
+        }
+        if let Some(limit) = quota_limit {
+            let project = ProjectId::new(pending.project_id.clone());
+            if !self.store.spend_quota(project, limit, now).await? {
+                if let Some(period_start) = refund {
+                    self.store
+                        .refund_credits(state_id, cost, period_start)
+                        .await?;
+                    *credits = credits.map(|c| c + cost);
+                }
+                return Ok(Err(Denial::QuotaExceeded));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Counts a check in usage.
+    fn record(
+        &self,
+        purpose: Purpose,
+        key_id: &Arc<str>,
+        project_id: &Arc<str>,
+        outcome: Result<(), Denial>,
+        now: i64,
+    ) {
+        match (purpose, outcome) {
+            (Purpose::Verify, Ok(())) => {
+                self.usage
+                    .record(key_id, project_id, UsageKind::Valid, now, true)
+            }
+            (Purpose::Verify, Err(d)) => {
+                self.usage
+                    .record(key_id, project_id, d.usage_kind(), now, false)
+            }
+            (Purpose::OwnApi, Ok(())) => self.usage.touch(key_id, project_id, now),
+            (Purpose::OwnApi, Err(_)) => {}
+        }
+    }
+
+    /// A successful check of Gatehouse's own API also carries the whole
+    /// record: the cache keeps only what checks need.
+    async fn finish(
+        &self,
+        hash: [u8; 32],
+        input: &CheckInput<'_>,
+        checked: Checked,
+        now: i64,
+    ) -> Result<Checked, StoreError> {
         if input.purpose == Purpose::OwnApi && checked.outcome.is_ok() {
-            // The cache keeps only what checks need; Gatehouse's own API
-            // works with the whole record (the key's view, its project).
             return Ok(match self.store.find_key_by_hash(KeyHash(hash)).await? {
                 Some(record) if record.is_active(now) => Checked {
                     key: Some(Arc::new(record)),
@@ -736,6 +827,19 @@ impl KeyStore {
         }
         Ok(checked)
     }
+}
+
+/// What a check that awaits something (Redis, or a spend in storage)
+/// carries out of the key's lock.
+struct Pending {
+    id: Arc<str>,
+    project_id: Arc<str>,
+    state_id: Arc<str>,
+    live: LiveCell,
+    rl: RateLimitConfig,
+    before_rate: Option<Denial>,
+    spends_credits: bool,
+    rendered: Rendered,
 }
 
 #[cfg(test)]
@@ -829,7 +933,6 @@ mod memory_tests {
                     Arc::new(Mutex::new(Live {
                         id: id.clone(),
                         window: SlidingWindow::default(),
-                        credits: None,
                     })),
                 );
             }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::RateLimitConfig;
-use crate::keys::credits::{Balance, Refill};
+use crate::keys::credits::Refill;
 use crate::keys::record::KeyRecord;
 use crate::keys::KeyType;
 use crate::types::rfc3339;
@@ -53,15 +53,11 @@ pub struct KeyView {
 }
 
 impl KeyView {
-    /// The metadata of `k`, with the default rate limit resolved and the
-    /// live credit balance when one is known.
-    pub fn new(
-        k: &KeyRecord,
-        default_rate: RateLimitConfig,
-        live_credits: Option<Balance>,
-    ) -> Self {
+    /// The metadata of `k`, with the default rate limit resolved. Its
+    /// credit balance is the stored one: spends are made in storage.
+    pub fn new(k: &KeyRecord, default_rate: RateLimitConfig) -> Self {
         let rl = k.effective_rate_limit(default_rate);
-        let credits = live_credits.or(k.credits);
+        let credits = k.credits;
         KeyView {
             id: k.id.to_string(),
             project_id: k.project_id.to_string(),
@@ -97,5 +93,5 @@ impl KeyView {
 
 /// The metadata as JSON, for webhook payloads.
 pub fn key_json(k: &KeyRecord, default_rate: RateLimitConfig) -> serde_json::Value {
-    serde_json::to_value(KeyView::new(k, default_rate, None)).expect("key metadata serializes")
+    serde_json::to_value(KeyView::new(k, default_rate)).expect("key metadata serializes")
 }

@@ -98,8 +98,12 @@ pub async fn list(
             paging.limit,
         )
         .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for k in rows {
+        items.push(state.key_view(&state.with_shared_balance(k).await?));
+    }
     Ok(HttpResponse::Ok().json(KeyList {
-        items: rows.iter().map(|k| state.key_view(k)).collect(),
+        items,
         pagination: paging.describe(total),
     }))
 }
@@ -168,6 +172,7 @@ pub async fn get(
 ) -> ApiResult<HttpResponse> {
     access.require_role_or_scope(Role::Member, "keys:read")?;
     let key = find(&state, &access, &id).await?;
+    let key = state.with_shared_balance(key).await?;
     Ok(HttpResponse::Ok().json(state.key_view(&key)))
 }
 

@@ -24,16 +24,24 @@ pub async fn healthz() -> HttpResponse {
         .json(Health { status: "ok" })
 }
 
-/// The database answers queries.
+/// The database answers queries, and so does Redis when `redis.url` is set.
 #[utoipa::path(get, path = "/readyz", tag = "ops", operation_id = "checkReadiness",
     responses(
         (status = 200, description = "Ready to serve", body = Health),
-        (status = 503, description = "The database does not answer", body = ErrorEnvelope)))]
+        (status = 503, description = "The database (or the configured Redis) does not answer", body = ErrorEnvelope)))]
 pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::new(ErrorCode::Unavailable)
     })?;
+    if let Some(shared) = &state.shared_windows {
+        // Checks still answer (on this node's own windows), but a load
+        // balancer should prefer nodes that share them.
+        if !shared.ping().await {
+            return Err(ApiError::new(ErrorCode::Unavailable)
+                .with_message("Redis, which shares rate limits between nodes, does not answer."));
+        }
+    }
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(Health { status: "ready" }))

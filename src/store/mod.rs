@@ -49,6 +49,7 @@ pub mod maintenance;
 pub mod open;
 pub mod postgres;
 pub mod sessions;
+pub mod spend;
 pub mod sqlite;
 pub mod usage;
 pub mod work;
@@ -80,6 +81,7 @@ pub trait Store:
     + sessions::SessionRepo
     + billing::BillingRepo
     + maintenance::Maintenance
+    + spend::SpendRepo
 {
 }
 
@@ -93,5 +95,6 @@ impl<T> Store for T where
         + sessions::SessionRepo
         + billing::BillingRepo
         + maintenance::Maintenance
+        + spend::SpendRepo
 {
 }

@@ -505,3 +505,26 @@ impl Maintenance for SqliteStore {
         Ok(self.db.cleanup(limits).await?)
     }
 }
+
+#[async_trait]
+impl super::spend::SpendRepo for SqliteStore {
+    async fn spend_credits(
+        &self,
+        key: KeyId,
+        cost: i64,
+        now: i64,
+    ) -> StoreResult<super::spend::CreditSpend> {
+        Ok(self.db.spend_credits(key.to_string(), cost, now).await?)
+    }
+
+    async fn refund_credits(&self, key: KeyId, cost: i64, period_start: i64) -> StoreResult<()> {
+        Ok(self
+            .db
+            .refund_credits(key.to_string(), cost, period_start)
+            .await?)
+    }
+
+    async fn spend_quota(&self, project: ProjectId, limit: u64, now: i64) -> StoreResult<bool> {
+        Ok(self.db.spend_quota(project.to_string(), limit, now).await?)
+    }
+}

@@ -10,6 +10,7 @@ mod auth;
 mod billing;
 mod cli;
 mod cli_docs;
+mod cluster;
 mod config;
 mod conventions;
 mod copy_data;

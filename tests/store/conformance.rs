@@ -13,6 +13,7 @@ use gatehouse::keys::credits::Balance;
 use gatehouse::keys::events::{KeyEvents, RotationRefusal};
 use gatehouse::keys::record::KeyRecord;
 use gatehouse::keys::{ApiKey, KeyType};
+use gatehouse::store::spend::CreditSpend;
 use gatehouse::store::{KeyHash, KeyId, ProjectId, Store};
 
 use crate::pg::{block_on, TestDb};
@@ -128,6 +129,9 @@ conformance!(
     send_code_is_throttled_across_concurrent_requests,
     a_code_logs_in_once_and_every_attempt_counts,
     concurrent_refreshes_of_one_token_have_one_winner,
+    credits_are_spent_exactly_once,
+    a_rotation_carries_the_balance_and_spends_follow_it,
+    quotas_are_never_exceeded,
 );
 
 fn events() -> KeyEvents {
@@ -1044,3 +1048,193 @@ use sessions::{
     concurrent_refreshes_of_one_token_have_one_winner,
     send_code_is_throttled_across_concurrent_requests,
 };
+
+// Credits and quotas spent in storage (store::spend): exact under
+// concurrent spends, as several nodes would make them.
+
+async fn spend_all(b: &Arc<Backend>, key: &str, n: usize, cost: i64) -> Vec<CreditSpend> {
+    let now = gatehouse::types::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let b = b.clone();
+            let key = KeyId::from(key);
+            tokio::spawn(async move { b.store.spend_credits(key, cost, now).await.unwrap() })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+async fn credits_are_spent_exactly_once(b: Arc<Backend>) {
+    b.project("proj_c");
+    let key = create(&b, "proj_c", "metered").await;
+    b.sql(&format!(
+        "UPDATE api_keys SET credits_remaining = 50 WHERE id = '{}'",
+        key.id
+    ));
+    let outcomes = spend_all(&b, &key.id, 80, 1).await;
+    let spent = outcomes
+        .iter()
+        .filter(|o| matches!(o, CreditSpend::Spent { .. }))
+        .count();
+    assert_eq!(spent, 50, "{outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .all(|o| !matches!(o, CreditSpend::Insufficient { remaining } if *remaining != 0)));
+    let remaining = format!(
+        "SELECT credits_remaining FROM api_keys WHERE id = '{}'",
+        key.id
+    );
+    assert_eq!(b.sql(&remaining), 0);
+    let now = gatehouse::types::now();
+    let id = || KeyId::from(&key.id);
+    // Never below zero, and a cost of 0 only reads.
+    assert_eq!(
+        b.store.spend_credits(id(), 1, now).await.unwrap(),
+        CreditSpend::Insufficient { remaining: 0 }
+    );
+    assert!(matches!(
+        b.store.spend_credits(id(), 0, now).await.unwrap(),
+        CreditSpend::Spent { remaining: 0, .. }
+    ));
+    // A refund gives back, within the same refill period only.
+    b.store.refund_credits(id(), 3, 0).await.unwrap();
+    assert_eq!(b.sql(&remaining), 3);
+    b.store.refund_credits(id(), 3, 12345).await.unwrap();
+    assert_eq!(b.sql(&remaining), 3);
+    let CreditSpend::Spent {
+        remaining: 1,
+        period_start,
+    } = b.store.spend_credits(id(), 2, now).await.unwrap()
+    else {
+        panic!("a spend of 2 out of 3")
+    };
+    b.store.refund_credits(id(), 2, period_start).await.unwrap();
+    assert_eq!(b.sql(&remaining), 3);
+    // A daily refill applies before the spend, once per day.
+    b.sql(&format!(
+        "UPDATE api_keys SET credits_refill_amount = 10, credits_refill_interval = 'daily', credits_period_start = 0 WHERE id = '{}'",
+        key.id
+    ));
+    let day = gatehouse::keys::credits::Interval::Daily.period_start(now);
+    assert_eq!(
+        b.store.spend_credits(id(), 4, now).await.unwrap(),
+        CreditSpend::Spent {
+            remaining: 6,
+            period_start: day
+        }
+    );
+    assert_eq!(
+        b.store.spend_credits(id(), 7, now).await.unwrap(),
+        CreditSpend::Insufficient { remaining: 6 }
+    );
+    // Without a limit any more: unlimited.
+    b.sql(&format!(
+        "UPDATE api_keys SET credits_remaining = NULL, credits_refill_amount = NULL, credits_refill_interval = NULL WHERE id = '{}'",
+        key.id
+    ));
+    assert_eq!(
+        b.store.spend_credits(id(), 5, now).await.unwrap(),
+        CreditSpend::Unlimited
+    );
+    assert_eq!(
+        b.store
+            .spend_credits(KeyId::from("key_unknown"), 1, now)
+            .await
+            .unwrap(),
+        CreditSpend::Insufficient { remaining: 0 }
+    );
+}
+
+async fn a_rotation_carries_the_balance_and_spends_follow_it(b: Arc<Backend>) {
+    b.project("proj_cr");
+    let old = create(&b, "proj_cr", "old").await;
+    b.sql(&format!(
+        "UPDATE api_keys SET credits_remaining = 20 WHERE id = '{}'",
+        old.id
+    ));
+    // Spends race the rotation: whatever was spent before it is gone from
+    // the balance it carries over, whatever after it is taken from the new key.
+    let spends = {
+        let b = b.clone();
+        let id = old.id.to_string();
+        tokio::spawn(async move { spend_all(&b, &id, 10, 1).await })
+    };
+    let mut next = new_key("proj_cr", "new", gatehouse::types::now());
+    next.credits = None; // the store carries the stored balance over
+    let rotated = b
+        .store
+        .rotate_key(
+            ProjectId::from("proj_cr"),
+            KeyId::from(&old.id),
+            next,
+            Some(gatehouse::types::now() + 600),
+            None,
+            Box::new(|o, n, e| events().rotated(o, n, e, &Actor::system())),
+        )
+        .await
+        .unwrap();
+    let Rotated::Done { new, .. } = rotated else {
+        panic!("rotation refused")
+    };
+    let outcomes = spends.await.unwrap();
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, CreditSpend::Spent { .. })));
+    // Five more through the old key's id (a node whose cache is behind).
+    let more = spend_all(&b, &old.id, 5, 1).await;
+    assert!(more.iter().all(|o| matches!(o, CreditSpend::Spent { .. })));
+    assert_eq!(
+        b.sql(&format!(
+            "SELECT credits_remaining FROM api_keys WHERE id = '{}'",
+            new.id
+        )),
+        5,
+        "20 - 10 - 5, every spend counted once"
+    );
+}
+
+async fn quotas_are_never_exceeded(b: Arc<Backend>) {
+    b.project("proj_q");
+    let now = gatehouse::types::now();
+    let month = gatehouse::keys::credits::Interval::Monthly.period_start(now);
+    // Counted before the counter existed: it starts from there.
+    b.sql(&format!(
+        "INSERT INTO usage_hourly (key_id, project_id, hour, valid, invalid, rate_limited, refused) VALUES ('key_q', 'proj_q', {month}, 3, 0, 0, 0)"
+    ));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                b.store
+                    .spend_quota(ProjectId::from("proj_q"), 10, now)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(allowed, 7);
+    assert_eq!(
+        b.sql("SELECT used FROM quota_counters WHERE project_id = 'proj_q'"),
+        10
+    );
+    // A new month starts afresh.
+    let next_month = now + 32 * 86_400;
+    assert!(b
+        .store
+        .spend_quota(ProjectId::from("proj_q"), 10, next_month)
+        .await
+        .unwrap());
+    assert!(!b
+        .store
+        .spend_quota(ProjectId::from("proj_q"), 0, now)
+        .await
+        .unwrap());
+}

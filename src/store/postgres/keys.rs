@@ -379,6 +379,9 @@ where
     old.updated_at = now;
     old.rotated_to = Some(new.id.clone());
     new.rotated_to = None;
+    // The balance moves with the line, read under this transaction's lock
+    // (spends are made in the row itself; see store::spend).
+    new.credits = old.credits;
     insert_key(&tx, &new, false, Some(&old.id)).await?;
     store_key(&tx, &old).await?;
     publish_change(&tx, &old.hash, now).await?;

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod listen;
 pub mod migrate;
 pub mod sessions;
+pub mod spend;
 pub mod tls;
 pub mod usage;
 pub mod work;
@@ -942,6 +943,37 @@ mod maintenance_repo {
             };
             let n = run.await.map_err(PgError::from)?;
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        }
+    }
+}
+
+mod spend_repo {
+    use async_trait::async_trait;
+
+    use super::{spend, PgStore};
+    use crate::store::spend::{CreditSpend, SpendRepo};
+    use crate::store::{KeyId, ProjectId, StoreResult};
+
+    #[async_trait]
+    impl SpendRepo for PgStore {
+        async fn spend_credits(&self, key: KeyId, cost: i64, now: i64) -> StoreResult<CreditSpend> {
+            let client = self.client().await?;
+            Ok(spend::spend_credits(&client, key.as_str(), cost, now).await?)
+        }
+
+        async fn refund_credits(
+            &self,
+            key: KeyId,
+            cost: i64,
+            period_start: i64,
+        ) -> StoreResult<()> {
+            let client = self.client().await?;
+            Ok(spend::refund_credits(&client, key.as_str(), cost, period_start).await?)
+        }
+
+        async fn spend_quota(&self, project: ProjectId, limit: u64, now: i64) -> StoreResult<bool> {
+            let client = self.client().await?;
+            Ok(spend::spend_quota(&client, project.as_str(), limit, now).await?)
         }
     }
 }

@@ -1,0 +1,46 @@
+//! Credits and monthly quotas, spent in the database itself so that any
+//! number of nodes share one exact balance. Each spend is one conditional
+//! update (`... WHERE remaining >= cost`): two nodes can never both take
+//! the last credit, and nothing is held in a node's memory that a crash or
+//! a second node could contradict. A refill (daily or monthly) is applied
+//! by the same statement, by the rule of [`crate::keys::credits::Balance`].
+
+use async_trait::async_trait;
+
+use super::{KeyId, ProjectId, StoreResult};
+use crate::keys::credits::Interval;
+
+/// What spending a key's credits did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreditSpend {
+    /// Spent (or, for a cost of 0, only read); the balance left and the
+    /// refill period it belongs to (for [`SpendRepo::refund_credits`]).
+    Spent { remaining: i64, period_start: i64 },
+    /// The key has no credit limit (any more).
+    Unlimited,
+    /// Not enough left; nothing was spent.
+    Insufficient { remaining: i64 },
+}
+
+/// The refill periods a spend at `now` may start: (day, month).
+pub fn period_starts(now: i64) -> (i64, i64) {
+    (
+        Interval::Daily.period_start(now),
+        Interval::Monthly.period_start(now),
+    )
+}
+
+#[async_trait]
+pub trait SpendRepo: Send + Sync {
+    /// Spends `cost` of the balance of key `key` (the key whose row holds
+    /// the balance: a rotated key's successor), following `rotated_to` if
+    /// the key was rotated meanwhile. Never below zero.
+    async fn spend_credits(&self, key: KeyId, cost: i64, now: i64) -> StoreResult<CreditSpend>;
+    /// Gives back what a spend took when a later check refused the request
+    /// (unless the balance was refilled since: a refill sets it anew).
+    async fn refund_credits(&self, key: KeyId, cost: i64, period_start: i64) -> StoreResult<()>;
+    /// Counts one verification against the project's quota for the month
+    /// containing `now`, unless `limit` is reached; false when it is. The
+    /// month's counter starts from the project's stored usage.
+    async fn spend_quota(&self, project: ProjectId, limit: u64, now: i64) -> StoreResult<bool>;
+}

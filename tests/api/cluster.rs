@@ -1,0 +1,448 @@
+//! Several `gatehouse serve` processes on one data directory (SPEC section
+//! 14): rate limits shared through Redis, credits exact across processes
+//! with or without Redis, and what a node does while Redis is down.
+//!
+//! Tests that use the shared Redis at 127.0.0.1:6379 write under a key
+//! prefix of their own; tests that must stop Redis start their own
+//! `redis-server` on a free port. Without Redis (or `redis-server`) they
+//! are skipped visibly, unless GATEHOUSE_REQUIRE_E2E is set.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse::cluster::redis::{BackendMetrics, SharedWindows};
+use gatehouse::config::{RedisConfig, Secret};
+
+use crate::helpers::{agent, e2e_available, free_port, gatehouse, run, send_body, Server};
+
+const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+
+fn redis_answers(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) =
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read(&mut buf)
+            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+}
+
+fn shared_redis() -> bool {
+    e2e_available(redis_answers("127.0.0.1:6379"), "Redis at 127.0.0.1:6379")
+}
+
+fn unique_prefix(test: &str) -> String {
+    format!("gatehouse-test:{test}:{}:", fastrand::u64(..))
+}
+
+/// A `redis-server` of the test's own, on a free loopback port.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Option<OwnRedis> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !e2e_available(found, "redis-server") {
+            return None;
+        }
+        let mut redis = OwnRedis {
+            port: free_port(),
+            child: None,
+        };
+        redis.restart();
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !redis_answers(&format!("127.0.0.1:{}", self.port)) {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A data directory with one project and one key, its limits set in the
+/// database before any node reads it.
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: String,
+    key_id: String,
+}
+
+fn fixture(rate_limit: u32, credits: Option<i64>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let d = ["--data-dir", "d"];
+    let out = run(gatehouse(dir.path()).arg("migrate").args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(gatehouse(dir.path())
+        .args([
+            "users",
+            "add",
+            "--email",
+            "ops@acme.test",
+            "--project",
+            "Acme",
+        ])
+        .args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(gatehouse(dir.path())
+        .args(["keys", "create", "--project", "Acme", "--name", "shared"])
+        .args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let key = out.stdout.lines().last().unwrap().trim().to_string();
+    let key_id = out
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("key_"))
+        .unwrap()
+        .to_string();
+    let conn = rusqlite::Connection::open(dir.path().join("d/gatehouse.db")).unwrap();
+    conn.execute(
+        "UPDATE api_keys SET rate_limit = ?2, rate_window_secs = 3600, credits_remaining = ?3 WHERE id = ?1",
+        rusqlite::params![key_id, rate_limit, credits],
+    )
+    .unwrap();
+    Fixture { dir, key, key_id }
+}
+
+impl Fixture {
+    /// A node serving this data directory, with Redis at `redis` if given.
+    fn node(&self, redis: Option<(&str, &str)>) -> Server {
+        let mut cmd = gatehouse(self.dir.path());
+        cmd.args(["serve", "--data-dir", "d", "--listen", "127.0.0.1:0"])
+            .env("GATEHOUSE_HTTP__WORKERS", "2");
+        if let Some((url, prefix)) = redis {
+            cmd.env("GATEHOUSE_REDIS__URL", url)
+                .env("GATEHOUSE_REDIS__KEY_PREFIX", prefix)
+                .env("GATEHOUSE_REDIS__PROBE_INTERVAL_MS", "100");
+        }
+        Server::start(&mut cmd)
+    }
+
+    fn stored_credits(&self) -> i64 {
+        rusqlite::Connection::open(self.dir.path().join("d/gatehouse.db"))
+            .unwrap()
+            .query_row(
+                "SELECT credits_remaining FROM api_keys WHERE id = ?1",
+                [&self.key_id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+}
+
+fn verify(base: &str, key: &str) -> serde_json::Value {
+    let res = send_body(
+        agent()
+            .post(&format!("{base}/api/v1/keys/verify"))
+            .set("content-type", "application/json"),
+        &serde_json::json!({ "key": key }).to_string(),
+    );
+    assert_eq!(res.status, 200, "{}", res.body);
+    res.json()
+}
+
+/// A metric's value from `/metrics` (local mode: no token needed).
+fn metric(node: &Server, line_start: &str) -> f64 {
+    let text = node.get("/metrics").body;
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in:\n{text}"))
+}
+
+fn on_redis(node: &Server) -> bool {
+    metric(node, "gatehouse_rate_limit_backend{backend=\"redis\"}") == 1.0
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `total` verifications of `key`, from `threads` threads taking turns
+/// between the nodes; calls `halfway` once half of them were sent. Returns
+/// the answers' codes (`valid` for a valid answer).
+fn hammer(
+    nodes: &[&Server],
+    key: &str,
+    total: usize,
+    threads: usize,
+    halfway: impl FnOnce() + Send,
+) -> Vec<String> {
+    let bases: Arc<Vec<String>> = Arc::new(nodes.iter().map(|n| n.base.clone()).collect());
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (half_tx, half_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let bases = bases.clone();
+                let sent = sent.clone();
+                let half_tx = half_tx.clone();
+                let key = key.to_string();
+                scope.spawn(move || {
+                    let mut codes = Vec::new();
+                    loop {
+                        let n = sent.fetch_add(1, Ordering::SeqCst);
+                        if n >= total {
+                            break;
+                        }
+                        if n == total / 2 {
+                            let _ = half_tx.send(());
+                        }
+                        let answer = verify(&bases[n % bases.len()], &key);
+                        codes.push(if answer["valid"] == true {
+                            "valid".to_string()
+                        } else {
+                            answer["code"].as_str().unwrap_or("?").to_string()
+                        });
+                    }
+                    codes
+                })
+            })
+            .collect();
+        drop(half_tx);
+        if half_rx.recv().is_ok() {
+            halfway();
+        }
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
+}
+
+fn count(codes: &[String], code: &str) -> usize {
+    codes.iter().filter(|c| *c == code).count()
+}
+
+#[test]
+fn the_redis_window_counts_like_the_local_one() {
+    if !shared_redis() {
+        return;
+    }
+    let config = RedisConfig {
+        url: Some(Secret::new(SHARED_REDIS)),
+        key_prefix: unique_prefix("window"),
+        timeout_ms: 1000,
+        probe_interval_ms: 100,
+        ..Default::default()
+    };
+    let metrics = BackendMetrics::default();
+    let shared = SharedWindows::new(&config, metrics.clone()).unwrap();
+    actix_web::rt::System::new().block_on(async move {
+        assert!(
+            shared.check("key_w", 5, 60, true).await.is_none(),
+            "not connected yet"
+        );
+        actix_web::rt::spawn(shared.clone().run());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !shared.is_healthy() {
+            assert!(Instant::now() < deadline, "never connected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metrics.redis.get(), 1);
+        // Peeking counts nothing.
+        let peek = shared.check("key_w", 5, 60, false).await.unwrap();
+        assert!(peek.allowed);
+        assert_eq!((peek.remaining, peek.reset_secs), (5, 0));
+        for left in (0..5).rev() {
+            let s = shared.check("key_w", 5, 60, true).await.unwrap();
+            assert!(s.allowed);
+            assert_eq!(s.remaining, left);
+            assert_eq!((s.limit, s.window_secs), (5, 60));
+        }
+        let refused = shared.check("key_w", 5, 60, true).await.unwrap();
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        // As the local window says: one frees up after the rollover.
+        assert!((1..=120).contains(&refused.reset_secs), "{refused:?}");
+        // Another key has a window of its own.
+        assert!(
+            shared
+                .check("key_other", 1, 60, true)
+                .await
+                .unwrap()
+                .allowed
+        );
+        assert!(
+            !shared
+                .check("key_other", 1, 60, true)
+                .await
+                .unwrap()
+                .allowed
+        );
+        assert_eq!(metrics.fallbacks.get(), 0);
+    });
+}
+
+#[test]
+fn two_nodes_allow_at_most_the_limit_together_with_redis() {
+    if !shared_redis() {
+        return;
+    }
+    const LIMIT: usize = 25;
+    let f = fixture(LIMIT as u32, None);
+    let prefix = unique_prefix("two-nodes");
+    let a = f.node(Some((SHARED_REDIS, &prefix)));
+    let b = f.node(Some((SHARED_REDIS, &prefix)));
+    wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
+    let codes = hammer(&[&a, &b], &f.key, 4 * LIMIT, 8, || {});
+    assert_eq!(count(&codes, "valid"), LIMIT, "{codes:?}");
+    assert_eq!(count(&codes, "rate_limited"), 3 * LIMIT);
+    // Each node alone would have allowed LIMIT more.
+    assert_eq!(verify(&b.base, &f.key)["code"], "rate_limited");
+    assert_eq!(a.get("/readyz").status, 200);
+}
+
+#[test]
+fn without_redis_each_node_keeps_its_own_window() {
+    let f = fixture(5, None);
+    let a = f.node(None);
+    let b = f.node(None);
+    assert_eq!(
+        metric(&a, "gatehouse_rate_limit_backend{backend=\"local\"}"),
+        1.0
+    );
+    let codes = hammer(&[&a, &b], &f.key, 20, 2, || {});
+    // The documented cost of going without Redis: N nodes, N x limit.
+    assert_eq!(count(&codes, "valid"), 10, "{codes:?}");
+}
+
+#[test]
+fn credits_are_spent_exactly_once_across_two_nodes() {
+    let f = fixture(1_000_000, Some(1000));
+    let a = f.node(None);
+    let b = f.node(None);
+    let codes = hammer(&[&a, &b], &f.key, 1200, 8, || {});
+    assert_eq!(count(&codes, "valid"), 1000, "exactly the balance");
+    assert_eq!(count(&codes, "usage_exceeded"), 200);
+    assert_eq!(f.stored_credits(), 0);
+    let answer = verify(&a.base, &f.key);
+    assert_eq!(answer["code"], "usage_exceeded");
+}
+
+#[test]
+fn credits_stay_exact_when_redis_stops_halfway() {
+    let Some(mut redis) = OwnRedis::start() else {
+        return;
+    };
+    let f = fixture(1_000_000, Some(1000));
+    let url = redis.url();
+    let a = f.node(Some((&url, "gh:")));
+    let b = f.node(Some((&url, "gh:")));
+    wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
+    let codes = hammer(&[&a, &b], &f.key, 1200, 8, || redis.kill());
+    assert_eq!(count(&codes, "valid"), 1000, "exactly the balance");
+    assert_eq!(count(&codes, "usage_exceeded"), 200);
+    assert_eq!(f.stored_credits(), 0);
+    assert!(!on_redis(&a) && !on_redis(&b), "both fell back");
+}
+
+#[test]
+fn a_node_falls_back_while_redis_is_down_and_returns() {
+    let Some(mut redis) = OwnRedis::start() else {
+        return;
+    };
+    let f = fixture(1000, None);
+    let url = redis.url();
+    let node = f.node(Some((&url, "gh:")));
+    wait_for("the node on Redis", || on_redis(&node));
+    assert_eq!(node.get("/readyz").status, 200);
+    for _ in 0..3 {
+        assert_eq!(verify(&node.base, &f.key)["valid"], true);
+    }
+    assert_eq!(
+        metric(&node, "gatehouse_rate_limit_redis_fallbacks_total"),
+        0.0
+    );
+
+    redis.kill();
+    // Checks keep answering, promptly, on the node's own window.
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_eq!(verify(&node.base, &f.key)["valid"], true);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    assert!(!on_redis(&node));
+    assert_eq!(
+        metric(&node, "gatehouse_rate_limit_backend{backend=\"local\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&node, "gatehouse_rate_limit_redis_fallbacks_total"),
+        1.0,
+        "one outage, counted once"
+    );
+    node.get("/readyz").assert_error(503, "unavailable");
+
+    redis.restart();
+    wait_for("the node back on Redis", || on_redis(&node));
+    assert_eq!(node.get("/readyz").status, 200);
+    let answer = verify(&node.base, &f.key);
+    assert_eq!(answer["valid"], true);
+    // The fresh Redis counts from zero: the node really asks it again.
+    assert_eq!(answer["ratelimit"]["remaining"], 999);
+    let (_, stdout, stderr) = node.terminate();
+    let log = stdout.join("\n") + &stderr;
+    assert_eq!(
+        log.matches("rate limits fall back").count(),
+        1,
+        "the fallback is logged once:\n{log}"
+    );
+    assert!(log.contains("Redis answers again"), "{log}");
+}
+
+#[test]
+fn a_placeholder_redis_password_is_refused_outside_local_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::helpers::production_toml(dir.path())
+        + "\n[redis]\nurl = \"redis://:changeme@127.0.0.1:6379\"\n";
+    crate::helpers::write(dir.path(), "prod.toml", &config);
+    let out = run(gatehouse(dir.path()).args(["check-config", "--config", "prod.toml"]));
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("redis.url"), "{text}");
+    assert!(!text.contains("changeme"), "never shown: {text}");
+}
