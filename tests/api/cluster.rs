@@ -104,11 +104,20 @@ struct Fixture {
     dir: tempfile::TempDir,
     key: String,
     key_id: String,
+    /// The nodes' shared PostgreSQL database when the suite runs on it
+    /// (`tests/api_postgres`); else they share the SQLite file.
+    _pg: Option<crate::pg::TestDb>,
 }
 
 fn fixture(rate_limit: u32, credits: Option<i64>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let d = ["--data-dir", "d"];
+    let pg = (crate::helpers::backend() == crate::helpers::Backend::Postgres).then(|| {
+        let db = crate::pg::TestDb::create().expect("PostgreSQL for the cluster tests");
+        // gatehouse(dir) hands this URL to every command and node.
+        std::fs::write(dir.path().join("test-pg-url"), &db.url).unwrap();
+        db
+    });
+    let d = ["--data-dir", "data"];
     let out = run(gatehouse(dir.path()).arg("migrate").args(d));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let out = run(gatehouse(dir.path())
@@ -133,20 +142,26 @@ fn fixture(rate_limit: u32, credits: Option<i64>) -> Fixture {
         .find(|w| w.starts_with("key_"))
         .unwrap()
         .to_string();
-    let conn = rusqlite::Connection::open(dir.path().join("d/gatehouse.db")).unwrap();
-    conn.execute(
-        "UPDATE api_keys SET rate_limit = ?2, rate_window_secs = 3600, credits_remaining = ?3 WHERE id = ?1",
-        rusqlite::params![key_id, rate_limit, credits],
-    )
-    .unwrap();
-    Fixture { dir, key, key_id }
+    let credits = credits.map_or("NULL".to_string(), |c| c.to_string());
+    crate::helpers::execute_sql_at(
+        dir.path(),
+        &format!(
+            "UPDATE api_keys SET rate_limit = {rate_limit}, rate_window_secs = 3600, credits_remaining = {credits} WHERE id = '{key_id}'"
+        ),
+    );
+    Fixture {
+        dir,
+        key,
+        key_id,
+        _pg: pg,
+    }
 }
 
 impl Fixture {
     /// A node serving this data directory, with Redis at `redis` if given.
     fn node(&self, redis: Option<(&str, &str)>) -> Server {
         let mut cmd = gatehouse(self.dir.path());
-        cmd.args(["serve", "--data-dir", "d", "--listen", "127.0.0.1:0"])
+        cmd.args(["serve", "--data-dir", "data", "--listen", "127.0.0.1:0"])
             .env("GATEHOUSE_HTTP__WORKERS", "2");
         if let Some((url, prefix)) = redis {
             cmd.env("GATEHOUSE_REDIS__URL", url)
@@ -157,14 +172,13 @@ impl Fixture {
     }
 
     fn stored_credits(&self) -> i64 {
-        rusqlite::Connection::open(self.dir.path().join("d/gatehouse.db"))
-            .unwrap()
-            .query_row(
-                "SELECT credits_remaining FROM api_keys WHERE id = ?1",
-                [&self.key_id],
-                |r| r.get(0),
-            )
-            .unwrap()
+        crate::helpers::query_i64_at(
+            self.dir.path(),
+            &format!(
+                "SELECT credits_remaining FROM api_keys WHERE id = '{}'",
+                self.key_id
+            ),
+        )
     }
 }
 
@@ -348,6 +362,14 @@ fn without_redis_each_node_keeps_its_own_window() {
     let codes = hammer(&[&a, &b], &f.key, 20, 2, || {});
     // The documented cost of going without Redis: N nodes, N x limit.
     assert_eq!(count(&codes, "valid"), 10, "{codes:?}");
+    // On PostgreSQL (where several nodes are possible) each node says so.
+    let (_, _, stderr) = a.terminate();
+    let warned = stderr.contains("redis.url") && stderr.contains("own rate-limit windows");
+    assert_eq!(
+        warned,
+        crate::helpers::backend() == crate::helpers::Backend::Postgres,
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -44,5 +44,7 @@ mod telemetry;
 #[path = "../api/webhooks.rs"]
 mod webhooks;
 
+#[path = "../api/cluster.rs"]
+mod cluster;
 mod nodes;
 mod outage;
