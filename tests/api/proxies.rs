@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::helpers::{e2e_available, free_port, send, spawn_app_with, TestApp};
 use crate::keys::create_key;
 
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
@@ -26,7 +26,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .flatten()
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
+pub(crate) fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -44,10 +44,10 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
     }
 }
 
-struct Proxy {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+pub(crate) struct Proxy {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 /// Signals a whole process group (`kill -SIG -PGID`).

@@ -397,3 +397,129 @@ fn sessions_webhooks_and_usage_are_shared_by_the_nodes() {
         n
     );
 }
+
+/// nginx with `deploy/nginx-gatehouse-cluster.conf`, its two servers
+/// pointed at `nodes`.
+fn nginx_before(nodes: [&Node; 2]) -> Option<crate::proxies::Proxy> {
+    use std::os::unix::process::CommandExt;
+    let bin = crate::proxies::find_program("nginx")?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::helpers::free_port();
+    let addr = |n: &Node| n.server.base.trim_start_matches("http://").to_string();
+    let snippet = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/nginx-gatehouse-cluster.conf"
+    ))
+    .unwrap()
+    .replace(
+        "server 10.0.0.11:8080",
+        &format!("server {}", addr(nodes[0])),
+    )
+    .replace(
+        "server 10.0.0.12:8080",
+        &format!("server {}", addr(nodes[1])),
+    )
+    .replace("listen 8443;", &format!("listen 127.0.0.1:{port};"))
+    .replace("server_name gatehouse.acme.test;", "server_name 127.0.0.1;");
+    assert!(
+        snippet.contains(&addr(nodes[1])),
+        "the documented config has the expected shape"
+    );
+    let d = dir.path().display();
+    let conf = format!(
+        r#"worker_processes 1;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    {snippet}
+}}
+"#
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+    let mut child = std::process::Command::new(bin)
+        .arg("-p")
+        .arg(dir.path())
+        .args(["-c", "nginx.conf", "-g", "daemon off;"])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    crate::proxies::wait_for_port(port, &mut child, "nginx", &dir.path().join("error.log"));
+    Some(crate::proxies::Proxy {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+/// Valid verifications a node has answered (its own /metrics).
+fn valid_checks(node: &Node) -> f64 {
+    let metrics = node.server.get("/metrics").body;
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("gatehouse_key_verifications_total{") && l.contains("result=\"valid\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_documented_nginx_upstream_spreads_over_two_nodes_and_steps_around_a_stopped_one() {
+    let Some(db) = TestDb::create() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let a = Node::start(root.path(), "a", &db.url);
+    let b = Node::start(root.path(), "b", &db.url);
+    let Some(nginx) = nginx_before([&a, &b]) else {
+        return;
+    };
+    let front = |method: &str, path: &str| {
+        crate::helpers::agent().request(method, &format!("http://127.0.0.1:{}{path}", nginx.port))
+    };
+    let (access, _) = a.login("owner@acme.test");
+    let (id, key) = a.create_key(&access, json!({ "name": "balanced" }));
+    let verify = |key: &str| {
+        send_body(
+            front("POST", "/api/v1/keys/verify").set("Content-Type", "application/json"),
+            &json!({ "key": key }).to_string(),
+        )
+    };
+    for _ in 0..20 {
+        let res = verify(&key);
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert_eq!(res.json()["valid"], true);
+    }
+    let (on_a, on_b) = (valid_checks(&a), valid_checks(&b));
+    assert_eq!(on_a + on_b, 20.0);
+    assert!(
+        on_a > 0.0 && on_b > 0.0,
+        "both nodes served: {on_a} + {on_b}"
+    );
+
+    // A session made through one node is good through the other.
+    let me = send(front("GET", "/api/v1/me").set("Authorization", &format!("Bearer {access}")));
+    assert_eq!(me.status, 200, "{}", me.body);
+
+    // One node stops: requests go to the other, without a failed answer.
+    a.stop();
+    for _ in 0..10 {
+        let res = verify(&key);
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+    let res = send(
+        front("DELETE", &format!("/api/v1/api-keys/{id}"))
+            .set("Authorization", &format!("Bearer {access}")),
+    );
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(verify(&key).json()["code"], "invalid_key");
+    b.stop();
+}
