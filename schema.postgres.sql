@@ -252,3 +252,10 @@ CREATE TABLE quota_counters (
     used          BIGINT NOT NULL,
     PRIMARY KEY (project_id, period_start)
 );
+
+-- migration: 5 per-address throttles shared by every node
+CREATE TABLE throttles (
+    bucket        TEXT PRIMARY KEY,
+    window_start  BIGINT NOT NULL,
+    hits          BIGINT NOT NULL
+);

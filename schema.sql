@@ -259,3 +259,13 @@ CREATE TABLE quota_counters (
     used          INTEGER NOT NULL,
     PRIMARY KEY (project_id, period_start)
 ) WITHOUT ROWID;
+
+-- migration: 9 per-address throttles shared by every process
+-- Leak reports and login-code attempts per client address, counted per
+-- fixed window so that requests spread over several processes are counted
+-- together.
+CREATE TABLE throttles (
+    bucket        TEXT PRIMARY KEY,
+    window_start  INTEGER NOT NULL,
+    hits          INTEGER NOT NULL
+);

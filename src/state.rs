@@ -33,11 +33,6 @@ pub struct AppState {
     pub keys: KeyStore,
     /// Present when `[[billing.plans]]` are configured.
     pub quotas: Option<crate::billing::quota::Quotas>,
-    /// Leaked-key reports per client address: 10 a minute.
-    pub leak_reports: crate::keys::limiter::IpLimiter,
-    /// Login-code attempts per client address: 30 a minute. Every attempt
-    /// writes an audit row, so a flood must not grow the database freely.
-    pub code_attempts: crate::keys::limiter::IpLimiter,
     /// The OpenAPI document, generated once at start.
     pub openapi_json: String,
     /// Trace export, when configured (`telemetry::traces`).
@@ -71,8 +66,6 @@ impl AppState {
             public_url,
             keys,
             quotas,
-            leak_reports: crate::keys::limiter::IpLimiter::new(10, 60),
-            code_attempts: crate::keys::limiter::IpLimiter::new(30, 60),
             keyring: Keyring::new(&session_key),
             mailer: Mailer::new(config.clone()),
             config,

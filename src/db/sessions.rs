@@ -487,6 +487,7 @@ impl Db {
             let mut n = 0;
             n += tx.execute("DELETE FROM login_codes WHERE expires_at <= ?1", [now])?;
             n += tx.execute("DELETE FROM code_requests WHERE created_at < ?1", [now - 86_400])?;
+            n += tx.execute("DELETE FROM throttles WHERE window_start < ?1", [now - 86_400])?;
             n += tx.execute("DELETE FROM access_tokens WHERE expires_at <= ?1", [now])?;
             n += tx.execute(
                 "DELETE FROM sessions WHERE expires_at <= ?1 OR last_used_at < ?2 OR revoked_at < ?3",

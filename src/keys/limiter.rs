@@ -229,33 +229,3 @@ pub struct RateHeaders(
     pub RateStatus,
     pub Option<actix_web::http::header::HeaderValue>,
 );
-
-/// A small per-client-address limiter for unauthenticated routes (leaked-key
-/// reports). Bounded: when it tracks too many addresses it starts afresh.
-pub struct IpLimiter {
-    limit: u32,
-    window_secs: u32,
-    windows: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, SlidingWindow>>,
-}
-
-impl IpLimiter {
-    const MAX_TRACKED: usize = 100_000;
-
-    pub fn new(limit: u32, window_secs: u32) -> Self {
-        IpLimiter {
-            limit,
-            window_secs,
-            windows: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    pub fn check(&self, ip: std::net::IpAddr, now_ms: i64) -> RateStatus {
-        let mut map = self.windows.lock().expect("ip limiter lock");
-        if map.len() >= Self::MAX_TRACKED && !map.contains_key(&ip) {
-            map.clear();
-        }
-        map.entry(ip)
-            .or_default()
-            .check(self.limit, self.window_secs, now_ms, true)
-    }
-}

@@ -186,16 +186,16 @@ pub async fn verify_code(
         return Err(ApiError::validation("code", "is too long"));
     }
     // The same for every address, known or not: no oracle, bounded writes.
-    let rate = state
-        .code_attempts
-        .check(ctx.ip(), crate::types::now().saturating_mul(1000));
-    if !rate.allowed {
+    // Counted in the database: attempts spread over several nodes count
+    // together.
+    let refused = state
+        .store
+        .throttle_hit(format!("code:{}", ctx.ip()), 60, 30, crate::types::now())
+        .await?;
+    if let Some(retry_after) = refused {
         return Err(ApiError::new(ErrorCode::RateLimited)
             .with_message("Too many login attempts from this address; retry later.")
-            .with_header(
-                header::RETRY_AFTER,
-                header::HeaderValue::from(rate.reset_secs.max(1)),
-            ));
+            .with_header(header::RETRY_AFTER, header::HeaderValue::from(retry_after)));
     }
     let user_agent = req
         .headers()

@@ -378,14 +378,18 @@ pub async fn leaked(
     ctx: RequestContext,
     body: web::Json<Vec<ObjectBody<LeakReport>>>,
 ) -> ApiResult<HttpResponse> {
-    let now_ms = crate::types::now() * 1000;
-    let rate = state.leak_reports.check(ctx.ip(), now_ms);
-    if !rate.allowed {
+    // Counted in the database, so reports spread over several nodes are
+    // counted together.
+    let refused = state
+        .store
+        .throttle_hit(format!("leak:{}", ctx.ip()), 60, 10, crate::types::now())
+        .await?;
+    if let Some(retry_after) = refused {
         return Err(ApiError::new(ErrorCode::RateLimited)
             .with_message("Too many leak reports from this address.")
             .with_header(
                 actix_web::http::header::RETRY_AFTER,
-                HeaderValue::from(rate.reset_secs.max(1)),
+                HeaderValue::from(retry_after),
             ));
     }
     if body.len() > 100 {

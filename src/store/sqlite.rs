@@ -504,6 +504,28 @@ impl Maintenance for SqliteStore {
         };
         Ok(self.db.cleanup(limits).await?)
     }
+
+    async fn throttle_hit(
+        &self,
+        bucket: String,
+        window_secs: i64,
+        limit: i64,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        use super::maintenance::{throttle_verdict, throttle_window, THROTTLE_HIT};
+        let start = throttle_window(now, window_secs);
+        let hits: i64 = self
+            .db
+            .call(move |c| {
+                Ok(c.query_row(
+                    &THROTTLE_HIT.replace('$', "?"),
+                    rusqlite::params![bucket, start],
+                    |r| r.get(0),
+                )?)
+            })
+            .await?;
+        Ok(throttle_verdict(hits, limit, start, window_secs, now))
+    }
 }
 
 #[async_trait]

@@ -712,6 +712,15 @@ pub fn login_directly(app: &TestApp, email: &str) -> Tokens {
     app.verify_tokens(email, &code)
 }
 
+/// Waits, when needed, so that the next few seconds fall in one clock
+/// minute (the per-address throttles count per fixed minute).
+pub fn early_in_a_minute() {
+    let second = gatehouse::types::now().rem_euclid(60);
+    if second > 45 {
+        std::thread::sleep(Duration::from_secs((61 - second) as u64));
+    }
+}
+
 /// A free loopback port (bound and released: fine for a test's peer).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{code_in, gatehouse, pg_query_i64, send, send_body, Resp, Server};
+use crate::helpers::{
+    code_in, early_in_a_minute, gatehouse, pg_query_i64, send, send_body, Resp, Server,
+};
 use crate::pg::{admin_sql, TestDb};
 use crate::webhooks::Receiver;
 
@@ -521,5 +523,47 @@ fn the_documented_nginx_upstream_spreads_over_two_nodes_and_steps_around_a_stopp
     );
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(verify(&key).json()["code"], "invalid_key");
+    b.stop();
+}
+
+#[test]
+fn per_address_throttles_count_requests_to_every_node() {
+    let Some(db) = TestDb::create() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let a = Node::start(root.path(), "a", &db.url);
+    let b = Node::start(root.path(), "b", &db.url);
+    let nodes = [&a, &b];
+    // Leak reports: 10 a minute per client address, whichever node. Each
+    // node alone saw only 6.
+    early_in_a_minute();
+    let report = json!([{ "token": "gate_sk_not_a_real_key" }]);
+    let statuses: Vec<u16> = (0..12)
+        .map(|i| {
+            nodes[i % 2]
+                .post_json("/api/v1/keys/leaked", report.clone())
+                .status
+        })
+        .collect();
+    assert_eq!(statuses, [[200; 10].as_slice(), &[429, 429]].concat());
+    // Login-code attempts: 30 a minute per client address (16 per node).
+    early_in_a_minute();
+    let attempt = json!({ "email": "nobody@acme.test", "code": "000000" });
+    let statuses: Vec<u16> = (0..32)
+        .map(|i| {
+            nodes[i % 2]
+                .post_json("/api/v1/auth/verify-code", attempt.clone())
+                .status
+        })
+        .collect();
+    assert_eq!(statuses, [[401; 30].as_slice(), &[429, 429]].concat());
+    assert_eq!(
+        pg_query_i64(
+            &db.url,
+            "SELECT count(*) FROM audit_events WHERE action = 'login.failed'"
+        ),
+        30,
+        "every attempt let through was audited, none of the refused"
+    );
+    a.stop();
     b.stop();
 }

@@ -923,6 +923,12 @@ mod maintenance_repo {
                     )
                     .await?;
                 n += tx
+                    .execute(
+                        "DELETE FROM throttles WHERE window_start < $1",
+                        &[&(now - 86_400)],
+                    )
+                    .await?;
+                n += tx
                     .execute("DELETE FROM access_tokens WHERE expires_at <= $1", &[&now])
                     .await?;
                 n += tx
@@ -943,6 +949,25 @@ mod maintenance_repo {
             };
             let n = run.await.map_err(PgError::from)?;
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        }
+
+        async fn throttle_hit(
+            &self,
+            bucket: String,
+            window_secs: i64,
+            limit: i64,
+            now: i64,
+        ) -> StoreResult<Option<i64>> {
+            use crate::store::maintenance::{throttle_verdict, throttle_window, THROTTLE_HIT};
+            let start = throttle_window(now, window_secs);
+            let client = self.client().await?;
+            let hits: i64 = client
+                .query_one(THROTTLE_HIT, &[&bucket, &start])
+                .await
+                .map_err(PgError::from)?
+                .try_get(0)
+                .map_err(PgError::from)?;
+            Ok(throttle_verdict(hits, limit, start, window_secs, now))
         }
     }
 }
