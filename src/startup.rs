@@ -51,7 +51,8 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| StartupError::Listen(config.listen.to_string(), e))?;
         let traces = crate::telemetry::init_traces(&config.telemetry)?;
-        let mut state = AppState::new(config, opened.store, opened.sqlite);
+        let openapi = crate::openapi::document_json(&crate::catalog::Catalog::from_config(&config));
+        let mut state = AppState::new(config, opened.store, opened.sqlite, openapi);
         state.traces = traces;
         state
             .keys

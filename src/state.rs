@@ -33,7 +33,9 @@ pub struct AppState {
     pub keys: KeyStore,
     /// Present when `[[billing.plans]]` are configured.
     pub quotas: Option<crate::billing::quota::Quotas>,
-    /// The OpenAPI document, generated once at start.
+    /// The OpenAPI document, generated once at start by the caller (the
+    /// document describes the routes, which take this state: building it
+    /// here would make the state depend on its own users).
     pub openapi_json: String,
     /// Trace export, when configured (`telemetry::traces`).
     pub traces: Option<crate::telemetry::traces::Tracing>,
@@ -42,7 +44,12 @@ pub struct AppState {
 impl AppState {
     /// `config` must have passed the startup checks; in particular
     /// `secrets.session_key` is set (local mode generates one).
-    pub fn new(config: Config, store: Arc<dyn Store>, sqlite: Option<Db>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        sqlite: Option<Db>,
+        openapi_json: String,
+    ) -> Self {
         let catalog = Catalog::from_config(&config);
         let session_key = config
             .secrets
@@ -73,7 +80,7 @@ impl AppState {
             sqlite,
             metrics,
             shared_windows,
-            openapi_json: crate::openapi::document_json(&catalog),
+            openapi_json,
             catalog,
             traces: None,
         }
@@ -110,11 +117,16 @@ impl AppState {
     }
 
     pub fn session_limits(&self) -> SessionLimits {
-        let a = &self.config.auth;
-        SessionLimits {
-            idle_secs: a.session_idle_secs as i64,
-            max_secs: a.session_max_secs as i64,
-            reuse_grace_secs: a.refresh_reuse_grace_secs as i64,
+        self.config.auth.session_limits()
+    }
+
+    /// The login flow, with what it needs from here.
+    pub fn login(&self) -> crate::auth::login::Login<'_> {
+        crate::auth::login::Login {
+            store: &*self.store,
+            keyring: &self.keyring,
+            mailer: &self.mailer,
+            config: &self.config,
         }
     }
 

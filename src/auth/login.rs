@@ -3,7 +3,9 @@
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 
+use crate::auth::tokens::Keyring;
 use crate::auth::tokens::{generate_code, new_access_token, new_refresh_token, new_session_id};
+use crate::config::Config;
 use crate::db::audit::{Actor, ActorType};
 use crate::db::sessions::{
     CodeLimits, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens,
@@ -12,7 +14,8 @@ use crate::db::sessions::{
 use crate::db::users::User;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::RequestContext;
-use crate::state::AppState;
+use crate::mail::Mailer;
+use crate::store::Store;
 use crate::types::Email;
 
 /// A fresh token pair for a session; the plaintexts exist only here and in
@@ -34,7 +37,22 @@ fn anonymous_actor(ctx: &RequestContext) -> Actor {
     }
 }
 
-fn mint(state: &AppState) -> (String, String, NewTokens) {
+/// What the login flow needs, and nothing else: storage, the keyring that
+/// hashes codes and tokens, the mailer and the configuration.
+pub struct Login<'a> {
+    pub store: &'a dyn Store,
+    pub keyring: &'a Keyring,
+    pub mailer: &'a Mailer,
+    pub config: &'a Config,
+}
+
+impl Login<'_> {
+    fn session_limits(&self) -> crate::db::sessions::SessionLimits {
+        self.config.auth.session_limits()
+    }
+}
+
+fn mint(state: &Login<'_>) -> (String, String, NewTokens) {
     let access = new_access_token();
     let refresh = new_refresh_token();
     let tokens = NewTokens {
@@ -60,7 +78,7 @@ pub fn rate_limited(retry_after_secs: u64) -> ApiError {
 /// way (no account enumeration). Returns the code only when
 /// `dev.expose_codes` is on (local mode).
 pub async fn send_code(
-    state: &AppState,
+    state: &Login<'_>,
     email: Email,
     ctx: &RequestContext,
 ) -> Result<Option<String>, ApiError> {
@@ -111,7 +129,7 @@ fn stand_in_hash() -> [u8; 32] {
 /// before storage is asked anything, on every path; storage does the
 /// same statements on every failure: `db::sessions::login_with_code`).
 pub async fn verify_code(
-    state: &AppState,
+    state: &Login<'_>,
     email: Email,
     code: &str,
     via_cookie: bool,
@@ -152,7 +170,7 @@ pub async fn verify_code(
 
 /// Rotates a refresh token into a new pair.
 pub async fn refresh(
-    state: &AppState,
+    state: &Login<'_>,
     refresh_token: &str,
     ctx: &RequestContext,
 ) -> Result<Grant, ApiError> {

@@ -156,7 +156,7 @@ pub async fn send_code(
     body: web::Json<ObjectBody<SendCodeBody>>,
 ) -> ApiResult<HttpResponse> {
     let email = parse_email(&body.email)?;
-    let code = login::send_code(&state, email, &ctx).await?;
+    let code = login::send_code(&state.login(), email, &ctx).await?;
     Ok(no_store(HttpResponse::Accepted().json(SendCodeAnswer {
         status: "sent".into(),
         code,
@@ -202,8 +202,15 @@ pub async fn verify_code(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect());
-    let grant =
-        login::verify_code(&state, email, &body.code, body.cookie, &ctx, user_agent).await?;
+    let grant = login::verify_code(
+        &state.login(),
+        email,
+        &body.code,
+        body.cookie,
+        &ctx,
+        user_agent,
+    )
+    .await?;
     if grant.via_cookie {
         let mut res = HttpResponse::Ok().json(CookieLogin {
             user: (&grant.user).into(),
@@ -231,7 +238,7 @@ pub async fn refresh_token(
     ctx: RequestContext,
     body: web::Json<ObjectBody<RefreshTokenBody>>,
 ) -> ApiResult<HttpResponse> {
-    let grant = login::refresh(&state, &body.refresh_token, &ctx).await?;
+    let grant = login::refresh(&state.login(), &body.refresh_token, &ctx).await?;
     Ok(no_store(HttpResponse::Ok().json(token_pair(&state, grant))))
 }
 
@@ -349,7 +356,7 @@ pub async fn browser_refresh(
     let names = cookies::names(state.https);
     let refreshed = match req.cookie(names.refresh) {
         Some(cookie) if !cookie.value().is_empty() => {
-            login::refresh(&state, cookie.value(), &ctx).await
+            login::refresh(&state.login(), cookie.value(), &ctx).await
         }
         _ => Err(ApiError::new(ErrorCode::InvalidToken)),
     };
