@@ -206,14 +206,20 @@ pub fn rate_limit_headers(
         ))
         .expect("digits are a valid header value")
     });
-    // Written on the stack: this runs for every checked key.
+    // Written on the stack, without `core::fmt`: this runs for every checked key.
     let mut buf = [0u8; 64];
-    let mut rest = &mut buf[..];
-    let _ = std::io::Write::write_fmt(
-        &mut rest,
-        format_args!("\"default\";r={};t={}", status.remaining, status.reset_secs),
-    );
-    let len = 64 - rest.len();
+    let mut len = 0;
+    let remaining = crate::http::Decimal::of(status.remaining);
+    let reset = crate::http::Decimal::of(status.reset_secs);
+    for part in [
+        &b"\"default\";r="[..],
+        remaining.as_bytes(),
+        b";t=",
+        reset.as_bytes(),
+    ] {
+        buf[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
     let current = HeaderValue::from_bytes(&buf[..len]).expect("digits are a valid header value");
     [
         (HeaderName::from_static("ratelimit-policy"), policy),
