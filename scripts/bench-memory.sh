@@ -72,5 +72,6 @@ for _ in $(seq 1 12); do
     : >"$WORK/out"
 done
 (( covered >= KEYS )) || { echo "bench-memory: only $covered of $KEYS keys verified" >&2; exit 1; }
-sleep 3
+sleep 5  # as bench.sh: the freed heap is returned 3 s after the fills stop
 echo "after verifying $KEYS keys: RSS $(rss) MiB ($(breakdown)); $(threads) threads"
+if [[ -n "${BENCH_MEMORY_HOOK:-}" ]]; then PID=$PID bash -c "$BENCH_MEMORY_HOOK"; echo "after the hook: RSS $(rss) MiB ($(breakdown))"; fi

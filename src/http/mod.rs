@@ -257,10 +257,15 @@ where
     }
 }
 
+/// Header names used on every request, built at compile time (a name
+/// given as text, or made with `from_static` at run time, is parsed on
+/// every use).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The request id to use and its header value: the client's own when it
 /// follows the rule (its header value is reused as is), else a new one.
 fn request_id_of(headers: &HeaderMap) -> (Arc<str>, HeaderValue) {
-    if let Some(value) = headers.get("x-request-id") {
+    if let Some(value) = headers.get(&X_REQUEST_ID) {
         if let Some(id) = value.to_str().ok().filter(|v| is_valid_request_id(v)) {
             return (Arc::from(id), value.clone());
         }
@@ -283,7 +288,7 @@ fn finish_headers<B>(res: &mut ServiceResponse<B>, hsts: bool, request_id: Heade
         .extensions_mut()
         .remove::<crate::keys::limiter::RateHeaders>();
     let headers = res.headers_mut();
-    headers.insert(HeaderName::from_static("x-request-id"), request_id);
+    headers.insert(X_REQUEST_ID, request_id);
     apply_security_headers(headers, is_html, is_api, hsts);
     if let Some(crate::keys::limiter::RateHeaders(status, policy)) = rate {
         for (name, value) in crate::keys::limiter::rate_limit_headers(&status, policy.as_ref()) {

@@ -191,6 +191,9 @@ mod tests {
     }
 }
 
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers-10) for a
 /// status: `RateLimit-Policy: "default";q=100;w=60` and
 /// `RateLimit: "default";r=42;t=12`. A pre-rendered policy value is used
@@ -221,10 +224,7 @@ pub fn rate_limit_headers(
         len += part.len();
     }
     let current = HeaderValue::from_bytes(&buf[..len]).expect("digits are a valid header value");
-    [
-        (HeaderName::from_static("ratelimit-policy"), policy),
-        (HeaderName::from_static("ratelimit"), current),
-    ]
+    [(RATELIMIT_POLICY, policy), (RATELIMIT, current)]
 }
 
 /// Set on a request authenticated by an API key; the response middleware

@@ -112,10 +112,9 @@ fn valid_body(
     rate: &crate::keys::limiter::RateStatus,
 ) -> Vec<u8> {
     use crate::http::Decimal;
-    let members = rendered.verify_members();
-    let mut body = Vec::with_capacity(members.len() + 112);
+    let mut body = Vec::with_capacity(rendered.verify_members_len() + 112);
     body.extend_from_slice(b"{\"valid\":true,");
-    body.extend_from_slice(members);
+    rendered.write_verify_members(&mut body);
     match credits {
         Some(n) => {
             body.extend_from_slice(b",\"credits\":{\"remaining\":");
@@ -225,6 +224,9 @@ pub async fn verify(
 }
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_GATEHOUSE_KEY_ID: HeaderName = HeaderName::from_static("x-gatehouse-key-id");
+const X_GATEHOUSE_PROJECT_ID: HeaderName = HeaderName::from_static("x-gatehouse-project-id");
+const X_GATEHOUSE_SCOPES: HeaderName = HeaderName::from_static("x-gatehouse-scopes");
 
 /// Forward-auth for nginx `auth_request`, Caddy `forward_auth` and Traefik
 /// `ForwardAuth` (any method). The key comes from `Authorization: Bearer`
@@ -305,18 +307,9 @@ pub async fn check(
             state.metrics.observe_verification("forward_auth", "valid");
             let mut res = HttpResponse::Ok().finish();
             let h = res.headers_mut();
-            h.insert(
-                HeaderName::from_static("x-gatehouse-key-id"),
-                rendered.key_id(),
-            );
-            h.insert(
-                HeaderName::from_static("x-gatehouse-project-id"),
-                rendered.project_id(),
-            );
-            h.insert(
-                HeaderName::from_static("x-gatehouse-scopes"),
-                rendered.scopes(),
-            );
+            h.insert(X_GATEHOUSE_KEY_ID, rendered.key_id());
+            h.insert(X_GATEHOUSE_PROJECT_ID, rendered.project_id());
+            h.insert(X_GATEHOUSE_SCOPES, rendered.scopes());
             for (name, value) in rate_headers.into_iter().flatten() {
                 h.insert(name, value);
             }
