@@ -168,19 +168,22 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
     actix_web::rt::spawn(async move {
         // During and after a wave of cache fills (each read a whole record
         // and freed most of it), hand the freed heap back to the system:
-        // every FILLS_PER_TRIM fills, and once more when the fills have
-        // stopped for a few seconds (after the usage flush that follows).
+        // every FILLS_PER_TRIM fills, and once the fills have stopped for
+        // 3 s (by then the usage flush that follows them has freed its batch).
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        let (mut trimmed_at, mut seen, mut quiet) = (0, 0, 0);
+        let (mut trimmed_at, mut settled_at, mut seen, mut quiet) = (0, 0, 0, 0);
         loop {
             tick.tick().await;
             let fills = trim_state.keys.fills();
             quiet = if fills == seen { quiet + 1 } else { 0 };
             seen = fills;
             let wave = fills - trimmed_at >= crate::keys::store::FILLS_PER_TRIM;
-            let settled = fills != trimmed_at && quiet >= 3;
+            let settled = quiet == 3 && fills != settled_at;
             if wave || settled {
                 trimmed_at = fills;
+                if settled {
+                    settled_at = fills;
+                }
                 let _ = tokio::task::spawn_blocking(crate::keys::store::return_freed_heap).await;
             }
         }
