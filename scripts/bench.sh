@@ -116,6 +116,9 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # 15 of /proc/PID/stat, counted after the ")" that ends the command name.
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
+# utime of a process alone (the user-space part of cpu_ticks).
+user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 }'; }
+
 # cutime + cstime of this shell: CPU of the children it has waited for (wrk).
 child_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{ print $14 + $15 }'; }
 
@@ -234,7 +237,7 @@ check_key_works() {
 }
 
 # Per label, accumulated over rounds.
-declare -A TICKS REQS SECS RUN_CPU RUN_RPS RUN_P50 RUN_P99
+declare -A TICKS UTICKS REQS SECS RUN_CPU RUN_RPS RUN_P50 RUN_P99
 
 # measure LABEL SERVER PATH [wrk args...]: a warm-up run, then one measured run
 # with the server's CPU time read before and after.
@@ -243,13 +246,13 @@ measure() {
     local url="${URL[$server]}$path" pid=${PID[$server]} out="$WORK/wrk.txt"
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$@" "$url" >/dev/null
 
-    local before_counts="0 0" after_counts="0 0" c0 c1 w0 w1 h0b h0t h0s h1b h1t h1s
+    local before_counts="0 0" after_counts="0 0" c0 c1 u0 u1 w0 w1 h0b h0t h0s h1b h1t h1s
     [[ "$server" == floor ]] || before_counts=$(verification_counts "$server")
     read -r h0b h0t h0s < <(host_ticks)
     w0=$(child_ticks)
-    c0=$(cpu_ticks "$pid")
+    c0=$(cpu_ticks "$pid"); u0=$(user_ticks "$pid")
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$out"
-    c1=$(cpu_ticks "$pid")
+    c1=$(cpu_ticks "$pid"); u1=$(user_ticks "$pid")
     w1=$(child_ticks)
     read -r h1b h1t h1s < <(host_ticks)
     [[ "$server" == floor ]] || after_counts=$(verification_counts "$server")
@@ -275,6 +278,7 @@ measure() {
             printf "%.2f %.2f %.2f %.2f\n", s / tt * n, w / tt * n, o, st / tt * n }')
 
     TICKS[$label]=$(( ${TICKS[$label]:-0} + srv ))
+    UTICKS[$label]=$(( ${UTICKS[$label]:-0} + u1 - u0 ))
     REQS[$label]=$(( ${REQS[$label]:-0} + total ))
     SECS[$label]=$(awk -v a="${SECS[$label]:-0}" -v b="$secs" 'BEGIN { print a + b }')
     RUN_CPU[$label]="${RUN_CPU[$label]:-} $cpu"
@@ -313,6 +317,9 @@ measure() {
 
 # Aggregates of a label over its rounds.
 cpu_of() { awk -v t="${TICKS[$1]}" -v hz="$CLK_TCK" -v n="${REQS[$1]}" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'; }
+# "user U us + system S us" per request of a label over its rounds.
+split_of() { awk -v t="${TICKS[$1]}" -v u="${UTICKS[$1]}" -v hz="$CLK_TCK" -v n="${REQS[$1]}" \
+    'BEGIN { printf "user %.2f us + system %.2f us", u * 1e6 / hz / n, (t - u) * 1e6 / hz / n }'; }
 rps_of() { awk -v n="${REQS[$1]}" -v s="${SECS[$1]}" 'BEGIN { printf "%.0f", n / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { print (x <= lim) ? "MET" : "MISSED" }'; }
@@ -417,6 +424,9 @@ VE_FLOOR=$(ratio "$(cpu_of verify)" "$(cpu_of floor)")
 HZ_FLOOR=$(ratio "$(cpu_of healthz)" "$(cpu_of floor)")
 say ""
 say "  CPU per request over all rounds: floor $(cpu_of floor) us, healthz $(cpu_of healthz) us, forward-auth $(cpu_of forward-auth) us, verify $(cpu_of verify) us"
+for label in floor healthz forward-auth verify; do
+    say "    $label: $(split_of "$label")"
+done
 say "  forward-auth / floor:   ${FA_FLOOR}x  (rounds: $(round_ratios forward-auth floor))  target <= 1.5x: $(verdict "$FA_FLOOR" 1.5)"
 say "  verify       / floor:   ${VE_FLOOR}x  (rounds: $(round_ratios verify floor))  target <= 1.8x: $(verdict "$VE_FLOOR" 1.8)"
 say "  healthz      / floor:   ${HZ_FLOOR}x  (rounds: $(round_ratios healthz floor))  target <= 1.2x: $(verdict "$HZ_FLOOR" 1.2)"
@@ -504,7 +514,10 @@ if [[ "${BENCH_SKIP_SCALE:-0}" != 1 ]]; then
     done
     MEM_DISTINCT=$(( MEM_COVERED < MEMORY_KEYS ? MEM_COVERED : MEMORY_KEYS ))
     read -r mv1 mo1 <<<"$(verification_counts memory)"
-    sleep 1
+    # The server hands the heap freed by cache fills back to the system
+    # during a wave of fills and once more 3 s after it
+    # (keys::store::return_freed_heap): RSS is read 5 s after the load.
+    sleep 5
     MEM_AFTER_KB=$(rss_kb "${PID[memory]}")
     MEM_PER_KEY=$(awk -v a="$MEM_AFTER_KB" -v b="$MEM_BEFORE_KB" -v n="$MEM_DISTINCT" 'BEGIN { printf "%.0f", (a - b) * 1024 / (n > 0 ? n : 1) }')
     say "  $MEM_REQS verifications in $MEM_SECS s, $(( mv1 - mv0 )) valid, $(( mo1 - mo0 )) not valid; distinct keys checked: $MEM_DISTINCT"

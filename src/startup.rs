@@ -83,7 +83,11 @@ impl Application {
             let state = state.clone();
             move || build_app(state.clone())
         })
-        .shutdown_timeout(http.shutdown_timeout_secs);
+        .shutdown_timeout(http.shutdown_timeout_secs)
+        // Storage work runs on each worker's blocking threads, and holds a
+        // pooled connection: threads beyond the pool's size would only wait
+        // for one, each with its stack and its share of malloc's arenas.
+        .worker_max_blocking_threads(state.config.database.pool_size.max(1) as usize);
         if http.workers > 0 {
             server = server.workers(http.workers);
         }
@@ -167,6 +171,30 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
             tick.tick().await;
             if let Err(e) = usage_state.keys.usage.flush(&*usage_state.store).await {
                 tracing::warn!(error = %e, "usage flush failed; will retry");
+            }
+        }
+    });
+    let trim_state = state.clone();
+    actix_web::rt::spawn(async move {
+        // During and after a wave of cache fills (each read a whole record
+        // and freed most of it), hand the freed heap back to the system:
+        // every FILLS_PER_TRIM fills, and once the fills have stopped for
+        // 3 s (by then the usage flush that follows them has freed its batch).
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let (mut trimmed_at, mut settled_at, mut seen, mut quiet) = (0, 0, 0, 0);
+        loop {
+            tick.tick().await;
+            let fills = trim_state.keys.fills();
+            quiet = if fills == seen { quiet + 1 } else { 0 };
+            seen = fills;
+            let wave = fills - trimmed_at >= crate::keys::store::FILLS_PER_TRIM;
+            let settled = quiet == 3 && fills != settled_at;
+            if wave || settled {
+                trimmed_at = fills;
+                if settled {
+                    settled_at = fills;
+                }
+                let _ = tokio::task::spawn_blocking(crate::keys::store::return_freed_heap).await;
             }
         }
     });

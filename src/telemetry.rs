@@ -16,6 +16,15 @@
 //! the same flat object in JSON) and obeys the same filter: it is target
 //! `gatehouse::access` at level `INFO`, so `log.level = "warn"` or
 //! `RUST_LOG=gatehouse::access=off` turns it off.
+//!
+//! Events logged while a request is handled carry its id as tracing's text
+//! and JSON formats show a span (`request{request_id=...}:` in text,
+//! `"span":{"request_id":...,"name":"request"}` in JSON). The id is not a
+//! real tracing span: creating, entering and closing one per request cost
+//! about a tenth of a cached key check. The request's future instead sets
+//! the id as this thread's logging context while it is polled
+//! ([`in_request`]), and the event formats ([`TextEvents`], [`JsonEvents`])
+//! write it the way the span was written.
 
 pub mod traces;
 
@@ -26,7 +35,10 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::{self, Format, FormatEvent, FormatFields, Json, Writer};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -214,8 +226,12 @@ pub fn init(log: &LogConfig) -> LogGuard {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .event_format(JsonEvents::default())
             .try_init(),
-        LogFormat::Text => builder.with_target(false).with_ansi(ansi).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(ansi)
+            .event_format(TextEvents::default())
+            .try_init(),
     };
     match result {
         Ok(()) => {
@@ -228,6 +244,158 @@ pub fn init(log: &LogConfig) -> LogGuard {
         Err(e) => eprintln!("gatehouse: logging was already initialised: {e}"),
     }
     guard
+}
+
+thread_local! {
+    /// The id of the request being polled on this thread, if any.
+    static REQUEST_ID: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (one poll of a request's future) with `request_id` as the
+/// logging context of this thread: events logged meanwhile carry it.
+pub fn in_request<T>(request_id: &Arc<str>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Arc<str>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            let _ = REQUEST_ID.try_with(|id| *id.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(REQUEST_ID.with(|id| id.replace(Some(request_id.clone()))));
+    f()
+}
+
+fn current_request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(|id| id.borrow().clone()).ok().flatten()
+}
+
+/// tracing's text format (`Format<Full>`: timestamp, level, the request as
+/// a span, the fields), with the request id from [`in_request`].
+pub struct TextEvents {
+    rest: Format<format::Full, ()>,
+}
+
+impl Default for TextEvents {
+    fn default() -> Self {
+        TextEvents {
+            rest: tracing_subscriber::fmt::format()
+                .without_time()
+                .with_level(false)
+                .with_target(false),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for TextEvents
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut head = Vec::with_capacity(96);
+        let ansi = writer.has_ansi_escapes();
+        write_head(&mut head, now, *event.metadata().level(), ansi);
+        if let Some(id) = current_request_id() {
+            if ansi {
+                head.extend_from_slice(
+                    b"\x1b[1mrequest\x1b[0m\x1b[1m{\x1b[0m\x1b[3mrequest_id\x1b[0m\x1b[2m=\x1b[0m",
+                );
+                head.extend_from_slice(id.as_bytes());
+                head.extend_from_slice(b"\x1b[1m}\x1b[0m\x1b[2m:\x1b[0m ");
+            } else {
+                head.extend_from_slice(b"request{request_id=");
+                head.extend_from_slice(id.as_bytes());
+                head.extend_from_slice(b"}: ");
+            }
+        }
+        writer.write_str(std::str::from_utf8(&head).map_err(|_| std::fmt::Error)?)?;
+        self.rest.format_event(ctx, writer, event)
+    }
+}
+
+/// tracing's JSON format, with the request id from [`in_request`] as the
+/// current span (`"span":{"request_id":...,"name":"request"}`, the last
+/// member, where tracing writes the current span).
+pub struct JsonEvents {
+    inner: Format<Json>,
+}
+
+impl Default for JsonEvents {
+    fn default() -> Self {
+        JsonEvents {
+            inner: tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonEvents
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let Some(id) = current_request_id() else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let object_end = line.trim_end().len();
+        match line[..object_end].strip_suffix('}') {
+            Some(members) => {
+                let mut span = Vec::with_capacity(id.len() + 48);
+                span.extend_from_slice(b",\"span\":{\"request_id\":");
+                json_string(&mut span, &id);
+                span.extend_from_slice(b",\"name\":\"request\"}}");
+                writer.write_str(members)?;
+                writer.write_str(std::str::from_utf8(&span).map_err(|_| std::fmt::Error)?)?;
+                writer.write_str(&line[object_end..])
+            }
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+/// The timestamp and level that start a text line, as tracing writes them
+/// (the level right-aligned in five columns, coloured for a terminal).
+fn write_head(out: &mut Vec<u8>, now: Duration, level: Level, ansi: bool) {
+    let (name, colour): (&[u8], &[u8]) = match level {
+        Level::TRACE => (b"TRACE", b"\x1b[35m"),
+        Level::DEBUG => (b"DEBUG", b"\x1b[34m"),
+        Level::INFO => (b" INFO", b"\x1b[32m"),
+        Level::WARN => (b" WARN", b"\x1b[33m"),
+        _ => (b"ERROR", b"\x1b[31m"),
+    };
+    if ansi {
+        out.extend_from_slice(b"\x1b[2m");
+        write_timestamp(out, now);
+        out.extend_from_slice(b"\x1b[0m ");
+        out.extend_from_slice(colour);
+        out.extend_from_slice(name);
+        out.extend_from_slice(b"\x1b[0m ");
+    } else {
+        write_timestamp(out, now);
+        out.push(b' ');
+        out.extend_from_slice(name);
+        out.push(b' ');
+    }
 }
 
 /// Whether `level` is a valid filter directive.
@@ -284,27 +452,38 @@ pub fn access(record: &AccessRecord<'_>) {
 /// `2026-11-29T14:31:51.576619Z  INFO request request_id=... method=GET ...`,
 /// as tracing's text format writes an event.
 fn write_text(out: &mut Vec<u8>, now: Duration, r: &AccessRecord<'_>, ansi: bool) {
-    if ansi {
-        out.extend_from_slice(b"\x1b[2m");
-    }
-    write_timestamp(out, now);
-    if ansi {
-        out.extend_from_slice(b"\x1b[0m \x1b[32m INFO\x1b[0m request ");
-    } else {
-        out.extend_from_slice(b"  INFO request ");
-    }
-    out.extend_from_slice(b"request_id=");
+    write_head(out, now, Level::INFO, ansi);
+    out.extend_from_slice(b"request request_id=");
     out.extend_from_slice(r.request_id.as_bytes());
     out.extend_from_slice(b" method=");
     out.extend_from_slice(r.method.as_bytes());
     out.extend_from_slice(b" path=");
     out.extend_from_slice(r.path.as_bytes());
-    let _ = write!(
-        out,
-        " status={} latency_us={} client_ip={}",
-        r.status, r.latency_us, r.client_ip
-    );
+    out.extend_from_slice(b" status=");
+    out.extend_from_slice(crate::http::Decimal::of(r.status.into()).as_bytes());
+    out.extend_from_slice(b" latency_us=");
+    out.extend_from_slice(crate::http::Decimal::of(r.latency_us).as_bytes());
+    out.extend_from_slice(b" client_ip=");
+    write_ip(out, r.client_ip);
     out.push(b'\n');
+}
+
+/// An address as `Display` writes it; IPv4 (every loopback and most
+/// clients) without the formatting machinery.
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(crate::http::Decimal::of(octet.into()).as_bytes());
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
 }
 
 /// `{"timestamp":"...","level":"INFO","message":"request","request_id":...,
@@ -318,12 +497,15 @@ fn write_json(out: &mut Vec<u8>, now: Duration, r: &AccessRecord<'_>) {
     json_string(out, r.method);
     out.extend_from_slice(b",\"path\":");
     json_string(out, r.path);
-    let _ = write!(
-        out,
-        ",\"status\":{},\"latency_us\":{},\"client_ip\":\"{}\",\"target\":\"{ACCESS_TARGET}\"}}",
-        r.status, r.latency_us, r.client_ip
-    );
-    out.push(b'\n');
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(crate::http::Decimal::of(r.status.into()).as_bytes());
+    out.extend_from_slice(b",\"latency_us\":");
+    out.extend_from_slice(crate::http::Decimal::of(r.latency_us).as_bytes());
+    out.extend_from_slice(b",\"client_ip\":\"");
+    write_ip(out, r.client_ip);
+    out.extend_from_slice(b"\",\"target\":\"");
+    out.extend_from_slice(ACCESS_TARGET.as_bytes());
+    out.extend_from_slice(b"\"}\n");
 }
 
 fn json_string(out: &mut Vec<u8>, s: &str) {
@@ -429,6 +611,101 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "1970-01-01T00:00:00.999999Z 1970-01-01T00:00:01.000000Z"
         );
+    }
+
+    /// The lines two subscribers write for the same events: one configured
+    /// as before, with a real `request` span, and one as [`init`] does, with
+    /// the request id set by [`in_request`].
+    fn with_and_without_span(json: bool, ansi: bool) -> (Vec<String>, Vec<String>) {
+        let emit = || {
+            tracing::warn!(key_id = "key_1", "in a request");
+            tracing::error!(code = "internal", cause = "disk \"gone\"", "request failed");
+        };
+        let span_out = Recorder::default();
+        let ours_out = Recorder::default();
+        let writer = |r: &Recorder| {
+            let r = r.clone();
+            move || r.clone()
+        };
+        let builder = tracing_subscriber::fmt().with_writer(writer(&span_out));
+        let with_span: Box<dyn Subscriber + Send + Sync> = if json {
+            Box::new(
+                builder
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .finish(),
+            )
+        } else {
+            Box::new(builder.with_target(false).with_ansi(ansi).finish())
+        };
+        let builder = tracing_subscriber::fmt().with_writer(writer(&ours_out));
+        let ours: Box<dyn Subscriber + Send + Sync> = if json {
+            Box::new(
+                builder
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .event_format(JsonEvents::default())
+                    .finish(),
+            )
+        } else {
+            Box::new(
+                builder
+                    .with_ansi(ansi)
+                    .event_format(TextEvents::default())
+                    .finish(),
+            )
+        };
+        tracing::subscriber::with_default(with_span, || {
+            tracing::warn!(key_id = "key_1", "outside any request");
+            let span = tracing::info_span!("request", request_id = %"req_abc");
+            span.in_scope(emit);
+        });
+        tracing::subscriber::with_default(ours, || {
+            tracing::warn!(key_id = "key_1", "outside any request");
+            in_request(&Arc::from("req_abc"), emit);
+            assert!(
+                current_request_id().is_none(),
+                "the context ends with the poll"
+            );
+        });
+        let lines = |r: &Recorder| {
+            let text = String::from_utf8(r.0.lock().unwrap().clone()).unwrap();
+            text.lines().map(str::to_string).collect::<Vec<_>>()
+        };
+        (lines(&span_out), lines(&ours_out))
+    }
+
+    /// The timestamp aside, which differs between the two runs.
+    fn without_time(line: &str, json: bool) -> String {
+        if json {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+            v.as_object_mut().unwrap().remove("timestamp");
+            // Member order too: the request's span comes last.
+            let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+            format!("{keys:?} {v}")
+        } else {
+            let ts_end = line.find('Z').unwrap() + 1;
+            line.replacen(line[..ts_end].trim_start_matches("\x1b[2m"), "TS", 1)
+        }
+    }
+
+    #[test]
+    fn events_in_a_request_read_as_they_did_with_a_span() {
+        for (json, ansi) in [(false, false), (false, true), (true, false)] {
+            let (with_span, ours) = with_and_without_span(json, ansi);
+            assert_eq!(with_span.len(), 3, "{with_span:?}");
+            assert_eq!(ours.len(), 3, "{ours:?}");
+            for (a, b) in with_span.iter().zip(&ours) {
+                assert_eq!(without_time(a, json), without_time(b, json));
+            }
+            assert!(!ours[0].contains("req_abc"), "{ours:?}");
+            assert!(ours[1].contains("req_abc") && ours[2].contains("req_abc"));
+        }
     }
 
     /// An output that records what it is given, shared with the test.

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod host;
 pub mod trace;
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
-use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorBody, ErrorCode, ErrorEnvelope};
 use crate::state::AppState;
@@ -82,10 +82,44 @@ pub fn new_request_id() -> String {
 
 fn new_request_id_bytes() -> [u8; 24] {
     let mut id = *b"req_00000000000000000000";
-    for b in &mut id[4..] {
-        *b = BASE62[fastrand::usize(..BASE62.len())];
+    // Ten base62 digits from each of two random words (62^10 < 2^64).
+    let mut words = [fastrand::u64(..), fastrand::u64(..)];
+    for (i, b) in id[4..].iter_mut().enumerate() {
+        let word = &mut words[i / 10];
+        *b = BASE62[(*word % 62) as usize];
+        *word /= 62;
     }
     id
+}
+
+/// A number's decimal digits, written on the stack: for the values in
+/// headers and log lines written on every request, without `core::fmt`.
+pub struct Decimal {
+    digits: [u8; 20],
+    start: u8,
+}
+
+impl Decimal {
+    pub fn of(mut n: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Decimal {
+            digits,
+            start: start as u8,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.digits[usize::from(self.start)..]
+    }
 }
 
 /// The HTTP conventions around every route, as one middleware (see
@@ -174,16 +208,25 @@ where
                 .error_response(ApiError::new(ErrorCode::PayloadTooLarge))
                 .map_into_right_body())
         } else {
-            Ok(self.service.call(req))
+            Ok(crate::telemetry::in_request(&request_id, || {
+                self.service.call(req)
+            }))
         };
-        let span = tracing::info_span!("request", request_id = %request_id);
         Box::pin(async move {
             let res = match answer {
                 // Everything below (CORS, routing, handlers, extractors)
                 // turns its errors into responses, so `Err` does not occur
                 // here. (A clone of the request cannot be kept to convert
                 // one: routing needs sole ownership.)
-                Ok(call) => call.instrument(span).await?.map_into_left_body(),
+                Ok(call) => {
+                    // Events logged while the route runs carry the request id.
+                    let mut call = std::pin::pin!(call);
+                    std::future::poll_fn(|cx| {
+                        crate::telemetry::in_request(&request_id, || call.as_mut().poll(cx))
+                    })
+                    .await?
+                    .map_into_left_body()
+                }
                 Err(refused) => refused,
             };
             let mut res = if res.status().as_u16() >= 400 {
@@ -214,10 +257,15 @@ where
     }
 }
 
+/// Header names used on every request, built at compile time (a name
+/// given as text, or made with `from_static` at run time, is parsed on
+/// every use).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The request id to use and its header value: the client's own when it
 /// follows the rule (its header value is reused as is), else a new one.
 fn request_id_of(headers: &HeaderMap) -> (Arc<str>, HeaderValue) {
-    if let Some(value) = headers.get("x-request-id") {
+    if let Some(value) = headers.get(&X_REQUEST_ID) {
         if let Some(id) = value.to_str().ok().filter(|v| is_valid_request_id(v)) {
             return (Arc::from(id), value.clone());
         }
@@ -240,7 +288,7 @@ fn finish_headers<B>(res: &mut ServiceResponse<B>, hsts: bool, request_id: Heade
         .extensions_mut()
         .remove::<crate::keys::limiter::RateHeaders>();
     let headers = res.headers_mut();
-    headers.insert(HeaderName::from_static("x-request-id"), request_id);
+    headers.insert(X_REQUEST_ID, request_id);
     apply_security_headers(headers, is_html, is_api, hsts);
     if let Some(crate::keys::limiter::RateHeaders(status, policy)) = rate {
         for (name, value) in crate::keys::limiter::rate_limit_headers(&status, policy.as_ref()) {
@@ -335,6 +383,24 @@ fn apply_security_headers(headers: &mut HeaderMap, is_html: bool, is_api: bool, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 429, 65_535, 1_000_000_007, u64::MAX] {
+            assert_eq!(Decimal::of(n).as_bytes(), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn new_request_ids_differ_and_use_every_digit() {
+        let ids: std::collections::HashSet<String> = (0..2000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 2000);
+        let used: std::collections::HashSet<u8> = ids
+            .iter()
+            .flat_map(|id| id.as_bytes()[4..].to_vec())
+            .collect();
+        assert_eq!(used.len(), BASE62.len());
+    }
 
     #[test]
     fn request_id_rules() {

@@ -191,6 +191,9 @@ mod tests {
     }
 }
 
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers-10) for a
 /// status: `RateLimit-Policy: "default";q=100;w=60` and
 /// `RateLimit: "default";r=42;t=12`. A pre-rendered policy value is used
@@ -206,19 +209,22 @@ pub fn rate_limit_headers(
         ))
         .expect("digits are a valid header value")
     });
-    // Written on the stack: this runs for every checked key.
+    // Written on the stack, without `core::fmt`: this runs for every checked key.
     let mut buf = [0u8; 64];
-    let mut rest = &mut buf[..];
-    let _ = std::io::Write::write_fmt(
-        &mut rest,
-        format_args!("\"default\";r={};t={}", status.remaining, status.reset_secs),
-    );
-    let len = 64 - rest.len();
+    let mut len = 0;
+    let remaining = crate::http::Decimal::of(status.remaining);
+    let reset = crate::http::Decimal::of(status.reset_secs);
+    for part in [
+        &b"\"default\";r="[..],
+        remaining.as_bytes(),
+        b";t=",
+        reset.as_bytes(),
+    ] {
+        buf[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
     let current = HeaderValue::from_bytes(&buf[..len]).expect("digits are a valid header value");
-    [
-        (HeaderName::from_static("ratelimit-policy"), policy),
-        (HeaderName::from_static("ratelimit"), current),
-    ]
+    [(RATELIMIT_POLICY, policy), (RATELIMIT, current)]
 }
 
 /// Set on a request authenticated by an API key; the response middleware

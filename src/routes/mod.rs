@@ -20,17 +20,18 @@ pub mod webhooks;
 use actix_web::web::{self, delete, get, patch, post, resource};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(get().to(ops::healthz)))
+    // The hot path first: routing tries resources in order, and the key
+    // checks are matched by their whole path before the `/api/v1` scope
+    // (entering a scope and matching inside it costs as much again).
+    cfg.service(resource("/api/v1/keys/verify").route(post().to(verify::verify)))
+        // Forward-auth answers any method: proxies send the original one.
+        .service(resource("/api/v1/auth/check").to(verify::check))
+        .service(resource("/healthz").route(get().to(ops::healthz)))
         .service(resource("/readyz").route(get().to(ops::readyz)))
         .service(resource("/metrics").route(get().to(ops::metrics)))
         .service(resource("/auth/refresh").route(post().to(auth::browser_refresh)))
         .service(
             web::scope("/api/v1")
-                // The hot path first: routing tries resources in order, and
-                // these must not wait behind patterns with path parameters.
-                .service(resource("/keys/verify").route(post().to(verify::verify)))
-                // Forward-auth answers any method: proxies send the original one.
-                .service(resource("/auth/check").to(verify::check))
                 .service(resource("/catalog").route(get().to(catalog::catalog)))
                 .service(resource("/openapi.json").route(get().to(ops::openapi)))
                 .service(resource("/auth/send-code").route(post().to(auth::send_code)))

@@ -111,22 +111,28 @@ fn valid_body(
     credits: Option<i64>,
     rate: &crate::keys::limiter::RateStatus,
 ) -> Vec<u8> {
-    use std::io::Write;
-    let members = rendered.verify_members();
-    let mut body = Vec::with_capacity(members.len() + 112);
+    use crate::http::Decimal;
+    let mut body = Vec::with_capacity(rendered.verify_members_len() + 112);
     body.extend_from_slice(b"{\"valid\":true,");
-    body.extend_from_slice(members);
+    rendered.write_verify_members(&mut body);
     match credits {
         Some(n) => {
-            let _ = write!(body, ",\"credits\":{{\"remaining\":{n}}}");
+            body.extend_from_slice(b",\"credits\":{\"remaining\":");
+            if n < 0 {
+                body.push(b'-');
+            }
+            body.extend_from_slice(Decimal::of(n.unsigned_abs()).as_bytes());
+            body.push(b'}');
         }
         None => body.extend_from_slice(b",\"credits\":null"),
     }
-    let _ = write!(
-        body,
-        ",\"ratelimit\":{{\"limit\":{},\"remaining\":{},\"reset_secs\":{}}}}}",
-        rate.limit, rate.remaining, rate.reset_secs
-    );
+    body.extend_from_slice(b",\"ratelimit\":{\"limit\":");
+    body.extend_from_slice(Decimal::of(rate.limit.into()).as_bytes());
+    body.extend_from_slice(b",\"remaining\":");
+    body.extend_from_slice(Decimal::of(rate.remaining).as_bytes());
+    body.extend_from_slice(b",\"reset_secs\":");
+    body.extend_from_slice(Decimal::of(rate.reset_secs).as_bytes());
+    body.extend_from_slice(b"}}");
     body
 }
 
@@ -217,6 +223,11 @@ pub async fn verify(
     Ok(res)
 }
 
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_GATEHOUSE_KEY_ID: HeaderName = HeaderName::from_static("x-gatehouse-key-id");
+const X_GATEHOUSE_PROJECT_ID: HeaderName = HeaderName::from_static("x-gatehouse-project-id");
+const X_GATEHOUSE_SCOPES: HeaderName = HeaderName::from_static("x-gatehouse-scopes");
+
 /// Forward-auth for nginx `auth_request`, Caddy `forward_auth` and Traefik
 /// `ForwardAuth` (any method). The key comes from `Authorization: Bearer`
 /// or `X-API-Key`; the original method and path from the proxy's headers
@@ -248,7 +259,7 @@ pub async fn check(
 ) -> ApiResult<HttpResponse> {
     let raw = match bearer_token(req.headers()) {
         Some(token) => token,
-        None => match req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+        None => match req.headers().get(&X_API_KEY).and_then(|v| v.to_str().ok()) {
             Some(key) => key.trim(),
             None => {
                 state
@@ -296,18 +307,9 @@ pub async fn check(
             state.metrics.observe_verification("forward_auth", "valid");
             let mut res = HttpResponse::Ok().finish();
             let h = res.headers_mut();
-            h.insert(
-                HeaderName::from_static("x-gatehouse-key-id"),
-                rendered.key_id(),
-            );
-            h.insert(
-                HeaderName::from_static("x-gatehouse-project-id"),
-                rendered.project_id(),
-            );
-            h.insert(
-                HeaderName::from_static("x-gatehouse-scopes"),
-                rendered.scopes(),
-            );
+            h.insert(X_GATEHOUSE_KEY_ID, rendered.key_id());
+            h.insert(X_GATEHOUSE_PROJECT_ID, rendered.project_id());
+            h.insert(X_GATEHOUSE_SCOPES, rendered.scopes());
             for (name, value) in rate_headers.into_iter().flatten() {
                 h.insert(name, value);
             }
