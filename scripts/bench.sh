@@ -8,7 +8,9 @@
 #      (examples/floor.rs), both with the same number of workers;
 #   2. verification with ~1,000 vs ~1,000,000 stored keys;
 #   3. memory: 1,000,000 keys stored, 100,000 distinct ones verified (the
-#      cache full at its default size): ready time, RSS before and after.
+#      cache full at its default size): ready time, RSS before and after;
+#   4. verify on the PostgreSQL backend against the SQLite one, alternately
+#      (a cache hit touches neither: the two should cost the same).
 #
 # Usage: scripts/bench.sh            (from anywhere; takes about 6 minutes)
 #
@@ -26,6 +28,11 @@
 #   BENCH_MEMORY_DURATION=10 seconds of each memory run; runs repeat (up to 12)
 #                            until every key was verified
 #   BENCH_SKIP_SCALE=1       skip parts 2 and 3 (they need the large table)
+#   BENCH_PG_URL=URL         a PostgreSQL server where a database may be created
+#                            for part 4 (default postgres://postgres@127.0.0.1:5432/postgres);
+#                            it is dropped afterwards
+#   BENCH_SKIP_PG=1          skip part 4 (it also skips, saying so, when psql is
+#                            missing or the server does not answer)
 #   BENCH_NO_BUILD=1         use the existing release build
 #   BENCH_BIN=PATH           benchmark this gatehouse binary (implies no build;
 #                            the floor and key generator must be built already)
@@ -89,6 +96,10 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-bench.XXXXXX")
 DATA="$WORK/data"
 FAILED=0
 declare -A PID URL STARTUP_MS LOG
+# Extra environment for the next start_server (e.g. the database URL).
+SERVER_ENV=()
+PG_ADMIN_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_DB=""
 
 cleanup() {
     local rc=$? name
@@ -98,6 +109,9 @@ cleanup() {
             wait "${PID[$name]}" 2>/dev/null || true
         fi
     done
+    if [[ -n "$PG_DB" ]]; then
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
     if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
         echo "bench: kept $WORK" >&2
     else
@@ -153,6 +167,7 @@ start_server() {
     local name=$1 dir=$2 out="$WORK/server-$1.out" err="$WORK/server-$1.err"
     local t0 deadline code port="" pid
     t0=$(now_ms)
+    env "${SERVER_ENV[@]}" \
     GATEHOUSE_DEV__EXPOSE_CODES=true \
     GATEHOUSE_HTTP__WORKERS=$WORKERS \
     GATEHOUSE_AUTH__SEND_CODE_INTERVAL_SECS=1 \
@@ -434,6 +449,52 @@ say "  forward-auth / healthz: ${FA_RATIO}x  (rounds: $(round_ratios forward-aut
 say "  verify       / healthz: ${VE_RATIO}x  (rounds: $(round_ratios verify healthz))  target <= 1.5x: $(verdict "$VE_RATIO" 1.5)"
 say ""
 
+# ---------------------------------------------------------------- postgres
+# The same verify run on a server whose data is in PostgreSQL, alternating
+# with the SQLite server above. Both answer from their cache; what differs
+# is only what happens off the request path (usage written as increments).
+P=""
+if [[ "${BENCH_SKIP_PG:-0}" == 1 ]]; then
+    say "== verify on PostgreSQL: skipped (BENCH_SKIP_PG=1)"
+elif ! command -v psql >/dev/null 2>&1; then
+    say "== verify on PostgreSQL: skipped (psql is not installed)"
+elif ! psql -q "$PG_ADMIN_URL" -c "SELECT 1" >/dev/null 2>&1; then
+    say "== verify on PostgreSQL: skipped (no answer from $PG_ADMIN_URL; set BENCH_PG_URL)"
+else
+    P="verify@postgres"
+    PG_DB="gh_bench_$$"
+    psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $PG_DB" >/dev/null
+    PG_URL=$(sed "s#/[^/?]*\([?].*\)\?\$#/$PG_DB\1#" <<<"$PG_ADMIN_URL")
+    say "== verify on PostgreSQL (database $PG_DB) vs SQLite, $ROUNDS interleaved rounds"
+    SERVER_ENV=("GATEHOUSE_DATABASE__URL=$PG_URL")
+    start_server pg "$WORK/data-pg"
+    SERVER_ENV=()
+    PG_BASE=${URL[pg]}
+    SENT=$(post_json "$PG_BASE/api/v1/auth/send-code" -d "{\"email\":\"$EMAIL\"}")
+    CODE=$(json_field code <<<"$SENT")
+    LOGIN=$(post_json "$PG_BASE/api/v1/auth/verify-code" -d "{\"email\":\"$EMAIL\",\"code\":\"$CODE\"}")
+    PG_TOKEN=$(json_field access_token <<<"$LOGIN")
+    [[ -n "$PG_TOKEN" ]] || die "postgres server: login failed: $LOGIN"
+    CREATED=$(post_json "$PG_BASE/api/v1/api-keys" -H "Authorization: Bearer $PG_TOKEN" \
+        -d '{"name":"bench","rate_limit":{"limit":1000000000,"window_secs":60}}')
+    PG_KEY=$(json_field plaintext_key <<<"$CREATED")
+    [[ -n "$PG_KEY" ]] || die "postgres server: creating the key failed: $CREATED"
+    BODY=$(post_json "$PG_BASE/api/v1/keys/verify" -d "{\"key\":\"$PG_KEY\"}")
+    [[ "$BODY" == *'"valid":true'* ]] || die "postgres server: verify did not accept its key: $BODY"
+    say "  postgres server on $PG_BASE (ready after ${STARTUP_MS[pg]} ms), key ${PG_KEY:0:16}..."
+    for round in $(seq 1 "$ROUNDS"); do
+        say " round $round"
+        measure "verify@sqlite" main /api/v1/keys/verify -s "$VERIFY_LUA"
+        GATEHOUSE_BENCH_KEY="$PG_KEY" measure "$P" pg /api/v1/keys/verify -s "$VERIFY_LUA"
+    done
+    stop_server pg
+    PG_RATIO=$(ratio "$(cpu_of "$P")" "$(cpu_of verify@sqlite)")
+    PG_OK=$(verdict "$PG_RATIO" 1.10)
+    say ""
+    say "  CPU per verify: $(cpu_of verify@sqlite) us on SQLite, $(cpu_of "$P") us on PostgreSQL: ${PG_RATIO}x  (rounds: $(round_ratios "$P" verify@sqlite))  target within 10%: $PG_OK"
+    say ""
+fi
+
 # ---------------------------------------------------------------- scale
 S="" L=""
 if [[ "${BENCH_SKIP_SCALE:-0}" != 1 ]]; then
@@ -537,7 +598,7 @@ fi
 # ---------------------------------------------------------------- summary
 say "== summary (req/s and CPU/request over all rounds; latencies: median of the rounds' p50 and p99)"
 printf '  %-16s %10s %10s %10s %12s %12s  %s\n' run req/s p50 p99 requests "CPU us/req" "CPU us/req per round"
-for label in floor healthz forward-auth verify $S $L; do
+for label in floor healthz forward-auth verify ${P:+verify@sqlite} $P $S $L; do
     printf '  %-16s %10s %10s %10s %12s %12s  %s\n' "$label" "$(rps_of "$label")" \
         "$(fmt_us "$(median <<<"${RUN_P50[$label]}")")" "$(fmt_us "$(median <<<"${RUN_P99[$label]}")")" \
         "${REQS[$label]}" "$(cpu_of "$label")" "${RUN_CPU[$label]# }"
@@ -551,6 +612,9 @@ target "verify CPU/request <= 1.8x the floor" "${VE_FLOOR}x (rounds: $(round_rat
 target "healthz CPU/request <= 1.2x the floor" "${HZ_FLOOR}x (rounds: $(round_ratios healthz floor))" "$(verdict "$HZ_FLOOR" 1.2)"
 target "forward-auth CPU/request <= 1.3x healthz" "${FA_RATIO}x (rounds: $(round_ratios forward-auth healthz))" "$(verdict "$FA_RATIO" 1.3)"
 target "verify CPU/request <= 1.5x healthz" "${VE_RATIO}x (rounds: $(round_ratios verify healthz))" "$(verdict "$VE_RATIO" 1.5)"
+if [[ -n "$P" ]]; then
+    target "verify CPU/request on PostgreSQL within 10% of SQLite" "${PG_RATIO}x (rounds: $(round_ratios "$P" verify@sqlite))" "$PG_OK"
+fi
 if [[ -n "$L" ]]; then
     target "verify CPU/request, $SCALE_KEYS vs $BASE_KEYS keys, within 10%" "${CPU_SCALE}x" "$SCALE_OK"
     target "start-up to ready < 1 s with $SCALE_KEYS keys" "${MEM_READY_MS} ms (${STARTUP_MS[small]} ms with $BASE_KEYS)" "$(verdict "$MEM_READY_MS" 999)"
