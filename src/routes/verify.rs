@@ -212,11 +212,8 @@ pub async fn verify(
     };
     let mut res = HttpResponse::Ok().body(body);
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_TYPE, crate::http::APPLICATION_JSON);
+    h.insert(header::CACHE_CONTROL, crate::http::NO_STORE);
     for (name, value) in rate_headers.into_iter().flatten() {
         h.insert(name, value);
     }
