@@ -229,17 +229,17 @@ impl Rendered {
     /// Appends the JSON members of a valid verify answer, without braces:
     /// `"key_id":...,"owner_id":...`.
     pub fn write_verify_members(&self, out: &mut Vec<u8>) {
-        let values = self.text[..self.members_end as usize]
-            .split(|&b| b == 0)
-            .take(VERIFY_MEMBERS.len());
-        for (i, (name, value)) in VERIFY_MEMBERS.iter().zip(values).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            out.extend_from_slice(value);
+        // Two copies per member (its name with the comma before it, then its
+        // value), the values' ends found with `memchr`.
+        let text = &self.text[..self.members_end as usize];
+        let mut start = 0;
+        for (prefix, end) in VERIFY_MEMBER_PREFIXES
+            .iter()
+            .zip(memchr::memchr_iter(0, text))
+        {
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(&text[start..end]);
+            start = end + 1;
         }
     }
 
@@ -307,6 +307,19 @@ const VERIFY_MEMBERS: [&str; 9] = [
     "metadata",
     "expires_at",
     "owner_id",
+];
+
+/// [`VERIFY_MEMBERS`] as they are written before each value.
+const VERIFY_MEMBER_PREFIXES: [&[u8]; 9] = [
+    b"\"key_id\":",
+    b",\"project_id\":",
+    b",\"name\":",
+    b",\"type\":",
+    b",\"environment\":",
+    b",\"scopes\":",
+    b",\"metadata\":",
+    b",\"expires_at\":",
+    b",\"owner_id\":",
 ];
 
 /// Writing a value as JSON into a buffer, for [`Rendered::new`].
@@ -1005,6 +1018,18 @@ mod memory_tests {
             revoked_at: None,
             created_by: None,
             rotated_to: None,
+        }
+    }
+
+    #[test]
+    fn member_prefixes_are_the_member_names() {
+        for (i, (prefix, name)) in VERIFY_MEMBER_PREFIXES
+            .iter()
+            .zip(VERIFY_MEMBERS)
+            .enumerate()
+        {
+            let comma = if i == 0 { "" } else { "," };
+            assert_eq!(*prefix, format!("{comma}\"{name}\":").as_bytes());
         }
     }
 
