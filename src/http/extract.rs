@@ -69,9 +69,9 @@ pub fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str
 /// Parses a JSON body read as bytes, with the same answers as the JSON
 /// extractor (415 without a JSON content type, 422 naming the problem), for
 /// handlers on the hot path that skip the extractor's media-type parsing.
-pub fn parse_json<T: serde::de::DeserializeOwned>(
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(
     req: &HttpRequest,
-    body: &[u8],
+    body: &'a [u8],
 ) -> Result<T, ApiError> {
     let is_json = req
         .headers()
