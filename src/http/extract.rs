@@ -69,26 +69,59 @@ pub fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str
 /// Parses a JSON body read as bytes, with the same answers as the JSON
 /// extractor (415 without a JSON content type, 422 naming the problem), for
 /// handlers on the hot path that skip the extractor's media-type parsing.
-pub fn parse_json<T: serde::de::DeserializeOwned>(
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(
     req: &HttpRequest,
-    body: &[u8],
+    body: &'a [u8],
 ) -> Result<T, ApiError> {
     let is_json = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|m| {
-            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-        });
+        .is_some_and(is_json_media_type);
     if !is_json {
         return Err(ApiError::new(ErrorCode::UnsupportedMediaType));
     }
     serde_json::from_slice(body).map_err(|e| json_error(JsonPayloadError::Deserialize(e)))
+}
+
+/// Whether a `Content-Type` value names JSON (`application/json` or
+/// `application/*+json`, any case, parameters ignored), without allocating.
+fn is_json_media_type(value: &str) -> bool {
+    let m = value.split(';').next().unwrap_or("").trim().as_bytes();
+    const APP: &[u8] = b"application/";
+    const JSON: &[u8] = b"+json";
+    m.eq_ignore_ascii_case(b"application/json")
+        || (m.len() >= APP.len()
+            && m[..APP.len()].eq_ignore_ascii_case(APP)
+            && m.len() >= JSON.len()
+            && m[m.len() - JSON.len()..].eq_ignore_ascii_case(JSON))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_media_type;
+
+    #[test]
+    fn json_media_types() {
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ",
+            "application/problem+json",
+            "APPLICATION/VND.API+JSON;v=1",
+        ] {
+            assert!(is_json_media_type(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "text/json",
+            "application/jsonx",
+            "application/",
+            "application/xml",
+            "text/plain+json",
+            "json",
+        ] {
+            assert!(!is_json_media_type(no), "{no}");
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //!   only a loopback TCP peer that came through no proxy and asked for a
 //!   loopback host.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -177,6 +178,7 @@ where
         ready(Ok(LocalHostsService {
             service,
             public_host: self.public_host.clone(),
+            last_allowed: RefCell::new(Vec::new()),
         }))
     }
 }
@@ -184,6 +186,10 @@ where
 pub struct LocalHostsService<S> {
     service: S,
     public_host: Option<Rc<str>>,
+    /// The last `Host` header value allowed on this worker: clients send
+    /// the same one on every request, and comparing it is cheaper than
+    /// parsing it again ([`local_mode_allows`] depends on nothing else).
+    last_allowed: RefCell<Vec<u8>>,
 }
 
 type Passed<B> = fn(ServiceResponse<B>) -> ServiceResponse<EitherBody<B>>;
@@ -199,12 +205,22 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .map(|v| v.to_str().unwrap_or("\u{0}"));
+        let value = req.headers().get(header::HOST);
+        let host = value.map(|v| v.to_str().unwrap_or("\u{0}"));
+        // (Empty before the first allowed host; an empty Host is refused.)
+        let seen =
+            value.is_some_and(|v| !v.is_empty() && *self.last_allowed.borrow() == v.as_bytes());
         let allowed = match host {
-            Some(h) => local_mode_allows(Some(h), self.public_host.as_deref()),
+            Some(_) if seen => true,
+            Some(h) => {
+                let allowed = local_mode_allows(Some(h), self.public_host.as_deref());
+                if allowed && h.len() <= 256 {
+                    let mut last = self.last_allowed.borrow_mut();
+                    last.clear();
+                    last.extend_from_slice(h.as_bytes());
+                }
+                allowed
+            }
             None => local_mode_allows(
                 req.uri().authority().map(|a| a.as_str()),
                 self.public_host.as_deref(),

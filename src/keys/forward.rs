@@ -10,7 +10,9 @@
 //! families still disagree, or a header is repeated, the check is refused
 //! rather than decided on the friendlier value.
 
-use actix_web::http::header::{HeaderMap, HeaderName};
+use std::borrow::Cow;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// Longest original path accepted (bytes, before normalising).
 pub const MAX_PATH_LEN: usize = 8192;
@@ -192,46 +194,85 @@ impl Refusal {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Original<'a> {
     pub method: &'a str,
-    /// Normalised ([`normalize_path`]).
-    pub path: String,
+    /// Normalised ([`normalize_path`]); borrowed from the header when it
+    /// already was.
+    pub path: Cow<'a, str>,
 }
 
-/// The proxy's headers, as names built once (a name given as text is
-/// parsed again on every lookup).
-const X_FORWARDED_METHOD: (HeaderName, &str) = (
-    HeaderName::from_static("x-forwarded-method"),
-    "x-forwarded-method",
-);
-const X_ORIGINAL_METHOD: (HeaderName, &str) = (
-    HeaderName::from_static("x-original-method"),
-    "x-original-method",
-);
-const X_FORWARDED_URI: (HeaderName, &str) = (
-    HeaderName::from_static("x-forwarded-uri"),
-    "x-forwarded-uri",
-);
-const X_ORIGINAL_URI: (HeaderName, &str) =
-    (HeaderName::from_static("x-original-uri"), "x-original-uri");
+/// The proxy's headers, as names built once, in the order of
+/// [`Reported`]'s slots, with their names for messages.
+const REPORTED: [(HeaderName, &str); 4] = [
+    (
+        HeaderName::from_static("x-forwarded-method"),
+        "x-forwarded-method",
+    ),
+    (
+        HeaderName::from_static("x-original-method"),
+        "x-original-method",
+    ),
+    (
+        HeaderName::from_static("x-forwarded-uri"),
+        "x-forwarded-uri",
+    ),
+    (HeaderName::from_static("x-original-uri"), "x-original-uri"),
+];
+const FORWARDED_METHOD: usize = 0;
+const ORIGINAL_METHOD: usize = 1;
+const FORWARDED_URI: usize = 2;
+const ORIGINAL_URI: usize = 3;
 
-fn single<'a>(
-    headers: &'a HeaderMap,
-    (header, name): (HeaderName, &'static str),
-) -> Result<Option<&'a str>, Refusal> {
-    let mut values = headers.get_all(&header);
-    let Some(first) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(Refusal::Unreadable(name));
+/// The proxy's four headers, found in one pass over the request's headers
+/// (each lookup by name would hash the name again), with whether each was
+/// repeated.
+struct Reported<'a> {
+    values: [Option<&'a HeaderValue>; 4],
+    repeated: [bool; 4],
+}
+
+impl<'a> Reported<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut found = Reported {
+            values: [None; 4],
+            repeated: [false; 4],
+        };
+        for (name, value) in headers.iter() {
+            if let Some(i) = REPORTED.iter().position(|(n, _)| n == name) {
+                found.repeated[i] |= found.values[i].is_some();
+                found.values[i] = Some(value);
+            }
+        }
+        found
     }
-    first
-        .to_str()
-        .map(|v| Some(v.trim()))
-        .map_err(|_| Refusal::Unreadable(name))
+
+    /// The header's value, trimmed; refused when repeated or not text.
+    fn single(&self, i: usize) -> Result<Option<&'a str>, Refusal> {
+        let name = REPORTED[i].1;
+        let Some(value) = self.values[i] else {
+            return Ok(None);
+        };
+        if self.repeated[i] {
+            return Err(Refusal::Unreadable(name));
+        }
+        value
+            .to_str()
+            .map(|v| Some(v.trim()))
+            .map_err(|_| Refusal::Unreadable(name))
+    }
 }
 
 fn is_method(m: &str) -> bool {
     (1..=32).contains(&m.len()) && m.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
+/// [`normalize_path`], borrowing `raw` (without its query) when it is
+/// already normal.
+fn normalize_borrowed(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let path = &raw[..end];
+    if path.len() <= MAX_PATH_LEN && path.starts_with('/') && is_normal(path.as_bytes()) {
+        return Ok(Cow::Borrowed(path));
+    }
+    normalize_path(raw).map(Cow::Owned)
 }
 
 /// Reads the original method and path from the proxy's headers. The method
@@ -240,8 +281,9 @@ pub fn original_request<'a>(
     headers: &'a HeaderMap,
     own_method: &'a str,
 ) -> Result<Original<'a>, Refusal> {
-    let forwarded_method = single(headers, X_FORWARDED_METHOD)?;
-    let original_method = single(headers, X_ORIGINAL_METHOD)?;
+    let reported = Reported::of(headers);
+    let forwarded_method = reported.single(FORWARDED_METHOD)?;
+    let original_method = reported.single(ORIGINAL_METHOD)?;
     let method = match (forwarded_method, original_method) {
         (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => {
             return Err(Refusal::Disagree("Method"))
@@ -251,9 +293,9 @@ pub fn original_request<'a>(
     if !is_method(method) {
         return Err(Refusal::BadMethod);
     }
-    let forwarded_uri = single(headers, X_FORWARDED_URI)?;
-    let original_uri = single(headers, X_ORIGINAL_URI)?;
-    let normalise = |raw: &str| normalize_path(raw).map_err(Refusal::Path);
+    let forwarded_uri = reported.single(FORWARDED_URI)?;
+    let original_uri = reported.single(ORIGINAL_URI)?;
+    let normalise = |raw: &'a str| normalize_borrowed(raw).map_err(Refusal::Path);
     let path = match (forwarded_uri, original_uri) {
         (None, None) => return Err(Refusal::NoPath),
         (Some(a), Some(b)) => {
@@ -271,7 +313,6 @@ pub fn original_request<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::{HeaderName, HeaderValue};
     use proptest::prelude::*;
 
     #[test]
@@ -346,7 +387,8 @@ mod tests {
     #[test]
     fn the_two_header_families_must_agree() {
         let ok = |pairs: &[(&'static str, &str)]| {
-            original_request(&headers(pairs), "GET").map(|o| (o.method.to_string(), o.path))
+            original_request(&headers(pairs), "GET")
+                .map(|o| (o.method.to_string(), o.path.into_owned()))
         };
         assert_eq!(
             ok(&[("x-forwarded-method", "POST"), ("x-forwarded-uri", "/a")]),
@@ -449,6 +491,15 @@ mod tests {
             if is_normal(raw.as_bytes()) {
                 prop_assert_eq!(normalize_bytes(raw.as_bytes()), Ok(raw.clone()));
             }
+        }
+
+        #[test]
+        fn borrowing_a_normal_path_changes_nothing(raw in path_like(), slash in any::<bool>()) {
+            let raw = if slash { format!("/{raw}") } else { raw };
+            prop_assert_eq!(
+                normalize_borrowed(&raw).map(Cow::into_owned),
+                normalize_path(&raw)
+            );
         }
 
         #[test]

@@ -135,6 +135,15 @@ pub struct Rendered {
     members_end: u32,
     scopes_end: u32,
     policy_end: u32,
+    /// Whether the joined scopes are a valid header value (else the header
+    /// is sent empty). The other header ranges were emptied when invalid.
+    scopes_header: bool,
+}
+
+/// What `HeaderValue::from_bytes` accepts: visible ASCII, space, tab and
+/// bytes above 127 (`http`'s own rule).
+fn is_header_value_byte(b: u8) -> bool {
+    (b >= 32 && b != 127) || b == b'\t'
 }
 
 impl Rendered {
@@ -185,6 +194,26 @@ impl Rendered {
         };
         let key_id = raw_slice(key_id, &k.id);
         let project_id = raw_slice(project_id, &k.project_id);
+        // The header values are checked here, once: a value that is not a
+        // valid header value is sent empty (ids, catalog scopes and digits
+        // always are valid).
+        let valid = |range: (u32, u32)| {
+            text[range.0 as usize..range.1 as usize]
+                .iter()
+                .all(|&b| is_header_value_byte(b))
+        };
+        let key_id = if valid(key_id) { key_id } else { (0, 0) };
+        let project_id = if valid(project_id) {
+            project_id
+        } else {
+            (0, 0)
+        };
+        let scopes_header = valid((members_end, scopes_end));
+        let policy_end = if valid((scopes_end, policy_end)) {
+            policy_end
+        } else {
+            scopes_end
+        };
         text.shrink_to_fit();
         Rendered {
             text: Bytes::from(text),
@@ -193,23 +222,24 @@ impl Rendered {
             members_end,
             scopes_end,
             policy_end,
+            scopes_header,
         }
     }
 
     /// Appends the JSON members of a valid verify answer, without braces:
     /// `"key_id":...,"owner_id":...`.
     pub fn write_verify_members(&self, out: &mut Vec<u8>) {
-        let values = self.text[..self.members_end as usize]
-            .split(|&b| b == 0)
-            .take(VERIFY_MEMBERS.len());
-        for (i, (name, value)) in VERIFY_MEMBERS.iter().zip(values).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            out.extend_from_slice(value);
+        // Two copies per member (its name with the comma before it, then its
+        // value), the values' ends found with `memchr`.
+        let text = &self.text[..self.members_end as usize];
+        let mut start = 0;
+        for (prefix, end) in VERIFY_MEMBER_PREFIXES
+            .iter()
+            .zip(memchr::memchr_iter(0, text))
+        {
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(&text[start..end]);
+            start = end + 1;
         }
     }
 
@@ -220,9 +250,17 @@ impl Rendered {
         self.members_end as usize + names - 1
     }
 
+    /// A header value, sliced from the shared text without copying it or
+    /// checking its bytes again on every request.
     fn header(&self, (start, end): (u32, u32)) -> HeaderValue {
-        HeaderValue::from_maybe_shared(self.text.slice(start as usize..end as usize))
-            .unwrap_or_else(|_| HeaderValue::from_static(""))
+        let bytes = self.text.slice(start as usize..end as usize);
+        debug_assert!(bytes.iter().all(|&b| is_header_value_byte(b)));
+        // SAFETY: the only requirement is that the bytes are a valid header
+        // value; `Rendered::new` checked every header range with
+        // `is_header_value_byte` (http's own rule) and emptied any range that
+        // failed, and `text` is immutable afterwards. (Debug builds of `http`
+        // check again and panic on a violation.)
+        unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) }
     }
 
     /// `X-Gatehouse-Key-Id`.
@@ -237,7 +275,11 @@ impl Rendered {
 
     /// `X-Gatehouse-Scopes`: the key's scopes joined with commas.
     pub fn scopes(&self) -> HeaderValue {
-        self.header((self.members_end, self.scopes_end))
+        if self.scopes_header {
+            self.header((self.members_end, self.scopes_end))
+        } else {
+            HeaderValue::from_static("")
+        }
     }
 
     /// `RateLimit-Policy`, e.g. `"default";q=100;w=60`.
@@ -265,6 +307,19 @@ const VERIFY_MEMBERS: [&str; 9] = [
     "metadata",
     "expires_at",
     "owner_id",
+];
+
+/// [`VERIFY_MEMBERS`] as they are written before each value.
+const VERIFY_MEMBER_PREFIXES: [&[u8]; 9] = [
+    b"\"key_id\":",
+    b",\"project_id\":",
+    b",\"name\":",
+    b",\"type\":",
+    b",\"environment\":",
+    b",\"scopes\":",
+    b",\"metadata\":",
+    b",\"expires_at\":",
+    b",\"owner_id\":",
 ];
 
 /// Writing a value as JSON into a buffer, for [`Rendered::new`].
@@ -964,6 +1019,39 @@ mod memory_tests {
             created_by: None,
             rotated_to: None,
         }
+    }
+
+    #[test]
+    fn member_prefixes_are_the_member_names() {
+        for (i, (prefix, name)) in VERIFY_MEMBER_PREFIXES
+            .iter()
+            .zip(VERIFY_MEMBERS)
+            .enumerate()
+        {
+            let comma = if i == 0 { "" } else { "," };
+            assert_eq!(*prefix, format!("{comma}\"{name}\":").as_bytes());
+        }
+    }
+
+    #[test]
+    fn rendered_header_values_are_checked_once() {
+        let ok = Rendered::new(&bench_record(3), RateLimitConfig::default());
+        assert_eq!(ok.key_id(), "key_00000000000000000003");
+        assert_eq!(ok.scopes(), "keys:read");
+        // Values that cannot be header values are sent empty, as they were
+        // when every request checked them; the scopes still match.
+        let bad = KeyRecord {
+            id: Arc::from("key_\u{1}x"),
+            project_id: Arc::from("prj_\u{7f}"),
+            scopes: vec!["keys:read".into(), "odd\nscope".into()],
+            ..bench_record(3)
+        };
+        let bad = Rendered::new(&bad, RateLimitConfig::default());
+        assert_eq!(bad.key_id(), "");
+        assert_eq!(bad.project_id(), "");
+        assert_eq!(bad.scopes(), "");
+        assert!(bad.scope_names().any(|s| s == "odd\nscope"));
+        assert!(bad.policy().to_str().unwrap().starts_with("\"default\";q="));
     }
 
     #[test]

@@ -23,11 +23,8 @@ pub async fn healthz() -> HttpResponse {
     // and parsing the header values on every probe.
     let mut res = HttpResponse::Ok().body(r#"{"status":"ok"}"#);
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_TYPE, crate::http::APPLICATION_JSON);
+    h.insert(header::CACHE_CONTROL, crate::http::NO_STORE);
     res
 }
 

@@ -2,6 +2,7 @@
 //! the forward-auth endpoint, and leaked-key reports. These are the hot
 //! path: a cached key is checked without any database I/O.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -21,8 +22,11 @@ use crate::routes::views::{whole_number, ObjectBody};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
-pub struct VerifyBody {
-    pub key: String,
+pub struct VerifyBody<'a> {
+    /// Borrowed from the request body when it holds no escapes (no copy).
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub key: Cow<'a, str>,
     /// Every scope listed is required.
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -148,7 +152,7 @@ pub async fn verify(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let parsed: VerifyBody = crate::http::extract::parse_json(&req, &body)?;
+    let parsed: VerifyBody<'_> = crate::http::extract::parse_json(&req, &body)?;
     // serde also reads a struct from an array of its fields.
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(ApiError::validation(
@@ -212,11 +216,8 @@ pub async fn verify(
     };
     let mut res = HttpResponse::Ok().body(body);
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_TYPE, crate::http::APPLICATION_JSON);
+    h.insert(header::CACHE_CONTROL, crate::http::NO_STORE);
     for (name, value) in rate_headers.into_iter().flatten() {
         h.insert(name, value);
     }
