@@ -1,5 +1,6 @@
 //! The plan's monthly verification quota. Each project's limit comes from
-//! its plan (read once, forgotten when the plan changes); the count itself
+//! its plan (read again every [`PLAN_TTL`], and at once on the node that
+//! took the plan change; other nodes follow within that time); the count itself
 //! is spent in storage, one conditional increment per verification
 //! ([`crate::store::spend::SpendRepo::spend_quota`]), so the quota holds
 //! exactly however many processes verify keys of the project. A project
@@ -7,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::keys::usage::Usage;
@@ -14,12 +16,16 @@ use crate::store::{ProjectId, Store, StoreError};
 
 pub struct Quotas {
     config: Arc<Config>,
-    /// The monthly limit of each project seen (`None`: unlimited). Bounded:
-    /// past `MAX_PROJECTS` it starts afresh.
-    limits: Mutex<HashMap<String, Option<u64>>>,
+    /// The monthly limit of each project seen (`None`: unlimited) and when
+    /// it was read. Bounded: past `MAX_PROJECTS` it starts afresh.
+    limits: Mutex<HashMap<String, (Option<u64>, Instant)>>,
 }
 
 const MAX_PROJECTS: usize = 100_000;
+/// How long a project's plan is trusted before it is read again. A plan
+/// changed through another node (a Stripe event it received) applies here
+/// within this time; the counter itself is shared and exact.
+pub const PLAN_TTL: Duration = Duration::from_secs(5);
 
 impl Quotas {
     pub fn new(config: Arc<Config>) -> Self {
@@ -37,8 +43,16 @@ impl Quotas {
         usage: &Usage,
         project_id: &str,
     ) -> Result<Option<u64>, StoreError> {
-        if let Some(limit) = self.limits.lock().expect("quota lock").get(project_id) {
-            return Ok(*limit);
+        let known = self
+            .limits
+            .lock()
+            .expect("quota lock")
+            .get(project_id)
+            .copied();
+        if let Some((limit, read_at)) = known {
+            if read_at.elapsed() < PLAN_TTL {
+                return Ok(limit);
+            }
         }
         let plan = store
             .project(ProjectId::from(project_id))
@@ -46,7 +60,7 @@ impl Quotas {
             .map(|p| p.plan)
             .unwrap_or_else(|| self.config.billing.default_plan.clone());
         let (_, limit) = super::limits(&self.config, &plan);
-        if limit.is_some() {
+        if limit.is_some() && known.is_none_or(|(before, _)| before.is_none()) {
             // A month's counter starts from the stored usage: counts still
             // in memory belong to it too.
             usage.flush(store).await?;
@@ -55,7 +69,7 @@ impl Quotas {
         if limits.len() >= MAX_PROJECTS {
             limits.clear();
         }
-        limits.insert(project_id.to_string(), limit);
+        limits.insert(project_id.to_string(), (limit, Instant::now()));
         Ok(limit)
     }
 

@@ -13,24 +13,26 @@ use crate::webhooks::{add_webhook, Receiver};
 const SECRET: &str = "whsec_billing_test_9f8e7d6c5b4a39281706f5e4";
 
 fn billing_app() -> TestApp {
-    spawn_app_with(|c| {
-        c.billing.stripe_webhook_secret = Some(gatehouse::config::Secret::new(SECRET));
-        c.billing.default_plan = "free".into();
-        c.billing.plans = vec![
-            gatehouse::config::PlanConfig {
-                name: "free".into(),
-                stripe_price_id: None,
-                max_keys: Some(2),
-                monthly_verifications: Some(5),
-            },
-            gatehouse::config::PlanConfig {
-                name: "pro".into(),
-                stripe_price_id: Some("price_pro_monthly".into()),
-                max_keys: Some(100),
-                monthly_verifications: None,
-            },
-        ];
-    })
+    spawn_app_with(plans)
+}
+
+fn plans(c: &mut gatehouse::config::Config) {
+    c.billing.stripe_webhook_secret = Some(gatehouse::config::Secret::new(SECRET));
+    c.billing.default_plan = "free".into();
+    c.billing.plans = vec![
+        gatehouse::config::PlanConfig {
+            name: "free".into(),
+            stripe_price_id: None,
+            max_keys: Some(2),
+            monthly_verifications: Some(5),
+        },
+        gatehouse::config::PlanConfig {
+            name: "pro".into(),
+            stripe_price_id: Some("price_pro_monthly".into()),
+            max_keys: Some(100),
+            monthly_verifications: None,
+        },
+    ];
 }
 
 fn stripe_sig(t: i64, body: &str) -> String {
@@ -327,4 +329,74 @@ fn without_billing_everything_is_unlimited_and_the_webhook_is_absent() {
     );
     assert_eq!(b["billing_enabled"], false);
     post_event(&app, "{}", "t=1,v1=00").assert_error(404, "not_found");
+}
+
+/// Two processes on one database (one SQLite file, or one PostgreSQL
+/// database): a plan changed through one applies on the other within
+/// `billing::quota::PLAN_TTL`, and the shared monthly counter holds.
+#[test]
+fn a_plan_change_through_one_node_applies_on_the_other() {
+    let a = billing_app();
+    let shared_url = std::fs::read_to_string(a.root.join("test-pg-url")).ok();
+    let shared_dir = a.root.join("data");
+    let b = spawn_app_with(move |c| {
+        plans(c);
+        match shared_url {
+            Some(url) => c.database.url = Some(gatehouse::config::Secret::new(url)),
+            None => c.data_dir = shared_dir,
+        }
+    });
+    let t = a.login("payer@acme.test");
+    let project = a.first_project(&t.access);
+    let (_, key) = create_key(&a, &t, json!({ "name": "metered" }));
+    assert_eq!(
+        signed(&a, &checkout("evt_c", &project, "cus_N")).status,
+        200
+    );
+    let upgrade = subscription(
+        "evt_u",
+        "customer.subscription.created",
+        "cus_N",
+        "active",
+        "price_pro_monthly",
+    );
+    assert_eq!(signed(&a, &upgrade).status, 200);
+    // Pro is unlimited: b lets through more than free's 5.
+    for _ in 0..7 {
+        assert_eq!(verify(&b, json!({ "key": key }))["valid"], true);
+    }
+    // The month's counter starts from the stored usage: wait for b's flush.
+    let flushed = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.query_i64("SELECT CAST(coalesce(sum(valid), 0) AS BIGINT) FROM usage_hourly") < 7 {
+        assert!(std::time::Instant::now() < flushed, "b's usage written");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let downgrade = subscription(
+        "evt_d",
+        "customer.subscription.deleted",
+        "cus_N",
+        "canceled",
+        "price_pro_monthly",
+    );
+    assert_eq!(signed(&a, &downgrade).status, 200);
+    assert_eq!(
+        verify(&a, json!({ "key": key }))["code"],
+        "quota_exceeded",
+        "at once on a"
+    );
+    let deadline = std::time::Instant::now()
+        + gatehouse::billing::quota::PLAN_TTL
+        + std::time::Duration::from_secs(2);
+    loop {
+        let v = verify(&b, json!({ "key": key }));
+        if v["code"] == "quota_exceeded" {
+            break;
+        }
+        assert_eq!(v["valid"], true, "{v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b still applies the old plan"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
