@@ -111,6 +111,27 @@ fn nginx(gatehouse_port: u16) -> Option<Proxy> {
         snippet.contains(&format!("127.0.0.1:{upstream}")),
         "the documented config has the expected shape"
     );
+    // The protected service: shows what it was told about the key.
+    let service = format!(
+        r#"server {{
+        listen 127.0.0.1:{upstream};
+        location / {{
+            default_type text/plain;
+            return 200 "key=$http_x_gatehouse_key_id scopes=$http_x_gatehouse_scopes uri=$uri";
+        }}
+    }}"#
+    );
+    Some(start_nginx(
+        bin,
+        dir,
+        port,
+        &format!("{snippet}\n    {service}"),
+    ))
+}
+
+/// Runs nginx from `dir` with `http` as the body of its `http {}` block
+/// (temporary paths under `dir`), and waits until it listens on `port`.
+pub(crate) fn start_nginx(bin: PathBuf, dir: tempfile::TempDir, port: u16, http: &str) -> Proxy {
     let d = dir.path().display();
     let conf = format!(
         r#"worker_processes 1;
@@ -125,15 +146,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    {snippet}
-    # The protected service: shows what it was told about the key.
-    server {{
-        listen 127.0.0.1:{upstream};
-        location / {{
-            default_type text/plain;
-            return 200 "key=$http_x_gatehouse_key_id scopes=$http_x_gatehouse_scopes uri=$uri";
-        }}
-    }}
+    {http}
 }}
 "#
     );
@@ -148,11 +161,11 @@ http {{
         .spawn()
         .expect("nginx starts");
     wait_for_port(port, &mut child, "nginx", &dir.path().join("error.log"));
-    Some(Proxy {
+    Proxy {
         child,
         port,
         _dir: dir,
-    })
+    }
 }
 
 fn caddy(gatehouse_port: u16) -> Option<Proxy> {

@@ -403,7 +403,6 @@ fn sessions_webhooks_and_usage_are_shared_by_the_nodes() {
 /// nginx with `deploy/nginx-gatehouse-cluster.conf`, its two servers
 /// pointed at `nodes`.
 fn nginx_before(nodes: [&Node; 2]) -> Option<crate::proxies::Proxy> {
-    use std::os::unix::process::CommandExt;
     let bin = crate::proxies::find_program("nginx")?;
     let dir = tempfile::tempdir().unwrap();
     let port = crate::helpers::free_port();
@@ -427,40 +426,7 @@ fn nginx_before(nodes: [&Node; 2]) -> Option<crate::proxies::Proxy> {
         snippet.contains(&addr(nodes[1])),
         "the documented config has the expected shape"
     );
-    let d = dir.path().display();
-    let conf = format!(
-        r#"worker_processes 1;
-user root;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    {snippet}
-}}
-"#
-    );
-    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-    let mut child = std::process::Command::new(bin)
-        .arg("-p")
-        .arg(dir.path())
-        .args(["-c", "nginx.conf", "-g", "daemon off;"])
-        .process_group(0)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nginx starts");
-    crate::proxies::wait_for_port(port, &mut child, "nginx", &dir.path().join("error.log"));
-    Some(crate::proxies::Proxy {
-        child,
-        port,
-        _dir: dir,
-    })
+    Some(crate::proxies::start_nginx(bin, dir, port, &snippet))
 }
 
 /// Valid verifications a node has answered (its own /metrics).
