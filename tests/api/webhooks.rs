@@ -285,6 +285,16 @@ fn a_pending_delivery_is_sent_after_a_restart() {
         add_webhook(&app, &t, &receiver.url, &["key.created"]);
         create_key(&app, &t, json!({ "name": "before restart" }));
         receiver.wait_for(1, Duration::from_secs(10));
+        // The first attempt is on record before the node stops: a node that
+        // stops between sending and recording holds its lease until it runs out.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while app.query_i64("SELECT COUNT(*) FROM webhook_deliveries WHERE attempts = 1") != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the first attempt was never recorded"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         t
     }; // stopped with the retry pending
     let app = spawn_app_at(root.path(), |c| c.webhooks.retry_delays_secs = vec![2]);
