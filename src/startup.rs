@@ -36,6 +36,7 @@ impl Application {
     /// Blocking preparation; call it before the async runtime runs. With
     /// `listen` on port 0 the system picks a free port (see [`Self::port`]).
     pub fn build(config: Config) -> Result<Application, StartupError> {
+        crate::keys::store::tune_allocator();
         ensure_data_dir(&config.data_dir)
             .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
         let opened = crate::store::open::open(&config)?;

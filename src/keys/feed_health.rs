@@ -62,10 +62,10 @@ impl FeedHealth {
         Duration::from_millis(now.saturating_sub(self.current_ms.load(Ordering::Acquire)))
     }
 
-    /// Whether a cached entry loaded at `loaded` may answer a check without
-    /// being read again.
-    pub fn vouches_for(&self, loaded: Instant) -> bool {
-        !self.enforced || loaded.elapsed() <= self.max_staleness || self.lag() <= self.max_staleness
+    /// Whether a cached entry read from storage `age` ago may answer a
+    /// check without being read again.
+    pub fn vouches_for(&self, age: Duration) -> bool {
+        !self.enforced || age <= self.max_staleness || self.lag() <= self.max_staleness
     }
 }
 
@@ -78,12 +78,15 @@ mod tests {
         let h = FeedHealth::new(Duration::from_millis(50), true);
         let old = Instant::now();
         h.current_as_of(Instant::now());
-        assert!(h.vouches_for(old));
+        assert!(h.vouches_for(old.elapsed()));
         std::thread::sleep(Duration::from_millis(80));
-        assert!(!h.vouches_for(old), "feed stalled longer than the bound");
-        assert!(h.vouches_for(Instant::now()), "a fresh read is trusted");
+        assert!(
+            !h.vouches_for(old.elapsed()),
+            "feed stalled longer than the bound"
+        );
+        assert!(h.vouches_for(Duration::ZERO), "a fresh read is trusted");
         h.current_as_of(Instant::now());
-        assert!(h.vouches_for(old));
+        assert!(h.vouches_for(old.elapsed()));
         // An older read never moves the mark back.
         h.current_as_of(old);
         assert!(h.lag() < Duration::from_millis(50));
@@ -93,7 +96,7 @@ mod tests {
     fn a_single_sqlite_process_is_not_held_to_it() {
         let h = FeedHealth::new(Duration::from_millis(1), false);
         let old = Instant::now() - Duration::from_secs(60);
-        assert!(h.vouches_for(old));
+        assert!(h.vouches_for(old.elapsed()));
         assert!(h.following());
     }
 }
