@@ -1,6 +1,6 @@
 //! SPEC section 6: email-code login, tokens, cookies, CSRF, redirects.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -566,14 +566,20 @@ fn access_tokens_and_sessions_expire() {
     refresh(&app, &t.refresh).assert_error(401, "invalid_token");
 
     // Absolute: however active, a session ends session_max_secs after login.
-    let app = spawn_app_with(|c| c.auth.session_max_secs = 2);
+    // Times are whole seconds: the session ends at floor(login) + 3, so a
+    // refresh a second after login is always inside it, and 3.1 s after the
+    // login returned is always past it.
+    let app = spawn_app_with(|c| c.auth.session_max_secs = 3);
     let t = app.login("busy-bee@acme.test");
+    let logged_in = Instant::now();
     std::thread::sleep(Duration::from_millis(1000));
     let res = refresh(&app, &t.refresh);
-    assert_eq!(res.status, 200);
+    assert_eq!(res.status, 200, "{}", res.body);
     let next = res.json()["refresh_token"].as_str().unwrap().to_string();
     let access = res.json()["access_token"].as_str().unwrap().to_string();
-    std::thread::sleep(Duration::from_millis(1600));
+    std::thread::sleep(
+        (logged_in + Duration::from_millis(3100)).saturating_duration_since(Instant::now()),
+    );
     refresh(&app, &next).assert_error(401, "invalid_token");
     send(app.authed("GET", "/api/v1/me", &access)).assert_error(401, "invalid_token");
 }
