@@ -479,7 +479,8 @@ impl Db {
     }
 
     /// Deletes what can no longer be used: expired codes, old throttle
-    /// records, expired access tokens, dead sessions and old mail.
+    /// records, past months' quota counters, expired access tokens, dead
+    /// sessions and old mail.
     pub async fn cleanup(&self, limits: SessionLimits) -> DbResult<usize> {
         self.call(move |c| {
             let now = crate::types::now();
@@ -488,6 +489,10 @@ impl Db {
             n += tx.execute("DELETE FROM login_codes WHERE expires_at <= ?1", [now])?;
             n += tx.execute("DELETE FROM code_requests WHERE created_at < ?1", [now - 86_400])?;
             n += tx.execute("DELETE FROM throttles WHERE window_start < ?1", [now - 86_400])?;
+            n += tx.execute(
+                "DELETE FROM quota_counters WHERE period_start < ?1",
+                [now - crate::store::maintenance::QUOTA_COUNTER_RETENTION_SECS],
+            )?;
             n += tx.execute("DELETE FROM access_tokens WHERE expires_at <= ?1", [now])?;
             n += tx.execute(
                 "DELETE FROM sessions WHERE expires_at <= ?1 OR last_used_at < ?2 OR revoked_at < ?3",

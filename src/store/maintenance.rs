@@ -11,12 +11,18 @@ pub struct Retention {
     pub session_idle_secs: i64,
 }
 
+/// How long a month's quota counter is kept after its month began: the
+/// current month started at most 31 days ago, so anything older than this
+/// counts a month that is over (nothing reads it again).
+pub const QUOTA_COUNTER_RETENTION_SECS: i64 = 40 * 86_400;
+
 #[async_trait]
 pub trait Maintenance: Send + Sync {
     /// The database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
-    /// Removes expired codes, throttle records, tokens, dead sessions and old
-    /// mail in one transaction; returns how many rows went.
+    /// Removes expired codes, throttle records, past months' quota
+    /// counters, tokens, dead sessions and old mail in one transaction;
+    /// returns how many rows went.
     async fn cleanup(&self, retention: Retention) -> StoreResult<usize>;
     /// Counts one request against `bucket` (e.g. `leak:192.0.2.7`) in the
     /// fixed window of `window_secs` that holds `now`, across every process

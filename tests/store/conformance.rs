@@ -740,6 +740,13 @@ async fn cleanup_removes_only_what_has_expired(b: Arc<Backend>) {
                 ('mailbox', 'b@acme.test', 's', 'b', {now}, {now}, {now}, {now})",
         old = now - 2 * 86_400,
     ));
+    b.project("proj_cleanup");
+    b.sql(&format!(
+        "INSERT INTO quota_counters (project_id, period_start, used)
+         VALUES ('proj_cleanup', {}, 7), ('proj_cleanup', {}, 3)",
+        now - 62 * 86_400,
+        now - 20 * 86_400,
+    ));
     let removed = b
         .store
         .cleanup(gatehouse::store::maintenance::Retention {
@@ -747,8 +754,13 @@ async fn cleanup_removes_only_what_has_expired(b: Arc<Backend>) {
         })
         .await
         .unwrap();
-    assert_eq!(removed, 2);
+    assert_eq!(removed, 3);
     assert_eq!(b.sql("SELECT count(*) FROM login_codes"), 1);
+    assert_eq!(
+        b.sql("SELECT used FROM quota_counters WHERE project_id = 'proj_cleanup'"),
+        3,
+        "the month that is over goes, the current one stays"
+    );
     assert_eq!(
         b.sql("SELECT count(*) FROM mail_outbox WHERE recipient = 'b@acme.test'"),
         1

@@ -929,6 +929,12 @@ mod maintenance_repo {
                     )
                     .await?;
                 n += tx
+                    .execute(
+                        "DELETE FROM quota_counters WHERE period_start < $1",
+                        &[&(now - crate::store::maintenance::QUOTA_COUNTER_RETENTION_SECS)],
+                    )
+                    .await?;
+                n += tx
                     .execute("DELETE FROM access_tokens WHERE expires_at <= $1", &[&now])
                     .await?;
                 n += tx
