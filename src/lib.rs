@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod drain;
 pub mod error;
 pub mod http;
 pub mod keys;

@@ -39,6 +39,8 @@ pub struct AppState {
     pub openapi_json: String,
     /// Trace export, when configured (`telemetry::traces`).
     pub traces: Option<crate::telemetry::traces::Tracing>,
+    /// The webhook and mail batches in progress, finished before exit.
+    pub work: crate::drain::Drain,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
             openapi_json,
             catalog,
             traces: None,
+            work: crate::drain::Drain::default(),
         }
     }
 
@@ -130,9 +133,18 @@ impl AppState {
         }
     }
 
-    /// Work to finish before the process exits after a graceful stop:
-    /// usage counts still in memory are written.
+    /// Work to finish before the process exits after a graceful stop: the
+    /// webhook deliveries and mail being sent are finished and recorded
+    /// (up to `http.shutdown_timeout_secs`), and usage counts still in
+    /// memory are written.
     pub async fn shutdown(&self) {
+        let grace = std::time::Duration::from_secs(self.config.http.shutdown_timeout_secs);
+        if !self.work.stop(grace).await {
+            tracing::warn!(
+                "webhook deliveries or mail still in progress at shutdown; \
+                 they are sent again once their claim runs out"
+            );
+        }
         match self.keys.usage.flush(&*self.store).await {
             Ok(()) => tracing::info!("usage written; stopped"),
             Err(e) => tracing::error!(error = %e, "usage could not be written at shutdown"),

@@ -224,7 +224,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Worker threads; 0 = one per CPU core.
     pub workers: usize,
-    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT; then
+    /// as long again for webhook deliveries and mail being sent.
     pub shutdown_timeout_secs: u64,
 }
 

@@ -78,6 +78,10 @@ pub async fn run(state: web::Data<AppState>) {
     };
     let wake = state.mailer.wake_handle();
     loop {
+        // A graceful stop waits for the batch to be sent and recorded.
+        let Some(busy) = state.work.begin() else {
+            return;
+        };
         let now = crate::types::now();
         // Claimed with a lease: one node sends each message; if this one dies
         // mid-send, the message is due again when the lease runs out.
@@ -89,6 +93,7 @@ pub async fn run(state: web::Data<AppState>) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the mail outbox"),
         }
+        drop(busy);
         let now = crate::types::now();
         let wait = match state.store.next_mail_due().await {
             Ok(Some(due)) => (due - now).clamp(0, 30) as u64,

@@ -56,6 +56,10 @@ pub async fn run(state: web::Data<AppState>) {
         .saturating_add(30)
         .saturating_mul(1000);
     loop {
+        // A graceful stop waits for the batch to be sent and recorded.
+        let Some(busy) = state.work.begin() else {
+            return;
+        };
         match state
             .store
             .claim_due_deliveries(now_ms(), 20, lease_ms)
@@ -71,6 +75,7 @@ pub async fn run(state: web::Data<AppState>) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read webhook deliveries"),
         }
+        drop(busy);
         let wait_ms = match state.store.next_delivery_due().await {
             Ok(Some(due)) => (due - now_ms()).clamp(50, 1000),
             _ => 1000,

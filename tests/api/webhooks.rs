@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::helpers::{send, send_body, spawn_app, spawn_app_at, spawn_app_with, TestApp, Tokens};
+use crate::helpers::{
+    query_i64_at, send, send_body, spawn_app, spawn_app_at, spawn_app_with, TestApp, Tokens,
+};
 use crate::keys::create_key;
 
 #[derive(Clone, Debug)]
@@ -39,8 +41,18 @@ impl Receiver {
         Self::start_on("127.0.0.1", statuses)
     }
 
+    /// A receiver that takes `delay` to answer each request (recorded as
+    /// soon as it arrived).
+    pub fn start_slow(statuses: Vec<u16>, delay: Duration) -> Receiver {
+        Self::listen("127.0.0.1", statuses, delay)
+    }
+
     /// A receiver on the loopback address `ip` (`127.0.0.1` or `::1`).
     pub fn start_on(ip: &str, statuses: Vec<u16>) -> Receiver {
+        Self::listen(ip, statuses, Duration::ZERO)
+    }
+
+    fn listen(ip: &str, statuses: Vec<u16>, delay: Duration) -> Receiver {
         let addr: std::net::IpAddr = ip.parse().unwrap();
         let listener = TcpListener::bind((addr, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -90,6 +102,7 @@ impl Receiver {
                     .or(statuses.last())
                     .copied()
                     .unwrap_or(200);
+                std::thread::sleep(delay);
                 let _ = write!(
                     stream,
                     "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -301,6 +314,32 @@ fn a_pending_delivery_is_sent_after_a_restart() {
     let got = receiver.wait_for(2, Duration::from_secs(20));
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
     let _ = (app, t);
+}
+
+#[test]
+fn a_graceful_stop_finishes_and_records_the_delivery_in_progress() {
+    let root = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start_slow(vec![200], Duration::from_millis(1500));
+    {
+        let app = spawn_app_at(root.path(), |_| {});
+        let t = app.login("stop@acme.test");
+        add_webhook(&app, &t, &receiver.url, &["key.created"]);
+        create_key(&app, &t, json!({ "name": "during a stop" }));
+        // The request has arrived; its answer comes 1.5 s later.
+        receiver.wait_for(1, Duration::from_secs(10));
+    } // stopped gracefully while the receiver is still answering
+    assert_eq!(
+        query_i64_at(
+            root.path(),
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered' AND attempts = 1"
+        ),
+        1,
+        "the attempt in progress was finished and recorded before the process stopped"
+    );
+    // Nothing is sent again after a restart.
+    let _app = spawn_app_at(root.path(), |_| {});
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(receiver.got.lock().unwrap().len(), 1);
 }
 
 #[test]
