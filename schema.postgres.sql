@@ -259,3 +259,8 @@ CREATE TABLE throttles (
     window_start  BIGINT NOT NULL,
     hits          BIGINT NOT NULL
 );
+
+-- migration: 6 sliding per-address throttles
+-- The previous window's count, weighted by how much of it lies within the
+-- last window's length (store::maintenance::throttle_verdict).
+ALTER TABLE throttles ADD COLUMN prev_hits BIGINT NOT NULL DEFAULT 0;

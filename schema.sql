@@ -269,3 +269,8 @@ CREATE TABLE throttles (
     window_start  INTEGER NOT NULL,
     hits          INTEGER NOT NULL
 );
+
+-- migration: 10 sliding per-address throttles
+-- The previous window's count, weighted by how much of it lies within the
+-- last window's length (store::maintenance::throttle_verdict).
+ALTER TABLE throttles ADD COLUMN prev_hits INTEGER NOT NULL DEFAULT 0;

@@ -514,17 +514,24 @@ impl Maintenance for SqliteStore {
     ) -> StoreResult<Option<i64>> {
         use super::maintenance::{throttle_verdict, throttle_window, THROTTLE_HIT};
         let start = throttle_window(now, window_secs);
-        let hits: i64 = self
+        let (hits, prev_hits): (i64, i64) = self
             .db
             .call(move |c| {
                 Ok(c.query_row(
                     &THROTTLE_HIT.replace('$', "?"),
-                    rusqlite::params![bucket, start],
-                    |r| r.get(0),
+                    rusqlite::params![bucket, start, window_secs],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )?)
             })
             .await?;
-        Ok(throttle_verdict(hits, limit, start, window_secs, now))
+        Ok(throttle_verdict(
+            hits,
+            prev_hits,
+            limit,
+            start,
+            window_secs,
+            now,
+        ))
     }
 }
 

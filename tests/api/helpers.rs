@@ -713,7 +713,8 @@ pub fn login_directly(app: &TestApp, email: &str) -> Tokens {
 }
 
 /// Waits, when needed, so that the next few seconds fall in one clock
-/// minute (the per-address throttles count per fixed minute).
+/// minute (the per-address throttles count per minute, and the previous
+/// minute's count still weighs on the next).
 pub fn early_in_a_minute() {
     let second = gatehouse::types::now().rem_euclid(60);
     if second > 45 {

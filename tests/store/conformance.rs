@@ -125,6 +125,7 @@ conformance!(
     due_deliveries_are_claimed_by_one_worker_with_a_lease,
     mail_is_claimed_by_one_worker_and_erased_once_sent,
     cleanup_removes_only_what_has_expired,
+    throttles_count_every_hit_and_slide_across_windows,
     concurrent_demotions_never_leave_a_project_without_an_owner,
     send_code_is_throttled_across_concurrent_requests,
     a_code_logs_in_once_and_every_attempt_counts,
@@ -765,6 +766,47 @@ async fn cleanup_removes_only_what_has_expired(b: Arc<Backend>) {
         b.sql("SELECT count(*) FROM mail_outbox WHERE recipient = 'b@acme.test'"),
         1
     );
+}
+
+async fn throttles_count_every_hit_and_slide_across_windows(b: Arc<Backend>) {
+    let hit = |bucket: &'static str, now: i64| {
+        let b = b.clone();
+        async move {
+            b.store
+                .throttle_hit(bucket.to_string(), 60, 10, now)
+                .await
+                .unwrap()
+        }
+    };
+    // 20 at once in one window, as several nodes would send them: exactly
+    // the limit gets through.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(hit("t:concurrent", 6_050)))
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.unwrap().is_none() {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 10);
+    // The next window, 10 s in: the 20 still weigh 20 * 50/60, refused.
+    let wait = hit("t:concurrent", 6_070).await.expect("refused");
+    assert!((1..=120).contains(&wait), "{wait}");
+    // Later in the window, 20 * 5/60 + 2 is within 10.
+    assert_eq!(hit("t:concurrent", 6_115).await, None);
+    assert_eq!(
+        b.sql("SELECT prev_hits * 100 + hits FROM throttles WHERE bucket = 't:concurrent'"),
+        20 * 100 + 2
+    );
+    // Windows later, nothing of it is left.
+    assert_eq!(hit("t:concurrent", 7_000).await, None);
+    assert_eq!(
+        b.sql("SELECT prev_hits FROM throttles WHERE bucket = 't:concurrent'"),
+        0
+    );
+    // Another bucket is counted on its own.
+    assert_eq!(hit("t:other", 6_070).await, None);
 }
 
 async fn concurrent_demotions_never_leave_a_project_without_an_owner(b: Arc<Backend>) {

@@ -967,13 +967,20 @@ mod maintenance_repo {
             use crate::store::maintenance::{throttle_verdict, throttle_window, THROTTLE_HIT};
             let start = throttle_window(now, window_secs);
             let client = self.client().await?;
-            let hits: i64 = client
-                .query_one(THROTTLE_HIT, &[&bucket, &start])
+            let row = client
+                .query_one(THROTTLE_HIT, &[&bucket, &start, &window_secs])
                 .await
-                .map_err(PgError::from)?
-                .try_get(0)
                 .map_err(PgError::from)?;
-            Ok(throttle_verdict(hits, limit, start, window_secs, now))
+            let hits: i64 = row.try_get(0).map_err(PgError::from)?;
+            let prev_hits: i64 = row.try_get(1).map_err(PgError::from)?;
+            Ok(throttle_verdict(
+                hits,
+                prev_hits,
+                limit,
+                start,
+                window_secs,
+                now,
+            ))
         }
     }
 }
