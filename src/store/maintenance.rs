@@ -67,8 +67,7 @@ pub fn throttle_window(now: i64, window_secs: i64) -> i64 {
 /// double its allowance by bunching requests around a window's boundary,
 /// as it could with fixed windows.
 pub fn throttle_verdict(
-    hits: i64,
-    prev_hits: i64,
+    (hits, prev_hits): (i64, i64),
     limit: i64,
     window_start: i64,
     window_secs: i64,
@@ -103,29 +102,29 @@ mod tests {
     #[test]
     fn a_first_window_counts_like_a_fixed_one() {
         assert_eq!(throttle_window(125, 60), 120);
-        assert_eq!(throttle_verdict(30, 0, 30, 120, 60, 125), None);
+        assert_eq!(throttle_verdict((30, 0), 30, 120, 60, 125), None);
         // The 31st is refused. In the next window the 31 still weigh:
         // one more fits 4 s into it (31 * 56/60 + 1 <= 30), 59 s from now.
-        assert_eq!(throttle_verdict(31, 0, 30, 120, 60, 125), Some(59));
+        assert_eq!(throttle_verdict((31, 0), 30, 120, 60, 125), Some(59));
     }
 
     #[test]
     fn the_previous_window_still_counts_as_it_slides_out() {
         // 10 in the previous minute; at 10 s into this one, 10 * 50/60 of
         // them still count: 8.3 + 1 hit is within 10, + 2 is over.
-        assert_eq!(throttle_verdict(1, 10, 10, 120, 60, 130), None);
-        assert_eq!(throttle_verdict(2, 10, 10, 120, 60, 130), Some(8));
+        assert_eq!(throttle_verdict((1, 10), 10, 120, 60, 130), None);
+        assert_eq!(throttle_verdict((2, 10), 10, 120, 60, 130), Some(8));
         // A burst at the end of one window and the start of the next is
         // held to the limit, which fixed windows would have doubled.
-        assert!(throttle_verdict(1, 10, 10, 120, 60, 120).is_some());
+        assert!(throttle_verdict((1, 10), 10, 120, 60, 120).is_some());
         // Nothing is left two windows on.
-        assert_eq!(throttle_verdict(1, 0, 10, 240, 60, 240), None);
+        assert_eq!(throttle_verdict((1, 0), 10, 240, 60, 240), None);
     }
 
     #[test]
     fn retry_after_is_when_one_more_request_fits() {
         for (hits, prev, limit, now) in [(31, 0, 30, 125), (2, 10, 10, 130), (50, 40, 10, 179)] {
-            let wait = throttle_verdict(hits, prev, limit, 120, 60, now).unwrap();
+            let wait = throttle_verdict((hits, prev), limit, 120, 60, now).unwrap();
             assert!((1..=120).contains(&wait));
             let fits_at = |t: i64| {
                 let start = throttle_window(t, 60);

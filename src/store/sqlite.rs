@@ -525,8 +525,7 @@ impl Maintenance for SqliteStore {
             })
             .await?;
         Ok(throttle_verdict(
-            hits,
-            prev_hits,
+            (hits, prev_hits),
             limit,
             start,
             window_secs,

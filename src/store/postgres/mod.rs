@@ -974,8 +974,7 @@ mod maintenance_repo {
             let hits: i64 = row.try_get(0).map_err(PgError::from)?;
             let prev_hits: i64 = row.try_get(1).map_err(PgError::from)?;
             Ok(throttle_verdict(
-                hits,
-                prev_hits,
+                (hits, prev_hits),
                 limit,
                 start,
                 window_secs,
