@@ -158,9 +158,27 @@ fn build_app(
 /// The mail delivery worker and the periodic cleanup. They stop with the
 /// actix system; their work is all in the database, so none is lost.
 fn spawn_background_tasks(state: &web::Data<AppState>) {
-    actix_web::rt::spawn(crate::mail::worker::run(state.clone()));
-    actix_web::rt::spawn(crate::webhooks::worker::run(state.clone()));
-    actix_web::rt::spawn(crate::keys::feed::run(state.clone()));
+    actix_web::rt::spawn(crate::mail::worker::run(crate::mail::worker::Worker {
+        store: state.store.clone(),
+        smtp: state.config.smtp.clone(),
+        wake: state.mailer.wake_handle(),
+        traces: state.traces.clone(),
+        work: state.work.clone(),
+    }));
+    actix_web::rt::spawn(crate::webhooks::worker::run(
+        crate::webhooks::worker::Worker {
+            store: state.store.clone(),
+            config: state.config.webhooks.clone(),
+            allow_private: state.config.mode.is_local()
+                || state.config.webhooks.allow_private_targets,
+            traces: state.traces.clone(),
+            work: state.work.clone(),
+        },
+    ));
+    actix_web::rt::spawn(crate::keys::feed::run(
+        state.store.clone(),
+        state.keys.clone(),
+    ));
     if let Some(shared) = &state.shared_windows {
         actix_web::rt::spawn(shared.clone().run());
     }

@@ -30,7 +30,7 @@ pub struct AppState {
     pub catalog: Catalog,
     pub keyring: Keyring,
     pub mailer: Mailer,
-    pub keys: KeyStore,
+    pub keys: Arc<KeyStore>,
     /// Present when `[[billing.plans]]` are configured.
     pub quotas: Option<crate::billing::quota::Quotas>,
     /// The OpenAPI document, generated once at start by the caller (the
@@ -40,7 +40,7 @@ pub struct AppState {
     /// Trace export, when configured (`telemetry::traces`).
     pub traces: Option<crate::telemetry::traces::Tracing>,
     /// The webhook and mail batches in progress, finished before exit.
-    pub work: crate::drain::Drain,
+    pub work: Arc<crate::drain::Drain>,
 }
 
 impl AppState {
@@ -73,7 +73,7 @@ impl AppState {
         AppState {
             https: public_url.scheme() == "https",
             public_url,
-            keys,
+            keys: Arc::new(keys),
             quotas,
             keyring: Keyring::new(&session_key),
             mailer: Mailer::new(config.clone()),
@@ -85,7 +85,7 @@ impl AppState {
             openapi_json,
             catalog,
             traces: None,
-            work: crate::drain::Drain::default(),
+            work: Arc::default(),
         }
     }
 

@@ -16,12 +16,11 @@
 //!
 //! [`FeedHealth`]: super::feed_health::FeedHealth
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::web;
-
-use crate::state::AppState;
-use crate::store::StoreError;
+use crate::keys::store::KeyStore;
+use crate::store::{Store, StoreError};
 
 /// How often the feed is read when nothing is announced.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -39,11 +38,13 @@ const RESUBSCRIBE: [Duration; 4] = [
     Duration::from_secs(1),
 ];
 
-pub async fn run(state: web::Data<AppState>) {
-    let feed = state.keys.feed();
+/// Follows the key change feed of `store` into the cache `keys`, until the
+/// server stops.
+pub async fn run(store: Arc<dyn Store>, keys: Arc<KeyStore>) {
+    let feed = keys.feed();
     let mut last = loop {
         let started = Instant::now();
-        match state.store.last_key_change().await {
+        match store.last_key_change().await {
             Ok(last) => {
                 // Nothing before this point can be in the (empty) cache.
                 feed.current_as_of(started);
@@ -60,7 +61,7 @@ pub async fn run(state: web::Data<AppState>) {
     loop {
         // Subscribe first, then catch up: what commits after the
         // subscription is announced, what committed before is in the rows.
-        let mut subscription = match state.store.subscribe_key_changes().await {
+        let mut subscription = match store.subscribe_key_changes().await {
             Ok(s) => s,
             Err(e) => {
                 if failures == 0 {
@@ -77,7 +78,7 @@ pub async fn run(state: web::Data<AppState>) {
         }
         let mut reading_failed = false;
         loop {
-            match read_to_end(&state, &mut last).await {
+            match read_to_end(&*store, &keys, &mut last).await {
                 Ok(()) => {
                     if reading_failed {
                         tracing::info!("key change feed: reading again");
@@ -96,7 +97,7 @@ pub async fn run(state: web::Data<AppState>) {
             }
             if last_prune.elapsed() >= PRUNE_EVERY {
                 last_prune = Instant::now();
-                prune(&state).await;
+                prune(&*store, &keys).await;
             }
             match subscription.as_mut() {
                 None => tokio::time::sleep(POLL_INTERVAL).await,
@@ -115,27 +116,27 @@ pub async fn run(state: web::Data<AppState>) {
 
 /// Reads every entry after `last`, dropping the cached keys named; marks
 /// the feed current as of when the read started.
-async fn read_to_end(state: &AppState, last: &mut i64) -> Result<(), StoreError> {
+async fn read_to_end(store: &dyn Store, keys: &KeyStore, last: &mut i64) -> Result<(), StoreError> {
     loop {
         let started = Instant::now();
-        let changes = state.store.key_changes_since(*last, BATCH).await?;
+        let changes = store.key_changes_since(*last, BATCH).await?;
         let full = changes.len() as i64 >= BATCH;
         for (id, hash) in changes {
-            state.keys.invalidate(&hash.0);
+            keys.invalidate(&hash.0);
             *last = id;
         }
         if !full {
-            state.keys.feed().current_as_of(started);
+            keys.feed().current_as_of(started);
             return Ok(());
         }
     }
 }
 
-async fn prune(state: &AppState) {
-    let live = state.keys.prune_idle();
+async fn prune(store: &dyn Store, keys: &KeyStore) {
+    let live = keys.prune_idle();
     tracing::debug!(live, "idle key state pruned");
     let before = crate::types::now() - KEEP_SECS;
-    if let Err(e) = state.store.prune_key_changes(before).await {
+    if let Err(e) = store.prune_key_changes(before).await {
         tracing::debug!(error = %e, "key change feed: pruning failed");
     }
 }

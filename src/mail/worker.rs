@@ -2,9 +2,9 @@
 //! failures with exponential backoff, gives up only when a message is no
 //! longer useful. Messages live in the database, so a restart loses none.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -12,8 +12,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{SmtpConfig, SmtpTls};
 use crate::db::mail::PendingMail;
-use crate::state::AppState;
-use crate::telemetry::traces;
+use crate::drain::Drain;
+use crate::store::Store;
+use crate::telemetry::traces::{self, Tracing};
 use opentelemetry::KeyValue;
 
 /// The delay before attempt `attempts + 1`: base * 2^attempts, capped.
@@ -63,45 +64,55 @@ fn build_message(from: &str, mail: &PendingMail) -> Result<Message, String> {
 /// SMTP client's own timeouts.
 const MAIL_LEASE_SECS: i64 = 120;
 
+/// What the delivery worker works with.
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub smtp: SmtpConfig,
+    /// Notified when a message is queued ([`super::Mailer::wake_handle`]).
+    pub wake: Arc<tokio::sync::Notify>,
+    pub traces: Option<Tracing>,
+    /// Marks each batch in progress, so a graceful stop can finish it.
+    pub work: Arc<Drain>,
+}
+
 /// Runs until the server stops.
-pub async fn run(state: web::Data<AppState>) {
-    let cfg = state.config.smtp.clone();
+pub async fn run(worker: Worker) {
+    let cfg = &worker.smtp;
     if cfg.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
         return;
     }
-    let transport = match build_transport(&cfg) {
+    let transport = match build_transport(cfg) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "SMTP is misconfigured; mail stays queued");
             return;
         }
     };
-    let wake = state.mailer.wake_handle();
     loop {
         // A graceful stop waits for the batch to be sent and recorded.
-        let Some(busy) = state.work.begin() else {
+        let Some(busy) = worker.work.begin() else {
             return;
         };
         let now = crate::types::now();
         // Claimed with a lease: one node sends each message; if this one dies
         // mid-send, the message is due again when the lease runs out.
-        match state.store.claim_due_mail(now, 20, MAIL_LEASE_SECS).await {
+        match worker.store.claim_due_mail(now, 20, MAIL_LEASE_SECS).await {
             Ok(batch) => {
                 for mail in batch {
-                    deliver(&state, &transport, &cfg, mail).await;
+                    deliver(&worker, &transport, mail).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the mail outbox"),
         }
         drop(busy);
         let now = crate::types::now();
-        let wait = match state.store.next_mail_due().await {
+        let wait = match worker.store.next_mail_due().await {
             Ok(Some(due)) => (due - now).clamp(0, 30) as u64,
             _ => 30,
         };
         if wait > 0 {
             tokio::select! {
-                _ = wake.notified() => {}
+                _ = worker.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
             }
         }
@@ -109,22 +120,21 @@ pub async fn run(state: web::Data<AppState>) {
 }
 
 async fn deliver(
-    state: &AppState,
+    worker: &Worker,
     transport: &AsyncSmtpTransport<Tokio1Executor>,
-    cfg: &SmtpConfig,
     mail: PendingMail,
 ) {
+    let (store, cfg) = (&worker.store, &worker.smtp);
     let now = crate::types::now();
     if now >= mail.expires_at {
         tracing::warn!(id = mail.id, to = %mail.to, "mail expired before it could be delivered");
-        let _ = state
-            .store
+        let _ = store
             .mail_failed(mail.id, "expired before delivery".into(), now, true, now)
             .await;
         return;
     }
     // A child of the request that queued the mail; the recipient is left out.
-    let trace = state.traces.as_ref().map(|t| {
+    let trace = worker.traces.as_ref().map(|t| {
         t.start_queued_work(
             "smtp.send",
             mail.traceparent.as_deref(),
@@ -144,7 +154,7 @@ async fn deliver(
             .map_err(|e| e.to_string()),
         Err(e) => {
             tracing::error!(id = mail.id, error = %e, "mail cannot be built; giving up");
-            let _ = state.store.mail_failed(mail.id, e, now, true, now).await;
+            let _ = store.mail_failed(mail.id, e, now, true, now).await;
             return;
         }
     };
@@ -159,7 +169,7 @@ async fn deliver(
     match result {
         Ok(()) => {
             tracing::info!(id = mail.id, to = %mail.to, subject = %mail.subject, "mail delivered");
-            if let Err(e) = state.store.mail_sent(mail.id, crate::types::now()).await {
+            if let Err(e) = store.mail_sent(mail.id, crate::types::now()).await {
                 tracing::warn!(id = mail.id, error = %e, "delivered mail could not be marked sent");
             }
         }
@@ -168,10 +178,7 @@ async fn deliver(
             let next = now + delay;
             let give_up = next >= mail.expires_at;
             tracing::warn!(id = mail.id, to = %mail.to, attempt = mail.attempts + 1, retry_in_secs = delay, give_up, error = %error, "mail delivery failed");
-            let _ = state
-                .store
-                .mail_failed(mail.id, error, next, give_up, now)
-                .await;
+            let _ = store.mail_failed(mail.id, error, next, give_up, now).await;
         }
     }
 }

@@ -5,14 +5,29 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::web;
+use std::sync::Arc;
+
 use futures_util::future::join_all;
 
 use opentelemetry::KeyValue;
 
+use crate::config::WebhooksConfig;
 use crate::db::webhooks::{Attempt, AttemptOutcome, DueDelivery};
-use crate::state::AppState;
-use crate::telemetry::traces;
+use crate::drain::Drain;
+use crate::store::Store;
+use crate::telemetry::traces::{self, Tracing};
+
+/// What the delivery worker works with.
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub config: WebhooksConfig,
+    /// Private and loopback targets allowed (local mode, or
+    /// `webhooks.allow_private_targets`).
+    pub allow_private: bool,
+    pub traces: Option<Tracing>,
+    /// Marks each batch in progress, so a graceful stop can finish it.
+    pub work: Arc<Drain>,
+}
 
 fn build_client(timeout: Duration, allow_private: bool) -> awc::Client {
     let connector = awc::Connector::new()
@@ -45,9 +60,9 @@ pub fn next_attempt(delays: &[u64], attempt: u32, now_ms: i64) -> Option<i64> {
 }
 
 /// Runs until the server stops.
-pub async fn run(state: web::Data<AppState>) {
-    let cfg = &state.config.webhooks;
-    let allow_private = state.config.mode.is_local() || cfg.allow_private_targets;
+pub async fn run(worker: Worker) {
+    let cfg = &worker.config;
+    let allow_private = worker.allow_private;
     let client = build_client(Duration::from_secs(cfg.timeout_secs), allow_private);
     // Claimed with a lease longer than an attempt can take: one node makes
     // each attempt; if it dies mid-send, another retries after the lease
@@ -57,26 +72,21 @@ pub async fn run(state: web::Data<AppState>) {
         .saturating_mul(1000);
     loop {
         // A graceful stop waits for the batch to be sent and recorded.
-        let Some(busy) = state.work.begin() else {
+        let Some(busy) = worker.work.begin() else {
             return;
         };
-        match state
+        match worker
             .store
             .claim_due_deliveries(now_ms(), 20, lease_ms)
             .await
         {
             Ok(batch) => {
-                join_all(
-                    batch
-                        .into_iter()
-                        .map(|d| deliver(&state, &client, allow_private, d)),
-                )
-                .await;
+                join_all(batch.into_iter().map(|d| deliver(&worker, &client, d))).await;
             }
             Err(e) => tracing::warn!(error = %e, "cannot read webhook deliveries"),
         }
         drop(busy);
-        let wait_ms = match state.store.next_delivery_due().await {
+        let wait_ms = match worker.store.next_delivery_due().await {
             Ok(Some(due)) => (due - now_ms()).clamp(50, 1000),
             _ => 1000,
         };
@@ -84,10 +94,11 @@ pub async fn run(state: web::Data<AppState>) {
     }
 }
 
-async fn deliver(state: &AppState, client: &awc::Client, allow_private: bool, d: DueDelivery) {
+async fn deliver(worker: &Worker, client: &awc::Client, d: DueDelivery) {
+    let allow_private = worker.allow_private;
     let attempt = d.attempts + 1;
     let started = Instant::now();
-    let trace = state.traces.as_ref().map(|t| {
+    let trace = worker.traces.as_ref().map(|t| {
         t.start_queued_work(
             "webhook.deliver",
             d.traceparent.as_deref(),
@@ -128,7 +139,7 @@ async fn deliver(state: &AppState, client: &awc::Client, allow_private: bool, d:
         Some(s) if (200..300).contains(&s) => AttemptOutcome::Delivered,
         Some(410) => AttemptOutcome::Gone,
         _ if !d.endpoint_active => AttemptOutcome::Failed,
-        _ => match next_attempt(&state.config.webhooks.retry_delays_secs, attempt, now_ms()) {
+        _ => match next_attempt(&worker.config.retry_delays_secs, attempt, now_ms()) {
             Some(at) => AttemptOutcome::Retry(at),
             None => AttemptOutcome::Failed,
         },
@@ -156,7 +167,7 @@ async fn deliver(state: &AppState, client: &awc::Client, allow_private: bool, d:
         traces::finish(cx, attributes, failed);
     }
     let duration_ms = started.elapsed().as_millis() as i64;
-    if let Err(e) = state
+    if let Err(e) = worker
         .store
         .record_attempt(
             Attempt {
