@@ -1,10 +1,14 @@
 //! The plan's monthly verification quota. Each project's limit comes from
 //! its plan (read again every [`PLAN_TTL`], and at once on the node that
-//! took the plan change; other nodes follow within that time); the count itself
-//! is spent in storage, one conditional increment per verification
-//! ([`crate::store::spend::SpendRepo::spend_quota`]), so the quota holds
-//! exactly however many processes verify keys of the project. A project
-//! whose plan has no monthly limit costs no storage access.
+//! took the plan change); the count itself is spent in storage, one
+//! conditional increment per verification
+//! ([`crate::store::spend::SpendRepo::spend_quota`]) that also checks the
+//! project is still on the plan the limit came from, so the quota holds
+//! exactly however many processes verify keys of the project, and a node
+//! that has not seen a downgrade yet learns of it from the refused spend.
+//! A project whose plan has no monthly limit costs no storage access; one
+//! moved onto a limited plan is counted from the next read of its plan
+//! (within [`PLAN_TTL`]), starting from its stored usage.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +22,14 @@ pub struct Quotas {
     config: Arc<Config>,
     /// The monthly limit of each project seen (`None`: unlimited) and when
     /// it was read. Bounded: past `MAX_PROJECTS` it starts afresh.
-    limits: Mutex<HashMap<String, (Option<u64>, Instant)>>,
+    limits: Mutex<HashMap<String, (Option<QuotaLimit>, Instant)>>,
+}
+
+/// A project's monthly limit and the plan it comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaLimit {
+    pub limit: u64,
+    pub plan: Arc<str>,
 }
 
 const MAX_PROJECTS: usize = 100_000;
@@ -42,16 +53,16 @@ impl Quotas {
         store: &dyn Store,
         usage: &Usage,
         project_id: &str,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<QuotaLimit>, StoreError> {
         let known = self
             .limits
             .lock()
             .expect("quota lock")
             .get(project_id)
-            .copied();
-        if let Some((limit, read_at)) = known {
+            .cloned();
+        if let Some((limit, read_at)) = &known {
             if read_at.elapsed() < PLAN_TTL {
-                return Ok(limit);
+                return Ok(limit.clone());
             }
         }
         let plan = store
@@ -60,6 +71,10 @@ impl Quotas {
             .map(|p| p.plan)
             .unwrap_or_else(|| self.config.billing.default_plan.clone());
         let (_, limit) = super::limits(&self.config, &plan);
+        let limit = limit.map(|limit| QuotaLimit {
+            limit,
+            plan: Arc::from(plan),
+        });
         if limit.is_some() && known.is_none_or(|(before, _)| before.is_none()) {
             // A month's counter starts from the stored usage: counts still
             // in memory belong to it too.
@@ -69,7 +84,7 @@ impl Quotas {
         if limits.len() >= MAX_PROJECTS {
             limits.clear();
         }
-        limits.insert(project_id.to_string(), (limit, Instant::now()));
+        limits.insert(project_id.to_string(), (limit.clone(), Instant::now()));
         Ok(limit)
     }
 

@@ -6,7 +6,13 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{Db, DbResult};
 use crate::keys::credits::{Balance, Interval, Refill};
-use crate::store::spend::{period_starts, CreditSpend};
+use crate::store::spend::{period_starts, CreditSpend, QuotaSpend};
+
+/// One verification counted against a month's quota, unless the limit is
+/// reached or the project is no longer on the plan the limit came from.
+const QUOTA_INCREMENT: &str = "UPDATE quota_counters SET used = used + 1
+     WHERE project_id = ?1 AND period_start = ?2 AND used < ?3
+       AND EXISTS (SELECT 1 FROM projects WHERE id = ?1 AND plan = ?4)";
 
 /// The refill a spend applies: when the key refills and a new interval has
 /// begun, the balance restarts from the refill amount (as
@@ -124,17 +130,23 @@ impl Db {
         .await
     }
 
-    pub async fn spend_quota(&self, project_id: String, limit: u64, now: i64) -> DbResult<bool> {
+    pub async fn spend_quota(
+        &self,
+        project_id: String,
+        plan: String,
+        limit: u64,
+        now: i64,
+    ) -> DbResult<QuotaSpend> {
         self.call(move |c| {
             let month = Interval::Monthly.period_start(now);
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let increment = "UPDATE quota_counters SET used = used + 1
-                 WHERE project_id = ?1 AND period_start = ?2 AND used < ?3";
-            if c.prepare_cached(increment)?
-                .execute(params![project_id, month, limit])?
-                == 1
-            {
-                return Ok(true);
+            let increment = |c: &rusqlite::Connection| -> DbResult<bool> {
+                Ok(c.prepare_cached(QUOTA_INCREMENT)?
+                    .execute(params![project_id, month, limit, plan])?
+                    == 1)
+            };
+            if increment(c)? {
+                return Ok(QuotaSpend::Spent);
             }
             // The month's first spend starts from what was counted before.
             let created = c
@@ -145,10 +157,21 @@ impl Db {
                      ON CONFLICT (project_id, period_start) DO NOTHING",
                 )?
                 .execute(params![project_id, month])?;
-            Ok(created == 1
-                && c.prepare_cached(increment)?
-                    .execute(params![project_id, month, limit])?
-                    == 1)
+            if created == 1 && increment(c)? {
+                return Ok(QuotaSpend::Spent);
+            }
+            let current: Option<String> = c
+                .query_row(
+                    "SELECT plan FROM projects WHERE id = ?1",
+                    [&project_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(if current.as_deref() == Some(plan.as_str()) {
+                QuotaSpend::Exhausted
+            } else {
+                QuotaSpend::PlanChanged
+            })
         })
         .await
     }

@@ -37,7 +37,7 @@ use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
 use quick_cache::sync::Cache;
 
-use crate::billing::quota::Quotas;
+use crate::billing::quota::{QuotaLimit, Quotas};
 use crate::cluster::redis::SharedWindows;
 use crate::config::{Config, RateLimitConfig};
 use crate::crypto::sha256;
@@ -46,7 +46,7 @@ use crate::keys::limiter::{RateStatus, SlidingWindow};
 use crate::keys::record::{is_safe_method, KeyRecord};
 use crate::keys::usage::{Usage, UsageKind};
 use crate::keys::{ApiKey, KeyType};
-use crate::store::spend::CreditSpend;
+use crate::store::spend::{CreditSpend, QuotaSpend};
 use crate::store::{KeyHash, KeyId, ProjectId, Store, StoreError};
 
 /// The live state of a key (or of a rotation line during its grace period).
@@ -913,7 +913,7 @@ impl KeyStore {
             Some(denial) => Err(denial),
             None if !rate.allowed => Err(Denial::RateLimited),
             None if input.purpose == Purpose::Verify => {
-                self.spend(&pending, input.cost, quota_limit, now, &mut credits)
+                self.spend(&pending, input.cost, quota, quota_limit, now, &mut credits)
                     .await?
             }
             None => Ok(()),
@@ -937,12 +937,15 @@ impl KeyStore {
 
     /// The credit and quota steps, in storage: credits first (the first
     /// failure wins), then the quota, giving the credits back when the
-    /// quota refuses.
+    /// quota refuses. When storage says the project's plan changed (through
+    /// another node), the plan is read again and the quota step retried
+    /// once with its limit; a second change in between refuses.
     async fn spend(
         &self,
         pending: &Pending,
         cost: i64,
-        quota_limit: Option<u64>,
+        quotas: Option<&Quotas>,
+        quota_limit: Option<QuotaLimit>,
         now: i64,
         credits: &mut Option<i64>,
     ) -> Result<Result<(), Denial>, StoreError> {
@@ -965,9 +968,37 @@ impl KeyStore {
                 CreditSpend::Insufficient { .. } => return Ok(Err(Denial::UsageExceeded)),
             }
         }
-        if let Some(limit) = quota_limit {
-            let project = ProjectId::new(pending.project_id.clone());
-            if !self.store.spend_quota(project, limit, now).await? {
+        if let Some(mut quota) = quota_limit {
+            let mut counted = false;
+            for first in [true, false] {
+                let project = ProjectId::new(pending.project_id.clone());
+                let plan = quota.plan.to_string();
+                match self
+                    .store
+                    .spend_quota(project, plan, quota.limit, now)
+                    .await?
+                {
+                    QuotaSpend::Spent => counted = true,
+                    QuotaSpend::Exhausted => {}
+                    QuotaSpend::PlanChanged => {
+                        if let Some(quotas) = quotas.filter(|_| first) {
+                            quotas.invalidate(&pending.project_id);
+                            match quotas
+                                .limit_for(&*self.store, &self.usage, &pending.project_id)
+                                .await?
+                            {
+                                Some(next) => {
+                                    quota = next;
+                                    continue;
+                                }
+                                None => counted = true, // no monthly limit now
+                            }
+                        }
+                    }
+                }
+                break;
+            }
+            if !counted {
                 if let Some(period_start) = refund {
                     self.store
                         .refund_credits(state_id, cost, period_start)

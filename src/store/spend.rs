@@ -22,6 +22,18 @@ pub enum CreditSpend {
     Insufficient { remaining: i64 },
 }
 
+/// What counting a verification against a project's monthly quota did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaSpend {
+    /// Counted.
+    Spent,
+    /// The limit is reached; nothing was counted.
+    Exhausted,
+    /// The project is no longer on the plan the limit came from (changed
+    /// through another node); nothing was counted. Read the plan again.
+    PlanChanged,
+}
+
 /// The refill periods a spend at `now` may start: (day, month).
 pub fn period_starts(now: i64) -> (i64, i64) {
     (
@@ -40,7 +52,16 @@ pub trait SpendRepo: Send + Sync {
     /// (unless the balance was refilled since: a refill sets it anew).
     async fn refund_credits(&self, key: KeyId, cost: i64, period_start: i64) -> StoreResult<()>;
     /// Counts one verification against the project's quota for the month
-    /// containing `now`, unless `limit` is reached; false when it is. The
-    /// month's counter starts from the project's stored usage.
-    async fn spend_quota(&self, project: ProjectId, limit: u64, now: i64) -> StoreResult<bool>;
+    /// containing `now`, unless `limit` (the limit of `plan`) is reached or
+    /// the project is no longer on `plan`: the plan is checked in the same
+    /// statement, so a node that has not seen a downgrade yet cannot count
+    /// past the new limit. The month's counter starts from the project's
+    /// stored usage.
+    async fn spend_quota(
+        &self,
+        project: ProjectId,
+        plan: String,
+        limit: u64,
+        now: i64,
+    ) -> StoreResult<QuotaSpend>;
 }

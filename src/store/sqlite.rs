@@ -552,7 +552,16 @@ impl super::spend::SpendRepo for SqliteStore {
             .await?)
     }
 
-    async fn spend_quota(&self, project: ProjectId, limit: u64, now: i64) -> StoreResult<bool> {
-        Ok(self.db.spend_quota(project.to_string(), limit, now).await?)
+    async fn spend_quota(
+        &self,
+        project: ProjectId,
+        plan: String,
+        limit: u64,
+        now: i64,
+    ) -> StoreResult<super::spend::QuotaSpend> {
+        Ok(self
+            .db
+            .spend_quota(project.to_string(), plan, limit, now)
+            .await?)
     }
 }

@@ -331,21 +331,28 @@ fn without_billing_everything_is_unlimited_and_the_webhook_is_absent() {
     post_event(&app, "{}", "t=1,v1=00").assert_error(404, "not_found");
 }
 
-/// Two processes on one database (one SQLite file, or one PostgreSQL
-/// database): a plan changed through one applies on the other within
-/// `billing::quota::PLAN_TTL`, and the shared monthly counter holds.
-#[test]
-fn a_plan_change_through_one_node_applies_on_the_other() {
-    let a = billing_app();
+/// Two servers configured by `configure` on one database (one SQLite
+/// file, or one PostgreSQL database).
+fn two_nodes(configure: fn(&mut gatehouse::config::Config)) -> (TestApp, TestApp) {
+    let a = spawn_app_with(configure);
     let shared_url = std::fs::read_to_string(a.root.join("test-pg-url")).ok();
     let shared_dir = a.root.join("data");
     let b = spawn_app_with(move |c| {
-        plans(c);
+        configure(c);
         match shared_url {
             Some(url) => c.database.url = Some(gatehouse::config::Secret::new(url)),
             None => c.data_dir = shared_dir,
         }
     });
+    (a, b)
+}
+
+/// Two processes on one database (one SQLite file, or one PostgreSQL
+/// database): a plan changed through one applies on the other within
+/// `billing::quota::PLAN_TTL`, and the shared monthly counter holds.
+#[test]
+fn a_plan_change_through_one_node_applies_on_the_other() {
+    let (a, b) = two_nodes(plans);
     let t = a.login("payer@acme.test");
     let project = a.first_project(&t.access);
     let (_, key) = create_key(&a, &t, json!({ "name": "metered" }));
@@ -399,4 +406,62 @@ fn a_plan_change_through_one_node_applies_on_the_other() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// Two processes on one database: a downgrade from one limited plan to a
+/// smaller one, taken by one node, holds at once on the other, which
+/// still has the old plan's limit in memory: the count in storage checks
+/// the plan, so the other node is told and reads it again.
+#[test]
+fn a_downgrade_through_one_node_holds_at_once_on_the_other() {
+    fn with_team(c: &mut gatehouse::config::Config) {
+        plans(c);
+        c.billing.plans.push(gatehouse::config::PlanConfig {
+            name: "team".into(),
+            stripe_price_id: Some("price_team_monthly".into()),
+            max_keys: Some(10),
+            monthly_verifications: Some(1_000),
+        });
+    }
+    let (a, b) = two_nodes(with_team);
+    let t = a.login("team@acme.test");
+    let project = a.first_project(&t.access);
+    let (_, key) = create_key(&a, &t, json!({ "name": "metered" }));
+    assert_eq!(
+        signed(&a, &checkout("evt_c", &project, "cus_T")).status,
+        200
+    );
+    let team = subscription(
+        "evt_t",
+        "customer.subscription.created",
+        "cus_T",
+        "active",
+        "price_team_monthly",
+    );
+    assert_eq!(signed(&a, &team).status, 200);
+    // b learns the team plan (1,000 a month) and counts 3.
+    for _ in 0..3 {
+        assert_eq!(verify(&b, json!({ "key": key }))["valid"], true);
+    }
+    let downgrade = subscription(
+        "evt_d",
+        "customer.subscription.deleted",
+        "cus_T",
+        "canceled",
+        "price_team_monthly",
+    );
+    assert_eq!(signed(&a, &downgrade).status, 200);
+    // Free allows 5 a month: b lets 2 more through and no more, without
+    // waiting for its copy of the plan to age.
+    let answers: Vec<Value> = (0..6).map(|_| verify(&b, json!({ "key": key }))).collect();
+    let valid = answers.iter().filter(|v| v["valid"] == true).count();
+    assert_eq!(valid, 2, "{answers:?}");
+    assert!(
+        answers[2..].iter().all(|v| v["code"] == "quota_exceeded"),
+        "{answers:?}"
+    );
+    assert_eq!(
+        a.query_i64("SELECT CAST(max(used) AS BIGINT) FROM quota_counters"),
+        5
+    );
 }

@@ -1252,43 +1252,55 @@ async fn a_rotation_carries_the_balance_and_spends_follow_it(b: Arc<Backend>) {
 }
 
 async fn quotas_are_never_exceeded(b: Arc<Backend>) {
-    b.project("proj_q");
+    use gatehouse::store::spend::QuotaSpend;
+    b.project("proj_q"); // on the plan "free"
     let now = gatehouse::types::now();
     let month = gatehouse::keys::credits::Interval::Monthly.period_start(now);
     // Counted before the counter existed: it starts from there.
     b.sql(&format!(
         "INSERT INTO usage_hourly (key_id, project_id, hour, valid, invalid, rate_limited, refused) VALUES ('key_q', 'proj_q', {month}, 3, 0, 0, 0)"
     ));
+    let spend = |plan: &'static str, limit: u64, at: i64| {
+        let b = b.clone();
+        async move {
+            b.store
+                .spend_quota(ProjectId::from("proj_q"), plan.to_string(), limit, at)
+                .await
+                .unwrap()
+        }
+    };
     let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let b = b.clone();
-            tokio::spawn(async move {
-                b.store
-                    .spend_quota(ProjectId::from("proj_q"), 10, now)
-                    .await
-                    .unwrap()
-            })
-        })
+        .map(|_| tokio::spawn(spend("free", 10, now)))
         .collect();
-    let mut allowed = 0;
+    let mut outcomes = Vec::new();
     for t in tasks {
-        allowed += usize::from(t.await.unwrap());
+        outcomes.push(t.await.unwrap());
     }
-    assert_eq!(allowed, 7);
+    let spent = outcomes.iter().filter(|o| **o == QuotaSpend::Spent).count();
+    assert_eq!(spent, 7);
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, QuotaSpend::Spent | QuotaSpend::Exhausted)));
     assert_eq!(
         b.sql("SELECT used FROM quota_counters WHERE project_id = 'proj_q'"),
         10
     );
     // A new month starts afresh.
     let next_month = now + 32 * 86_400;
-    assert!(b
-        .store
-        .spend_quota(ProjectId::from("proj_q"), 10, next_month)
-        .await
-        .unwrap());
-    assert!(!b
-        .store
-        .spend_quota(ProjectId::from("proj_q"), 0, now)
-        .await
-        .unwrap());
+    assert_eq!(spend("free", 10, next_month).await, QuotaSpend::Spent);
+    assert_eq!(spend("free", 0, now).await, QuotaSpend::Exhausted);
+    // A node that still believes in the old plan counts nothing: it is
+    // told the plan changed, whatever limit it had.
+    b.sql("UPDATE projects SET plan = 'pro' WHERE id = 'proj_q'");
+    assert_eq!(
+        spend("free", 1_000, next_month).await,
+        QuotaSpend::PlanChanged
+    );
+    assert_eq!(spend("pro", 1_000, next_month).await, QuotaSpend::Spent);
+    assert_eq!(
+        b.sql(&format!(
+            "SELECT used FROM quota_counters WHERE project_id = 'proj_q' AND period_start > {month}"
+        )),
+        2
+    );
 }

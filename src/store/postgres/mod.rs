@@ -988,7 +988,7 @@ mod spend_repo {
     use async_trait::async_trait;
 
     use super::{spend, PgStore};
-    use crate::store::spend::{CreditSpend, SpendRepo};
+    use crate::store::spend::{CreditSpend, QuotaSpend, SpendRepo};
     use crate::store::{KeyId, ProjectId, StoreResult};
 
     #[async_trait]
@@ -1008,9 +1008,15 @@ mod spend_repo {
             Ok(spend::refund_credits(&client, key.as_str(), cost, period_start).await?)
         }
 
-        async fn spend_quota(&self, project: ProjectId, limit: u64, now: i64) -> StoreResult<bool> {
+        async fn spend_quota(
+            &self,
+            project: ProjectId,
+            plan: String,
+            limit: u64,
+            now: i64,
+        ) -> StoreResult<QuotaSpend> {
             let client = self.client().await?;
-            Ok(spend::spend_quota(&client, project.as_str(), limit, now).await?)
+            Ok(spend::spend_quota(&client, project.as_str(), &plan, limit, now).await?)
         }
     }
 }

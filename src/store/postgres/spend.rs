@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 
 use super::PgError;
 use crate::keys::credits::{Balance, Interval, Refill};
-use crate::store::spend::{period_starts, CreditSpend};
+use crate::store::spend::{period_starts, CreditSpend, QuotaSpend};
 
 /// See `db::spend`: the refill a spend applies first.
 const REFILL_DUE: &str = "(credits_refill_amount IS NOT NULL AND credits_refill_interval IS NOT NULL
@@ -112,23 +112,26 @@ pub async fn refund_credits(
 pub async fn spend_quota(
     client: &impl GenericClient,
     project_id: &str,
+    plan: &str,
     limit: u64,
     now: i64,
-) -> Result<bool, PgError> {
+) -> Result<QuotaSpend, PgError> {
     let month = Interval::Monthly.period_start(now);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Counted unless the limit is reached or the project is no longer on
+    // the plan the limit came from (one statement: the row lock of the
+    // counter orders concurrent spends, the plan is read as of each).
     let increment = client
         .prepare_cached(
             "UPDATE quota_counters SET used = used + 1
-             WHERE project_id = $1 AND period_start = $2 AND used < $3",
+             WHERE project_id = $1 AND period_start = $2 AND used < $3
+               AND EXISTS (SELECT 1 FROM projects WHERE id = $1 AND plan = $4)",
         )
         .await?;
-    if client
-        .execute(&increment, &[&project_id, &month, &limit])
-        .await?
-        == 1
-    {
-        return Ok(true);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&project_id, &month, &limit, &plan];
+    if client.execute(&increment, &params).await? == 1 {
+        return Ok(QuotaSpend::Spent);
     }
     let created = client
         .execute(
@@ -139,9 +142,17 @@ pub async fn spend_quota(
             &[&project_id, &month],
         )
         .await?;
-    Ok(created == 1
-        && client
-            .execute(&increment, &[&project_id, &month, &limit])
-            .await?
-            == 1)
+    if created == 1 && client.execute(&increment, &params).await? == 1 {
+        return Ok(QuotaSpend::Spent);
+    }
+    let current: Option<String> = client
+        .query_opt("SELECT plan FROM projects WHERE id = $1", &[&project_id])
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    Ok(if current.as_deref() == Some(plan) {
+        QuotaSpend::Exhausted
+    } else {
+        QuotaSpend::PlanChanged
+    })
 }
