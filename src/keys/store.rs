@@ -353,6 +353,35 @@ mod erased {
     }
 }
 
+/// `record` as the cache keeps it, with every allocation the entry keeps
+/// made here: run by [`off_worker`].
+fn compact(record: KeyRecord, default_rate: RateLimitConfig) -> CachedKey {
+    let mut key = CachedKey::new(record, default_rate);
+    // The id may have been decoded elsewhere: keep a copy made here.
+    key.id = Arc::from(&*key.id);
+    // The shared text's first clone allocates its reference count (`Bytes`
+    // promotes on first clone): make that happen here too.
+    drop(key.rendered.text.clone());
+    key
+}
+
+/// Runs `make` on a blocking thread (inline without a runtime). What it
+/// allocates lands in that thread's malloc arena, away from the worker's
+/// request buffers (see [`KeyStore::build`]).
+async fn off_worker<T: Send + 'static>(
+    make: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => match rt.spawn_blocking(make).await {
+            Ok(value) => Ok(value),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only while the runtime shuts down.
+            Err(_) => Err(StoreError::Contended),
+        },
+        Err(_) => Ok(make()),
+    }
+}
+
 /// Cache fills after which [`return_freed_heap`] is worth its cost.
 pub const FILLS_PER_TRIM: u64 = 1000;
 
@@ -613,13 +642,8 @@ impl KeyStore {
     /// threads' arenas hold little else, so entries pack densely there.
     async fn build(&self, record: KeyRecord) -> Result<Arc<KeyHandle>, StoreError> {
         let default_rate = self.default_rate;
-        let make = move || {
-            let mut key = CachedKey::new(record, default_rate);
-            // The id may have been decoded elsewhere: keep a copy made here.
-            key.id = Arc::from(&*key.id);
-            // The shared text's first clone allocates its reference count
-            // (`Bytes` promotes on first clone): make that happen here too.
-            drop(key.rendered.text.clone());
+        off_worker(move || {
+            let key = compact(record, default_rate);
             let live = Arc::new(Mutex::new(Live {
                 id: key.state_id().clone(),
                 window: SlidingWindow::default(),
@@ -631,16 +655,8 @@ impl KeyStore {
                     live,
                 }),
             })
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => match rt.spawn_blocking(make).await {
-                Ok(handle) => Ok(handle),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // Only while the runtime shuts down.
-                Err(_) => Err(StoreError::Contended),
-            },
-            Err(_) => Ok(make()),
-        }
+        })
+        .await
     }
 
     /// Points a cached key at the live state its record says it draws on.
@@ -731,13 +747,25 @@ impl KeyStore {
     async fn refresh(&self, hash: [u8; 32], handle: &KeyHandle) -> Result<(), StoreError> {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let record = self.store.find_key_by_hash(KeyHash(hash)).await?;
+        // Built off the worker like a fill (see `build`): cached keys are
+        // re-read every `keys.cache_ttl_secs` for as long as they are used.
+        let default_rate = self.default_rate;
+        let key = match record {
+            Some(record) => Some(off_worker(move || compact(record, default_rate)).await?),
+            None => None,
+        };
         let _fill = self.fill_lock.lock().expect("fill lock");
         let mut st = handle.state.lock().expect("key lock");
         st.loaded = self.stamp();
         if self.epoch.load(Ordering::SeqCst) == epoch {
-            if let Some(record) = record {
-                // Settings from storage; the live window stays.
-                st.key = self.cached(record);
+            if let Some(mut key) = key {
+                // Settings from storage; the live window stays. The id the
+                // live state shares stays too (one copy per key).
+                if key.id == st.key.id {
+                    key.id = st.key.id.clone();
+                }
+                self.share_project_id(&mut key);
+                st.key = key;
                 self.relink(&mut st);
             }
         }
