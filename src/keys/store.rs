@@ -91,6 +91,7 @@ struct CachedKey {
 
 /// What few keys have: a successor (during a rotation's grace period) or
 /// an address allowlist.
+#[derive(PartialEq)]
 struct KeyExtra {
     rotated_to: Option<Arc<str>>,
     allowed_ips: Option<Box<[crate::config::Cidr]>>,
@@ -117,6 +118,19 @@ impl CachedKey {
 
     fn is_active(&self, now: i64) -> bool {
         now < self.active_until
+    }
+
+    /// Whether `other` holds the same settings and answers: a refresh that
+    /// finds nothing changed keeps the entry it has.
+    fn same_as(&self, other: &CachedKey) -> bool {
+        self.id == other.id
+            && self.project_id == other.project_id
+            && self.extra == other.extra
+            && self.kind == other.kind
+            && self.rate_limit == other.rate_limit
+            && self.has_credits == other.has_credits
+            && self.active_until == other.active_until
+            && self.rendered.text == other.rendered.text
     }
 
     fn ip_allowed(&self, ip: Option<IpAddr>) -> bool {
@@ -758,15 +772,21 @@ impl KeyStore {
         let mut st = handle.state.lock().expect("key lock");
         st.loaded = self.stamp();
         if self.epoch.load(Ordering::SeqCst) == epoch {
-            if let Some(mut key) = key {
-                // Settings from storage; the live window stays. The id the
-                // live state shares stays too (one copy per key).
-                if key.id == st.key.id {
-                    key.id = st.key.id.clone();
+            match key {
+                // Nothing changed (the usual case): the entry stays where it
+                // is, and the copy just built is freed on this side.
+                Some(key) if key.same_as(&st.key) => {}
+                Some(mut key) => {
+                    // Settings from storage; the live window stays. The id
+                    // the live state shares stays too (one copy per key).
+                    if key.id == st.key.id {
+                        key.id = st.key.id.clone();
+                    }
+                    self.share_project_id(&mut key);
+                    st.key = key;
+                    self.relink(&mut st);
                 }
-                self.share_project_id(&mut key);
-                st.key = key;
-                self.relink(&mut st);
+                None => {}
             }
         }
         Ok(())
@@ -1179,6 +1199,41 @@ mod memory_tests {
         {
             let comma = if i == 0 { "" } else { "," };
             assert_eq!(*prefix, format!("{comma}\"{name}\":").as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_entry_only_when_nothing_changed() {
+        let rate = RateLimitConfig::default();
+        let cached = compact(bench_record(5), rate);
+        assert!(compact(bench_record(5), rate).same_as(&cached));
+        let changes = [
+            KeyRecord {
+                name: "renamed".into(),
+                ..bench_record(5)
+            },
+            KeyRecord {
+                revoked_at: Some(1_764_000_100),
+                ..bench_record(5)
+            },
+            KeyRecord {
+                rotated_to: Some(Arc::from("key_next")),
+                ..bench_record(5)
+            },
+            KeyRecord {
+                scopes: vec![],
+                ..bench_record(5)
+            },
+            KeyRecord {
+                rate_limit: Some(RateLimitConfig {
+                    limit: 7,
+                    window_secs: 1,
+                }),
+                ..bench_record(5)
+            },
+        ];
+        for changed in changes {
+            assert!(!compact(changed, rate).same_as(&cached));
         }
     }
 
