@@ -155,8 +155,11 @@ fn build_app(
         .wrap(Condition::new(traced, from_fn(crate::http::trace::trace)))
 }
 
-/// The mail delivery worker and the periodic cleanup. They stop with the
-/// actix system; their work is all in the database, so none is lost.
+/// The background tasks: mail and webhook delivery, the key change feed,
+/// the Redis probe, usage flushes, heap trimming and the periodic cleanup. They stop with
+/// the actix system; their work is all in the database, so none is lost,
+/// and a graceful stop first lets the delivery batches in progress finish
+/// (`AppState::shutdown`).
 fn spawn_background_tasks(state: &web::Data<AppState>) {
     actix_web::rt::spawn(crate::mail::worker::run(crate::mail::worker::Worker {
         store: state.store.clone(),
