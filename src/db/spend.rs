@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{Db, DbResult};
 use crate::keys::credits::{Balance, Interval, Refill};
-use crate::store::spend::{period_starts, CreditSpend, QuotaSpend};
+use crate::store::spend::{period_starts, settle, CreditSpend, QuotaSpend};
 
 /// One verification counted against a month's quota, unless the limit is
 /// reached or the project is no longer on the plan the limit came from.
@@ -91,18 +91,9 @@ impl Db {
                     None => return Ok(CreditSpend::Insufficient { remaining: 0 }),
                     Some((_, Some(successor))) => id = successor,
                     Some((None, None)) => return Ok(CreditSpend::Unlimited),
-                    Some((Some(mut balance), None)) => {
-                        balance.refill(now);
-                        if cost <= 0 {
-                            return Ok(CreditSpend::Spent {
-                                remaining: balance.remaining,
-                                period_start: balance.period_start,
-                            });
-                        }
-                        if balance.remaining < cost {
-                            return Ok(CreditSpend::Insufficient {
-                                remaining: balance.remaining,
-                            });
+                    Some((Some(balance), None)) => {
+                        if let Some(settled) = settle(balance, cost, now) {
+                            return Ok(settled);
                         }
                     }
                 }

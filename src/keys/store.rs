@@ -985,9 +985,7 @@ impl KeyStore {
 
     /// The credit and quota steps, in storage: credits first (the first
     /// failure wins), then the quota, giving the credits back when the
-    /// quota refuses. When storage says the project's plan changed (through
-    /// another node), the plan is read again and the quota step retried
-    /// once with its limit; a second change in between refuses.
+    /// quota refuses.
     async fn spend(
         &self,
         pending: &Pending,
@@ -1016,37 +1014,11 @@ impl KeyStore {
                 CreditSpend::Insufficient { .. } => return Ok(Err(Denial::UsageExceeded)),
             }
         }
-        if let Some(mut quota) = quota_limit {
-            let mut counted = false;
-            for first in [true, false] {
-                let project = ProjectId::new(pending.project_id.clone());
-                let plan = quota.plan.to_string();
-                match self
-                    .store
-                    .spend_quota(project, plan, quota.limit, now)
-                    .await?
-                {
-                    QuotaSpend::Spent => counted = true,
-                    QuotaSpend::Exhausted => {}
-                    QuotaSpend::PlanChanged => {
-                        if let Some(quotas) = quotas.filter(|_| first) {
-                            quotas.invalidate(&pending.project_id);
-                            match quotas
-                                .limit_for(&*self.store, &self.usage, &pending.project_id)
-                                .await?
-                            {
-                                Some(next) => {
-                                    quota = next;
-                                    continue;
-                                }
-                                None => counted = true, // no monthly limit now
-                            }
-                        }
-                    }
-                }
-                break;
-            }
-            if !counted {
+        if let Some(quota) = quota_limit {
+            if !self
+                .spend_quota(quotas, &pending.project_id, quota, now)
+                .await?
+            {
                 if let Some(period_start) = refund {
                     self.store
                         .refund_credits(state_id, cost, period_start)
@@ -1057,6 +1029,45 @@ impl KeyStore {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// Counts a verification against the project's monthly quota; false
+    /// when the quota refuses. When storage says the plan changed (through
+    /// another node), the plan is read again and the count tried once more
+    /// with its limit; a second change in between refuses.
+    async fn spend_quota(
+        &self,
+        quotas: Option<&Quotas>,
+        project_id: &Arc<str>,
+        mut quota: QuotaLimit,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        for retried in [false, true] {
+            let project = ProjectId::new(project_id.clone());
+            let plan = quota.plan.to_string();
+            match self
+                .store
+                .spend_quota(project, plan, quota.limit, now)
+                .await?
+            {
+                QuotaSpend::Spent => return Ok(true),
+                QuotaSpend::Exhausted => return Ok(false),
+                QuotaSpend::PlanChanged => {
+                    let Some(quotas) = quotas.filter(|_| !retried) else {
+                        return Ok(false);
+                    };
+                    quotas.invalidate(project_id);
+                    match quotas
+                        .limit_for(&*self.store, &self.usage, project_id)
+                        .await?
+                    {
+                        Some(next) => quota = next,
+                        None => return Ok(true), // no monthly limit now
+                    }
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Counts a check in usage.

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 
 use super::{KeyId, ProjectId, StoreResult};
-use crate::keys::credits::Interval;
+use crate::keys::credits::{Balance, Interval};
 
 /// What spending a key's credits did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,23 @@ pub enum QuotaSpend {
     /// The project is no longer on the plan the limit came from (changed
     /// through another node); nothing was counted. Read the plan again.
     PlanChanged,
+}
+
+/// What a spend the conditional update did not make comes to, judged from
+/// the key's stored `balance` (both backends read it then): `None` when
+/// the balance would cover `cost` after all (it changed in between: try
+/// the update again).
+pub fn settle(mut balance: Balance, cost: i64, now: i64) -> Option<CreditSpend> {
+    balance.refill(now);
+    if cost <= 0 {
+        return Some(CreditSpend::Spent {
+            remaining: balance.remaining,
+            period_start: balance.period_start,
+        });
+    }
+    (balance.remaining < cost).then_some(CreditSpend::Insufficient {
+        remaining: balance.remaining,
+    })
 }
 
 /// The refill periods a spend at `now` may start: (day, month).

@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 
 use super::PgError;
 use crate::keys::credits::{Balance, Interval, Refill};
-use crate::store::spend::{period_starts, CreditSpend, QuotaSpend};
+use crate::store::spend::{period_starts, settle, CreditSpend, QuotaSpend};
 
 /// See `db::spend`: the refill a spend applies first.
 const REFILL_DUE: &str = "(credits_refill_amount IS NOT NULL AND credits_refill_interval IS NOT NULL
@@ -68,7 +68,7 @@ pub async fn spend_credits(
         };
         let amount: Option<i64> = row.try_get(1)?;
         let interval: Option<String> = row.try_get(2)?;
-        let mut balance = Balance {
+        let balance = Balance {
             remaining,
             refill: match (amount, interval.as_deref().and_then(Interval::parse)) {
                 (Some(amount), Some(interval)) => Some(Refill { amount, interval }),
@@ -76,17 +76,8 @@ pub async fn spend_credits(
             },
             period_start: row.try_get::<_, Option<i64>>(3)?.unwrap_or(0),
         };
-        balance.refill(now);
-        if cost <= 0 {
-            return Ok(CreditSpend::Spent {
-                remaining: balance.remaining,
-                period_start: balance.period_start,
-            });
-        }
-        if balance.remaining < cost {
-            return Ok(CreditSpend::Insufficient {
-                remaining: balance.remaining,
-            });
+        if let Some(settled) = settle(balance, cost, now) {
+            return Ok(settled);
         }
     }
     Ok(CreditSpend::Insufficient { remaining: 0 })
