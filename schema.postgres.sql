@@ -264,3 +264,13 @@ CREATE TABLE throttles (
 -- The previous window's count, weighted by how much of it lies within the
 -- last window's length (store::maintenance::throttle_verdict).
 ALTER TABLE throttles ADD COLUMN prev_hits BIGINT NOT NULL DEFAULT 0;
+
+-- migration: 7 change-feed entries ordered by their transaction
+-- An entry takes its id when it is inserted but becomes visible when its
+-- transaction commits, so ids alone do not tell a reader what it has not
+-- seen yet. Each entry records the id of the transaction that wrote it;
+-- readers take everything at or after the oldest transaction that was
+-- still running when they last read (store::keys::FeedHorizon).
+ALTER TABLE key_changes
+    ADD COLUMN txid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::BIGINT);
+CREATE INDEX key_changes_by_txid ON key_changes(txid);

@@ -558,14 +558,16 @@ impl Db {
         .await
     }
 
-    /// The newest entry of the key change feed (0 when empty).
-    pub async fn last_key_change(&self) -> DbResult<i64> {
+    /// The change feed's horizon for a reader starting now: one past the
+    /// newest entry. SQLite lets one writer in at a time, so entries become
+    /// visible in id order and nothing can later appear below it.
+    pub async fn key_feed_horizon(&self) -> DbResult<i64> {
         self.call(|c| {
-            Ok(
-                c.query_row("SELECT coalesce(max(id), 0) FROM key_changes", [], |r| {
-                    r.get(0)
-                })?,
-            )
+            Ok(c.query_row(
+                "SELECT coalesce(max(id), 0) + 1 FROM key_changes",
+                [],
+                |r| r.get(0),
+            )?)
         })
         .await
     }
@@ -578,27 +580,26 @@ impl Db {
         .await
     }
 
-    /// Key changes after `after`, oldest first (at most `limit`).
-    pub async fn key_changes_since(
-        &self,
-        after: i64,
-        limit: i64,
-    ) -> DbResult<Vec<(i64, [u8; 32])>> {
+    /// Every change-feed entry with an id at or after `from`, oldest
+    /// first, and the horizon after them (see [`Db::key_feed_horizon`]).
+    pub async fn read_key_changes(&self, from: i64) -> DbResult<(Vec<(i64, [u8; 32])>, i64)> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, key_hash FROM key_changes WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, key_hash FROM key_changes WHERE id >= ?1 ORDER BY id",
             )?;
-            let rows = stmt.query_map(params![after, limit], |r| {
+            let rows = stmt.query_map(params![from], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
             })?;
             let mut out = Vec::new();
+            let mut next = from;
             for row in rows {
                 let (id, hash) = row?;
+                next = next.max(id + 1);
                 if let Ok(hash) = <[u8; 32]>::try_from(hash) {
                     out.push((id, hash));
                 }
             }
-            Ok(out)
+            Ok((out, next))
         })
         .await
     }

@@ -10,22 +10,28 @@
 //! entry sends when its transaction commits, and reads at once: a change
 //! reaches every node in milliseconds. Without notifications (SQLite, or
 //! while the subscription is down) it reads every [`POLL_INTERVAL`]. After
-//! the subscription is lost it subscribes again and catches up from the
-//! last entry it read; meanwhile [`FeedHealth`] stops vouching for cached
-//! keys older than `cluster.max_staleness_ms`.
+//! the subscription is lost it subscribes again and catches up from where
+//! it stood; meanwhile [`FeedHealth`] stops vouching for cached keys older
+//! than `cluster.max_staleness_ms`.
+//!
+//! Entries are followed in commit order, not id order ([`FeedHorizon`]):
+//! each read takes every entry at or after the horizon of the previous
+//! one, and a [`FeedCursor`] remembers which of those it already applied.
+//! A change whose transaction took its id first and committed last is read
+//! when it commits, on startup, in normal running and after a reconnect.
 //!
 //! [`FeedHealth`]: super::feed_health::FeedHealth
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::keys::store::KeyStore;
-use crate::store::{Store, StoreError};
+use crate::store::keys::{FeedHorizon, FeedRead};
+use crate::store::{KeyHash, Store, StoreError};
 
 /// How often the feed is read when nothing is announced.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// Entries read per round; more are read at once in the next round.
-const BATCH: i64 = 1000;
 /// Entries older than this are pruned: every node has read them.
 const KEEP_SECS: i64 = 86_400;
 /// Idle live state (windows and balances nothing uses) is forgotten this often.
@@ -42,13 +48,13 @@ const RESUBSCRIBE: [Duration; 4] = [
 /// server stops.
 pub async fn run(store: Arc<dyn Store>, keys: Arc<KeyStore>) {
     let feed = keys.feed();
-    let mut last = loop {
+    let mut cursor = loop {
         let started = Instant::now();
-        match store.last_key_change().await {
-            Ok(last) => {
+        match store.key_feed_horizon().await {
+            Ok(horizon) => {
                 // Nothing before this point can be in the (empty) cache.
                 feed.current_as_of(started);
-                break last;
+                break FeedCursor::new(horizon);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "key change feed: cannot read its position; retrying");
@@ -78,7 +84,7 @@ pub async fn run(store: Arc<dyn Store>, keys: Arc<KeyStore>) {
         }
         let mut reading_failed = false;
         loop {
-            match read_to_end(&*store, &keys, &mut last).await {
+            match read_to_end(&*store, &keys, &mut cursor).await {
                 Ok(()) => {
                     if reading_failed {
                         tracing::info!("key change feed: reading again");
@@ -114,21 +120,58 @@ pub async fn run(store: Arc<dyn Store>, keys: Arc<KeyStore>) {
     }
 }
 
-/// Reads every entry after `last`, dropping the cached keys named; marks
-/// the feed current as of when the read started.
-async fn read_to_end(store: &dyn Store, keys: &KeyStore, last: &mut i64) -> Result<(), StoreError> {
-    loop {
-        let started = Instant::now();
-        let changes = store.key_changes_since(*last, BATCH).await?;
-        let full = changes.len() as i64 >= BATCH;
-        for (id, hash) in changes {
-            keys.invalidate(&hash.0);
-            *last = id;
+/// Reads every entry the cursor has not applied, dropping the cached keys
+/// named; marks the feed current as of when the read started.
+async fn read_to_end(
+    store: &dyn Store,
+    keys: &KeyStore,
+    cursor: &mut FeedCursor,
+) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let read = store.read_key_changes(cursor.horizon()).await?;
+    for hash in cursor.take_new(read) {
+        keys.invalidate(&hash.0);
+    }
+    keys.feed().current_as_of(started);
+    Ok(())
+}
+
+/// Where a reader stands in the change feed: the horizon to read from and
+/// the entries at or after it that were already applied (each read returns
+/// them again until the horizon passes them). Kept across reconnects, so a
+/// node catches up from exactly where it stood.
+#[derive(Debug)]
+pub struct FeedCursor {
+    horizon: FeedHorizon,
+    /// Entry id -> its place in the commit order.
+    applied: HashMap<i64, i64>,
+}
+
+impl FeedCursor {
+    pub fn new(horizon: FeedHorizon) -> Self {
+        FeedCursor {
+            horizon,
+            applied: HashMap::new(),
         }
-        if !full {
-            keys.feed().current_as_of(started);
-            return Ok(());
+    }
+
+    pub fn horizon(&self) -> FeedHorizon {
+        self.horizon
+    }
+
+    /// The keys named by entries of `read` not applied before, in the
+    /// order read; moves the cursor to the read's horizon.
+    pub fn take_new(&mut self, read: FeedRead) -> Vec<KeyHash> {
+        let mut new = Vec::new();
+        for entry in read.entries {
+            if self.applied.insert(entry.id, entry.order).is_none() {
+                new.push(entry.key_hash);
+            }
         }
+        self.horizon = read.next;
+        let horizon = self.horizon.0;
+        self.applied.retain(|_, order| *order >= horizon);
+        new
     }
 }
 
@@ -138,5 +181,74 @@ async fn prune(store: &dyn Store, keys: &KeyStore) {
     let before = crate::types::now() - KEEP_SECS;
     if let Err(e) = store.prune_key_changes(before).await {
         tracing::debug!(error = %e, "key change feed: pruning failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::keys::FeedEntry;
+
+    fn entry(id: i64, order: i64) -> FeedEntry {
+        FeedEntry {
+            id,
+            order,
+            key_hash: KeyHash([id as u8; 32]),
+        }
+    }
+
+    fn read(entries: Vec<FeedEntry>, next: i64) -> FeedRead {
+        FeedRead {
+            entries,
+            next: FeedHorizon(next),
+        }
+    }
+
+    fn ids(hashes: Vec<KeyHash>) -> Vec<u8> {
+        hashes.into_iter().map(|h| h.0[0]).collect()
+    }
+
+    #[test]
+    fn an_entry_that_committed_after_a_later_one_is_still_applied() {
+        // Transaction 100 writes entry 41 and stays open; transaction 101
+        // writes entry 42 and commits. The first read sees only 42 and
+        // keeps its horizon at 100, the oldest running transaction.
+        let mut cursor = FeedCursor::new(FeedHorizon(100));
+        assert_eq!(ids(cursor.take_new(read(vec![entry(42, 101)], 100))), [42]);
+        assert_eq!(cursor.horizon(), FeedHorizon(100));
+        // 100 commits: the next read returns both; only 41 is new.
+        let both = vec![entry(41, 100), entry(42, 101)];
+        assert_eq!(ids(cursor.take_new(read(both, 102))), [41]);
+        assert_eq!(cursor.horizon(), FeedHorizon(102));
+        assert!(
+            cursor.applied.is_empty(),
+            "entries behind the horizon are forgotten"
+        );
+    }
+
+    #[test]
+    fn applied_entries_are_remembered_only_while_reads_can_return_them() {
+        let mut cursor = FeedCursor::new(FeedHorizon(10));
+        let first = vec![entry(1, 10), entry(2, 12), entry(3, 15)];
+        assert_eq!(ids(cursor.take_new(read(first, 12))), [1, 2, 3]);
+        assert_eq!(cursor.applied.len(), 2, "entry 1 is behind the horizon");
+        let again = vec![entry(2, 12), entry(3, 15), entry(4, 13)];
+        assert_eq!(ids(cursor.take_new(read(again, 14))), [4]);
+        let mut left: Vec<_> = cursor.applied.keys().copied().collect();
+        left.sort();
+        assert_eq!(left, [3]);
+    }
+
+    #[test]
+    fn in_id_order_backends_each_entry_is_applied_once() {
+        // SQLite: the order is the id and the horizon one past the newest.
+        let mut cursor = FeedCursor::new(FeedHorizon(5));
+        assert_eq!(
+            ids(cursor.take_new(read(vec![entry(5, 5), entry(6, 6)], 7))),
+            [5, 6]
+        );
+        assert_eq!(ids(cursor.take_new(read(vec![], 7))), Vec::<u8>::new());
+        assert_eq!(ids(cursor.take_new(read(vec![entry(7, 7)], 8))), [7]);
+        assert!(cursor.applied.is_empty());
     }
 }

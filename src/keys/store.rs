@@ -18,8 +18,9 @@
 //!
 //! Consistency: every change to a key (revoke, rotate, edit, leak) goes
 //! through [`KeyStore::updated`] before its response is sent, and a cache
-//! fill that raced with a change is discarded (an epoch counter, checked
-//! under the same lock the change takes). So once a revocation returns, the
+//! fill that raced with a change to that key is discarded (an epoch counter
+//! per stripe of keys, checked under the same lock the change takes; striped
+//! so that a burst of changes to other keys does not starve fills). So once a revocation returns, the
 //! key never verifies again in this process. Changes made by another
 //! process (the CLI) arrive through the key change feed within a second
 //! ([`KeyStore::invalidate`]); entries are also re-read from storage after
@@ -396,6 +397,10 @@ async fn off_worker<T: Send + 'static>(
     }
 }
 
+/// Stripes of key hashes with a change counter each: a fill is retried
+/// only when a key of its own stripe changed while it read.
+const EPOCH_STRIPES: usize = 1024;
+
 /// Cache fills after which [`return_freed_heap`] is worth its cost.
 pub const FILLS_PER_TRIM: u64 = 1000;
 
@@ -527,7 +532,8 @@ pub struct KeyStore {
     capacity: usize,
     /// Keys read from storage into the cache so far.
     fills: AtomicU64,
-    epoch: AtomicU64,
+    /// Change counters, one per stripe of key hashes ([`EPOCH_STRIPES`]).
+    epochs: Box<[AtomicU64]>,
     fill_lock: Mutex<()>,
     imported: RwLock<HashSet<[u8; 32]>>,
     negative_ttl: Duration,
@@ -562,7 +568,7 @@ impl KeyStore {
             projects: Mutex::new(HashSet::new()),
             capacity,
             fills: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
+            epochs: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             fill_lock: Mutex::new(()),
             imported: RwLock::new(HashSet::new()),
             negative_ttl: Duration::from_secs(config.keys.negative_cache_ttl_secs),
@@ -695,6 +701,12 @@ impl KeyStore {
         }
     }
 
+    /// The change counter of `hash`'s stripe.
+    fn epoch(&self, hash: &[u8; 32]) -> &AtomicU64 {
+        let stripe = u16::from_le_bytes([hash[0], hash[1]]) as usize % EPOCH_STRIPES;
+        &self.epochs[stripe]
+    }
+
     async fn handle(&self, hash: [u8; 32]) -> Result<Option<Arc<KeyHandle>>, StoreError> {
         if let Some(handle) = self.cache.get(&hash) {
             let loaded = handle.state.lock().expect("key lock").loaded;
@@ -714,15 +726,15 @@ impl KeyStore {
             return Ok(None);
         }
         for _ in 0..8 {
-            let epoch = self.epoch.load(Ordering::SeqCst);
+            let epoch = self.epoch(&hash).load(Ordering::SeqCst);
             let record = self.store.find_key_by_hash(KeyHash(hash)).await?;
             let built = match record {
                 Some(record) => Some(self.build(record).await?),
                 None => None,
             };
             let _fill = self.fill_lock.lock().expect("fill lock");
-            if self.epoch.load(Ordering::SeqCst) != epoch {
-                continue; // a key changed meanwhile: read again
+            if self.epoch(&hash).load(Ordering::SeqCst) != epoch {
+                continue; // the key changed meanwhile: read again
             }
             if let Some(existing) = self.cache.get(&hash) {
                 return Ok(Some(existing));
@@ -759,7 +771,7 @@ impl KeyStore {
     }
 
     async fn refresh(&self, hash: [u8; 32], handle: &KeyHandle) -> Result<(), StoreError> {
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epoch = self.epoch(&hash).load(Ordering::SeqCst);
         let record = self.store.find_key_by_hash(KeyHash(hash)).await?;
         // Built off the worker like a fill (see `build`): cached keys are
         // re-read every `keys.cache_ttl_secs` for as long as they are used.
@@ -771,7 +783,7 @@ impl KeyStore {
         let _fill = self.fill_lock.lock().expect("fill lock");
         let mut st = handle.state.lock().expect("key lock");
         st.loaded = self.stamp();
-        if self.epoch.load(Ordering::SeqCst) == epoch {
+        if self.epoch(&hash).load(Ordering::SeqCst) == epoch {
             match key {
                 // Nothing changed (the usual case): the entry stays where it
                 // is, and the copy just built is freed on this side.
@@ -795,7 +807,7 @@ impl KeyStore {
     /// Publishes a change to a key before its response is sent.
     pub fn updated(&self, record: &KeyRecord) {
         let _fill = self.fill_lock.lock().expect("fill lock");
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.epoch(&record.hash).fetch_add(1, Ordering::SeqCst);
         self.unknown.remove(&record.hash);
         match self.cache.get(&record.hash) {
             Some(handle) => {
@@ -823,7 +835,7 @@ impl KeyStore {
     /// the key change feed); its window stays.
     pub fn invalidate(&self, hash: &[u8; 32]) {
         let _fill = self.fill_lock.lock().expect("fill lock");
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.epoch(hash).fetch_add(1, Ordering::SeqCst);
         self.cache.remove(hash);
         self.unknown.remove(hash);
     }

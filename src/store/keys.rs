@@ -22,6 +22,39 @@ pub type LeakEffects = Box<dyn FnOnce(&KeyRecord) -> Effects + Send>;
 /// The effects of importing one key.
 pub type ImportEffects = Box<dyn Fn(&KeyRecord) -> Effects + Send>;
 
+/// A position in the key change feed's commit order: every entry that
+/// becomes visible after a read returned this horizon is ordered at or
+/// after it.
+///
+/// The order is the backend's, not the entry ids': on PostgreSQL an entry
+/// takes its id when it is inserted but becomes visible when its
+/// transaction commits, so a reader that follows ids alone skips an entry
+/// that took its id first and committed last. There the order is the
+/// writing transaction's id and the horizon the oldest transaction still
+/// running when the read's snapshot was taken (what a transactional outbox
+/// follows). SQLite has one writer at a time, so ids are the commit order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedHorizon(pub i64);
+
+/// One change-feed entry: the key it names, its id (unique, for telling
+/// entries apart) and its place in the commit order ([`FeedHorizon`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    pub id: i64,
+    pub order: i64,
+    pub key_hash: KeyHash,
+}
+
+/// What one read of the change feed found: every committed entry ordered
+/// at or after the horizon it was asked from (so entries near the horizon
+/// come again in later reads: the reader remembers what it applied), and
+/// the horizon to read from next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedRead {
+    pub entries: Vec<FeedEntry>,
+    pub next: FeedHorizon,
+}
+
 /// A live subscription to the key change feed (PostgreSQL's LISTEN).
 #[async_trait]
 pub trait KeyChangeSubscription: Send {
@@ -86,9 +119,12 @@ pub trait KeyRepo: Send + Sync {
     /// Subscribes to change-feed announcements; `None` when the backend has
     /// none (SQLite: the feed is read on a timer).
     async fn subscribe_key_changes(&self) -> StoreResult<Option<Box<dyn KeyChangeSubscription>>>;
-    /// The newest change-feed entry (0 when empty).
-    async fn last_key_change(&self) -> StoreResult<i64>;
-    async fn key_changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, KeyHash)>>;
+    /// Where a reader with an empty cache starts: no entry committed from
+    /// now on can be ordered before this horizon.
+    async fn key_feed_horizon(&self) -> StoreResult<FeedHorizon>;
+    /// Every committed change-feed entry at or after `from`, and the next
+    /// horizon (see [`FeedRead`]). Reads one consistent snapshot.
+    async fn read_key_changes(&self, from: FeedHorizon) -> StoreResult<FeedRead>;
     /// Forgets change-feed entries older than `before` (epoch seconds).
     async fn prune_key_changes(&self, before: i64) -> StoreResult<usize>;
 }

@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use super::billing::BillingRepo;
 use super::directory::DirectoryRepo;
 use super::effects::Effects;
-use super::keys::{ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects};
+use super::keys::{
+    FeedEntry, FeedHorizon, FeedRead, ImportEffects, KeyChange, KeyRepo, LeakEffects,
+    RotationEffects,
+};
 use super::maintenance::{Maintenance, Retention};
 use super::sessions::SessionRepo;
 use super::usage::{AuditRepo, UsageRepo};
@@ -150,22 +153,27 @@ impl KeyRepo for SqliteStore {
         Ok(hashes.into_iter().map(KeyHash).collect())
     }
 
-    async fn last_key_change(&self) -> StoreResult<i64> {
-        Ok(self.db.last_key_change().await?)
+    async fn key_feed_horizon(&self) -> StoreResult<FeedHorizon> {
+        Ok(FeedHorizon(self.db.key_feed_horizon().await?))
     }
 
     async fn prune_key_changes(&self, before: i64) -> StoreResult<usize> {
         Ok(self.db.prune_key_changes(before).await?)
     }
 
-    async fn key_changes_since(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, KeyHash)>> {
-        Ok(self
-            .db
-            .key_changes_since(after, limit)
-            .await?
-            .into_iter()
-            .map(|(id, h)| (id, KeyHash(h)))
-            .collect())
+    async fn read_key_changes(&self, from: FeedHorizon) -> StoreResult<FeedRead> {
+        let (rows, next) = self.db.read_key_changes(from.0).await?;
+        Ok(FeedRead {
+            entries: rows
+                .into_iter()
+                .map(|(id, hash)| FeedEntry {
+                    id,
+                    order: id,
+                    key_hash: KeyHash(hash),
+                })
+                .collect(),
+            next: FeedHorizon(next),
+        })
     }
 }
 

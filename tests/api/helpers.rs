@@ -326,7 +326,8 @@ pub fn run(cmd: &mut Command) -> Output {
 pub struct Server {
     child: Option<Child>,
     pub base: String,
-    stdout_lines: mpsc::Receiver<String>,
+    // In a mutex so a server can be shared between test threads.
+    stdout_lines: std::sync::Mutex<mpsc::Receiver<String>>,
     stderr: std::thread::JoinHandle<String>,
 }
 
@@ -384,7 +385,7 @@ impl Server {
         Server {
             child: Some(child),
             base,
-            stdout_lines: rx,
+            stdout_lines: std::sync::Mutex::new(rx),
             stderr,
         }
     }
@@ -423,7 +424,12 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         };
         let mut lines = Vec::new();
-        while let Ok(line) = self.stdout_lines.recv_timeout(Duration::from_millis(500)) {
+        while let Ok(line) = self
+            .stdout_lines
+            .get_mut()
+            .unwrap()
+            .recv_timeout(Duration::from_millis(500))
+        {
             lines.push(line);
         }
         let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new));

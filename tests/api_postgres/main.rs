@@ -46,5 +46,6 @@ mod webhooks;
 
 #[path = "../api/cluster.rs"]
 mod cluster;
+mod feed;
 mod nodes;
 mod outage;

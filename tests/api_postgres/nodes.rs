@@ -19,8 +19,8 @@ use crate::pg::{admin_sql, TestDb};
 use crate::webhooks::Receiver;
 
 /// One node: the real binary, its own data directory, the shared database.
-struct Node {
-    server: Server,
+pub(crate) struct Node {
+    pub(crate) server: Server,
 }
 
 fn config(root: &Path) -> std::path::PathBuf {
@@ -53,7 +53,7 @@ retry_delays_secs = [1]
 
 impl Node {
     /// A node on `db_url`, with its data directory under `root`.
-    fn start(root: &Path, name: &str, db_url: &str) -> Node {
+    pub(crate) fn start(root: &Path, name: &str, db_url: &str) -> Node {
         let config = config(root);
         let server = Server::start(
             gatehouse(root)
@@ -66,7 +66,7 @@ impl Node {
         Node { server }
     }
 
-    fn post_json(&self, path: &str, body: Value) -> Resp {
+    pub(crate) fn post_json(&self, path: &str, body: Value) -> Resp {
         send_body(
             self.server
                 .request("POST", path)
@@ -75,14 +75,14 @@ impl Node {
         )
     }
 
-    fn authed(&self, method: &str, path: &str, access: &str) -> ureq::Request {
+    pub(crate) fn authed(&self, method: &str, path: &str, access: &str) -> ureq::Request {
         self.server
             .request(method, path)
             .set("Authorization", &format!("Bearer {access}"))
     }
 
     /// Logs in through this node; the session's access and refresh tokens.
-    fn login(&self, email: &str) -> (String, String) {
+    pub(crate) fn login(&self, email: &str) -> (String, String) {
         let res = self.post_json("/api/v1/auth/send-code", json!({ "email": email }));
         assert_eq!(res.status, 202, "{}", res.body);
         let mailbox = self.server.get("/api/v1/dev/mailbox").json();
@@ -108,7 +108,7 @@ impl Node {
         )
     }
 
-    fn create_key(&self, access: &str, body: Value) -> (String, String) {
+    pub(crate) fn create_key(&self, access: &str, body: Value) -> (String, String) {
         let res = send_body(
             self.authed("POST", "/api/v1/api-keys", access)
                 .set("Content-Type", "application/json"),
@@ -122,13 +122,13 @@ impl Node {
         )
     }
 
-    fn revoke(&self, access: &str, id: &str) {
+    pub(crate) fn revoke(&self, access: &str, id: &str) {
         let res = send(self.authed("DELETE", &format!("/api/v1/api-keys/{id}"), access));
         assert_eq!(res.status, 200, "{}", res.body);
     }
 
     /// `POST /api/v1/keys/verify`: the status and the answer's code.
-    fn verify(&self, key: &str) -> (u16, String) {
+    pub(crate) fn verify(&self, key: &str) -> (u16, String) {
         let res = self.post_json("/api/v1/keys/verify", json!({ "key": key }));
         let v: Value = serde_json::from_str(&res.body).unwrap_or(Value::Null);
         let code = if v["valid"] == true {
@@ -143,7 +143,7 @@ impl Node {
         (res.status, code)
     }
 
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         let (code, _, stderr) = self.server.terminate();
         assert_eq!(code, Some(0), "{stderr}");
     }

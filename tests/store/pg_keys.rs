@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use gatehouse::config::{Cidr, RateLimitConfig};
 use gatehouse::keys::credits::{Balance, Interval, Refill};
+use gatehouse::keys::feed::FeedCursor;
 use gatehouse::keys::record::KeyRecord;
 use gatehouse::keys::{ApiKey, KeyType};
+use gatehouse::store::keys::FeedHorizon;
 use gatehouse::store::postgres::{self, keys};
+use gatehouse::store::KeyHash;
 
 use crate::pg::{block_on, TestDb};
 
@@ -122,4 +125,66 @@ fn concurrent_creates_never_exceed_max_keys() {
     });
     assert_eq!(created, 5);
     assert_eq!(db.query_i64("SELECT count(*) FROM api_keys"), 5);
+}
+
+/// A change whose transaction took its id first and committed last is still
+/// read (SPEC section 14): the feed follows commit order, not ids.
+#[test]
+fn the_change_feed_reads_an_entry_that_committed_after_a_later_one() {
+    let Some(db) = TestDb::create() else { return };
+    block_on(async {
+        let pool = postgres::pool(&db.url, 3).unwrap();
+        postgres::migrate(&pool).await.unwrap();
+        let mut held = pool.get().await.unwrap();
+        let mut reader = pool.get().await.unwrap();
+        let start = keys::key_feed_horizon(&reader).await.unwrap();
+
+        // The first change takes the lower id and stays uncommitted.
+        let slow = held.transaction().await.unwrap();
+        keys::publish_change(&slow, &[1; 32], 0).await.unwrap();
+        // A second change takes the next id and commits at once.
+        let writer = pool.get().await.unwrap();
+        keys::publish_change(&writer, &[2; 32], 0).await.unwrap();
+        let ids = |read: &gatehouse::store::keys::FeedRead| -> Vec<u8> {
+            read.entries.iter().map(|e| e.key_hash.0[0]).collect()
+        };
+
+        let first = keys::read_key_changes(&mut reader, start).await.unwrap();
+        assert_eq!(ids(&first), [2], "only the committed change is visible");
+        let slow_id: i64 = slow
+            .query_one(
+                "SELECT id FROM key_changes WHERE key_hash = $1",
+                &[&&[1u8; 32][..]],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            slow_id < first.entries[0].id,
+            "the held change took the lower id"
+        );
+
+        // A reader's cursor: the first read applied the committed change.
+        let mut cursor = FeedCursor::new(FeedHorizon(start));
+        let applied = |hashes: Vec<KeyHash>| -> Vec<u8> { hashes.iter().map(|h| h.0[0]).collect() };
+        assert_eq!(applied(cursor.take_new(first)), [2]);
+
+        slow.commit().await.unwrap();
+        let second = keys::read_key_changes(&mut reader, cursor.horizon().0)
+            .await
+            .unwrap();
+        assert!(
+            ids(&second).contains(&1),
+            "the change that committed last is read: {second:?}"
+        );
+        assert_eq!(
+            applied(cursor.take_new(second)),
+            [1],
+            "and only it is new to the reader"
+        );
+        let third = keys::read_key_changes(&mut reader, cursor.horizon().0)
+            .await
+            .unwrap();
+        assert!(applied(cursor.take_new(third)).is_empty());
+    });
 }

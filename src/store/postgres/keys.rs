@@ -14,6 +14,8 @@ use crate::keys::events::check_rotation;
 use crate::keys::record::KeyRecord;
 use crate::keys::KeyType;
 use crate::store::effects::Effects;
+use crate::store::keys::{FeedEntry, FeedHorizon, FeedRead};
+use crate::store::KeyHash;
 
 /// The columns [`key_from`] reads, in order.
 pub const KEY_COLUMNS: &str =
@@ -506,24 +508,67 @@ pub async fn imported_key_hashes(client: &impl GenericClient) -> Result<Vec<[u8;
         .collect())
 }
 
-/// Key changes after `after`, oldest first (at most `limit`).
-pub async fn key_changes_since(
-    client: &impl GenericClient,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<(i64, [u8; 32])>, PgError> {
-    let rows = client
-        .query(
-            "SELECT id, key_hash FROM key_changes WHERE id > $1 ORDER BY id LIMIT $2",
-            &[&after, &limit],
-        )
+/// The oldest transaction still running, as the change feed orders
+/// entries (`key_changes.txid`): every entry committed from now on was
+/// written by it or by a later one (see [`FeedHorizon`]).
+///
+/// [`FeedHorizon`]: crate::store::keys::FeedHorizon
+const SNAPSHOT_HORIZON: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::BIGINT";
+
+/// Where a reader with an empty cache starts.
+pub async fn key_feed_horizon(client: &impl GenericClient) -> Result<i64, PgError> {
+    Ok(client.query_one(SNAPSHOT_HORIZON, &[]).await?.try_get(0)?)
+}
+
+/// Entries read per page; a read takes every page of one snapshot.
+const FEED_PAGE: i64 = 1000;
+
+/// Every committed change-feed entry written by a transaction at or after
+/// `from`, and the horizon of the snapshot they were read in, so an entry
+/// whose transaction was still running then is read next time. One
+/// repeatable-read transaction: the horizon and the rows come from the same
+/// snapshot.
+pub async fn read_key_changes(
+    client: &mut deadpool_postgres::Object,
+    from: i64,
+) -> Result<FeedRead, PgError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
         .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let hash: Vec<u8> = row.try_get(1)?;
-        if let Ok(hash) = <[u8; 32]>::try_from(hash) {
-            out.push((row.try_get(0)?, hash));
+    let next: i64 = tx.query_one(SNAPSHOT_HORIZON, &[]).await?.try_get(0)?;
+    let mut entries = Vec::new();
+    let mut after_id = i64::MIN;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT id, txid, key_hash FROM key_changes \
+                 WHERE txid >= $1 AND id > $2 ORDER BY id LIMIT $3",
+                &[&from, &after_id, &FEED_PAGE],
+            )
+            .await?;
+        let full = rows.len() as i64 >= FEED_PAGE;
+        for row in rows {
+            let id: i64 = row.try_get(0)?;
+            after_id = id;
+            let hash: Vec<u8> = row.try_get(2)?;
+            if let Ok(hash) = <[u8; 32]>::try_from(hash) {
+                entries.push(FeedEntry {
+                    id,
+                    order: row.try_get(1)?,
+                    key_hash: KeyHash(hash),
+                });
+            }
+        }
+        if !full {
+            break;
         }
     }
-    Ok(out)
+    tx.commit().await?;
+    Ok(FeedRead {
+        entries,
+        next: FeedHorizon(next),
+    })
 }

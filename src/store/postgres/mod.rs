@@ -255,7 +255,9 @@ mod repo {
     use crate::db::keys::{KeyFilter, Rotated};
     use crate::keys::record::KeyRecord;
     use crate::store::effects::Effects;
-    use crate::store::keys::{ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects};
+    use crate::store::keys::{
+        FeedHorizon, FeedRead, ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects,
+    };
     use crate::store::{KeyHash, KeyId, ProjectId, StoreResult};
 
     #[async_trait]
@@ -376,13 +378,9 @@ mod repo {
                 .collect())
         }
 
-        async fn last_key_change(&self) -> StoreResult<i64> {
+        async fn key_feed_horizon(&self) -> StoreResult<FeedHorizon> {
             let client = self.client().await?;
-            let row = client
-                .query_one("SELECT coalesce(max(id), 0)::BIGINT FROM key_changes", &[])
-                .await
-                .map_err(super::PgError::from)?;
-            Ok(row.try_get(0).map_err(super::PgError::from)?)
+            Ok(FeedHorizon(keys::key_feed_horizon(&client).await?))
         }
 
         async fn prune_key_changes(&self, before: i64) -> StoreResult<usize> {
@@ -394,17 +392,9 @@ mod repo {
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
         }
 
-        async fn key_changes_since(
-            &self,
-            after: i64,
-            limit: i64,
-        ) -> StoreResult<Vec<(i64, KeyHash)>> {
-            let client = self.client().await?;
-            Ok(keys::key_changes_since(&client, after, limit)
-                .await?
-                .into_iter()
-                .map(|(id, h)| (id, KeyHash(h)))
-                .collect())
+        async fn read_key_changes(&self, from: FeedHorizon) -> StoreResult<FeedRead> {
+            let mut client = self.client().await?;
+            Ok(keys::read_key_changes(&mut client, from.0).await?)
         }
     }
 }
