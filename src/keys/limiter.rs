@@ -83,6 +83,24 @@ impl SlidingWindow {
         (left_in_window + after).ceil() as i64
     }
 
+    /// Takes in what a shared window (Redis) reported: `status.limit -
+    /// status.remaining` requests counted there over all nodes. The node's
+    /// own window never estimates fewer, so when the shared window becomes
+    /// unreachable, the node falls back to a window that already holds what
+    /// the cluster counted, not to an empty one: a fallback lets each node
+    /// through at most what was left, instead of a full limit on top of the
+    /// shared count (SPEC section 14).
+    pub fn absorb(&mut self, status: &RateStatus, now_ms: i64) {
+        let w = i64::from(status.window_secs.max(1)) * 1000;
+        self.roll(now_ms, w);
+        let shared = u64::from(status.limit).saturating_sub(status.remaining);
+        let own = self.estimate(now_ms, w);
+        let missing = (shared as f64 - own).ceil();
+        if missing > 0.0 {
+            self.cur += missing as u64;
+        }
+    }
+
     /// Counts one request if it fits (`take`), or only reports (`!take`).
     pub fn check(&mut self, limit: u32, window_secs: u32, now_ms: i64, take: bool) -> RateStatus {
         let w = i64::from(window_secs.max(1)) * 1000;
@@ -176,6 +194,39 @@ mod tests {
         }
         assert!(w.check(1, 1, 5_000, true).allowed);
         assert!(!w.check(1, 1, 5_001, true).allowed);
+    }
+
+    #[test]
+    fn a_window_that_absorbed_the_shared_count_allows_only_what_is_left() {
+        let t0 = 1_000_000_020_000;
+        let mut w = SlidingWindow::default();
+        // Redis counted 8 of 10 over all nodes; this node saw one of them.
+        assert!(w.check(10, 60, t0, true).allowed);
+        let shared = RateStatus {
+            allowed: true,
+            limit: 10,
+            window_secs: 60,
+            remaining: 2,
+            reset_secs: 6,
+        };
+        w.absorb(&shared, t0 + 5);
+        // Redis is lost: the node's own window lets two more through.
+        assert!(w.check(10, 60, t0 + 10, true).allowed);
+        assert!(w.check(10, 60, t0 + 11, true).allowed);
+        assert!(!w.check(10, 60, t0 + 12, true).allowed);
+        // A count the node's window already holds is not added twice.
+        let mut own = SlidingWindow::default();
+        for i in 0..5 {
+            own.check(10, 60, t0 + i, true);
+        }
+        own.absorb(
+            &RateStatus {
+                remaining: 7,
+                ..shared
+            },
+            t0 + 6,
+        );
+        assert_eq!(own.check(10, 60, t0 + 7, false).remaining, 5);
     }
 
     #[test]

@@ -960,14 +960,17 @@ impl KeyStore {
             }
             None => None,
         };
-        let rate = shared_rate.unwrap_or_else(|| {
-            pending.live.lock().expect("live lock").window.check(
-                rl.limit,
-                rl.window_secs,
-                now_ms,
-                take,
-            )
-        });
+        let rate = {
+            let mut live = pending.live.lock().expect("live lock");
+            match shared_rate {
+                // Kept here too, for the moment Redis cannot answer.
+                Some(rate) => {
+                    live.window.absorb(&rate, now_ms);
+                    rate
+                }
+                None => live.window.check(rl.limit, rl.window_secs, now_ms, take),
+            }
+        };
         let mut credits = None;
         let outcome = match pending.before_rate {
             Some(denial) => Err(denial),

@@ -456,6 +456,40 @@ fn a_node_falls_back_while_redis_is_down_and_returns() {
     assert!(log.contains("Redis answers again"), "{log}");
 }
 
+/// When Redis is lost, each node falls back to a window that already holds
+/// the count Redis last reported to it: together the nodes never allow a
+/// full limit each on top of what Redis counted (SPEC section 14).
+#[test]
+fn a_fallback_window_starts_from_the_shared_count() {
+    let Some(mut redis) = OwnRedis::start() else {
+        return;
+    };
+    const LIMIT: usize = 10;
+    let f = fixture(LIMIT as u32, None);
+    let url = redis.url();
+    let a = f.node(Some((&url, "gh:")));
+    let b = f.node(Some((&url, "gh:")));
+    wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
+    // The whole limit through Redis, taking turns: a last saw 9 counted,
+    // b saw 10.
+    for i in 0..LIMIT {
+        let node = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(verify(&node.base, &f.key)["valid"], true, "request {i}");
+    }
+    assert_eq!(verify(&a.base, &f.key)["code"], "rate_limited");
+
+    redis.kill();
+    let valid = |node: &Server| {
+        (0..LIMIT)
+            .filter(|_| verify(&node.base, &f.key)["valid"] == true)
+            .count()
+    };
+    // a's last answer from Redis (the refusal) said the window was full.
+    assert_eq!(valid(&a), 0, "a falls back to a full window");
+    assert_eq!(valid(&b), 0, "b falls back to a full window");
+    assert!(!on_redis(&a) && !on_redis(&b), "both fell back");
+}
+
 #[test]
 fn a_placeholder_redis_password_is_refused_outside_local_mode() {
     let dir = tempfile::tempdir().unwrap();
