@@ -301,6 +301,10 @@ fn print_banner(config: &config::Config, port: u16) {
         }
     };
     let version = env!("CARGO_PKG_VERSION");
+    let storage = match config.postgres_url() {
+        Some(url) => format!("PostgreSQL at {}", crate::store::postgres::redact_url(url)),
+        None => format!("SQLite at {}", config.database_path().display()),
+    };
     println!("Listening on {}:{port}", config.listen.ip());
     if config.mode.is_local() {
         println!("Gatehouse {version} is serving a local demo (local mode: not for production).");
@@ -313,6 +317,7 @@ fn print_banner(config: &config::Config, port: u16) {
             config.mode.as_str()
         );
     }
+    println!("  Storage:        {storage}");
 }
 
 fn init(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: InitArgs) -> ExitCode {

@@ -25,6 +25,15 @@ fn full_flow_with_rotation_reuse_detection_and_revocation() {
     assert_eq!(sent.json(), json!({ "status": "sent" }));
     let code = app.code_from_mailbox(email);
     assert_eq!(code.len(), 6);
+    // The pending code is stored as a hash only.
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM login_codes WHERE length(code_hash) = 32"),
+        1
+    );
+    assert!(
+        !app.table_contains("login_codes", &code),
+        "the login code is stored in clear"
+    );
 
     let res = app.verify(email, &code);
     assert_eq!(res.status, 200, "{}", res.body);

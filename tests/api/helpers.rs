@@ -52,22 +52,11 @@ extern "C" fn drop_kept_databases() {
     drop(kept);
 }
 
-/// A fresh PostgreSQL database, or, when none can be had and
-/// GATEHOUSE_REQUIRE_E2E is not set, the end of this test binary: every
-/// test in it needs one, so it stops at once, saying so (exit status 0).
+/// A fresh PostgreSQL database. The PostgreSQL binary checked the server
+/// before its first test (and skipped itself visibly without one), so a
+/// database that cannot be made now is a failure, never a skip.
 fn fresh_database() -> crate::pg::TestDb {
-    match crate::pg::TestDb::create() {
-        Some(db) => db,
-        None => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\nSKIPPED the whole PostgreSQL HTTP suite (api_postgres): no PostgreSQL server answers; \
-                 set GATEHOUSE_TEST_PG_URL, or GATEHOUSE_REQUIRE_E2E=1 to make this a failure\n"
-            );
-            std::process::exit(0);
-        }
-    }
+    crate::pg::TestDb::must_create()
 }
 
 /// The PostgreSQL database of the app whose data lives in `root` (made on
@@ -154,6 +143,11 @@ pub fn spawn_app_at(root: &Path, customize: impl FnOnce(&mut Config)) -> TestApp
     let app = Application::build(config).expect("the app builds");
     let port = app.port();
     let state = app.state();
+    assert_eq!(
+        state.sqlite.is_none(),
+        backend() == Backend::Postgres,
+        "the app runs on the suite's backend"
+    );
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
@@ -300,9 +294,12 @@ pub fn gatehouse(dir: &Path) -> Command {
             cmd.env_remove(k);
         }
     }
-    // On PostgreSQL, commands run in an app's directory use its database.
+    // On PostgreSQL, commands run in an app's directory use its database
+    // (one is made for a directory that has none yet).
     if let Some(url) = pg_url_at(dir) {
         cmd.env("GATEHOUSE_DATABASE__URL", url);
+    } else if backend() == Backend::Postgres {
+        cmd.env("GATEHOUSE_DATABASE__URL", database_for_root(dir));
     }
     cmd
 }
@@ -382,6 +379,28 @@ impl Server {
             let err = stderr.join().unwrap_or_default();
             panic!("gatehouse did not report a listening address:\n{err}");
         };
+        // The banner names the storage: the PostgreSQL suite must never
+        // pass on SQLite by accident.
+        let mut storage = None;
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(s) = line.trim().strip_prefix("Storage:") {
+                        storage = Some(s.trim().to_string());
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let storage = storage.expect("the banner names the storage");
+        if backend() == Backend::Postgres {
+            assert!(
+                storage.starts_with("PostgreSQL"),
+                "a server of the PostgreSQL suite runs on {storage}"
+            );
+        }
         Server {
             child: Some(child),
             base,
@@ -577,15 +596,7 @@ impl TestApp {
                     "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
                 );
                 assert!(tables.len() > 10, "{tables:?}");
-                tables.iter().any(|t| {
-                    pg_query_i64(
-                        &url,
-                        &format!(
-                            "SELECT count(*) FROM {t} r WHERE strpos(r::text, '{}') > 0",
-                            needle.replace('\'', "''")
-                        ),
-                    ) > 0
-                })
+                tables.iter().any(|t| pg_table_contains(&url, t, needle))
             }
             None => {
                 let needle = needle.as_bytes();
@@ -599,11 +610,55 @@ impl TestApp {
         }
     }
 
+    /// Whether `needle` appears in any row of `table`, as text or as the
+    /// bytes of a binary column, whichever the backend.
+    pub fn table_contains(&self, table: &str, needle: &str) -> bool {
+        match pg_url_at(&self.root) {
+            Some(url) => pg_table_contains(&url, table, needle),
+            None => {
+                let conn = rusqlite::Connection::open(self.root.join("data/gatehouse.db")).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                let columns: Vec<String> = conn
+                    .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                assert!(!columns.is_empty(), "no table {table}");
+                columns.iter().any(|c| {
+                    conn.query_row(
+                        &format!(
+                            "SELECT count(*) FROM {table} WHERE instr(CAST({c} AS BLOB), CAST(?1 AS BLOB)) > 0"
+                        ),
+                        [needle],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .unwrap()
+                        > 0
+                })
+            }
+        }
+    }
+
     /// Runs a query that returns one integer against the app's database,
     /// whichever the backend (keep the SQL to what both understand).
     pub fn query_i64(&self, sql: &str) -> i64 {
         query_i64_at(&self.root, sql)
     }
+}
+
+/// Whether a row of `table` holds `needle`, as text or hex-encoded (how a
+/// `bytea` column reads as text).
+fn pg_table_contains(url: &str, table: &str, needle: &str) -> bool {
+    let quoted = needle.replace('\'', "''");
+    let hex: String = needle.bytes().map(|b| format!("{b:02x}")).collect();
+    pg_query_i64(
+        url,
+        &format!(
+            "SELECT count(*) FROM {table} r WHERE strpos(r::text, '{quoted}') > 0 OR strpos(r::text, '{hex}') > 0"
+        ),
+    ) > 0
 }
 
 /// The PostgreSQL URL of the app whose data lives in `root`, when the
@@ -737,63 +792,4 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Whether an end-to-end test may run: when `available` is false it is
-/// skipped, unless GATEHOUSE_REQUIRE_E2E is set (as in CI), which fails it.
-///
-/// A skip must never pass for a pass: it is announced on stderr at once
-/// (past the test harness's output capture, naming the test, what is
-/// missing and how to enable it) and again in a summary when the test
-/// binary exits.
-pub fn e2e_available(available: bool, what: &str) -> bool {
-    if !available {
-        if std::env::var_os("GATEHOUSE_REQUIRE_E2E").is_some() {
-            panic!("GATEHOUSE_REQUIRE_E2E is set but {what} is not available");
-        }
-        skipped::record(what);
-    }
-    available
-}
-
-mod skipped {
-    use std::io::Write;
-    use std::sync::{Mutex, Once};
-
-    static SKIPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    static SUMMARY: Once = Once::new();
-
-    const HOW: &str = "install the peers and run everything as CI does with \
-        `.ci/run`; set GATEHOUSE_REQUIRE_E2E=1 to make a missing peer fail the test";
-
-    pub fn record(what: &str) {
-        let test = std::thread::current()
-            .name()
-            .unwrap_or("an end-to-end test")
-            .to_string();
-        let line = format!("{test}: {what} is not available");
-        // Straight to the file descriptor: the harness captures eprintln!.
-        let _ = writeln!(std::io::stderr(), "\nSKIPPED {line}\n        ({HOW})");
-        SKIPPED.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-        SUMMARY.call_once(|| {
-            // SAFETY: registers a plain `extern "C" fn` without arguments,
-            // as atexit requires; it runs once, when the test binary exits.
-            unsafe {
-                libc::atexit(summary);
-            }
-        });
-    }
-
-    extern "C" fn summary() {
-        let skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
-        let mut err = std::io::stderr();
-        let _ = writeln!(
-            err,
-            "\n{} end-to-end test{} SKIPPED (they tested nothing):",
-            skipped.len(),
-            if skipped.len() == 1 { "" } else { "s" }
-        );
-        for line in skipped.iter() {
-            let _ = writeln!(err, "  - {line}");
-        }
-        let _ = writeln!(err, "To run them: {HOW}.");
-    }
-}
+pub use crate::skip::e2e_available;

@@ -5,6 +5,8 @@
 mod helpers;
 #[path = "../common/pg.rs"]
 mod pg;
+#[path = "../common/skip.rs"]
+mod skip;
 
 mod auth;
 mod billing;

@@ -6,8 +6,10 @@
 //! README, the browser) run only in `tests/api`.
 //!
 //! The server comes from `GATEHOUSE_TEST_PG_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`). Without one the whole
-//! binary is skipped, saying so, unless `GATEHOUSE_REQUIRE_E2E` is set.
+//! `postgres://postgres@127.0.0.1:5432/postgres`). It is checked before the
+//! first test runs: without one the whole binary is skipped, saying so,
+//! unless `GATEHOUSE_REQUIRE_E2E` is set (then every test fails). A server
+//! that stops answering later fails the tests it hits.
 
 // Helpers the modules run here do not all use.
 #![allow(dead_code)]
@@ -16,6 +18,8 @@
 mod helpers;
 #[path = "../common/pg.rs"]
 mod pg;
+#[path = "../common/skip.rs"]
+mod skip;
 
 #[path = "../api/auth.rs"]
 mod auth;
@@ -49,3 +53,27 @@ mod cluster;
 mod feed;
 mod nodes;
 mod outage;
+
+/// Runs before the test harness starts (an ELF constructor): the only
+/// moment a whole-binary skip cannot hide a result another test recorded.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static CHECK_POSTGRES_FIRST: extern "C" fn() = check_postgres_first;
+
+#[cfg(target_os = "linux")]
+extern "C" fn check_postgres_first() {
+    use std::io::Write;
+    if std::env::var_os("GATEHOUSE_REQUIRE_E2E").is_some() {
+        return;
+    }
+    if let Err(why) = pg::server_answers() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nSKIPPED the whole PostgreSQL HTTP suite (api_postgres) before its first test: \
+             no PostgreSQL server answers ({why}); set GATEHOUSE_TEST_PG_URL, or \
+             GATEHOUSE_REQUIRE_E2E=1 to make this a failure\n"
+        );
+        std::process::exit(0);
+    }
+}

@@ -3,7 +3,7 @@
 //! The server comes from `GATEHOUSE_TEST_PG_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`): a URL of a database the
 //! test user may connect to, with the right to create databases. When no
-//! server answers, the PostgreSQL tests are skipped, saying so on stderr,
+//! server answers, the PostgreSQL tests are skipped visibly (`skip`),
 //! unless `GATEHOUSE_REQUIRE_E2E` is set (as in CI), in which case they fail.
 
 #![allow(dead_code)]
@@ -36,6 +36,18 @@ async fn admin() -> Result<tokio_postgres::Client, String> {
     .map_err(|e| format!("{url}: {e}"))?;
     tokio::spawn(conn);
     Ok(client)
+}
+
+/// Whether the test server answers its administrator.
+pub fn server_answers() -> Result<(), String> {
+    block_on(async {
+        let client = admin().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Runs a statement as the test server's administrator (on its own thread:
@@ -85,16 +97,30 @@ impl TestDb {
                 name,
             }),
             Err(why) => {
-                let required = std::env::var_os("GATEHOUSE_REQUIRE_E2E").is_some();
-                assert!(
-                    !required,
-                    "PostgreSQL is required (GATEHOUSE_REQUIRE_E2E) but unavailable: {why}"
-                );
-                eprintln!(
-                    "SKIPPED (PostgreSQL unavailable: {why}); set GATEHOUSE_TEST_PG_URL to a server to run it"
+                crate::skip::e2e_available(
+                    false,
+                    &format!("PostgreSQL ({why}; set GATEHOUSE_TEST_PG_URL to a server)"),
                 );
                 None
             }
+        }
+    }
+
+    /// A new empty database; a failure is a test failure (for binaries that
+    /// checked the server before their first test).
+    pub fn must_create() -> TestDb {
+        let name = format!("gh_test_{}", fastrand::u64(..));
+        block_on(async {
+            let client = admin().await?;
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .unwrap_or_else(|why| panic!("PostgreSQL failed during the run: {why}"));
+        TestDb {
+            url: with_database(&server_url(), &name),
+            name,
         }
     }
 

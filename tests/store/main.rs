@@ -3,6 +3,8 @@
 
 #[path = "../common/pg.rs"]
 mod pg;
+#[path = "../common/skip.rs"]
+mod skip;
 
 mod conformance;
 mod pg_keys;
