@@ -8,6 +8,7 @@ pub mod auth;
 pub mod billing;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
