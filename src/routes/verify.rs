@@ -244,7 +244,8 @@ const X_GATEHOUSE_SCOPES: HeaderName = HeaderName::from_static("x-gatehouse-scop
             must agree with X-Forwarded-Method when both are sent"),
         ("X-Forwarded-Uri" = Option<String>, Header, example = "/v1/orders/42?expand=items", description = "The original request's path and query (Caddy, Traefik), \
             normalised before the `[[routes]]` rules are matched; a path that cannot be normalised \
-            (an encoded `/` or `\\`, a control character, `..` above the root) is 403 `forbidden`"),
+            (an encoded `/` or `\\`, a control character, `..` above the root) is 403 `forbidden`, \
+            and so is a path parameter (`;` in a segment) unless `forward_auth.path_parameters = \"strip\"`"),
         ("X-Original-URI" = Option<String>, Header, example = "/v1/orders/42?expand=items", description = "The original request's path and query (nginx); \
             must agree with X-Forwarded-Uri when both are sent")),
     security(("bearer" = []), ("api_key" = [])),
@@ -272,7 +273,11 @@ pub async fn check(
             }
         },
     };
-    let original = match original_request(req.headers(), req.method().as_str()) {
+    let original = match original_request(
+        req.headers(),
+        req.method().as_str(),
+        state.config.forward_auth.path_parameters,
+    ) {
         Ok(original) => original,
         Err(refusal) => {
             state
