@@ -84,12 +84,12 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    fn request(&self, method: &str, path: &str) -> ureq::Request {
+    pub(crate) fn request(&self, method: &str, path: &str) -> ureq::Request {
         crate::helpers::agent().request(method, &format!("http://127.0.0.1:{}{path}", self.port))
     }
 }
 
-fn nginx(gatehouse_port: u16) -> Option<Proxy> {
+pub(crate) fn nginx(gatehouse_port: u16) -> Option<Proxy> {
     let bin = find_program("nginx")?;
     let dir = tempfile::tempdir().unwrap();
     let (port, upstream) = (free_port(), free_port());
@@ -168,7 +168,7 @@ http {{
     }
 }
 
-fn caddy(gatehouse_port: u16) -> Option<Proxy> {
+pub(crate) fn caddy(gatehouse_port: u16) -> Option<Proxy> {
     let bin = find_program("caddy")?;
     let dir = tempfile::tempdir().unwrap();
     let (port, upstream) = (free_port(), free_port());
@@ -215,6 +215,13 @@ fn caddy(gatehouse_port: u16) -> Option<Proxy> {
 }
 
 fn gatehouse_for_proxies() -> TestApp {
+    gatehouse_for_proxies_with(|_| {})
+}
+
+/// Gatehouse with the rule `/orders` -> `orders:write`, and `customize`.
+pub(crate) fn gatehouse_for_proxies_with(
+    customize: impl FnOnce(&mut gatehouse::config::Config),
+) -> TestApp {
     spawn_app_with(|c| {
         c.scopes.push(gatehouse::config::ScopeConfig {
             name: "orders:write".into(),
@@ -224,6 +231,7 @@ fn gatehouse_for_proxies() -> TestApp {
             path_prefix: "/orders".into(),
             scope: "orders:write".into(),
         });
+        customize(c);
     })
 }
 
@@ -710,15 +718,7 @@ const PATH_PARAMETER_SPELLINGS: [&str; 6] = [
 /// the servlet container reads it, so it needs `orders:write`.
 #[test]
 fn stripped_path_parameters_are_judged_as_the_path_they_spell() {
-    let app = spawn_app_with(|c| {
-        c.scopes.push(gatehouse::config::ScopeConfig {
-            name: "orders:write".into(),
-            description: String::new(),
-        });
-        c.routes.push(gatehouse::config::RouteRule {
-            path_prefix: "/orders".into(),
-            scope: "orders:write".into(),
-        });
+    let app = gatehouse_for_proxies_with(|c| {
         c.forward_auth.path_parameters = gatehouse::config::PathParameters::Strip;
     });
     let t = app.login("strip@acme.test");
