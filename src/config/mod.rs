@@ -206,6 +206,8 @@ pub enum LogFormat {
 #[serde(default)]
 pub struct LogConfig {
     /// A tracing filter directive (`info`, `gatehouse=debug,actix_web=warn`).
+    /// Libraries stay at `info` or above whatever it says
+    /// (`crate::telemetry::library_cap`).
     pub level: String,
     pub format: LogFormat,
 }
