@@ -380,7 +380,7 @@ pub struct LeakResult {
     responses(
         (status = 200, description = "One result per token, in order", body = Vec<LeakResult>),
         (status = 422, description = "Malformed request (at most 100 tokens)", body = ErrorEnvelope),
-        (status = 429, description = "Too many reports from this address", body = ErrorEnvelope)))]
+        (status = 429, description = "Too many reports from this address (an IPv6 client counts by its /64 network)", body = ErrorEnvelope)))]
 pub async fn leaked(
     state: web::Data<AppState>,
     ctx: RequestContext,
@@ -390,7 +390,12 @@ pub async fn leaked(
     // counted together.
     let refused = state
         .store
-        .throttle_hit(format!("leak:{}", ctx.ip()), 60, 10, crate::types::now())
+        .throttle_hit(
+            ctx.throttle_subject().bucket("leak"),
+            60,
+            10,
+            crate::types::now(),
+        )
         .await?;
     if let Some(retry_after) = refused {
         return Err(ApiError::new(ErrorCode::RateLimited)
