@@ -36,9 +36,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{self, Format, FormatEvent, FormatFields, Json, Writer};
 use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -209,7 +212,8 @@ struct AccessLog {
 static ACCESS: OnceLock<AccessLog> = OnceLock::new();
 
 /// Installs the global subscriber and the access log. Keep the guard alive
-/// until exit. `RUST_LOG`, when set, overrides `log.level`.
+/// until exit. `RUST_LOG`, when set, overrides `log.level`; neither lets
+/// a library log below INFO ([`library_cap`]).
 pub fn init(log: &LogConfig) -> LogGuard {
     let (writer, guard) = LogSink::spawn(std::io::stdout());
     let filter = EnvFilter::try_from_default_env()
@@ -217,22 +221,7 @@ pub fn init(log: &LogConfig) -> LogGuard {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a terminal, not for journald or a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer.clone());
-    let result = match log.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .event_format(JsonEvents::default())
-            .try_init(),
-        LogFormat::Text => builder
-            .with_ansi(ansi)
-            .event_format(TextEvents::default())
-            .try_init(),
-    };
+    let result = subscriber(filter, log.format, ansi, writer.clone()).try_init();
     match result {
         Ok(()) => {
             let _ = ACCESS.set(AccessLog {
@@ -244,6 +233,55 @@ pub fn init(log: &LogConfig) -> LogGuard {
         Err(e) => eprintln!("gatehouse: logging was already initialised: {e}"),
     }
     guard
+}
+
+/// The most a library's own events may say: INFO. Only Gatehouse's own
+/// targets go below it. Libraries' debug and trace output prints secrets:
+/// the PostgreSQL driver logs every statement with its parameters (a login
+/// mail's text with the code, a webhook's `whsec_` signing secret, key and
+/// token hashes), HTTP stacks and the Redis client log requests, headers
+/// and commands. Logs never carry a secret at any level (SPEC section 11),
+/// so this holds whatever `log.level` or `RUST_LOG` asks for, and it is a
+/// filter of its own: no directive, however specific, can lift it.
+pub fn library_cap() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target("gatehouse", LevelFilter::TRACE)
+}
+
+/// The subscriber [`init`] installs: `filter` (from `log.level` or
+/// `RUST_LOG`) and [`library_cap`] both decide, the format writes.
+fn subscriber<W>(
+    filter: EnvFilter,
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .event_format(JsonEvents::default())
+                .finish()
+                .with(library_cap()),
+        ),
+        LogFormat::Text => Box::new(
+            builder
+                .with_ansi(ansi)
+                .event_format(TextEvents::default())
+                .finish()
+                .with(library_cap()),
+        ),
+    }
 }
 
 thread_local! {
@@ -692,6 +730,64 @@ mod tests {
             let ts_end = line.find('Z').unwrap() + 1;
             line.replacen(line[..ts_end].trim_start_matches("\x1b[2m"), "TS", 1)
         }
+    }
+
+    /// What the installed subscriber writes for events of these targets,
+    /// under the filter `directives` (as `log.level` or `RUST_LOG`).
+    fn logged_under(directives: &str, format: LogFormat) -> String {
+        let out = Recorder::default();
+        let writer = {
+            let out = out.clone();
+            move || out.clone()
+        };
+        let filter = EnvFilter::try_new(directives).unwrap();
+        tracing::subscriber::with_default(subscriber(filter, format, false, writer), || {
+            // Targets as the `log` records of these libraries carry them.
+            tracing::debug!(target: "tokio_postgres::query", "executing statement s1 with parameters: [\"whsec_leak\"]");
+            tracing::trace!(target: "tokio_postgres::prepare", "preparing query s2: code_leak");
+            tracing::debug!(target: "redis::cmd", "redis_leak");
+            tracing::trace!(target: "actix_http::h1::decoder", "authorization: gate_sk_leak");
+            tracing::debug!(target: "lettre::transport::smtp", "smtp_leak");
+            tracing::debug!(target: "rustls::client", "rustls_leak");
+            tracing::info!(target: "tokio_postgres::connection", "NOTICE: kept");
+            tracing::warn!(target: "deadpool_postgres", "pool warning kept");
+            tracing::debug!(target: "gatehouse::keys::feed", "own debug kept");
+            tracing::trace!(target: "gatehouse::store", "own trace kept");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn libraries_never_log_below_info_whatever_the_filter_says() {
+        for directives in [
+            "trace",
+            "debug",
+            "tokio_postgres=trace,redis=trace,actix_http=trace,lettre=trace,rustls=trace,trace",
+            "tokio_postgres::query=trace,tokio_postgres::prepare=trace,redis::cmd=trace,info",
+            "[{statement}]=trace,trace",
+        ] {
+            for format in [LogFormat::Text, LogFormat::Json] {
+                let text = logged_under(directives, format);
+                assert!(!text.contains("leak"), "{directives} ({format:?}):\n{text}");
+                for kept in ["NOTICE: kept", "pool warning kept"] {
+                    assert!(text.contains(kept), "{directives} ({format:?}):\n{text}");
+                }
+                if directives.ends_with("trace") {
+                    for kept in ["own debug kept", "own trace kept"] {
+                        assert!(text.contains(kept), "{directives} ({format:?}):\n{text}");
+                    }
+                }
+            }
+        }
+        // Lowering stays possible: warn shows no library INFO.
+        let text = logged_under("warn", LogFormat::Text);
+        assert!(
+            !text.contains("NOTICE") && text.contains("pool warning kept"),
+            "{text}"
+        );
+        assert!(!library_cap().would_enable("tokio_postgres::query", &Level::DEBUG));
+        assert!(library_cap().would_enable("gatehouse::access", &Level::TRACE));
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub async fn send_code(
         .request_login_code(CodeRequest {
             code_hash: state.keyring.code_hash(&email, &code),
             email: email.clone(),
-            ip: ctx.ip().to_string(),
+            ip: ctx.throttle_subject().to_string(),
             limits: CodeLimits {
                 interval_secs: a.send_code_interval_secs as i64,
                 per_hour: a.send_code_per_hour as i64,

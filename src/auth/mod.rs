@@ -5,6 +5,7 @@ pub mod login;
 pub mod principal;
 pub mod redirect;
 pub mod rules;
+pub mod throttle;
 pub mod tokens;
 
 pub use principal::{Principal, ProjectAccess, SessionPrincipal, Via};

@@ -71,6 +71,7 @@ pub struct Config {
     pub billing: BillingConfig,
     pub scopes: Vec<ScopeConfig>,
     pub routes: Vec<RouteRule>,
+    pub forward_auth: ForwardAuthConfig,
     pub telemetry: TelemetryConfig,
     pub cluster: ClusterConfig,
     pub dev: DevConfig,
@@ -98,6 +99,7 @@ impl Default for Config {
             billing: BillingConfig::default(),
             scopes: Vec::new(),
             routes: Vec::new(),
+            forward_auth: ForwardAuthConfig::default(),
             telemetry: TelemetryConfig::default(),
             cluster: ClusterConfig::default(),
             dev: DevConfig::default(),
@@ -204,6 +206,8 @@ pub enum LogFormat {
 #[serde(default)]
 pub struct LogConfig {
     /// A tracing filter directive (`info`, `gatehouse=debug,actix_web=warn`).
+    /// Libraries stay at `info` or above whatever it says
+    /// (`crate::telemetry::library_cap`).
     pub level: String,
     pub format: LogFormat,
 }
@@ -571,6 +575,26 @@ pub struct ScopeConfig {
 pub struct RouteRule {
     pub path_prefix: String,
     pub scope: String,
+}
+
+/// What forward-auth does with path parameters (`;` in a path segment,
+/// which Java servlet containers strip, reading `..;` as `..`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PathParameters {
+    /// A `;` anywhere in the path: 403 `forbidden`.
+    #[default]
+    Refuse,
+    /// Each segment's `;...` is removed before the path is normalised and
+    /// the `[[routes]]` rules are matched.
+    Strip,
+}
+
+/// Forward-auth (`/api/v1/auth/check`, `crate::keys::forward`).
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(default)]
+pub struct ForwardAuthConfig {
+    pub path_parameters: PathParameters,
 }
 
 /// Trace export (`crate::telemetry::traces`). Off unless an endpoint is set

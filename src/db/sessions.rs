@@ -31,6 +31,8 @@ pub enum CodeRequestOutcome {
 
 pub struct CodeRequest {
     pub email: Email,
+    /// The client as the per-address limit counts it
+    /// ([`crate::auth::throttle::ThrottleSubject`]: its /64 on IPv6).
     pub ip: String,
     pub code_hash: [u8; 32],
     pub limits: CodeLimits,

@@ -37,6 +37,12 @@ impl RequestContext {
     pub fn ip(&self) -> IpAddr {
         self.client.ip
     }
+
+    /// What the per-address throttles count this client as (its /64 on
+    /// IPv6).
+    pub fn throttle_subject(&self) -> crate::auth::throttle::ThrottleSubject {
+        crate::auth::throttle::ThrottleSubject::from_ip(self.client.ip)
+    }
 }
 
 impl FromRequest for RequestContext {

@@ -174,7 +174,7 @@ pub async fn send_code(
                 request_body = json!({"refresh_token": "$response.body#/refresh_token"}))))),
         (status = 401, description = "invalid_code: wrong, expired, used or burned", body = ErrorEnvelope),
         (status = 422, description = "Malformed request", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: more than 30 attempts a minute from this address; see Retry-After", body = ErrorEnvelope)))]
+        (status = 429, description = "rate_limited: more than 30 attempts a minute from this address (an IPv6 client counts by its /64 network); see Retry-After", body = ErrorEnvelope)))]
 pub async fn verify_code(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -190,7 +190,12 @@ pub async fn verify_code(
     // together.
     let refused = state
         .store
-        .throttle_hit(format!("code:{}", ctx.ip()), 60, 30, crate::types::now())
+        .throttle_hit(
+            ctx.throttle_subject().bucket("code"),
+            60,
+            30,
+            crate::types::now(),
+        )
         .await?;
     if let Some(retry_after) = refused {
         return Err(ApiError::new(ErrorCode::RateLimited)

@@ -244,7 +244,8 @@ const X_GATEHOUSE_SCOPES: HeaderName = HeaderName::from_static("x-gatehouse-scop
             must agree with X-Forwarded-Method when both are sent"),
         ("X-Forwarded-Uri" = Option<String>, Header, example = "/v1/orders/42?expand=items", description = "The original request's path and query (Caddy, Traefik), \
             normalised before the `[[routes]]` rules are matched; a path that cannot be normalised \
-            (an encoded `/` or `\\`, a control character, `..` above the root) is 403 `forbidden`"),
+            (an encoded `/` or `\\`, a control character, `..` above the root) is 403 `forbidden`, \
+            and so is a path parameter (`;` in a segment) unless `forward_auth.path_parameters = \"strip\"`"),
         ("X-Original-URI" = Option<String>, Header, example = "/v1/orders/42?expand=items", description = "The original request's path and query (nginx); \
             must agree with X-Forwarded-Uri when both are sent")),
     security(("bearer" = []), ("api_key" = [])),
@@ -272,7 +273,11 @@ pub async fn check(
             }
         },
     };
-    let original = match original_request(req.headers(), req.method().as_str()) {
+    let original = match original_request(
+        req.headers(),
+        req.method().as_str(),
+        state.config.forward_auth.path_parameters,
+    ) {
         Ok(original) => original,
         Err(refusal) => {
             state
@@ -375,7 +380,7 @@ pub struct LeakResult {
     responses(
         (status = 200, description = "One result per token, in order", body = Vec<LeakResult>),
         (status = 422, description = "Malformed request (at most 100 tokens)", body = ErrorEnvelope),
-        (status = 429, description = "Too many reports from this address", body = ErrorEnvelope)))]
+        (status = 429, description = "Too many reports from this address (an IPv6 client counts by its /64 network)", body = ErrorEnvelope)))]
 pub async fn leaked(
     state: web::Data<AppState>,
     ctx: RequestContext,
@@ -385,7 +390,12 @@ pub async fn leaked(
     // counted together.
     let refused = state
         .store
-        .throttle_hit(format!("leak:{}", ctx.ip()), 60, 10, crate::types::now())
+        .throttle_hit(
+            ctx.throttle_subject().bucket("leak"),
+            60,
+            10,
+            crate::types::now(),
+        )
         .await?;
     if let Some(retry_after) = refused {
         return Err(ApiError::new(ErrorCode::RateLimited)

@@ -695,3 +695,121 @@ fn code_attempts_are_limited_per_address() {
         "refused attempts write nothing"
     );
 }
+
+/// A JSON POST from `client`, as the trusted proxy on loopback reports it
+/// in `X-Forwarded-For`.
+fn post_from(
+    app: &TestApp,
+    client: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> crate::helpers::Resp {
+    send_body(
+        app.request("POST", path)
+            .set("Content-Type", "application/json")
+            .set("X-Forwarded-For", client),
+        &body.to_string(),
+    )
+}
+
+/// `n` addresses of the /64 `2001:db8::/64`, from `2001:db8::64` on.
+pub fn one_ipv6_network(n: usize) -> Vec<String> {
+    (0x64..0x64 + n)
+        .map(|i| format!("2001:db8::{i:x}"))
+        .collect()
+}
+
+fn behind_a_proxy() -> TestApp {
+    spawn_app_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()])
+}
+
+/// Code attempts spread over the addresses of one IPv6 /64 count as one
+/// client (SPEC section 6); another /64 is another client; IPv4 counts by
+/// address, mapped or not.
+#[test]
+fn code_attempts_count_an_ipv6_client_by_its_64_network() {
+    let app = behind_a_proxy();
+    let attempt = |client: &str| {
+        post_from(
+            &app,
+            client,
+            "/api/v1/auth/verify-code",
+            json!({ "email": "v6@acme.test", "code": "000000" }),
+        )
+    };
+    crate::helpers::early_in_a_minute();
+    let statuses: Vec<u16> = one_ipv6_network(35)
+        .iter()
+        .map(|client| attempt(client).status)
+        .collect();
+    assert_eq!(statuses[..30], [401; 30], "{statuses:?}");
+    assert_eq!(statuses[30..], [429; 5], "{statuses:?}");
+    let res = attempt("2001:db8::ffff:ffff:ffff:ffff");
+    res.assert_error(429, "rate_limited");
+    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=120).contains(&retry), "{retry}");
+    // The next /64 over is another client.
+    attempt("2001:db8:0:1::64").assert_error(401, "invalid_code");
+    // IPv4: one count per address, whether or not it comes IPv4-mapped.
+    for i in 0..30 {
+        let client = if i % 2 == 0 {
+            "198.51.100.7"
+        } else {
+            "::ffff:198.51.100.7"
+        };
+        attempt(client).assert_error(401, "invalid_code");
+    }
+    attempt("::ffff:198.51.100.7").assert_error(429, "rate_limited");
+    attempt("198.51.100.7").assert_error(429, "rate_limited");
+    attempt("198.51.100.8").assert_error(401, "invalid_code");
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM audit_events WHERE action = 'login.failed'"),
+        30 + 1 + 30 + 1,
+        "refused attempts write nothing"
+    );
+}
+
+/// The send-code limit per client address counts an IPv6 client by its
+/// /64 too.
+#[test]
+fn the_send_code_limit_per_address_counts_an_ipv6_client_by_its_64_network() {
+    let app = spawn_app_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.auth.send_code_per_ip_per_hour = 3;
+    });
+    let send_from = |client: &str, email: &str| {
+        post_from(
+            &app,
+            client,
+            "/api/v1/auth/send-code",
+            json!({ "email": email }),
+        )
+    };
+    for (i, client) in one_ipv6_network(3).iter().enumerate() {
+        let res = send_from(client, &format!("n{i}@acme.test"));
+        assert_eq!(res.status, 202, "{client}: {}", res.body);
+    }
+    let res = send_from("2001:db8::86", "n9@acme.test");
+    res.assert_error(429, "rate_limited");
+    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 3000, "{retry}");
+    assert_eq!(send_from("2001:db8:0:1::1", "other@acme.test").status, 202);
+    let mailbox = app.get("/api/v1/dev/mailbox").json();
+    let mut recipients: Vec<&str> = mailbox["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["to"].as_str().unwrap())
+        .collect();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        [
+            "n0@acme.test",
+            "n1@acme.test",
+            "n2@acme.test",
+            "other@acme.test"
+        ],
+        "nothing was sent for the refused request"
+    );
+}

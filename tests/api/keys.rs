@@ -956,3 +956,37 @@ fn verify_answers_are_valid_json_whatever_the_key_holds() {
         Some("\"default\";q=100;w=60")
     );
 }
+
+/// Leak reports spread over the addresses of one IPv6 /64 count as one
+/// client (SPEC section 6); another /64 is another client.
+#[test]
+fn leak_reports_count_an_ipv6_client_by_its_64_network() {
+    let app = spawn_app_with(|c| c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]);
+    let t = app.login("leaks@acme.test");
+    let (_, key) = create_key(&app, &t, json!({ "name": "reported late" }));
+    let report = |client: &str, body: &Value| {
+        send_body(
+            app.request("POST", "/api/v1/keys/leaked")
+                .set("Content-Type", "application/json")
+                .set("X-Forwarded-For", client),
+            &body.to_string(),
+        )
+    };
+    crate::helpers::early_in_a_minute();
+    let statuses: Vec<u16> = crate::auth::one_ipv6_network(11)
+        .iter()
+        .map(|client| report(client, &json!([])).status)
+        .collect();
+    assert_eq!(statuses[..10], [200; 10], "{statuses:?}");
+    assert_eq!(statuses[10], 429, "{statuses:?}");
+    // Refused: the key is not revoked.
+    let res = report("2001:db8::ffff", &json!([{ "token": key }]));
+    res.assert_error(429, "rate_limited");
+    assert!(res.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(code_of(&verify(&app, json!({ "key": key }))), "valid");
+    // Another /64 is another client: its report revokes the key.
+    let res = report("2001:db8:0:1::1", &json!([{ "token": key }]));
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.json()[0]["result"], "revoked", "{}", res.body);
+    assert_eq!(code_of(&verify(&app, json!({ "key": key }))), "invalid_key");
+}

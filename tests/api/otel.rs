@@ -3,7 +3,9 @@
 //! definitions and checks span names, attributes and parents: the request
 //! span (named by its route template), a trusted proxy's `traceparent` as
 //! its parent, the webhook delivery and the SMTP send as children of the
-//! request that queued them, and no key, token or raw path anywhere.
+//! request that queued them, and no key, token or raw path anywhere; and
+//! through the shipped nginx and Caddy configurations, no end client's own
+//! trace context.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,6 +20,7 @@ use serde_json::json;
 
 use crate::helpers::{gatehouse, send, send_body, spawn_app_with, Server, TestApp};
 use crate::keys::create_key;
+use crate::proxies::Proxy;
 use crate::webhooks::add_webhook;
 
 /// One HTTP request the collector received.
@@ -123,6 +126,7 @@ impl Collector {
                             trace_id: hex(&span.trace_id),
                             span_id: hex(&span.span_id),
                             parent_span_id: hex(&span.parent_span_id),
+                            trace_state: span.trace_state,
                             attributes: attributes(&span.attributes),
                             status_code: span.status.map(|s| s.code).unwrap_or(0),
                         });
@@ -191,6 +195,7 @@ struct Span {
     trace_id: String,
     span_id: String,
     parent_span_id: String,
+    trace_state: String,
     attributes: HashMap<String, String>,
     /// 0 unset, 1 ok, 2 error.
     status_code: i32,
@@ -525,4 +530,72 @@ fn the_binary_honours_the_standard_otel_variables() {
         "{}",
         out.stderr
     );
+}
+
+/// A trace context an end client made up: it must not reach Gatehouse's
+/// spans through a shipped proxy configuration, although the proxy is
+/// trusted (and so its own traceparent would be believed).
+const CLIENT_TRACE_ID: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const CLIENT_SPAN_ID: &str = "bbbbbbbbbbbbbbbb";
+
+fn client_trace_context_stops_at_the_proxy(start_proxy: fn(u16) -> Option<Proxy>) {
+    let collector = Collector::start();
+    let endpoint = collector.base.clone();
+    let app = crate::proxies::gatehouse_for_proxies_with(move |c| {
+        c.telemetry.otlp_endpoint = Some(endpoint.parse().unwrap());
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    });
+    let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
+    let Some(proxy) = start_proxy(port) else {
+        return;
+    };
+    let t = app.login("traced-client@acme.test");
+    let (key_id, key) = create_key(&app, &t, json!({ "name": "w", "scopes": ["orders:write"] }));
+    let res = send(
+        proxy
+            .request("GET", "/orders/7")
+            .set("X-API-Key", &key)
+            .set(
+                "traceparent",
+                &format!("00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01"),
+            )
+            .set("tracestate", "evil=1"),
+    );
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert!(
+        res.body.starts_with(&format!("key={key_id} ")),
+        "{}",
+        res.body
+    );
+    drop(proxy);
+    drop(app);
+    let spans = collector.wait_for_span("GET /api/v1/auth/check", Duration::from_secs(10));
+    let checks: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.attr("http.route") == Some("/api/v1/auth/check"))
+        .collect();
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    let check = checks[0];
+    assert_eq!(check.attr("http.response.status_code"), Some("200"));
+    assert_ne!(
+        check.trace_id, CLIENT_TRACE_ID,
+        "the client joined the trace"
+    );
+    assert_ne!(check.parent_span_id, CLIENT_SPAN_ID);
+    assert_eq!(check.parent_span_id, "", "a new trace: {check:?}");
+    assert!(!check.trace_state.contains("evil"), "{check:?}");
+    for span in &spans {
+        assert_ne!(span.trace_id, CLIENT_TRACE_ID, "{span:?}");
+        assert!(!span.trace_state.contains("evil"), "{span:?}");
+    }
+}
+
+#[test]
+fn a_client_trace_context_stops_at_nginx() {
+    client_trace_context_stops_at_the_proxy(crate::proxies::nginx);
+}
+
+#[test]
+fn a_client_trace_context_stops_at_caddy() {
+    client_trace_context_stops_at_the_proxy(crate::proxies::caddy);
 }

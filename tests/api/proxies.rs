@@ -84,12 +84,12 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    fn request(&self, method: &str, path: &str) -> ureq::Request {
+    pub(crate) fn request(&self, method: &str, path: &str) -> ureq::Request {
         crate::helpers::agent().request(method, &format!("http://127.0.0.1:{}{path}", self.port))
     }
 }
 
-fn nginx(gatehouse_port: u16) -> Option<Proxy> {
+pub(crate) fn nginx(gatehouse_port: u16) -> Option<Proxy> {
     let bin = find_program("nginx")?;
     let dir = tempfile::tempdir().unwrap();
     let (port, upstream) = (free_port(), free_port());
@@ -168,7 +168,7 @@ http {{
     }
 }
 
-fn caddy(gatehouse_port: u16) -> Option<Proxy> {
+pub(crate) fn caddy(gatehouse_port: u16) -> Option<Proxy> {
     let bin = find_program("caddy")?;
     let dir = tempfile::tempdir().unwrap();
     let (port, upstream) = (free_port(), free_port());
@@ -215,6 +215,13 @@ fn caddy(gatehouse_port: u16) -> Option<Proxy> {
 }
 
 fn gatehouse_for_proxies() -> TestApp {
+    gatehouse_for_proxies_with(|_| {})
+}
+
+/// Gatehouse with the rule `/orders` -> `orders:write`, and `customize`.
+pub(crate) fn gatehouse_for_proxies_with(
+    customize: impl FnOnce(&mut gatehouse::config::Config),
+) -> TestApp {
     spawn_app_with(|c| {
         c.scopes.push(gatehouse::config::ScopeConfig {
             name: "orders:write".into(),
@@ -224,6 +231,7 @@ fn gatehouse_for_proxies() -> TestApp {
             path_prefix: "/orders".into(),
             scope: "orders:write".into(),
         });
+        customize(c);
     })
 }
 
@@ -393,8 +401,10 @@ fn outcome(status: u16, text: &str) -> String {
 }
 
 /// How generously any upstream could read a path: every escape decoded,
-/// dot segments resolved, slashes merged, ASCII case folded. If this
-/// reading is under `/orders`, the path must have needed `orders:write`.
+/// path parameters (`;...` in a segment) stripped as Java servlet
+/// containers strip them (so `..;` is `..`), dot segments resolved, slashes
+/// merged, ASCII case folded. If this reading is under `/orders`, the path
+/// must have needed `orders:write`.
 fn could_be_orders(served: &str) -> bool {
     let bytes = served.as_bytes();
     let mut decoded = Vec::new();
@@ -413,6 +423,7 @@ fn could_be_orders(served: &str) -> bool {
     let decoded = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
     let mut segments: Vec<&str> = Vec::new();
     for s in decoded.split(['/', '\\']) {
+        let s = s.split(';').next().unwrap_or("");
         match s {
             "" | "." => {}
             ".." => {
@@ -450,7 +461,15 @@ const SPELLINGS: &[&str] = &[
     "/orders?x=/public",
     "/orders#public",
     "/orders;x",
+    "/;x/orders",
+    "/;/orders",
+    "/.;/orders",
+    "/..;/orders",
+    "/x/..;/orders",
     "/public/..;/orders",
+    "/public/..;jsessionid=1/orders/7",
+    "/orders%3Bx",
+    "/x/..%3B/orders",
     "/orders%00",
     "/orders%20",
     "/public",
@@ -501,6 +520,12 @@ fn no_spelling_passes(app: &TestApp, proxy: &Proxy) {
         "//orders",
         "/%6Frders",
         "/x/../orders",
+        "/orders;x",
+        "/;x/orders",
+        "/;/orders",
+        "/.;/orders",
+        "/..;/orders",
+        "/x/..;/orders",
     ] {
         assert!(!served.contains(&target), "{target} was served: {served:?}");
     }
@@ -657,7 +682,90 @@ fn forward_auth_refuses_reports_it_cannot_trust() {
         assert!(res.header("ratelimit").is_none(), "{headers:?}");
         assert!(!body["error"]["message"].as_str().unwrap().is_empty());
     }
+    // Path parameters are refused by default, whatever the key, naming
+    // the setting that strips them instead.
+    for path in PATH_PARAMETER_SPELLINGS {
+        let res = check(&[("X-Forwarded-Uri", path)]);
+        let body = res.assert_error(403, "forbidden");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("path parameters")
+                && message.contains("forward_auth.path_parameters = \"strip\""),
+            "{path}: {message}"
+        );
+        assert!(res.header("ratelimit").is_none(), "{path}");
+    }
+    for path in ["/orders%3Bx", "/x/..%3b/orders"] {
+        check(&[("X-Original-URI", path)]).assert_error(403, "forbidden");
+    }
     // Nothing was counted against the key by the refusals.
     let v = crate::keys::verify(&app, json!({ "key": writer }));
     assert_eq!(v["ratelimit"]["remaining"], 97, "{v}");
+}
+
+/// The spellings of `/orders` with path parameters, which servlet
+/// containers read as `/orders` (or, for `/..;/orders`, above the root).
+const PATH_PARAMETER_SPELLINGS: [&str; 6] = [
+    "/orders;x",
+    "/;x/orders",
+    "/;/orders",
+    "/.;/orders",
+    "/..;/orders",
+    "/x/..;/orders",
+];
+
+/// `forward_auth.path_parameters = "strip"`: each spelling is judged as
+/// the servlet container reads it, so it needs `orders:write`.
+#[test]
+fn stripped_path_parameters_are_judged_as_the_path_they_spell() {
+    let app = gatehouse_for_proxies_with(|c| {
+        c.forward_auth.path_parameters = gatehouse::config::PathParameters::Strip;
+    });
+    let t = app.login("strip@acme.test");
+    let (_, reader) = create_key(
+        &app,
+        &t,
+        json!({ "name": "reader", "scopes": ["keys:read"] }),
+    );
+    let (writer_id, writer) = create_key(
+        &app,
+        &t,
+        json!({ "name": "writer", "scopes": ["orders:write"] }),
+    );
+    let check = |key: &str, path: &str| {
+        send(
+            app.request("GET", "/api/v1/auth/check")
+                .set("X-API-Key", key)
+                .set("X-Forwarded-Uri", path),
+        )
+    };
+    for path in PATH_PARAMETER_SPELLINGS {
+        let by_reader = check(&reader, path);
+        let by_writer = check(&writer, path);
+        if path == "/..;/orders" {
+            // `..` above the root: refused before any key is looked at.
+            for res in [&by_reader, &by_writer] {
+                let body = res.assert_error(403, "forbidden");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("above the root"),
+                    "{body}"
+                );
+            }
+            continue;
+        }
+        by_reader.assert_error(403, "insufficient_scope");
+        assert_eq!(by_writer.status, 200, "{path}: {}", by_writer.body);
+        assert_eq!(
+            by_writer.header("x-gatehouse-key-id"),
+            Some(writer_id.as_str())
+        );
+    }
+    // Paths the rule does not cover stay open to the reader.
+    assert_eq!(check(&reader, "/public;jsessionid=1").status, 200);
+    assert_eq!(check(&reader, "/orders/..;/public").status, 200);
+    // An encoded `;` is refused in this mode too.
+    check(&writer, "/orders%3Bx").assert_error(403, "forbidden");
 }

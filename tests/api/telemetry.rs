@@ -7,7 +7,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 
-use crate::helpers::{gatehouse, send, send_body, Server};
+use serde_json::json;
+
+use crate::helpers::{code_in, gatehouse, send, send_body, Resp, Server};
 
 fn serve(dir: &Path, env: &[(&str, &str)]) -> Server {
     let mut cmd = gatehouse(dir);
@@ -332,4 +334,154 @@ fn metrics_stay_the_same_size_under_random_methods_and_paths() {
     );
     drop(conn);
     server.terminate();
+}
+
+/// A POST with a JSON body, bearer-authenticated when `token` is given.
+fn post_json(server: &Server, path: &str, token: Option<&str>, body: serde_json::Value) -> Resp {
+    let mut req = server
+        .request("POST", path)
+        .set("Content-Type", "application/json");
+    if let Some(token) = token {
+        req = req.set("Authorization", &format!("Bearer {token}"));
+    }
+    send_body(req, &body.to_string())
+}
+
+/// Logs in, refreshes, makes a webhook and a key and verifies it: every
+/// kind of secret the server handles, by name, in the forms a log could
+/// show them (a hash as hex and as the byte list a driver prints).
+fn make_secrets(server: &Server) -> Vec<(&'static str, String)> {
+    let email = "logs@acme.test";
+    let sent = post_json(
+        server,
+        "/api/v1/auth/send-code",
+        None,
+        json!({ "email": email }),
+    );
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let mailbox = server.get("/api/v1/dev/mailbox");
+    assert_eq!(mailbox.status, 200, "{}", mailbox.body);
+    let code = code_in(mailbox.json()["items"][0]["body"].as_str().unwrap()).expect("a code");
+    let login = post_json(
+        server,
+        "/api/v1/auth/verify-code",
+        None,
+        json!({ "email": email, "code": code }),
+    );
+    assert_eq!(login.status, 200, "{}", login.body);
+    let login = login.json();
+    let refresh = login["refresh_token"].as_str().unwrap().to_string();
+    let refreshed = post_json(
+        server,
+        "/api/v1/auth/refresh-token",
+        None,
+        json!({ "refresh_token": refresh }),
+    );
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    let refreshed = refreshed.json();
+    let access = refreshed["access_token"].as_str().unwrap().to_string();
+    let hook = post_json(
+        server,
+        "/api/v1/webhooks",
+        Some(&access),
+        json!({ "url": "http://127.0.0.1:9/hook", "events": ["key.created"] }),
+    );
+    assert_eq!(hook.status, 201, "{}", hook.body);
+    let signing_secret = hook.json()["secret"].as_str().unwrap().to_string();
+    assert!(signing_secret.starts_with("whsec_"), "{signing_secret}");
+    let created = post_json(
+        server,
+        "/api/v1/api-keys",
+        Some(&access),
+        json!({ "name": "logged" }),
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let key = created.json()["plaintext_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let verified = post_json(server, "/api/v1/keys/verify", None, json!({ "key": key }));
+    assert_eq!(verified.json()["valid"], true, "{}", verified.body);
+    let hash = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let hash_hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hash_list = format!("{:?}", hash.as_ref());
+    vec![
+        ("the login code", code),
+        ("the first refresh token", refresh),
+        (
+            "the second refresh token",
+            refreshed["refresh_token"].as_str().unwrap().to_string(),
+        ),
+        ("an access token", access),
+        ("the webhook signing secret", signing_secret),
+        ("the key", key),
+        ("the key's sha256 (hex)", hash_hex),
+        ("the key's sha256 (bytes)", hash_list),
+    ]
+}
+
+/// The output less the one event that carries a login code on purpose:
+/// in local mode every message is copied to the log (SPEC section 6). An
+/// event starts a line with its timestamp (text) or `{` (JSON); the
+/// mailbox copy's body continues on the lines after it in text.
+fn without_the_mailbox_copy(lines: &[String]) -> (String, usize) {
+    let mut kept = String::new();
+    let mut copies = 0;
+    let mut skipping = false;
+    for line in lines {
+        let starts_event = line.starts_with('{') || line.starts_with(|c: char| c.is_ascii_digit());
+        if starts_event {
+            skipping = line.contains("local mailbox: message delivered");
+            copies += usize::from(skipping);
+        }
+        if !skipping {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    (kept, copies)
+}
+
+/// No log level prints a secret (SPEC section 11), the libraries' own
+/// debug output included: the PostgreSQL driver logs statement parameters
+/// (the login mail, signing secrets, hashes). On the backend the suite
+/// runs on, at `debug`, at `trace`, and with `RUST_LOG` asking for the
+/// driver's trace output by name.
+#[test]
+fn no_log_level_prints_a_secret() {
+    for env in [
+        &[("GATEHOUSE_LOG__LEVEL", "debug")][..],
+        &[
+            ("GATEHOUSE_LOG__LEVEL", "trace"),
+            ("GATEHOUSE_LOG__FORMAT", "json"),
+        ],
+        &[(
+            "RUST_LOG",
+            "tokio_postgres=trace,postgres=trace,deadpool_postgres=trace,awc=trace,actix_http=trace,trace",
+        )],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        // On PostgreSQL, a database of its own for the binary (dropped after).
+        let _db = (crate::helpers::backend() == crate::helpers::Backend::Postgres).then(|| {
+            let db = crate::pg::TestDb::create().expect("a PostgreSQL server for api_postgres");
+            std::fs::write(dir.path().join("test-pg-url"), &db.url).unwrap();
+            db
+        });
+        let server = serve(dir.path(), env);
+        let secrets = make_secrets(&server);
+        let (code, lines, stderr) = server.terminate();
+        assert_eq!(code, Some(0), "{stderr}");
+        let (stdout, copies) = without_the_mailbox_copy(&lines);
+        assert_eq!(copies, 1, "the mailbox copy is logged once ({env:?}):\n{stdout}");
+        assert!(stdout.contains("request_id"), "the log was captured ({env:?})");
+        for (what, secret) in &secrets {
+            for (stream, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+                if let Some(at) = text.find(secret.as_str()) {
+                    let from = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                    let to = text[at..].find('\n').map_or(text.len(), |i| at + i);
+                    panic!("{what} in {stream} with {env:?}:\n{}", &text[from..to]);
+                }
+            }
+        }
+    }
 }
