@@ -36,10 +36,19 @@ impl Application {
     /// Blocking preparation; call it before the async runtime runs. With
     /// `listen` on port 0 the system picks a free port (see [`Self::port`]).
     pub fn build(config: Config) -> Result<Application, StartupError> {
+        Self::build_with_clock(config, crate::clock::Clock::system())
+    }
+
+    /// [`Application::build`] reading time from `clock` (tests pass a
+    /// manual one and move it instead of sleeping).
+    pub fn build_with_clock(
+        config: Config,
+        clock: crate::clock::Clock,
+    ) -> Result<Application, StartupError> {
         crate::keys::store::tune_allocator();
         ensure_data_dir(&config.data_dir)
             .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
-        let opened = crate::store::open::open(&config)?;
+        let opened = crate::store::open::open_with_clock(&config, clock)?;
         let outcome = opened.migrated;
         if outcome.from != outcome.to {
             tracing::info!(

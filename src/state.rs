@@ -116,7 +116,11 @@ impl AppState {
 
     /// A key's metadata as the API shows it.
     pub fn key_view(&self, k: &crate::keys::record::KeyRecord) -> crate::keys::view::KeyView {
-        crate::keys::view::KeyView::new(k, self.config.keys.default_rate_limit)
+        crate::keys::view::KeyView::new(
+            k,
+            self.config.keys.default_rate_limit,
+            self.store.clock().now(),
+        )
     }
 
     pub fn session_limits(&self) -> SessionLimits {

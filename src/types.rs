@@ -135,14 +135,6 @@ impl Name {
     }
 }
 
-/// Seconds since the Unix epoch, UTC: how times are stored.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// RFC 3339 in UTC (`2026-11-22T17:42:00Z`) for API answers.
 pub fn rfc3339(epoch: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(epoch)

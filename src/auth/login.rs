@@ -58,7 +58,7 @@ fn mint(state: &Login<'_>) -> (String, String, NewTokens) {
     let tokens = NewTokens {
         access_hash: state.keyring.token_hash(&access),
         refresh_hash: state.keyring.token_hash(&refresh),
-        access_expires_at: crate::types::now() + state.config.auth.access_ttl_secs as i64,
+        access_expires_at: state.store.clock().now() + state.config.auth.access_ttl_secs as i64,
     };
     (access, refresh, tokens)
 }
@@ -84,7 +84,9 @@ pub async fn send_code(
 ) -> Result<Option<String>, ApiError> {
     let a = &state.config.auth;
     let code = generate_code(a.code_length);
-    let message = state.mailer.login_code(&email, &code);
+    let message = state
+        .mailer
+        .login_code(&email, &code, state.store.clock().now());
     let outcome = state
         .store
         .request_login_code(CodeRequest {

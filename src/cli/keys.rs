@@ -231,7 +231,7 @@ fn import_record(
 
 pub async fn run(config: &Config, store: &dyn Store, command: KeysCommand) -> Result<(), String> {
     let catalog = Catalog::from_config(config);
-    let now = crate::types::now();
+    let now = store.clock().now();
     match command {
         KeysCommand::Create(a) => {
             let project = store
@@ -352,6 +352,7 @@ pub async fn run(config: &Config, store: &dyn Store, command: KeysCommand) -> Re
             }
             let events = KeyEvents {
                 default_rate: config.keys.default_rate_limit,
+                now,
             };
             let n = store
                 .import_keys(records, Box::new(move |k| events.imported(k)))

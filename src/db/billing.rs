@@ -88,8 +88,9 @@ impl Db {
         event_type: String,
         action: Action,
     ) -> DbResult<StripeOutcome> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let inserted = tx.execute(
                 "INSERT INTO stripe_events (id, type, processed_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",

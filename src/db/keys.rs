@@ -373,7 +373,8 @@ impl Db {
 
     /// Number of active keys of a project (for plan limits).
     pub async fn count_active_keys(&self, project_id: String) -> DbResult<i64> {
-        self.call(move |c| active_keys(c, &project_id, crate::types::now()))
+        let clock = self.clock.clone();
+        self.call(move |c| active_keys(c, &project_id, clock.now()))
             .await
     }
 
@@ -384,8 +385,9 @@ impl Db {
         offset: i64,
         limit: i64,
     ) -> DbResult<(Vec<KeyRecord>, i64)> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let cond = "project_id = ?1
                  AND (?2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)))
                  AND (?4 IS NULL OR owner_id = ?4)";
@@ -418,8 +420,9 @@ impl Db {
     where
         F: FnOnce(&mut KeyRecord) -> Effects + Send + 'static,
     {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(mut key) = key_by_id(&tx, &project_id, &id)? else {
                 return Ok(None);
@@ -478,8 +481,9 @@ impl Db {
     where
         F: FnOnce(&KeyRecord, &KeyRecord, Option<&KeyRecord>) -> Effects + Send + 'static,
     {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(mut old) = key_by_id(&tx, &project_id, &old_id)? else {
                 return Ok(Rotated::NotFound);
@@ -614,8 +618,9 @@ impl Db {
     where
         F: FnOnce(&KeyRecord) -> Effects + Send + 'static,
     {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(mut key) = tx
                 .query_row(

@@ -124,6 +124,8 @@ pub struct Db {
     pool: Pool<SqliteConnectionManager>,
     path: PathBuf,
     drill: Arc<FaultDrill>,
+    /// Where every time this backend writes or compares comes from.
+    clock: crate::clock::Clock,
 }
 
 /// A storage fault to simulate, for reliability tests and drills: it makes
@@ -211,7 +213,18 @@ impl Db {
             pool,
             path: path.to_path_buf(),
             drill: Arc::new(drill),
+            clock: crate::clock::Clock::system(),
         })
+    }
+
+    /// The same database read through `clock` (tests move it).
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Db {
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &crate::clock::Clock {
+        &self.clock
     }
 
     /// Simulates a storage fault on every pooled connection until called

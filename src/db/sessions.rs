@@ -239,8 +239,9 @@ impl Db {
     /// the address's code and queues its message, all in one transaction.
     /// The request counts against the throttles whether or not a code is sent.
     pub async fn request_login_code(&self, req: CodeRequest) -> DbResult<CodeRequestOutcome> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let l = req.limits;
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let email = req.email.as_str();
@@ -283,7 +284,8 @@ impl Db {
 
     /// `verify-code`: see [`login_with_code`].
     pub async fn login_with_code(&self, req: LoginRequest) -> DbResult<LoginOutcome> {
-        self.call(move |c| login_with_code(c, req, crate::types::now()))
+        let clock = self.clock.clone();
+        self.call(move |c| login_with_code(c, req, clock.now()))
             .await
     }
 
@@ -297,8 +299,9 @@ impl Db {
         limits: SessionLimits,
         actor: Actor,
     ) -> DbResult<RefreshOutcome> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row = tx
                 .query_row(
@@ -377,8 +380,9 @@ impl Db {
 
     /// Revokes the session a refresh token (spent or not) belongs to.
     pub async fn revoke_by_refresh_token(&self, presented: [u8; 32]) -> DbResult<Option<String>> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let session: Option<String> = tx
                 .query_row(
@@ -402,8 +406,9 @@ impl Db {
         reason: &'static str,
         actor: Actor,
     ) -> DbResult<()> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             revoke(&tx, &session_id, reason, now)?;
             audit::record(
@@ -430,8 +435,9 @@ impl Db {
         presented: [u8; 32],
         limits: SessionLimits,
     ) -> DbResult<Option<SessionAuth>> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let row = c
                 .query_row(
                     &format!(
@@ -484,8 +490,9 @@ impl Db {
     /// records, past months' quota counters, expired access tokens, dead
     /// sessions and old mail.
     pub async fn cleanup(&self, limits: SessionLimits) -> DbResult<usize> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut n = 0;
             n += tx.execute("DELETE FROM login_codes WHERE expires_at <= ?1", [now])?;

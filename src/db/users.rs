@@ -324,8 +324,9 @@ impl Db {
         plan: String,
         actor: Actor,
     ) -> DbResult<Project> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let project = insert_project(&tx, &name, &plan, now)?;
             insert_membership(&tx, &project.id, &user_id, Role::Owner, now)?;
@@ -410,8 +411,9 @@ impl Db {
         actor: Actor,
         notify: super::mail::Outgoing,
     ) -> DbResult<Result<Member, MemberChangeError>> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if !may_change(actor_role, false, None, Some(role)) {
                 return Ok(Err(MemberChangeError::Forbidden));
@@ -451,8 +453,9 @@ impl Db {
         actor_role: Role,
         actor: Actor,
     ) -> DbResult<Result<Option<Member>, MemberChangeError>> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(current) = member_row(&tx, &project_id, &user_id)? else {
                 return Ok(Err(MemberChangeError::NotFound));
@@ -492,8 +495,9 @@ impl Db {
         project: Option<(String, Option<Role>)>,
         plan: String,
     ) -> DbResult<Result<BootstrapOutcome, String>> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let (user, user_created) = find_or_create_user(&tx, &email, now)?;
             let mut outcome = BootstrapOutcome {

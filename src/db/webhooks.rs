@@ -171,8 +171,9 @@ impl Db {
         secret: String,
         created_by: Option<String>,
     ) -> DbResult<Endpoint> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let endpoint = Endpoint {
                 id: new_id("whk"),
                 project_id,
@@ -237,8 +238,9 @@ impl Db {
 
     /// Queues a test event for one endpoint.
     pub async fn send_test_event(&self, project_id: String, endpoint_id: String) -> DbResult<()> {
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             queue(
                 &tx,
@@ -264,8 +266,9 @@ impl Db {
             error,
             duration_ms,
         } = attempt;
+        let clock = self.clock.clone();
         self.call(move |c| {
-            let now = crate::types::now();
+            let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO webhook_attempts (delivery_id, attempt, at, response_status, error, duration_ms)

@@ -87,6 +87,7 @@ impl<'a> KeyService<'a> {
     fn events(&self) -> KeyEvents {
         KeyEvents {
             default_rate: self.config.keys.default_rate_limit,
+            now: self.store.clock().now(),
         }
     }
 
@@ -108,7 +109,7 @@ impl<'a> KeyService<'a> {
         actor: Actor,
     ) -> Result<(KeyRecord, ApiKey), ApiError> {
         let created_by = actor.id.clone().filter(|_| actor.kind == ActorType::User);
-        let now = crate::types::now();
+        let now = self.store.clock().now();
         let (record, key) = mint(spec, &project.id, created_by, &self.config.keys.prefix, now);
         let max_keys = self.max_keys(&project.plan);
         let effects = self.events().created(&record, &actor);
@@ -133,7 +134,7 @@ impl<'a> KeyService<'a> {
         id: &str,
         actor: Actor,
     ) -> Result<KeyRecord, ApiError> {
-        let now = crate::types::now();
+        let now = self.store.clock().now();
         let events = self.events();
         let record = self
             .store
@@ -190,7 +191,7 @@ impl<'a> KeyService<'a> {
         grace_secs: i64,
         actor: Actor,
     ) -> Result<(KeyRecord, ApiKey), ApiError> {
-        let now = crate::types::now();
+        let now = self.store.clock().now();
         let old = self
             .store
             .key(ProjectId::from(project.id.as_str()), KeyId::from(id))
@@ -262,7 +263,7 @@ impl<'a> KeyService<'a> {
         body: PatchKeyBody,
         actor: Actor,
     ) -> Result<KeyRecord, ApiError> {
-        let now = crate::types::now();
+        let now = self.store.clock().now();
         let name = body.name.as_deref().map(input::name).transpose()?;
         let scopes = body
             .scopes

@@ -14,6 +14,8 @@ use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
 #[derive(Clone, Copy, Debug)]
 pub struct KeyEvents {
     pub default_rate: RateLimitConfig,
+    /// When the events happen (key metadata says whether it is active).
+    pub now: i64,
 }
 
 fn audit(
@@ -36,7 +38,7 @@ impl KeyEvents {
         WebhookEvent {
             project_id: key.project_id.to_string(),
             event,
-            data: key_json(key, self.default_rate),
+            data: key_json(key, self.default_rate, self.now),
         }
     }
 
@@ -232,6 +234,7 @@ mod tests {
                 limit: 100,
                 window_secs: 60,
             },
+            now: 1_795_000_000,
         };
         let old = KeyRecord {
             expires_at: Some(1000),

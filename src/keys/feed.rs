@@ -178,7 +178,7 @@ impl FeedCursor {
 async fn prune(store: &dyn Store, keys: &KeyStore) {
     let live = keys.prune_idle();
     tracing::debug!(live, "idle key state pruned");
-    let before = crate::types::now() - KEEP_SECS;
+    let before = store.clock().now() - KEEP_SECS;
     if let Err(e) = store.prune_key_changes(before).await {
         tracing::debug!(error = %e, "key change feed: pruning failed");
     }

@@ -549,13 +549,6 @@ pub struct KeyStore {
     started: Instant,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl KeyStore {
     /// A cache over `store`, the repository it fills from.
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
@@ -843,7 +836,7 @@ impl KeyStore {
     /// Forgets live state nothing needs: no cached key uses it and its
     /// window has run empty. Returns how many remain.
     pub fn prune_idle(&self) -> usize {
-        let now = now_ms();
+        let now = self.store.clock().now_ms();
         let mut map = self.live.lock().expect("live lock");
         map.retain(|_, live| {
             Arc::strong_count(live) > 1 || !live.lock().expect("live lock").window.is_idle(now)
@@ -885,7 +878,7 @@ impl KeyStore {
                 .limit_for(&*self.store, &self.usage, &project_id)
                 .await?;
         }
-        let now_ms = now_ms();
+        let now_ms = self.store.clock().now_ms();
         let now = now_ms / 1000;
         let shared = self.shared.as_deref().filter(|s| s.is_healthy());
         let pending = {

@@ -55,7 +55,7 @@ pub struct KeyView {
 impl KeyView {
     /// The metadata of `k`, with the default rate limit resolved. Its
     /// credit balance is the stored one: spends are made in storage.
-    pub fn new(k: &KeyRecord, default_rate: RateLimitConfig) -> Self {
+    pub fn new(k: &KeyRecord, default_rate: RateLimitConfig, now: i64) -> Self {
         let rl = k.effective_rate_limit(default_rate);
         let credits = k.credits;
         KeyView {
@@ -80,7 +80,7 @@ impl KeyView {
                 .as_ref()
                 .map(|ips| ips.iter().map(|c| String::from(*c)).collect()),
             metadata: k.metadata.clone(),
-            is_active: k.is_active(crate::types::now()),
+            is_active: k.is_active(now),
             created_at: rfc3339(k.created_at),
             updated_at: rfc3339(k.updated_at),
             last_used_at: k.last_used_at.map(rfc3339),
@@ -92,6 +92,6 @@ impl KeyView {
 }
 
 /// The metadata as JSON, for webhook payloads.
-pub fn key_json(k: &KeyRecord, default_rate: RateLimitConfig) -> serde_json::Value {
-    serde_json::to_value(KeyView::new(k, default_rate)).expect("key metadata serializes")
+pub fn key_json(k: &KeyRecord, default_rate: RateLimitConfig, now: i64) -> serde_json::Value {
+    serde_json::to_value(KeyView::new(k, default_rate, now)).expect("key metadata serializes")
 }

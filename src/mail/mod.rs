@@ -57,7 +57,7 @@ impl Mailer {
             .to_string()
     }
 
-    pub fn login_code(&self, to: &Email, code: &str) -> Outgoing {
+    pub fn login_code(&self, to: &Email, code: &str, now: i64) -> Outgoing {
         let ttl = self.config.auth.code_ttl_secs;
         let lifetime = if ttl >= 120 && ttl % 60 == 0 {
             format!("{} minutes", ttl / 60)
@@ -76,11 +76,18 @@ impl Mailer {
                  Gatehouse at {site}\n",
                 site = self.site()
             ),
-            expires_at: crate::types::now() + ttl as i64,
+            expires_at: now + ttl as i64,
         }
     }
 
-    pub fn member_added(&self, to: &Email, project: &str, by: &str, role: &str) -> Outgoing {
+    pub fn member_added(
+        &self,
+        to: &Email,
+        project: &str,
+        by: &str,
+        role: &str,
+        now: i64,
+    ) -> Outgoing {
         Outgoing {
             transports: self.transports(),
             to: to.as_str().to_string(),
@@ -91,7 +98,7 @@ impl Mailer {
                  (you will get a one-time code by email; there is no password).\n",
                 site = self.site()
             ),
-            expires_at: crate::types::now() + NOTICE_TTL_SECS,
+            expires_at: now + NOTICE_TTL_SECS,
         }
     }
 

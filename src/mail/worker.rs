@@ -93,7 +93,7 @@ pub async fn run(worker: Worker) {
         let Some(busy) = worker.work.begin() else {
             return;
         };
-        let now = crate::types::now();
+        let now = worker.store.clock().now();
         // Claimed with a lease: one node sends each message; if this one dies
         // mid-send, the message is due again when the lease runs out.
         match worker.store.claim_due_mail(now, 20, MAIL_LEASE_SECS).await {
@@ -105,7 +105,7 @@ pub async fn run(worker: Worker) {
             Err(e) => tracing::warn!(error = %e, "cannot read the mail outbox"),
         }
         drop(busy);
-        let now = crate::types::now();
+        let now = worker.store.clock().now();
         let wait = match worker.store.next_mail_due().await {
             Ok(Some(due)) => (due - now).clamp(0, 30) as u64,
             _ => 30,
@@ -125,7 +125,7 @@ async fn deliver(
     mail: PendingMail,
 ) {
     let (store, cfg) = (&worker.store, &worker.smtp);
-    let now = crate::types::now();
+    let now = worker.store.clock().now();
     if now >= mail.expires_at {
         tracing::warn!(id = mail.id, to = %mail.to, "mail expired before it could be delivered");
         let _ = store
@@ -169,7 +169,7 @@ async fn deliver(
     match result {
         Ok(()) => {
             tracing::info!(id = mail.id, to = %mail.to, subject = %mail.subject, "mail delivered");
-            if let Err(e) = store.mail_sent(mail.id, crate::types::now()).await {
+            if let Err(e) = store.mail_sent(mail.id, store.clock().now()).await {
                 tracing::warn!(id = mail.id, error = %e, "delivered mail could not be marked sent");
             }
         }

@@ -194,7 +194,7 @@ pub async fn verify_code(
             ctx.throttle_subject().bucket("code"),
             60,
             30,
-            crate::types::now(),
+            state.store.clock().now(),
         )
         .await?;
     if let Some(retry_after) = refused {

@@ -68,7 +68,7 @@ pub async fn stripe_webhook(
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !verify_signature(header, &body, secret.expose(), crate::types::now()) {
+    if !verify_signature(header, &body, secret.expose(), state.store.clock().now()) {
         return Err(ApiError::new(ErrorCode::InvalidSignature));
     }
     let event: serde_json::Value =
@@ -122,7 +122,7 @@ pub async fn billing(state: web::Data<AppState>, access: ProjectAccess) -> ApiRe
     let plan = access.project.plan.clone();
     let (max_keys, monthly) = limits(&state.config, &plan);
     state.keys.usage.flush(&*state.store).await?;
-    let month_start = Interval::Monthly.period_start(crate::types::now());
+    let month_start = Interval::Monthly.period_start(state.store.clock().now());
     let keys = state
         .store
         .count_active_keys(access.project.id.clone().into())

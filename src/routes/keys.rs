@@ -133,7 +133,7 @@ pub async fn create(
     let spec = body
         .into_inner()
         .into_inner()
-        .validate(&state.catalog, crate::types::now())?;
+        .validate(&state.catalog, state.store.clock().now())?;
     let (record, key) = state
         .key_service()
         .create(&access.project, spec, access.principal.actor(&ctx))

@@ -98,10 +98,13 @@ pub async fn add(
     access.require(Role::Admin)?;
     let email = Email::parse(&body.email).map_err(|why| ApiError::validation("email", why))?;
     let inviter = access.principal.session()?.user.email.clone();
-    let notice =
-        state
-            .mailer
-            .member_added(&email, &access.project.name, &inviter, body.role.as_str());
+    let notice = state.mailer.member_added(
+        &email,
+        &access.project.name,
+        &inviter,
+        body.role.as_str(),
+        state.store.clock().now(),
+    );
     let member = state
         .store
         .add_member(

@@ -85,7 +85,7 @@ pub async fn usage(
     query: web::Query<UsageQuery>,
 ) -> ApiResult<HttpResponse> {
     access.require_role_or_scope(Role::Member, "analytics:read")?;
-    let now = crate::types::now();
+    let now = state.store.clock().now();
     let to = query
         .to
         .as_deref()

@@ -394,7 +394,7 @@ pub async fn leaked(
             ctx.throttle_subject().bucket("leak"),
             60,
             10,
-            crate::types::now(),
+            state.store.clock().now(),
         )
         .await?;
     if let Some(retry_after) = refused {

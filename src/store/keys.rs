@@ -65,7 +65,7 @@ pub trait KeyChangeSubscription: Send {
 }
 
 #[async_trait]
-pub trait KeyRepo: Send + Sync {
+pub trait KeyRepo: super::Clocked + Send + Sync {
     async fn find_key_by_hash(&self, hash: KeyHash) -> StoreResult<Option<KeyRecord>>;
     /// A key by id, whatever its project.
     async fn find_key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>>;

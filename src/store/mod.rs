@@ -70,9 +70,16 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The clock a backend reads every time it writes or compares from, and
+/// that the code around it reads too, so one moved clock moves them all.
+pub trait Clocked {
+    fn clock(&self) -> &crate::clock::Clock;
+}
+
 /// Everything a backend provides; the server holds an `Arc<dyn Store>`.
 pub trait Store:
-    keys::KeyRepo
+    Clocked
+    + keys::KeyRepo
     + usage::UsageRepo
     + usage::AuditRepo
     + work::WebhookRepo
@@ -86,7 +93,8 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: keys::KeyRepo
+    T: Clocked
+        + keys::KeyRepo
         + usage::UsageRepo
         + usage::AuditRepo
         + work::WebhookRepo

@@ -56,10 +56,15 @@ pub struct Opened {
 /// before the server's runtime exists, and may be called inside one by
 /// the CLI), and the returned store's pool connects lazily on first use.
 pub fn open(config: &Config) -> Result<Opened, StoreError> {
+    open_with_clock(config, crate::clock::Clock::system())
+}
+
+/// [`open`], the store reading time from `clock`.
+pub fn open_with_clock(config: &Config, clock: crate::clock::Clock) -> Result<Opened, StoreError> {
     match config.postgres_url() {
         None => {
             let path = config.database_path();
-            let db = Db::open(&path, &config.database)?;
+            let db = Db::open(&path, &config.database)?.with_clock(clock);
             let migrated = db.migrate()?;
             let imported = db.imported_key_hashes()?.into_iter().map(KeyHash).collect();
             Ok(Opened {
@@ -85,7 +90,7 @@ pub fn open(config: &Config) -> Result<Opened, StoreError> {
             })?;
             let pool = postgres::pool(&url, config.database.pool_size as usize)?;
             Ok(Opened {
-                store: Arc::new(PgStore::new(pool, &url)),
+                store: Arc::new(PgStore::new(pool, &url).with_clock(clock)),
                 sqlite: None,
                 backend: Backend::Postgres,
                 migrated,

@@ -573,3 +573,9 @@ impl super::spend::SpendRepo for SqliteStore {
             .await?)
     }
 }
+
+impl super::Clocked for SqliteStore {
+    fn clock(&self) -> &crate::clock::Clock {
+        self.db.clock()
+    }
+}

@@ -44,13 +44,6 @@ fn build_client(timeout: Duration, allow_private: bool) -> awc::Client {
         .finish()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// When to try again after attempt number `attempt` failed, or `None` when
 /// the schedule is used up. Up to 10% jitter spreads retries out.
 pub fn next_attempt(delays: &[u64], attempt: u32, now_ms: i64) -> Option<i64> {
@@ -77,7 +70,7 @@ pub async fn run(worker: Worker) {
         };
         match worker
             .store
-            .claim_due_deliveries(now_ms(), 20, lease_ms)
+            .claim_due_deliveries(worker.store.clock().now_ms(), 20, lease_ms)
             .await
         {
             Ok(batch) => {
@@ -87,7 +80,7 @@ pub async fn run(worker: Worker) {
         }
         drop(busy);
         let wait_ms = match worker.store.next_delivery_due().await {
-            Ok(Some(due)) => (due - now_ms()).clamp(50, 1000),
+            Ok(Some(due)) => (due - worker.store.clock().now_ms()).clamp(50, 1000),
             _ => 1000,
         };
         tokio::time::sleep(Duration::from_millis(wait_ms as u64)).await;
@@ -110,7 +103,7 @@ async fn deliver(worker: &Worker, client: &awc::Client, d: DueDelivery) {
     } else if let Err(why) = super::validate_url(&d.url, allow_private) {
         (None, Some(format!("target refused: {why}")))
     } else {
-        let timestamp = crate::types::now();
+        let timestamp = worker.store.clock().now();
         match super::sign(&d.secret, &d.message_id, timestamp, &d.payload) {
             None => (None, Some("the signing secret is malformed".to_string())),
             Some(signature) => {
@@ -139,7 +132,11 @@ async fn deliver(worker: &Worker, client: &awc::Client, d: DueDelivery) {
         Some(s) if (200..300).contains(&s) => AttemptOutcome::Delivered,
         Some(410) => AttemptOutcome::Gone,
         _ if !d.endpoint_active => AttemptOutcome::Failed,
-        _ => match next_attempt(&worker.config.retry_delays_secs, attempt, now_ms()) {
+        _ => match next_attempt(
+            &worker.config.retry_delays_secs,
+            attempt,
+            worker.store.clock().now_ms(),
+        ) {
             Some(at) => AttemptOutcome::Retry(at),
             None => AttemptOutcome::Failed,
         },

@@ -1,6 +1,6 @@
 //! SPEC section 6: email-code login, tokens, cookies, CSRF, redirects.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -15,10 +15,7 @@ fn refresh(app: &TestApp, token: &str) -> crate::helpers::Resp {
 
 #[test]
 fn full_flow_with_rotation_reuse_detection_and_revocation() {
-    let app = spawn_app_with(|c| {
-        c.auth.refresh_reuse_grace_secs = 1;
-        c.auth.send_code_interval_secs = 1;
-    });
+    let app = spawn_app_with(|c| c.auth.send_code_interval_secs = 1);
     let email = "alice@acme.test";
     let sent = app.send_code(email);
     assert_eq!(sent.status, 202);
@@ -76,9 +73,10 @@ fn full_flow_with_rotation_reuse_detection_and_revocation() {
     assert_ne!(refresh2, refresh1);
     assert_eq!(send(app.authed("GET", "/api/v1/me", &access2)).status, 200);
 
-    // After the grace, the spent token is reuse: 401 token_reused, and the
-    // whole family dies, including the newest refresh and access tokens.
-    std::thread::sleep(Duration::from_millis(2100));
+    // After the grace (10 s), the spent token is reuse: 401 token_reused,
+    // and the whole family dies, including the newest refresh and access
+    // tokens.
+    app.clock.advance(Duration::from_secs(11));
     refresh(&app, &refresh1).assert_error(401, "token_reused");
     refresh(&app, &refresh2).assert_error(401, "invalid_token");
     send(app.authed("GET", "/api/v1/me", &access2)).assert_error(401, "invalid_token");
@@ -107,7 +105,8 @@ fn full_flow_with_rotation_reuse_detection_and_revocation() {
 }
 
 fn app_login_again(app: &TestApp, email: &str) -> (String, String) {
-    std::thread::sleep(Duration::from_millis(1100));
+    // Past send_code_interval_secs (1 s).
+    app.clock.advance(Duration::from_secs(2));
     let t = app.login(email);
     (t.access, t.refresh)
 }
@@ -142,9 +141,11 @@ fn no_grace_when_it_is_zero() {
 fn every_code_failure_is_the_same_invalid_code() {
     let app = spawn_app_with(|c| {
         c.auth.send_code_interval_secs = 1;
-        c.auth.code_ttl_secs = 2;
+        c.auth.code_ttl_secs = 60;
     });
     let email = "bob@acme.test";
+    // Past the interval between two codes for one address.
+    let next_code = || app.clock.advance(Duration::from_secs(2));
     let mut messages = Vec::new();
 
     // Five wrong codes burn it: the right one then fails.
@@ -159,7 +160,7 @@ fn every_code_failure_is_the_same_invalid_code() {
     messages.push(res.assert_error(401, "invalid_code")["error"]["message"].clone());
 
     // A used code fails.
-    std::thread::sleep(Duration::from_millis(1100));
+    next_code();
     app.send_code(email);
     let code = app.code_from_mailbox(email);
     assert_eq!(app.verify(email, &code).status, 200);
@@ -167,10 +168,10 @@ fn every_code_failure_is_the_same_invalid_code() {
     messages.push(res.assert_error(401, "invalid_code")["error"]["message"].clone());
 
     // An older code fails once a newer one was sent.
-    std::thread::sleep(Duration::from_millis(1100));
+    next_code();
     app.send_code(email);
     let old = app.code_from_mailbox(email);
-    std::thread::sleep(Duration::from_millis(1100));
+    next_code();
     app.send_code(email);
     let new = app.code_from_mailbox(email);
     if old != new {
@@ -180,10 +181,10 @@ fn every_code_failure_is_the_same_invalid_code() {
     assert_eq!(app.verify(email, &new).status, 200);
 
     // An expired code fails.
-    std::thread::sleep(Duration::from_millis(1100));
+    next_code();
     app.send_code(email);
     let code = app.code_from_mailbox(email);
-    std::thread::sleep(Duration::from_millis(2100));
+    app.clock.advance(Duration::from_secs(61));
     let res = app.verify(email, &code);
     messages.push(res.assert_error(401, "invalid_code")["error"]["message"].clone());
 
@@ -257,9 +258,9 @@ fn per_hour_and_per_ip_limits() {
         c.auth.send_code_per_ip_per_hour = 3;
     });
     assert_eq!(app.send_code("h@acme.test").status, 202);
-    std::thread::sleep(Duration::from_millis(1100));
+    app.clock.advance(Duration::from_secs(2));
     assert_eq!(app.send_code("h@acme.test").status, 202);
-    std::thread::sleep(Duration::from_millis(1100));
+    app.clock.advance(Duration::from_secs(2));
     let res = app.send_code("h@acme.test");
     res.assert_error(429, "rate_limited");
     assert!(res.header("retry-after").unwrap().parse::<u64>().unwrap() > 3000);
@@ -558,37 +559,38 @@ fn credentials_are_checked_in_order_with_the_documented_codes() {
 #[test]
 fn access_tokens_and_sessions_expire() {
     // Access tokens: short-lived, renewed by refreshing.
-    let app = spawn_app_with(|c| c.auth.access_ttl_secs = 1);
+    let app = spawn_app_with(|c| c.auth.access_ttl_secs = 60);
     let t = app.login("short@acme.test");
-    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(send(app.authed("GET", "/api/v1/me", &t.access)).status, 200);
+    app.clock.advance(Duration::from_secs(61));
     send(app.authed("GET", "/api/v1/me", &t.access)).assert_error(401, "invalid_token");
     let res = refresh(&app, &t.refresh);
     assert_eq!(res.status, 200, "{}", res.body);
-    assert_eq!(res.json()["expires_in"], 1);
+    assert_eq!(res.json()["expires_in"], 60);
 
     // Idle: a session unused for longer than session_idle_secs is over.
-    let app = spawn_app_with(|c| c.auth.session_idle_secs = 1);
+    let app = spawn_app_with(|c| c.auth.session_idle_secs = 60);
     let t = app.login("idle@acme.test");
     assert_eq!(send(app.authed("GET", "/api/v1/me", &t.access)).status, 200);
-    std::thread::sleep(Duration::from_millis(2100));
+    app.clock.advance(Duration::from_secs(50));
+    assert_eq!(
+        send(app.authed("GET", "/api/v1/me", &t.access)).status,
+        200,
+        "use keeps it alive"
+    );
+    app.clock.advance(Duration::from_secs(61));
     send(app.authed("GET", "/api/v1/me", &t.access)).assert_error(401, "invalid_token");
     refresh(&app, &t.refresh).assert_error(401, "invalid_token");
 
     // Absolute: however active, a session ends session_max_secs after login.
-    // Times are whole seconds: the session ends at floor(login) + 3, so a
-    // refresh a second after login is always inside it, and 3.1 s after the
-    // login returned is always past it.
-    let app = spawn_app_with(|c| c.auth.session_max_secs = 3);
+    let app = spawn_app_with(|c| c.auth.session_max_secs = 60);
     let t = app.login("busy-bee@acme.test");
-    let logged_in = Instant::now();
-    std::thread::sleep(Duration::from_millis(1000));
+    app.clock.advance(Duration::from_secs(30));
     let res = refresh(&app, &t.refresh);
     assert_eq!(res.status, 200, "{}", res.body);
     let next = res.json()["refresh_token"].as_str().unwrap().to_string();
     let access = res.json()["access_token"].as_str().unwrap().to_string();
-    std::thread::sleep(
-        (logged_in + Duration::from_millis(3100)).saturating_duration_since(Instant::now()),
-    );
+    app.clock.advance(Duration::from_secs(31));
     refresh(&app, &next).assert_error(401, "invalid_token");
     send(app.authed("GET", "/api/v1/me", &access)).assert_error(401, "invalid_token");
 }
@@ -596,15 +598,15 @@ fn access_tokens_and_sessions_expire() {
 #[test]
 fn cleanup_removes_expired_codes_and_dead_sessions() {
     let app = spawn_app_with(|c| {
-        c.auth.code_ttl_secs = 1;
-        c.auth.session_max_secs = 1;
-        c.auth.access_ttl_secs = 1;
+        c.auth.code_ttl_secs = 60;
+        c.auth.session_max_secs = 60;
+        c.auth.access_ttl_secs = 60;
     });
     let t = app.login("gone@acme.test");
     app.send_code("pending@acme.test");
     assert_eq!(app.query_i64("SELECT count(*) FROM login_codes"), 1);
     assert_eq!(app.query_i64("SELECT count(*) FROM sessions"), 1);
-    std::thread::sleep(Duration::from_millis(2100));
+    app.clock.advance(Duration::from_secs(61));
     let removed = app
         .block_on(
             app.state
@@ -649,7 +651,7 @@ fn failed_logins_do_the_same_work_for_known_and_unknown_addresses() {
         assert_eq!(audited, 1, "{email}");
         let attempts = app.query_i64(&format!(
             "SELECT attempts FROM login_codes WHERE email = '{email}' AND expires_at <= {}",
-            gatehouse::types::now()
+            gatehouse::clock::Clock::system().now()
         ));
         assert_eq!(
             attempts, 1,
@@ -674,7 +676,7 @@ fn code_attempts_are_limited_per_address() {
         )
     };
     let before = app.query_i64("SELECT count(*) FROM audit_events WHERE action = 'login.failed'");
-    crate::helpers::early_in_a_minute();
+    app.early_in_a_minute();
     for i in 0..30 {
         let email = if i % 2 == 0 {
             "known@acme.test"

@@ -52,7 +52,7 @@ fn post_event(app: &TestApp, body: &str, header: &str) -> crate::helpers::Resp {
 
 fn signed(app: &TestApp, event: &Value) -> crate::helpers::Resp {
     let body = event.to_string();
-    let t = gatehouse::types::now();
+    let t = gatehouse::clock::Clock::system().now();
     post_event(app, &body, &format!("t={t},v1={}", stripe_sig(t, &body)))
 }
 
@@ -191,7 +191,7 @@ fn bad_signatures_are_refused_and_change_nothing() {
         "price_pro_monthly",
     );
     let body = event.to_string();
-    let now = gatehouse::types::now();
+    let now = gatehouse::clock::Clock::system().now();
     let good = stripe_sig(now, &body);
     let before = app.query_i64("SELECT count(*) FROM stripe_events");
     for header in [

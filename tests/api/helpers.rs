@@ -83,6 +83,8 @@ fn database_for_root(root: &Path) -> String {
 
 pub struct TestApp {
     pub base: String,
+    /// The app's clock: tests move it (`clock.advance`) instead of sleeping.
+    pub clock: gatehouse::clock::Clock,
     /// Where the app keeps its data (`data/` below it).
     pub root: PathBuf,
     /// Kept so the data directory lives as long as the app.
@@ -140,7 +142,8 @@ pub fn spawn_app_at(root: &Path, customize: impl FnOnce(&mut Config)) -> TestApp
         config.database.url = Some(Secret::new(database_for_root(root)));
     }
     customize(&mut config);
-    let app = Application::build(config).expect("the app builds");
+    let clock = gatehouse::clock::Clock::manual();
+    let app = Application::build_with_clock(config, clock.clone()).expect("the app builds");
     let port = app.port();
     let state = app.state();
     assert_eq!(
@@ -159,6 +162,7 @@ pub fn spawn_app_at(root: &Path, customize: impl FnOnce(&mut Config)) -> TestApp
     let handle = rx.recv().expect("the server reports its handle");
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
+        clock,
         root: root.to_path_buf(),
         _dir: None,
         state,
@@ -169,6 +173,15 @@ pub fn spawn_app_at(root: &Path, customize: impl FnOnce(&mut Config)) -> TestApp
 }
 
 impl TestApp {
+    /// Moves the app's clock to just after the start of a minute, for
+    /// tests of per-minute windows (the test then has the rest of the
+    /// minute of real time).
+    pub fn early_in_a_minute(&self) {
+        let into = self.clock.now_ms().rem_euclid(60_000);
+        self.clock
+            .advance(Duration::from_millis((60_000 - into + 100) as u64));
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -777,7 +790,7 @@ pub fn login_directly(app: &TestApp, email: &str) -> Tokens {
 /// minute (the per-address throttles count per minute, and the previous
 /// minute's count still weighs on the next).
 pub fn early_in_a_minute() {
-    let second = gatehouse::types::now().rem_euclid(60);
+    let second = gatehouse::clock::Clock::system().now().rem_euclid(60);
     if second > 45 {
         std::thread::sleep(Duration::from_secs((61 - second) as u64));
     }

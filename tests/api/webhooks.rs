@@ -151,7 +151,7 @@ fn assert_signed(r: &Received, secret: &str) {
         "{sigs} vs {expected}"
     );
     let ts: i64 = ts.parse().unwrap();
-    assert!((gatehouse::types::now() - ts).abs() < 60);
+    assert!((gatehouse::clock::Clock::system().now() - ts).abs() < 60);
 }
 
 pub fn add_webhook(app: &TestApp, t: &Tokens, url: &str, events: &[&str]) -> (String, String) {

@@ -141,6 +141,7 @@ fn events() -> KeyEvents {
             limit: 100,
             window_secs: 60,
         },
+        now: gatehouse::clock::Clock::system().now(),
     }
 }
 
@@ -175,7 +176,7 @@ fn new_key(project: &str, name: &str, created_at: i64) -> KeyRecord {
 }
 
 async fn create(b: &Backend, project: &str, name: &str) -> KeyRecord {
-    let k = new_key(project, name, gatehouse::types::now());
+    let k = new_key(project, name, gatehouse::clock::Clock::system().now());
     let effects = events().created(&k, &Actor::system());
     b.store
         .create_key(k, None, effects)
@@ -237,7 +238,11 @@ async fn max_keys_holds_under_concurrent_creates(b: Arc<Backend>) {
         .map(|i| {
             let b = b.clone();
             tokio::spawn(async move {
-                let k = new_key("proj_race", &format!("k{i}"), gatehouse::types::now());
+                let k = new_key(
+                    "proj_race",
+                    &format!("k{i}"),
+                    gatehouse::clock::Clock::system().now(),
+                );
                 b.store
                     .create_key(k, Some(5), Default::default())
                     .await
@@ -316,14 +321,14 @@ async fn rotation_rules_hold(b: Arc<Backend>) {
     let rotate = |old: &KeyRecord, grace: Option<i64>, max: Option<u64>| {
         let b = b.clone();
         let old_id = KeyId::from(&old.id);
-        let new = new_key("proj_r", "next", gatehouse::types::now());
+        let new = new_key("proj_r", "next", gatehouse::clock::Clock::system().now());
         async move {
             b.store
                 .rotate_key(
                     ProjectId::from("proj_r"),
                     old_id,
                     new,
-                    grace.map(|g| gatehouse::types::now() + g),
+                    grace.map(|g| gatehouse::clock::Clock::system().now() + g),
                     max,
                     Box::new(|o, n, e| events().rotated(o, n, e, &Actor::system())),
                 )
@@ -613,7 +618,7 @@ async fn due_deliveries_are_claimed_by_one_worker_with_a_lease(b: Arc<Backend>) 
     for i in 0..6 {
         create(&b, "proj_c", &format!("k{i}")).await;
     }
-    let now_ms = (gatehouse::types::now() + 1) * 1000;
+    let now_ms = (gatehouse::clock::Clock::system().now() + 1) * 1000;
     let claims: Vec<_> = (0..2)
         .map(|_| {
             let b = b.clone();
@@ -675,7 +680,7 @@ async fn due_deliveries_are_claimed_by_one_worker_with_a_lease(b: Arc<Backend>) 
 
 async fn mail_is_claimed_by_one_worker_and_erased_once_sent(b: Arc<Backend>) {
     b.project("proj_m");
-    let now = gatehouse::types::now();
+    let now = gatehouse::clock::Clock::system().now();
     let mut effects = gatehouse::store::effects::Effects::default();
     for i in 0..4 {
         effects.mail.push(gatehouse::db::mail::Outgoing {
@@ -735,7 +740,7 @@ async fn mail_is_claimed_by_one_worker_and_erased_once_sent(b: Arc<Backend>) {
 
 async fn cleanup_removes_only_what_has_expired(b: Arc<Backend>) {
     b.store.ping().await.unwrap();
-    let now = gatehouse::types::now();
+    let now = gatehouse::clock::Clock::system().now();
     b.sql(&format!(
         "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at)
          VALUES ('old@acme.test', 'x', 0, {}, 0), ('new@acme.test', 'y', 0, {}, 0)",
@@ -903,7 +908,7 @@ mod sessions {
         NewTokens {
             access_hash: [seed; 32],
             refresh_hash: [seed.wrapping_add(100); 32],
-            access_expires_at: gatehouse::types::now() + 3600,
+            access_expires_at: gatehouse::clock::Clock::system().now() + 3600,
         }
     }
 
@@ -924,7 +929,7 @@ mod sessions {
                 to: email.into(),
                 subject: "code".into(),
                 body: "code".into(),
-                expires_at: gatehouse::types::now() + 600,
+                expires_at: gatehouse::clock::Clock::system().now() + 600,
             },
         }
     }
@@ -1114,7 +1119,7 @@ use sessions::{
 // concurrent spends, as several nodes would make them.
 
 async fn spend_all(b: &Arc<Backend>, key: &str, n: usize, cost: i64) -> Vec<CreditSpend> {
-    let now = gatehouse::types::now();
+    let now = gatehouse::clock::Clock::system().now();
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let b = b.clone();
@@ -1150,7 +1155,7 @@ async fn credits_are_spent_exactly_once(b: Arc<Backend>) {
         key.id
     );
     assert_eq!(b.sql(&remaining), 0);
-    let now = gatehouse::types::now();
+    let now = gatehouse::clock::Clock::system().now();
     let id = || KeyId::from(&key.id);
     // Never below zero, and a cost of 0 only reads.
     assert_eq!(
@@ -1224,7 +1229,7 @@ async fn a_rotation_carries_the_balance_and_spends_follow_it(b: Arc<Backend>) {
         let id = old.id.to_string();
         tokio::spawn(async move { spend_all(&b, &id, 10, 1).await })
     };
-    let mut next = new_key("proj_cr", "new", gatehouse::types::now());
+    let mut next = new_key("proj_cr", "new", gatehouse::clock::Clock::system().now());
     next.credits = None; // the store carries the stored balance over
     let rotated = b
         .store
@@ -1232,7 +1237,7 @@ async fn a_rotation_carries_the_balance_and_spends_follow_it(b: Arc<Backend>) {
             ProjectId::from("proj_cr"),
             KeyId::from(&old.id),
             next,
-            Some(gatehouse::types::now() + 600),
+            Some(gatehouse::clock::Clock::system().now() + 600),
             None,
             Box::new(|o, n, e| events().rotated(o, n, e, &Actor::system())),
         )
@@ -1261,7 +1266,7 @@ async fn a_rotation_carries_the_balance_and_spends_follow_it(b: Arc<Backend>) {
 async fn quotas_are_never_exceeded(b: Arc<Backend>) {
     use gatehouse::store::spend::QuotaSpend;
     b.project("proj_q"); // on the plan "free"
-    let now = gatehouse::types::now();
+    let now = gatehouse::clock::Clock::system().now();
     let month = gatehouse::keys::credits::Interval::Monthly.period_start(now);
     // Counted before the counter existed: it starts from there.
     b.sql(&format!(

@@ -49,8 +49,8 @@ pub async fn apply_stripe_event(
     event_id: &str,
     event_type: &str,
     action: Action,
+    now: i64,
 ) -> Result<StripeOutcome, PgError> {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     let inserted = tx
         .execute(

@@ -257,8 +257,8 @@ pub async fn create_project(
     name: &str,
     plan: &str,
     actor: &Actor,
+    now: i64,
 ) -> Result<Project, PgError> {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     let project = insert_project(&tx, name, plan, now).await?;
     insert_membership(&tx, &project.id, owner, Role::Owner, now).await?;
@@ -343,11 +343,11 @@ pub async fn add_member(
     actor_role: Role,
     actor: &Actor,
     notify: &Outgoing,
+    now: i64,
 ) -> Result<Result<Member, MemberChangeError>, PgError> {
     if !may_change(actor_role, false, None, Some(role)) {
         return Ok(Err(MemberChangeError::Forbidden));
     }
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     let (user, _) = find_or_create_user(&tx, email, now).await?;
     if !insert_membership(&tx, project_id, &user.id, role, now).await? {
@@ -381,8 +381,8 @@ pub async fn bootstrap_user(
     email: &Email,
     project: Option<(String, Option<Role>)>,
     plan: &str,
+    now: i64,
 ) -> Result<Result<BootstrapOutcome, String>, PgError> {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     let (user, user_created) = find_or_create_user(&tx, email, now).await?;
     let mut outcome = BootstrapOutcome {

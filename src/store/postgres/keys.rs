@@ -300,11 +300,11 @@ pub async fn update_key<F>(
     project_id: &str,
     id: &str,
     change: F,
+    now: i64,
 ) -> Result<Option<KeyRecord>, PgError>
 where
     F: FnOnce(&mut KeyRecord) -> Effects,
 {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     let Some(mut key) = key_by_id(&tx, project_id, id, true).await? else {
         return Ok(None);
@@ -329,11 +329,11 @@ pub async fn rotate_key<F>(
     old_expires_at: Option<i64>,
     max_keys: Option<u64>,
     effects: F,
+    now: i64,
 ) -> Result<Rotated, PgError>
 where
     F: FnOnce(&KeyRecord, &KeyRecord, Option<&KeyRecord>) -> Effects,
 {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     if !lock_project(&tx, project_id).await? {
         return Ok(Rotated::NotFound);
@@ -401,11 +401,11 @@ pub async fn revoke_leaked<F>(
     client: &mut deadpool_postgres::Client,
     hash: &[u8; 32],
     effects: F,
+    now: i64,
 ) -> Result<Option<(KeyRecord, bool)>, PgError>
 where
     F: FnOnce(&KeyRecord) -> Effects,
 {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     let Some(mut key) = key_by_hash(&tx, hash, true).await? else {
         return Ok(None);
@@ -459,8 +459,8 @@ pub async fn keys_page(
     filter: &KeyFilter,
     offset: i64,
     limit: i64,
+    now: i64,
 ) -> Result<(Vec<KeyRecord>, i64), PgError> {
-    let now = crate::types::now();
     let cond = "project_id = $1
          AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)))
          AND ($4::TEXT IS NULL OR owner_id = $4)";

@@ -93,7 +93,7 @@ pub async fn migrate(pool: &Pool) -> Result<MigrateOutcome, PgError> {
             &[
                 &i64::from(step.version),
                 &step.description,
-                &crate::types::now(),
+                &crate::clock::Clock::system().now(),
             ],
         )
         .await?;

@@ -178,6 +178,8 @@ mod tests {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Where every time this backend writes or compares comes from.
+    clock: crate::clock::Clock,
     home: std::sync::Arc<ConnectionHome>,
     /// For the listening connection, which is not pooled.
     url: std::sync::Arc<str>,
@@ -223,9 +225,16 @@ impl PgStore {
         let home = ConnectionHome::start().expect("a thread for the database connections");
         PgStore {
             pool,
+            clock: crate::clock::Clock::system(),
             home: std::sync::Arc::new(home),
             url: url.into(),
         }
+    }
+
+    /// The same store read through `clock` (tests move it).
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn pool(&self) -> &Pool {
@@ -292,7 +301,15 @@ mod repo {
             limit: i64,
         ) -> StoreResult<(Vec<KeyRecord>, i64)> {
             let client = self.client().await?;
-            Ok(keys::keys_page(&client, project.as_str(), &filter, offset, limit).await?)
+            Ok(keys::keys_page(
+                &client,
+                project.as_str(),
+                &filter,
+                offset,
+                limit,
+                self.clock.now(),
+            )
+            .await?)
         }
 
         async fn create_key(
@@ -314,7 +331,14 @@ mod repo {
             change: KeyChange,
         ) -> StoreResult<Option<KeyRecord>> {
             let mut client = self.client().await?;
-            Ok(keys::update_key(&mut client, project.as_str(), id.as_str(), change).await?)
+            Ok(keys::update_key(
+                &mut client,
+                project.as_str(),
+                id.as_str(),
+                change,
+                self.clock.now(),
+            )
+            .await?)
         }
 
         async fn rotate_key(
@@ -335,6 +359,7 @@ mod repo {
                 old_expires_at,
                 max_keys,
                 effects,
+                self.clock.now(),
             )
             .await?)
         }
@@ -345,7 +370,7 @@ mod repo {
             effects: LeakEffects,
         ) -> StoreResult<Option<(KeyRecord, bool)>> {
             let mut client = self.client().await?;
-            Ok(keys::revoke_leaked(&mut client, &hash.0, effects).await?)
+            Ok(keys::revoke_leaked(&mut client, &hash.0, effects, self.clock.now()).await?)
         }
 
         async fn import_keys(
@@ -366,7 +391,7 @@ mod repo {
 
         async fn count_active_keys(&self, project: ProjectId) -> StoreResult<i64> {
             let client = self.client().await?;
-            Ok(keys::active_keys(&client, project.as_str(), crate::types::now()).await?)
+            Ok(keys::active_keys(&client, project.as_str(), self.clock.now()).await?)
         }
 
         async fn imported_key_hashes(&self) -> StoreResult<Vec<KeyHash>> {
@@ -492,6 +517,7 @@ mod work_repo {
                 &events,
                 &secret,
                 created_by.as_deref(),
+                self.clock.now(),
             )
             .await?)
         }
@@ -517,7 +543,13 @@ mod work_repo {
             endpoint_id: String,
         ) -> StoreResult<()> {
             let mut client = self.client().await?;
-            Ok(work::send_test_event(&mut client, project.as_str(), &endpoint_id).await?)
+            Ok(work::send_test_event(
+                &mut client,
+                project.as_str(),
+                &endpoint_id,
+                self.clock.now(),
+            )
+            .await?)
         }
 
         async fn claim_due_deliveries(
@@ -536,7 +568,7 @@ mod work_repo {
             outcome: AttemptOutcome,
         ) -> StoreResult<()> {
             let mut client = self.client().await?;
-            Ok(work::record_attempt(&mut client, &attempt, &outcome).await?)
+            Ok(work::record_attempt(&mut client, &attempt, &outcome, self.clock.now()).await?)
         }
 
         async fn deliveries(
@@ -640,10 +672,15 @@ mod directory_repo {
             actor: Actor,
         ) -> StoreResult<Project> {
             let mut client = self.client().await?;
-            Ok(
-                directory::create_project(&mut client, owner.as_str(), &name, &plan, &actor)
-                    .await?,
+            Ok(directory::create_project(
+                &mut client,
+                owner.as_str(),
+                &name,
+                &plan,
+                &actor,
+                self.clock.now(),
             )
+            .await?)
         }
 
         async fn projects_page(
@@ -684,6 +721,7 @@ mod directory_repo {
                 actor_role,
                 &actor,
                 &notify,
+                self.clock.now(),
             )
             .await?)
         }
@@ -695,7 +733,10 @@ mod directory_repo {
             plan: String,
         ) -> StoreResult<Result<BootstrapOutcome, String>> {
             let mut client = self.client().await?;
-            Ok(directory::bootstrap_user(&mut client, &email, project, &plan).await?)
+            Ok(
+                directory::bootstrap_user(&mut client, &email, project, &plan, self.clock.now())
+                    .await?,
+            )
         }
 
         async fn project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
@@ -731,7 +772,7 @@ mod directory_repo {
             actor_role: Role,
             actor: Actor,
         ) -> StoreResult<Result<Option<Member>, MemberChangeError>> {
-            let now = crate::types::now();
+            let now = self.clock.now();
             let mut client = self.client().await?;
             let run = async {
                 let tx = client.transaction().await?;
@@ -818,12 +859,12 @@ mod session_repo {
     impl SessionRepo for PgStore {
         async fn request_login_code(&self, req: CodeRequest) -> StoreResult<CodeRequestOutcome> {
             let mut client = self.client().await?;
-            Ok(sessions::request_login_code(&mut client, &req).await?)
+            Ok(sessions::request_login_code(&mut client, &req, self.clock.now()).await?)
         }
 
         async fn login_with_code(&self, req: LoginRequest) -> StoreResult<LoginOutcome> {
             let mut client = self.client().await?;
-            Ok(sessions::login_with_code(&mut client, &req).await?)
+            Ok(sessions::login_with_code(&mut client, &req, self.clock.now()).await?)
         }
 
         async fn refresh_session(
@@ -834,7 +875,15 @@ mod session_repo {
             actor: Actor,
         ) -> StoreResult<RefreshOutcome> {
             let mut client = self.client().await?;
-            Ok(sessions::refresh_session(&mut client, &presented, &tokens, &limits, actor).await?)
+            Ok(sessions::refresh_session(
+                &mut client,
+                &presented,
+                &tokens,
+                &limits,
+                actor,
+                self.clock.now(),
+            )
+            .await?)
         }
 
         async fn revoke_by_refresh_token(
@@ -842,7 +891,10 @@ mod session_repo {
             presented: [u8; 32],
         ) -> StoreResult<Option<String>> {
             let mut client = self.client().await?;
-            Ok(sessions::revoke_by_refresh_token(&mut client, &presented).await?)
+            Ok(
+                sessions::revoke_by_refresh_token(&mut client, &presented, self.clock.now())
+                    .await?,
+            )
         }
 
         async fn revoke_session(
@@ -852,7 +904,16 @@ mod session_repo {
             actor: Actor,
         ) -> StoreResult<()> {
             let mut client = self.client().await?;
-            Ok(sessions::revoke_session(&mut client, &session_id, reason, &actor).await?)
+            Ok(
+                sessions::revoke_session(
+                    &mut client,
+                    &session_id,
+                    reason,
+                    &actor,
+                    self.clock.now(),
+                )
+                .await?,
+            )
         }
 
         async fn authenticate_access_token(
@@ -861,7 +922,10 @@ mod session_repo {
             limits: SessionLimits,
         ) -> StoreResult<Option<SessionAuth>> {
             let client = self.client().await?;
-            Ok(sessions::authenticate_access_token(&client, &presented, &limits).await?)
+            Ok(
+                sessions::authenticate_access_token(&client, &presented, &limits, self.clock.now())
+                    .await?,
+            )
         }
     }
 
@@ -874,7 +938,14 @@ mod session_repo {
             action: crate::billing::Action,
         ) -> StoreResult<StripeOutcome> {
             let mut client = self.client().await?;
-            Ok(billing::apply_stripe_event(&mut client, &event_id, &event_type, action).await?)
+            Ok(billing::apply_stripe_event(
+                &mut client,
+                &event_id,
+                &event_type,
+                action,
+                self.clock.now(),
+            )
+            .await?)
         }
     }
 }
@@ -898,7 +969,7 @@ mod maintenance_repo {
         }
 
         async fn cleanup(&self, retention: Retention) -> StoreResult<usize> {
-            let now = crate::types::now();
+            let now = self.clock.now();
             let mut client = self.client().await?;
             let run = async {
                 let tx = client.transaction().await?;
@@ -1008,5 +1079,11 @@ mod spend_repo {
             let client = self.client().await?;
             Ok(spend::spend_quota(&client, project.as_str(), &plan, limit, now).await?)
         }
+    }
+}
+
+impl crate::store::Clocked for PgStore {
+    fn clock(&self) -> &crate::clock::Clock {
+        &self.clock
     }
 }

@@ -44,8 +44,8 @@ async fn count_since(
 pub async fn request_login_code(
     client: &mut deadpool_postgres::Client,
     req: &CodeRequest,
+    now: i64,
 ) -> Result<CodeRequestOutcome, PgError> {
-    let now = crate::types::now();
     let l = req.limits;
     let email = req.email.as_str();
     let tx = client.transaction().await?;
@@ -97,8 +97,8 @@ pub async fn request_login_code(
 pub async fn login_with_code(
     client: &mut deadpool_postgres::Client,
     req: &LoginRequest,
+    now: i64,
 ) -> Result<LoginOutcome, PgError> {
-    let now = crate::types::now();
     let email = req.email.as_str();
     let tx = client.transaction().await?;
     lock_name(&tx, &format!("gatehouse:email:{email}")).await?;
@@ -248,8 +248,8 @@ pub async fn refresh_session(
     tokens: &NewTokens,
     limits: &SessionLimits,
     actor: Actor,
+    now: i64,
 ) -> Result<RefreshOutcome, PgError> {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(
@@ -334,8 +334,8 @@ pub async fn refresh_session(
 pub async fn revoke_by_refresh_token(
     client: &mut deadpool_postgres::Client,
     presented: &[u8; 32],
+    now: i64,
 ) -> Result<Option<String>, PgError> {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     let session: Option<String> = tx
         .query_opt(
@@ -357,8 +357,8 @@ pub async fn revoke_session(
     session_id: &str,
     reason: &str,
     actor: &Actor,
+    now: i64,
 ) -> Result<(), PgError> {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     revoke(&tx, session_id, reason, now).await?;
     record_audit(
@@ -384,8 +384,8 @@ pub async fn authenticate_access_token(
     client: &impl GenericClient,
     presented: &[u8; 32],
     limits: &SessionLimits,
+    now: i64,
 ) -> Result<Option<SessionAuth>, PgError> {
-    let now = crate::types::now();
     let row = client
         .query_opt(
             &format!(

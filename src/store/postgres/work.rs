@@ -43,8 +43,8 @@ pub async fn create_webhook(
     events: &[String],
     secret: &str,
     created_by: Option<&str>,
+    now: i64,
 ) -> Result<Endpoint, PgError> {
-    let now = crate::types::now();
     let endpoint = Endpoint {
         id: new_id("whk"),
         project_id: project_id.into(),
@@ -124,8 +124,8 @@ pub async fn send_test_event(
     client: &mut deadpool_postgres::Client,
     project_id: &str,
     endpoint_id: &str,
+    now: i64,
 ) -> Result<(), PgError> {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     effects::queue(
         &tx,
@@ -196,8 +196,8 @@ pub async fn record_attempt(
     client: &mut deadpool_postgres::Client,
     attempt: &Attempt,
     outcome: &AttemptOutcome,
+    now: i64,
 ) -> Result<(), PgError> {
-    let now = crate::types::now();
     let tx = client.transaction().await?;
     tx.execute(
         "INSERT INTO webhook_attempts (delivery_id, attempt, at, response_status, error, duration_ms)
