@@ -182,6 +182,7 @@ fn the_manual_page_renders_with_man() {
         "GATEHOUSE_<KEY>",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "EXIT STATUS",
+        "DATA_DIR/gatehouse.lock",
     ] {
         assert!(plain.contains(needle), "{needle:?} in:\n{plain}");
     }
