@@ -1,5 +1,6 @@
-//! The command line: `gatehouse [serve|init|check-config|migrate|backup|users|keys]`.
+//! The command line: `gatehouse [serve|init|check-config|migrate|backup|copy-data|users|keys|billing]`.
 
+mod billing;
 mod docs;
 mod keys;
 
@@ -80,6 +81,9 @@ enum Command {
     /// Manage API keys from the host (create, list, revoke, import).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Change which Stripe customer pays for a project (link).
+    #[command(subcommand)]
+    Billing(billing::BillingCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docs::CompletionsArgs),
     /// Print the manual page gatehouse(1), or write every page into a directory.
@@ -218,6 +222,7 @@ pub fn run() -> ExitCode {
             users_add(&cli.config, &cli.data_dir, args)
         }
         Some(Command::Keys(command)) => keys_command(&cli.config, &cli.data_dir, command),
+        Some(Command::Billing(command)) => billing_command(&cli.config, &cli.data_dir, command),
         Some(Command::Completions(args)) => docs::completions(args),
         Some(Command::Man(args)) => docs::man(args),
     }
@@ -676,6 +681,23 @@ fn keys_command(
         Err(code) => return code,
     };
     match actix_web::rt::System::new().block_on(keys::run(&config, &*opened.store, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn billing_command(
+    config_file: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    command: billing::BillingCommand,
+) -> ExitCode {
+    let (config, opened) = match open_database(config_file, data_dir) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let default_plan = config.billing.default_plan.clone();
+    match actix_web::rt::System::new().block_on(billing::run(&*opened.store, command, default_plan))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

@@ -886,6 +886,24 @@ mod session_repo {
             let mut client = self.client().await?;
             Ok(billing::apply_stripe_event(&mut client, &event_id, &event_type, action).await?)
         }
+
+        async fn link_stripe_customer(
+            &self,
+            project: crate::store::ProjectId,
+            customer: String,
+            force: bool,
+            default_plan: String,
+        ) -> StoreResult<crate::billing::link::LinkOutcome> {
+            let request = crate::billing::link::LinkRequest::Manual {
+                force,
+                default_plan,
+            };
+            let mut client = self.client().await?;
+            Ok(
+                billing::link_stripe_customer(&mut client, project.as_str(), &customer, request)
+                    .await?,
+            )
+        }
     }
 }
 
