@@ -1,7 +1,10 @@
 //! Plans and entitlements from signed Stripe webhooks (SPEC section 10).
-//! Nothing but a verified Stripe event changes a project's plan: a checkout
-//! return URL or any client-supplied parameter grants nothing.
+//! A project's plan is the default plan or one a verified Stripe event
+//! reported for its customer: a checkout return URL or any client-supplied
+//! parameter grants nothing (`link` decides which project a customer pays
+//! for; moving a customer by hand moves the plan Stripe reported for it).
 
+pub mod link;
 pub mod quota;
 
 use ring::hmac;

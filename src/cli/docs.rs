@@ -131,6 +131,12 @@ fn extra_sections() -> Roff {
             "DATA_DIR/local-secrets.toml",
             "Secrets generated in local mode (file mode 0600).",
         ),
+        (
+            "DATA_DIR/gatehouse.lock",
+            "Locked by serve on SQLite for as long as it runs, and by copy-data and \
+             migrate while they run: one of them at a time per data directory. The \
+             lock goes with the process however it ends; leave the file in place.",
+        ),
     ] {
         roff.control("TP", [])
             .text([bold(name)])
@@ -140,7 +146,9 @@ fn extra_sections() -> Roff {
     roff.text([roman(
         "0 on success. 1 when a command fails, including when serve or \
          check-config refuse a configuration outside local mode (every problem \
-         is printed with its setting's name). 2 for a command line clap cannot parse.",
+         is printed with its setting's name). 2 for a command line clap cannot parse, \
+         for serve, copy-data or migrate on a SQLite data directory another Gatehouse \
+         process holds (the message names it), and for backup on PostgreSQL.",
     )]);
     roff.control("SH", ["SEE ALSO"]);
     roff.text([

@@ -1,5 +1,6 @@
-//! The command line: `gatehouse [serve|init|check-config|migrate|backup|users|keys]`.
+//! The command line: `gatehouse [serve|init|check-config|migrate|backup|copy-data|users|keys|billing]`.
 
+mod billing;
 mod docs;
 mod keys;
 
@@ -16,6 +17,7 @@ use crate::config::local::{
 use crate::config::{self, ConfigSources, Finding, Mode, Report};
 use crate::db;
 use crate::startup::Application;
+use crate::store::dir_lock::{DataDirLock, LockError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +54,11 @@ pub struct Cli {
 enum Command {
     /// Run the server (the default). Refuses to start outside local mode when
     /// the startup checks find problems.
+    ///
+    /// On SQLite the server holds DATA_DIR/gatehouse.lock while it runs: a
+    /// second server, `copy-data` and `migrate` on the same data directory
+    /// are refused (exit status 2) until it stops; the lock goes with the
+    /// process, however it ends. On PostgreSQL nothing is locked.
     Serve(ServeArgs),
     /// Write a complete configuration file with freshly generated secrets.
     Init(InitArgs),
@@ -59,6 +66,9 @@ enum Command {
     /// configuration may serve.
     CheckConfig(CheckArgs),
     /// Apply pending database migrations and exit.
+    ///
+    /// On SQLite, refused (exit status 2) while a server runs on the data
+    /// directory: stop it first (serve also migrates when it starts).
     Migrate,
     /// Write an online, consistent copy of the database (safe while serving).
     Backup(BackupArgs),
@@ -71,6 +81,9 @@ enum Command {
     /// Manage API keys from the host (create, list, revoke, import).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Change which Stripe customer pays for a project (link).
+    #[command(subcommand)]
+    Billing(billing::BillingCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docs::CompletionsArgs),
     /// Print the manual page gatehouse(1), or write every page into a directory.
@@ -79,8 +92,11 @@ enum Command {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Stop Gatehouse first: the copy holds SQLite's write lock and refuses a \
-    database another process is writing. The target must be empty (a fresh database, or one \
+    after_help = "Stop Gatehouse first: while a server runs on the data directory (it holds \
+    DATA_DIR/gatehouse.lock) the copy is refused with exit status 2 and the target is not \
+    touched, since what the server writes during or after the copy would not be in \
+    PostgreSQL. The copy holds that lock itself while it runs, and SQLite's write lock, so \
+    a database another process is writing is refused too. The target must be empty (a fresh database, or one \
     with only Gatehouse's schema); it is migrated to the current schema and filled in one \
     transaction, so a failed copy leaves it as it was. Keys, sessions, users, usage, audit \
     log, webhooks and plans keep their ids and hashes: every key still verifies and every \
@@ -206,6 +222,7 @@ pub fn run() -> ExitCode {
             users_add(&cli.config, &cli.data_dir, args)
         }
         Some(Command::Keys(command)) => keys_command(&cli.config, &cli.data_dir, command),
+        Some(Command::Billing(command)) => billing_command(&cli.config, &cli.data_dir, command),
         Some(Command::Completions(args)) => docs::completions(args),
         Some(Command::Man(args)) => docs::man(args),
     }
@@ -262,6 +279,24 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
     if report.refuses() {
         return ExitCode::FAILURE;
     }
+    // Held until the process ends (the operating system releases it however
+    // the process ends).
+    let _data_dir_lock = if config.uses_postgres() {
+        None
+    } else {
+        if let Err(e) = ensure_data_dir(&config.data_dir) {
+            return fail(format!("cannot create {}: {e}", config.data_dir.display()));
+        }
+        match lock_data_dir(
+            &config.data_dir,
+            "gatehouse serve",
+            "one process serves a SQLite database: stop the other one first, or give this one \
+             another --data-dir (several nodes share a PostgreSQL database, database.url)",
+        ) {
+            Ok(lock) => Some(lock),
+            Err(code) => return code,
+        }
+    };
 
     let _log_guard = crate::telemetry::init(&config.log);
     let app = match Application::build(config.clone()) {
@@ -459,11 +494,22 @@ fn migrate(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> ExitCod
         Ok(l) => l.config,
         Err(code) => return code,
     };
-    if !config.uses_postgres() {
+    let _data_dir_lock = if config.uses_postgres() {
+        None
+    } else {
         if let Err(e) = ensure_data_dir(&config.data_dir) {
             return fail(format!("cannot create {}: {e}", config.data_dir.display()));
         }
-    }
+        match lock_data_dir(
+            &config.data_dir,
+            "gatehouse migrate",
+            "stop the server first: it keeps running on the schema it started with \
+             (serve applies pending migrations itself when it starts)",
+        ) {
+            Ok(lock) => Some(lock),
+            Err(code) => return code,
+        }
+    };
     match crate::store::open::open(&config) {
         Ok(opened) if opened.migrated.from == opened.migrated.to => {
             println!(
@@ -485,6 +531,23 @@ fn migrate(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> ExitCod
 
 /// Exit status of `backup` on PostgreSQL: the command does not apply.
 const NOT_APPLICABLE: u8 = 2;
+
+/// Exit status when another Gatehouse process holds the data directory.
+const IN_USE: u8 = 2;
+
+/// Takes the SQLite data directory's lock for `command`, or refuses with
+/// exit status 2, naming the holder and `why` this command cannot run
+/// beside it (see `store::dir_lock`).
+fn lock_data_dir(dir: &Path, command: &str, why: &str) -> Result<DataDirLock, ExitCode> {
+    match DataDirLock::acquire(dir, command) {
+        Ok(lock) => Ok(lock),
+        Err(held @ LockError::Held { .. }) => {
+            eprintln!("gatehouse: {held}; {why}");
+            Err(ExitCode::from(IN_USE))
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
 
 fn backup(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: BackupArgs) -> ExitCode {
     let config = match load(config_file, data_dir, CliOverrides::default()) {
@@ -533,6 +596,16 @@ fn copy_data(
     }
     let path = match existing_database(&config) {
         Ok(p) => p,
+        Err(code) => return code,
+    };
+    // Held until the copy is over, so no server starts on the data meanwhile.
+    let _data_dir_lock = match lock_data_dir(
+        &config.data_dir,
+        "gatehouse copy-data",
+        "stop the server first: what it writes during or after the copy (a key revoked, \
+         a session ended) would not be in PostgreSQL",
+    ) {
+        Ok(lock) => lock,
         Err(code) => return code,
     };
     let source = match db::Db::open(&path, &config.database).and_then(|db| {
@@ -613,6 +686,23 @@ fn keys_command(
         Err(code) => return code,
     };
     match actix_web::rt::System::new().block_on(keys::run(&config, &*opened.store, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn billing_command(
+    config_file: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    command: billing::BillingCommand,
+) -> ExitCode {
+    let (config, opened) = match open_database(config_file, data_dir) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let default_plan = config.billing.default_plan.clone();
+    match actix_web::rt::System::new().block_on(billing::run(&*opened.store, command, default_plan))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

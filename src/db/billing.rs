@@ -4,6 +4,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::audit::Actor;
 use super::{Db, DbResult};
+use crate::billing::link::{
+    self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
+};
 use crate::billing::Action;
 use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
 
@@ -19,13 +22,18 @@ pub enum StripeOutcome {
     },
     /// Recorded; nothing else to do (a link, the same plan, or an ignored event).
     Recorded(String),
+    /// Recorded but not applied, and why: a checkout for a customer linked
+    /// to another project or for a project linked to another customer, a
+    /// subscription of a customer no project knows (SPEC section 10). Worth
+    /// a warning; never a failure, or Stripe would retry it for days.
+    NotApplied(String),
 }
 
 fn set_plan(
     conn: &Connection,
     project_id: &str,
     plan: &str,
-    event_id: &str,
+    event_id: Option<&str>,
     now: i64,
 ) -> DbResult<Option<String>> {
     let from: Option<String> = conn
@@ -51,8 +59,14 @@ fn set_plan(
     Ok(Some(from))
 }
 
-/// What a plan change records and announces (both backends).
-pub fn plan_changed_effects(project_id: &str, from: &str, to: &str, event_id: &str) -> Effects {
+/// What a plan change records and announces (both backends); `event_id`
+/// is the Stripe event that caused it, when one did.
+pub fn plan_changed_effects(
+    project_id: &str,
+    from: &str,
+    to: &str,
+    event_id: Option<&str>,
+) -> Effects {
     Effects::default()
         .audit(AuditEntry {
             project_id: Some(project_id.to_string()),
@@ -68,14 +82,106 @@ pub fn plan_changed_effects(project_id: &str, from: &str, to: &str, event_id: &s
         })
 }
 
-/// What linking a Stripe customer to a project records (both backends).
-pub fn customer_linked_effects(project_id: &str, customer: &str, event_id: &str) -> Effects {
-    Effects::default().audit(AuditEntry {
-        project_id: Some(project_id.to_string()),
-        action: "billing.customer_linked",
-        actor: Actor::system(),
-        target: Some(project_id.to_string()),
-        details: serde_json::json!({ "customer": customer, "stripe_event": event_id }),
+/// What a link outcome means for the Stripe event that asked for it.
+pub fn link_event_outcome(project_id: String, customer: &str, link: LinkOutcome) -> StripeOutcome {
+    match link.decision {
+        LinkDecision::Link { .. } => match link.plan_changes.into_iter().next() {
+            Some(PlanChange {
+                project_id,
+                from,
+                to,
+            }) => StripeOutcome::PlanChanged {
+                project_id,
+                from,
+                to,
+            },
+            None => StripeOutcome::Recorded("linked".into()),
+        },
+        LinkDecision::AlreadyLinked => {
+            StripeOutcome::Recorded("the customer is linked to this project already".into())
+        }
+        LinkDecision::Refused(refusal) => StripeOutcome::NotApplied(format!(
+            "checkout for project {project_id} and customer {customer} not applied: {refusal}; \
+             change the link with `gatehouse billing link` if it should"
+        )),
+    }
+}
+
+/// Links `customer` to `project_id` as `request` asks, if the rules allow
+/// ([`link::decide`]), in the caller's transaction.
+fn link_customer(
+    tx: &Connection,
+    project_id: &str,
+    customer: &str,
+    request: &LinkRequest,
+    now: i64,
+) -> DbResult<LinkOutcome> {
+    let state = LinkState {
+        project_customer: tx
+            .query_row(
+                "SELECT stripe_customer_id FROM projects WHERE id = ?1",
+                [project_id],
+                |r| r.get(0),
+            )
+            .optional()?,
+        holder: tx
+            .query_row(
+                "SELECT id, plan FROM projects WHERE stripe_customer_id = ?1",
+                [customer],
+                |r| {
+                    Ok(Holder {
+                        project_id: r.get(0)?,
+                        plan: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?,
+        waiting_plan: tx
+            .query_row(
+                "SELECT plan FROM stripe_customer_plans WHERE customer_id = ?1",
+                [customer],
+                |r| r.get(0),
+            )
+            .optional()?,
+    };
+    let decision = link::decide(project_id, request, &state);
+    let mut plan_changes = Vec::new();
+    if let LinkDecision::Link { taken_from, .. } = &decision {
+        if let Some(other) = taken_from {
+            tx.execute(
+                "UPDATE projects SET stripe_customer_id = NULL WHERE id = ?1",
+                [other],
+            )?;
+        }
+        tx.execute(
+            "UPDATE projects SET stripe_customer_id = ?2 WHERE id = ?1",
+            params![project_id, customer],
+        )?;
+    }
+    // The link's audit entries come before the plan changes it causes.
+    super::effects::write(
+        tx,
+        &link::effects(project_id, customer, request, &decision),
+        now,
+    )?;
+    if let LinkDecision::Link { plans, .. } = &decision {
+        tx.execute(
+            "DELETE FROM stripe_customer_plans WHERE customer_id = ?1",
+            [customer],
+        )?;
+        for (project, plan) in plans {
+            if let Some(from) = set_plan(tx, project, plan, request.event_id(), now)? {
+                plan_changes.push(PlanChange {
+                    project_id: project.clone(),
+                    from,
+                    to: plan.clone(),
+                });
+            }
+        }
+    }
+    Ok(LinkOutcome {
+        decision,
+        plan_changes,
     })
 }
 
@@ -102,33 +208,9 @@ impl Db {
             let outcome = match action {
                 Action::Ignore(reason) => StripeOutcome::Recorded(reason),
                 Action::Link { project_id, customer } => {
-                    let linked = tx.execute(
-                        "UPDATE projects SET stripe_customer_id = ?2 WHERE id = ?1",
-                        params![project_id, customer],
-                    )?;
-                    if linked == 0 {
-                        StripeOutcome::Recorded(format!("no project {project_id:?}"))
-                    } else {
-                        super::effects::write(
-                            &tx,
-                            &customer_linked_effects(&project_id, &customer, &event_id),
-                            now,
-                        )?;
-                        // A subscription reported before this checkout applies now.
-                        let waiting: Option<String> = tx
-                            .query_row("SELECT plan FROM stripe_customer_plans WHERE customer_id = ?1", [&customer], |r| r.get(0))
-                            .optional()?;
-                        match waiting {
-                            Some(plan) => {
-                                tx.execute("DELETE FROM stripe_customer_plans WHERE customer_id = ?1", [&customer])?;
-                                match set_plan(&tx, &project_id, &plan, &event_id, now)? {
-                                    Some(from) => StripeOutcome::PlanChanged { project_id, from, to: plan },
-                                    None => StripeOutcome::Recorded("linked".into()),
-                                }
-                            }
-                            None => StripeOutcome::Recorded("linked".into()),
-                        }
-                    }
+                    let request = LinkRequest::Checkout { event_id: event_id.clone() };
+                    let link = link_customer(&tx, &project_id, &customer, &request, now)?;
+                    link_event_outcome(project_id, &customer, link)
                 }
                 Action::SetPlan { customer, plan } => {
                     let project: Option<String> = tx
@@ -141,15 +223,35 @@ impl Db {
                                  ON CONFLICT (customer_id) DO UPDATE SET plan = excluded.plan, updated_at = excluded.updated_at",
                                 params![customer, plan, now],
                             )?;
-                            StripeOutcome::Recorded(format!("customer {customer:?} is not linked to a project yet"))
+                            StripeOutcome::NotApplied(format!(
+                                "customer {customer} is not linked to a project; its plan {plan} applies when a checkout (or `gatehouse billing link`) links it"
+                            ))
                         }
-                        Some(project_id) => match set_plan(&tx, &project_id, &plan, &event_id, now)? {
+                        Some(project_id) => match set_plan(&tx, &project_id, &plan, Some(&event_id), now)? {
                             Some(from) => StripeOutcome::PlanChanged { project_id, from, to: plan },
                             None => StripeOutcome::Recorded("plan unchanged".into()),
                         },
                     }
                 }
             };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// `gatehouse billing link`: links `customer` to the project by hand
+    /// (see `billing::link`), in one transaction.
+    pub async fn link_stripe_customer(
+        &self,
+        project_id: String,
+        customer: String,
+        request: LinkRequest,
+    ) -> DbResult<LinkOutcome> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome =
+                link_customer(&tx, &project_id, &customer, &request, crate::types::now())?;
             tx.commit()?;
             Ok(outcome)
         })

@@ -101,6 +101,11 @@ pub async fn stripe_webhook(
         StripeOutcome::Recorded(note) => {
             tracing::info!(event = id, kind, note, "Stripe event recorded")
         }
+        // Answered 200 all the same: Stripe would retry a failure for days,
+        // and the retry could not apply either (SPEC section 10).
+        StripeOutcome::NotApplied(why) => {
+            tracing::warn!(event = id, kind, why, "Stripe event recorded, not applied")
+        }
         StripeOutcome::Duplicate => {
             tracing::info!(event = id, kind, "Stripe event already processed")
         }

@@ -41,6 +41,7 @@
 
 pub mod billing;
 pub mod copy;
+pub mod dir_lock;
 pub mod directory;
 pub mod effects;
 pub mod ids;

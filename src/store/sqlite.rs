@@ -496,6 +496,23 @@ impl BillingRepo for SqliteStore {
             .apply_stripe_event(event_id, event_type, action)
             .await?)
     }
+
+    async fn link_stripe_customer(
+        &self,
+        project: ProjectId,
+        customer: String,
+        force: bool,
+        default_plan: String,
+    ) -> StoreResult<crate::billing::link::LinkOutcome> {
+        let request = crate::billing::link::LinkRequest::Manual {
+            force,
+            default_plan,
+        };
+        Ok(self
+            .db
+            .link_stripe_customer(project.as_str().to_string(), customer, request)
+            .await?)
+    }
 }
 
 #[async_trait]

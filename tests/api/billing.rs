@@ -465,3 +465,206 @@ fn a_downgrade_through_one_node_holds_at_once_on_the_other() {
         5
     );
 }
+
+/// The audit entries of `action` in the project the session acts on.
+fn audit_entries(app: &TestApp, t: &Tokens, action: &str) -> Vec<Value> {
+    let res = send(app.authed("GET", "/api/v1/audit-log?limit=100", &t.access));
+    assert_eq!(res.status, 200, "{}", res.body);
+    res.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == action)
+        .cloned()
+        .collect()
+}
+
+/// Whether `project` is linked to `customer` (`None`: to no customer).
+fn linked(app: &TestApp, project: &str, customer: Option<&str>) -> bool {
+    let is = match customer {
+        Some(c) => format!("= '{c}'"),
+        None => "IS NULL".into(),
+    };
+    app.query_i64(&format!(
+        "SELECT count(*) FROM projects WHERE id = '{project}' AND stripe_customer_id {is}"
+    )) == 1
+}
+
+fn billing_cli(app: &TestApp, args: &[&str]) -> crate::helpers::Output {
+    crate::helpers::run(
+        crate::helpers::gatehouse(&app.root)
+            .args(["billing", "link"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(app.root.join("data")),
+    )
+}
+
+/// SPEC section 10: a checkout that cannot apply (its customer pays for
+/// another project, or its project is linked to another customer) is
+/// answered 200 on every delivery, recorded (event id, an audit entry on
+/// the checkout's project) and changes nothing: a project keeps the
+/// customer it was first linked to. `gatehouse billing link` changes a
+/// link on purpose, and takes another project's customer only with
+/// `--force`, the plan the customer pays for moving with it.
+#[test]
+fn a_checkout_that_cannot_apply_is_recorded_and_the_first_link_holds() {
+    let app = billing_app();
+    let a = app.login("owner@alpha.test");
+    let alpha = app.first_project(&a.access);
+    let b = app.login("owner@beta.test");
+    let beta = app.first_project(&b.access);
+    assert_eq!(
+        signed(&app, &checkout("evt_alpha", &alpha, "cus_A")).status,
+        200
+    );
+    let pro = subscription(
+        "evt_alpha_pro",
+        "customer.subscription.created",
+        "cus_A",
+        "active",
+        "price_pro_monthly",
+    );
+    assert_eq!(signed(&app, &pro).status, 200);
+    assert_eq!(billing(&app, &a)["plan"], "pro");
+
+    // Beta's checkout names alpha's customer: 200 on the first delivery
+    // and on Stripe's retry, and nothing moves.
+    let taken = checkout("evt_beta", &beta, "cus_A");
+    let res = signed(&app, &taken);
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.json(), json!({"received": true, "duplicate": false}));
+    let res = signed(&app, &taken);
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.json(), json!({"received": true, "duplicate": true}));
+    assert_eq!(
+        app.query_i64("SELECT count(*) FROM stripe_events WHERE id = 'evt_beta'"),
+        1
+    );
+    assert!(linked(&app, &alpha, Some("cus_A")) && linked(&app, &beta, None));
+    assert_eq!(billing(&app, &b)["plan"], "free");
+    assert_eq!(billing(&app, &a)["plan"], "pro");
+    let ignored = audit_entries(&app, &b, "billing.stripe_event_ignored");
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert_eq!(ignored[0]["actor"]["type"], "system");
+    assert_eq!(ignored[0]["target"], beta.as_str());
+    assert_eq!(
+        ignored[0]["details"],
+        json!({ "event_type": "checkout.session.completed", "customer": "cus_A",
+                "reason": "customer_linked_to_another_project", "stripe_event": "evt_beta" })
+    );
+    assert!(
+        !ignored[0].to_string().contains(&alpha),
+        "beta is not told which project pays with cus_A"
+    );
+
+    // A second checkout for alpha does not replace its customer; the other
+    // customer's events do not reach alpha.
+    assert_eq!(
+        signed(&app, &checkout("evt_alpha_again", &alpha, "cus_Z")).status,
+        200
+    );
+    assert!(linked(&app, &alpha, Some("cus_A")));
+    let ignored = audit_entries(&app, &a, "billing.stripe_event_ignored");
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert_eq!(
+        ignored[0]["details"]["reason"],
+        "project_linked_to_another_customer"
+    );
+    assert_eq!(ignored[0]["details"]["linked_customer"], "cus_A");
+    let z_cancels = subscription(
+        "evt_z_cancel",
+        "customer.subscription.deleted",
+        "cus_Z",
+        "canceled",
+        "price_pro_monthly",
+    );
+    assert_eq!(signed(&app, &z_cancels).status, 200);
+    assert_eq!(billing(&app, &a)["plan"], "pro");
+    assert_eq!(audit_entries(&app, &a, "billing.customer_linked").len(), 1);
+
+    // By hand: alpha's customer is not taken without --force.
+    let out = billing_cli(&app, &[&beta, "cus_A"]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("cus_A is linked to project {alpha}"))
+            && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
+    assert!(linked(&app, &alpha, Some("cus_A")) && linked(&app, &beta, None));
+    assert!(audit_entries(&app, &b, "billing.customer_linked").is_empty());
+
+    // With --force the customer moves, its plan with it; alpha is left
+    // without a customer, on the default plan.
+    let out = billing_cli(&app, &[&beta, "cus_A", "--force"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("Linked Stripe customer cus_A to project")
+            && out
+                .stdout
+                .contains(&format!("Project {alpha} no longer has")),
+        "{}",
+        out.stdout
+    );
+    assert!(linked(&app, &beta, Some("cus_A")) && linked(&app, &alpha, None));
+    assert_eq!(billing(&app, &b)["plan"], "pro");
+    assert_eq!(billing(&app, &a)["plan"], "free");
+    let moved = audit_entries(&app, &b, "billing.customer_linked");
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0]["actor"]["type"], "system");
+    assert_eq!(
+        moved[0]["details"],
+        json!({ "customer": "cus_A", "source": "gatehouse billing link" })
+    );
+    let left = audit_entries(&app, &a, "billing.customer_unlinked");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        left[0]["details"],
+        json!({ "customer": "cus_A", "moved_to": beta, "source": "gatehouse billing link" })
+    );
+    assert_eq!(audit_entries(&app, &a, "billing.plan_changed").len(), 2);
+    assert_eq!(audit_entries(&app, &b, "billing.plan_changed").len(), 1);
+
+    // Stripe's events for cus_A now reach beta only.
+    let cancel = subscription(
+        "evt_a_cancel",
+        "customer.subscription.deleted",
+        "cus_A",
+        "canceled",
+        "price_pro_monthly",
+    );
+    assert_eq!(signed(&app, &cancel).status, 200);
+    assert_eq!(billing(&app, &b)["plan"], "free");
+    assert_eq!(audit_entries(&app, &a, "billing.plan_changed").len(), 2);
+
+    // Replacing a project's own customer by hand needs no --force, and a
+    // subscription reported for the new customer applies with the link.
+    let z_pro = subscription(
+        "evt_z_pro",
+        "customer.subscription.created",
+        "cus_Z",
+        "active",
+        "price_pro_monthly",
+    );
+    assert_eq!(signed(&app, &z_pro).status, 200);
+    let out = billing_cli(&app, &[&beta, "cus_Z"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("It replaces cus_A"), "{}", out.stdout);
+    assert!(linked(&app, &beta, Some("cus_Z")));
+    assert_eq!(billing(&app, &b)["plan"], "pro");
+    let out = billing_cli(&app, &[&beta, "cus_Z"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("already"), "{}", out.stdout);
+    for (args, why) in [
+        (vec!["prj_nobody", "cus_Z"], "prj_nobody"),
+        (vec![beta.as_str(), "sub_123"], "not a Stripe customer id"),
+    ] {
+        let out = billing_cli(&app, &args);
+        assert_eq!(out.code, Some(1), "{args:?}: {}", out.stdout);
+        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+    }
+    assert!(linked(&app, &beta, Some("cus_Z")));
+}

@@ -72,6 +72,7 @@ fn bash_completes_subcommands_and_flags() {
         "backup",
         "users",
         "keys",
+        "billing",
         "completions",
         "man",
     ] {
@@ -182,6 +183,7 @@ fn the_manual_page_renders_with_man() {
         "GATEHOUSE_<KEY>",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "EXIT STATUS",
+        "DATA_DIR/gatehouse.lock",
     ] {
         assert!(plain.contains(needle), "{needle:?} in:\n{plain}");
     }
@@ -195,6 +197,7 @@ fn the_manual_page_renders_with_man() {
         "gatehouse-serve.1",
         "gatehouse-keys-create.1",
         "gatehouse-users-add.1",
+        "gatehouse-billing-link.1",
     ] {
         let rendered = Command::new("man")
             .arg("-l")

@@ -2,10 +2,15 @@
 //! every key, session, user, membership, usage count and audit row, and
 //! the server on PostgreSQL carries on where SQLite stopped.
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 
 use crate::helpers::{
     e2e_available, gatehouse, pg_query_i64, query_i64_at, run, send, send_body, spawn_app_at,
+    Output, Server,
 };
 use crate::keys::{code_of, create_key, verify};
 use crate::pg::TestDb;
@@ -181,4 +186,144 @@ fn copy_data_refuses_what_it_cannot_do() {
         .arg(&data_dir));
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("postgres://"), "{}", out.stderr);
+}
+
+/// Runs `cmd` to its end, or kills it after 30 s (a command that should
+/// have refused at once and serves instead) and reports no exit code.
+fn run_or_kill(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gatehouse runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The tables in the target database's public schema (none: untouched).
+fn public_tables(url: &str) -> i64 {
+    pg_query_i64(
+        url,
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+}
+
+fn serve(root: &Path, data: &Path) -> Server {
+    Server::start(
+        gatehouse(root)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data),
+    )
+}
+
+/// SPEC sections 2 and 14: a SQLite data directory in use by a running
+/// server is not copied (what the server writes afterwards, a revocation
+/// for one, would be missing on PostgreSQL), nor served by a second server
+/// or migrated under it; commands meant to run beside it still do. The
+/// lock goes with the server however it stops, `kill -9` included.
+#[test]
+fn copy_data_refuses_a_data_directory_a_server_is_using() {
+    let (Some(first), Some(second)) = (TestDb::create(), TestDb::create()) else {
+        e2e_available(false, "PostgreSQL");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let d = ["--data-dir", data.to_str().unwrap()];
+    let server = serve(root.path(), &data);
+    let out = run(gatehouse(root.path())
+        .args([
+            "users",
+            "add",
+            "--email",
+            "ops@acme.test",
+            "--project",
+            "Acme",
+        ])
+        .args(d));
+    assert_eq!(out.code, Some(0), "beside the server: {}", out.stderr);
+    let out = run(gatehouse(root.path())
+        .args(["keys", "create", "--project", "Acme", "--name", "live"])
+        .args(d));
+    assert_eq!(out.code, Some(0), "beside the server: {}", out.stderr);
+    let holder = format!("pid {}, gatehouse serve", server.pid());
+
+    let copy = |to: &str| {
+        run_or_kill(
+            gatehouse(root.path())
+                .args(["copy-data", "--to", to])
+                .args(d),
+        )
+    };
+    let out = copy(&first.url);
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "{} is in use by another Gatehouse process ({holder})",
+            data.display()
+        )) && out.stderr.contains("stop the server first"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("Copied"), "{}", out.stdout);
+    assert_eq!(public_tables(&first.url), 0, "the target is not touched");
+
+    // A second server on the same SQLite data, and migrate under the
+    // first, are refused the same way.
+    let out = run_or_kill(
+        gatehouse(root.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(d),
+    );
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&holder) && out.stderr.contains("one process serves a SQLite database"),
+        "{}",
+        out.stderr
+    );
+    let out = run_or_kill(gatehouse(root.path()).arg("migrate").args(d));
+    assert_eq!(out.code, Some(2), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains(&holder), "{}", out.stderr);
+    // Backups and key listings are meant to run beside the server.
+    let out = run(gatehouse(root.path())
+        .args(["backup"])
+        .arg(root.path().join("beside.db"))
+        .args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(gatehouse(root.path())
+        .args(["keys", "list", "--project", "Acme"])
+        .args(d));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(server.get("/readyz").status, 200, "the first still serves");
+
+    // kill -9 leaves the lock file but no lock: the copy runs.
+    drop(server);
+    assert!(data.join("gatehouse.lock").exists());
+    let out = copy(&first.url);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("counts match"), "{}", out.stdout);
+    assert_eq!(pg_query_i64(&first.url, "SELECT count(*) FROM api_keys"), 1);
+
+    // After a graceful stop too; and the copy gave the lock back.
+    let server = serve(root.path(), &data);
+    assert_eq!(server.get("/readyz").status, 200);
+    let (code, _, stderr) = server.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    let out = copy(&second.url);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        pg_query_i64(&second.url, "SELECT count(*) FROM api_keys"),
+        1
+    );
+    let server = serve(root.path(), &data);
+    assert_eq!(server.get("/readyz").status, 200);
 }

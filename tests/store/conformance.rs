@@ -133,6 +133,7 @@ conformance!(
     credits_are_spent_exactly_once,
     a_rotation_carries_the_balance_and_spends_follow_it,
     quotas_are_never_exceeded,
+    a_customer_pays_for_one_project_under_concurrent_checkouts,
 );
 
 fn events() -> KeyEvents {
@@ -1314,5 +1315,175 @@ async fn quotas_are_never_exceeded(b: Arc<Backend>) {
             "SELECT used FROM quota_counters WHERE project_id = 'proj_q' AND period_start > {month}"
         )),
         2
+    );
+}
+
+/// SPEC section 10: checkouts of one customer for several projects, and of
+/// several customers for one project, delivered at once: one link is made,
+/// every other event is recorded as not applied (no error, so no retry), and
+/// a retry of any is a duplicate. By hand, a customer is moved only with
+/// `force`, its plan with it.
+async fn a_customer_pays_for_one_project_under_concurrent_checkouts(b: Arc<Backend>) {
+    use gatehouse::billing::link::{LinkDecision, Refusal};
+    use gatehouse::billing::Action;
+    use gatehouse::db::billing::StripeOutcome;
+
+    async fn deliver_at_once(
+        b: &Arc<Backend>,
+        links: Vec<(String, String, String)>,
+    ) -> Vec<StripeOutcome> {
+        let tasks: Vec<_> = links
+            .into_iter()
+            .map(|(event, project_id, customer)| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    b.store
+                        .apply_stripe_event(
+                            event,
+                            "checkout.session.completed".into(),
+                            Action::Link {
+                                project_id,
+                                customer,
+                            },
+                        )
+                        .await
+                        .expect("never an error")
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        outcomes
+    }
+    fn count(outcomes: &[StripeOutcome], linked: bool) -> usize {
+        outcomes
+            .iter()
+            .filter(|o| match o {
+                StripeOutcome::Recorded(note) => linked && note == "linked",
+                StripeOutcome::NotApplied(_) => !linked,
+                _ => false,
+            })
+            .count()
+    }
+
+    // One customer, six projects.
+    for i in 0..6 {
+        b.project(&format!("proj_s{i}"));
+    }
+    let outcomes = deliver_at_once(
+        &b,
+        (0..6)
+            .map(|i| (format!("evt_s{i}"), format!("proj_s{i}"), "cus_race".into()))
+            .collect(),
+    )
+    .await;
+    assert_eq!(count(&outcomes, true), 1, "{outcomes:?}");
+    assert_eq!(count(&outcomes, false), 5, "{outcomes:?}");
+    assert_eq!(
+        b.sql("SELECT count(*) FROM projects WHERE stripe_customer_id = 'cus_race'"),
+        1
+    );
+    // One project, six customers.
+    b.project("proj_t");
+    let outcomes = deliver_at_once(
+        &b,
+        (0..6)
+            .map(|i| (format!("evt_t{i}"), "proj_t".into(), format!("cus_t{i}")))
+            .collect(),
+    )
+    .await;
+    assert_eq!(count(&outcomes, true), 1, "{outcomes:?}");
+    assert_eq!(count(&outcomes, false), 5, "{outcomes:?}");
+    assert_eq!(
+        b.sql("SELECT count(*) FROM projects WHERE id = 'proj_t' AND stripe_customer_id LIKE 'cus_t%'"),
+        1
+    );
+    assert_eq!(b.sql("SELECT count(*) FROM stripe_events"), 12);
+    assert_eq!(
+        b.sql("SELECT count(*) FROM audit_events WHERE action = 'billing.stripe_event_ignored'"),
+        10
+    );
+    assert_eq!(
+        b.sql("SELECT count(*) FROM audit_events WHERE action = 'billing.customer_linked'"),
+        2
+    );
+    // Stripe's retries change nothing.
+    let retried = deliver_at_once(
+        &b,
+        vec![
+            ("evt_s0".into(), "proj_s0".into(), "cus_race".into()),
+            ("evt_t0".into(), "proj_t".into(), "cus_t0".into()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        retried,
+        [StripeOutcome::Duplicate, StripeOutcome::Duplicate]
+    );
+
+    // By hand: refused without force, moved with it, the plan following.
+    let winner = (0..6)
+        .find(|i| {
+            b.sql(&format!(
+                "SELECT count(*) FROM projects WHERE id = 'proj_s{i}' AND stripe_customer_id = 'cus_race'"
+            )) == 1
+        })
+        .unwrap();
+    let (from, to) = (
+        format!("proj_s{winner}"),
+        format!("proj_s{}", (winner + 1) % 6),
+    );
+    b.sql("UPDATE projects SET plan = 'pro' WHERE stripe_customer_id = 'cus_race'");
+    let refused = b
+        .store
+        .link_stripe_customer(
+            ProjectId::from(to.as_str()),
+            "cus_race".into(),
+            false,
+            "free".into(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            refused.decision,
+            LinkDecision::Refused(Refusal::CustomerLinkedElsewhere { .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(refused.plan_changes.is_empty());
+    let moved = b
+        .store
+        .link_stripe_customer(
+            ProjectId::from(to.as_str()),
+            "cus_race".into(),
+            true,
+            "free".into(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            moved.decision,
+            LinkDecision::Link {
+                taken_from: Some(_),
+                ..
+            }
+        ),
+        "{moved:?}"
+    );
+    assert_eq!(
+        b.sql(&format!("SELECT count(*) FROM projects WHERE id = '{to}' AND stripe_customer_id = 'cus_race' AND plan = 'pro'")),
+        1
+    );
+    assert_eq!(
+        b.sql(&format!("SELECT count(*) FROM projects WHERE id = '{from}' AND stripe_customer_id IS NULL AND plan = 'free'")),
+        1
+    );
+    assert_eq!(
+        b.sql("SELECT count(*) FROM audit_events WHERE action = 'billing.customer_unlinked'"),
+        1
     );
 }

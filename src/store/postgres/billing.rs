@@ -6,14 +6,17 @@ use deadpool_postgres::GenericClient;
 
 use super::effects;
 use super::PgError;
+use crate::billing::link::{
+    self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
+};
 use crate::billing::Action;
-use crate::db::billing::{customer_linked_effects, plan_changed_effects, StripeOutcome};
+use crate::db::billing::{link_event_outcome, plan_changed_effects, StripeOutcome};
 
 async fn set_plan(
     client: &impl GenericClient,
     project_id: &str,
     plan: &str,
-    event_id: &str,
+    event_id: Option<&str>,
     now: i64,
 ) -> Result<Option<String>, PgError> {
     // The row lock orders two events changing one project's plan at once.
@@ -67,44 +70,17 @@ pub async fn apply_stripe_event(
             project_id,
             customer,
         } => {
-            let linked = tx
-                .execute(
-                    "UPDATE projects SET stripe_customer_id = $2 WHERE id = $1",
-                    &[&project_id, &customer],
-                )
-                .await?;
-            if linked == 0 {
-                StripeOutcome::Recorded(format!("no project {project_id:?}"))
-            } else {
-                effects::write(
-                    &tx,
-                    &customer_linked_effects(&project_id, &customer, event_id),
-                    now,
-                )
-                .await?;
-                // A subscription reported before this checkout applies now.
-                let waiting: Option<String> = tx
-                    .query_opt(
-                        "DELETE FROM stripe_customer_plans WHERE customer_id = $1 RETURNING plan",
-                        &[&customer],
-                    )
-                    .await?
-                    .map(|r| r.try_get(0))
-                    .transpose()?;
-                match waiting {
-                    Some(plan) => match set_plan(&tx, &project_id, &plan, event_id, now).await? {
-                        Some(from) => StripeOutcome::PlanChanged {
-                            project_id,
-                            from,
-                            to: plan,
-                        },
-                        None => StripeOutcome::Recorded("linked".into()),
-                    },
-                    None => StripeOutcome::Recorded("linked".into()),
-                }
-            }
+            let request = LinkRequest::Checkout {
+                event_id: event_id.to_string(),
+            };
+            let link = link_customer(&tx, &project_id, &customer, &request, now).await?;
+            link_event_outcome(project_id, &customer, link)
         }
         Action::SetPlan { customer, plan } => {
+            // Ordered with a checkout linking the same customer on another
+            // node, so a plan kept for later is never left behind by a link
+            // that has just read none.
+            super::directory::lock_name(&tx, &customer_lock(&customer)).await?;
             let project: Option<String> = tx
                 .query_opt(
                     "SELECT id FROM projects WHERE stripe_customer_id = $1",
@@ -121,21 +97,133 @@ pub async fn apply_stripe_event(
                         &[&customer, &plan, &now],
                     )
                     .await?;
-                    StripeOutcome::Recorded(format!(
-                        "customer {customer:?} is not linked to a project yet"
+                    StripeOutcome::NotApplied(format!(
+                        "customer {customer} is not linked to a project; its plan {plan} applies when a checkout (or `gatehouse billing link`) links it"
                     ))
                 }
-                Some(project_id) => match set_plan(&tx, &project_id, &plan, event_id, now).await? {
-                    Some(from) => StripeOutcome::PlanChanged {
-                        project_id,
-                        from,
-                        to: plan,
-                    },
-                    None => StripeOutcome::Recorded("plan unchanged".into()),
-                },
+                Some(project_id) => {
+                    match set_plan(&tx, &project_id, &plan, Some(event_id), now).await? {
+                        Some(from) => StripeOutcome::PlanChanged {
+                            project_id,
+                            from,
+                            to: plan,
+                        },
+                        None => StripeOutcome::Recorded("plan unchanged".into()),
+                    }
+                }
             }
         }
     };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// The advisory lock's name for what concerns one Stripe customer.
+fn customer_lock(customer: &str) -> String {
+    format!("stripe-customer:{customer}")
+}
+
+/// Links `customer` to `project_id` as `request` asks, if the rules allow
+/// ([`link::decide`]), in the caller's transaction. The customer's advisory
+/// lock and the project rows' locks order two links of one customer or of
+/// one project, on any node.
+async fn link_customer(
+    tx: &impl GenericClient,
+    project_id: &str,
+    customer: &str,
+    request: &LinkRequest,
+    now: i64,
+) -> Result<LinkOutcome, PgError> {
+    super::directory::lock_name(tx, &customer_lock(customer)).await?;
+    let project_customer = tx
+        .query_opt(
+            "SELECT stripe_customer_id FROM projects WHERE id = $1 FOR UPDATE",
+            &[&project_id],
+        )
+        .await?
+        .map(|r| r.try_get::<_, Option<String>>(0))
+        .transpose()?;
+    let holder = match tx
+        .query_opt(
+            "SELECT id, plan FROM projects WHERE stripe_customer_id = $1 FOR UPDATE",
+            &[&customer],
+        )
+        .await?
+    {
+        Some(r) => Some(Holder {
+            project_id: r.try_get(0)?,
+            plan: r.try_get(1)?,
+        }),
+        None => None,
+    };
+    let waiting_plan = tx
+        .query_opt(
+            "SELECT plan FROM stripe_customer_plans WHERE customer_id = $1",
+            &[&customer],
+        )
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    let state = LinkState {
+        project_customer,
+        holder,
+        waiting_plan,
+    };
+    let decision = link::decide(project_id, request, &state);
+    let mut plan_changes = Vec::new();
+    if let LinkDecision::Link { taken_from, .. } = &decision {
+        if let Some(other) = taken_from {
+            tx.execute(
+                "UPDATE projects SET stripe_customer_id = NULL WHERE id = $1",
+                &[other],
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE projects SET stripe_customer_id = $2 WHERE id = $1",
+            &[&project_id, &customer],
+        )
+        .await?;
+    }
+    // The link's audit entries come before the plan changes it causes.
+    effects::write(
+        tx,
+        &link::effects(project_id, customer, request, &decision),
+        now,
+    )
+    .await?;
+    if let LinkDecision::Link { plans, .. } = &decision {
+        tx.execute(
+            "DELETE FROM stripe_customer_plans WHERE customer_id = $1",
+            &[&customer],
+        )
+        .await?;
+        for (project, plan) in plans {
+            if let Some(from) = set_plan(tx, project, plan, request.event_id(), now).await? {
+                plan_changes.push(PlanChange {
+                    project_id: project.clone(),
+                    from,
+                    to: plan.clone(),
+                });
+            }
+        }
+    }
+    Ok(LinkOutcome {
+        decision,
+        plan_changes,
+    })
+}
+
+/// `gatehouse billing link`: links `customer` to the project by hand, in
+/// one transaction.
+pub async fn link_stripe_customer(
+    client: &mut deadpool_postgres::Client,
+    project_id: &str,
+    customer: &str,
+    request: LinkRequest,
+) -> Result<LinkOutcome, PgError> {
+    let tx = client.transaction().await?;
+    let outcome = link_customer(&tx, project_id, customer, &request, crate::types::now()).await?;
     tx.commit().await?;
     Ok(outcome)
 }

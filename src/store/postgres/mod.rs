@@ -947,6 +947,24 @@ mod session_repo {
             )
             .await?)
         }
+
+        async fn link_stripe_customer(
+            &self,
+            project: crate::store::ProjectId,
+            customer: String,
+            force: bool,
+            default_plan: String,
+        ) -> StoreResult<crate::billing::link::LinkOutcome> {
+            let request = crate::billing::link::LinkRequest::Manual {
+                force,
+                default_plan,
+            };
+            let mut client = self.client().await?;
+            Ok(
+                billing::link_stripe_customer(&mut client, project.as_str(), &customer, request)
+                    .await?,
+            )
+        }
     }
 }
 
