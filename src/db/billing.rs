@@ -248,10 +248,10 @@ impl Db {
         customer: String,
         request: LinkRequest,
     ) -> DbResult<LinkOutcome> {
+        let clock = self.clock.clone();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let outcome =
-                link_customer(&tx, &project_id, &customer, &request, crate::types::now())?;
+            let outcome = link_customer(&tx, &project_id, &customer, &request, clock.now())?;
             tx.commit()?;
             Ok(outcome)
         })

@@ -221,9 +221,10 @@ pub async fn link_stripe_customer(
     project_id: &str,
     customer: &str,
     request: LinkRequest,
+    now: i64,
 ) -> Result<LinkOutcome, PgError> {
     let tx = client.transaction().await?;
-    let outcome = link_customer(&tx, project_id, customer, &request, crate::types::now()).await?;
+    let outcome = link_customer(&tx, project_id, customer, &request, now).await?;
     tx.commit().await?;
     Ok(outcome)
 }

@@ -321,6 +321,7 @@ where
 /// A rotation under the rules of [`check_rotation`]: the project row is
 /// locked (rotations and creates of the project take turns, so `max_keys`
 /// and "one successor" hold across nodes), then the old key's row.
+#[allow(clippy::too_many_arguments)] // the trait method's arguments, plus the time
 pub async fn rotate_key<F>(
     client: &mut deadpool_postgres::Client,
     project_id: &str,

@@ -960,10 +960,14 @@ mod session_repo {
                 default_plan,
             };
             let mut client = self.client().await?;
-            Ok(
-                billing::link_stripe_customer(&mut client, project.as_str(), &customer, request)
-                    .await?,
+            Ok(billing::link_stripe_customer(
+                &mut client,
+                project.as_str(),
+                &customer,
+                request,
+                self.clock.now(),
             )
+            .await?)
         }
     }
 }
