@@ -739,7 +739,7 @@ fn code_attempts_count_an_ipv6_client_by_its_64_network() {
             json!({ "email": "v6@acme.test", "code": "000000" }),
         )
     };
-    crate::helpers::early_in_a_minute();
+    app.early_in_a_minute();
     let statuses: Vec<u16> = one_ipv6_network(35)
         .iter()
         .map(|client| attempt(client).status)

@@ -4,7 +4,8 @@
 //! directory is served by one process (a second `serve` on it is refused:
 //! `copy_data.rs`), so the tests of two nodes run in `tests/api_postgres`.
 //!
-//! Tests that use the shared Redis at 127.0.0.1:6379 write under a key
+//! Tests that use the shared Redis (`GATEHOUSE_TEST_REDIS_URL`, default
+//! redis://127.0.0.1:6379) write under a key
 //! prefix of their own; tests that must stop Redis start their own
 //! `redis-server` on a free port. Without Redis (or `redis-server`) they
 //! are skipped visibly, unless GATEHOUSE_REQUIRE_E2E is set.
@@ -19,7 +20,20 @@ use gatehouse::config::{RedisConfig, Secret};
 
 use crate::helpers::{agent, e2e_available, free_port, gatehouse, run, send_body, Server};
 
-const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+/// The Redis the tests share: `GATEHOUSE_TEST_REDIS_URL` (`.ci/run` starts
+/// one of its own when the machine has none), else 127.0.0.1:6379.
+fn shared_redis_url() -> String {
+    std::env::var("GATEHOUSE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn shared_redis_addr() -> String {
+    let url = url::Url::parse(&shared_redis_url()).expect("GATEHOUSE_TEST_REDIS_URL is a URL");
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(6379)
+    )
+}
 
 fn redis_answers(addr: &str) -> bool {
     use std::io::{Read, Write};
@@ -36,7 +50,8 @@ fn redis_answers(addr: &str) -> bool {
 }
 
 fn shared_redis() -> bool {
-    e2e_available(redis_answers("127.0.0.1:6379"), "Redis at 127.0.0.1:6379")
+    let addr = shared_redis_addr();
+    e2e_available(redis_answers(&addr), &format!("Redis at {addr}"))
 }
 
 /// Whether two nodes can serve the suite's backend: only PostgreSQL.
@@ -284,7 +299,7 @@ fn the_redis_window_counts_like_the_local_one() {
         return;
     }
     let config = RedisConfig {
-        url: Some(Secret::new(SHARED_REDIS)),
+        url: Some(Secret::new(shared_redis_url())),
         key_prefix: unique_prefix("window"),
         timeout_ms: 1000,
         probe_interval_ms: 100,
@@ -349,8 +364,9 @@ fn two_nodes_allow_at_most_the_limit_together_with_redis() {
     const LIMIT: usize = 25;
     let f = fixture(LIMIT as u32, None);
     let prefix = unique_prefix("two-nodes");
-    let a = f.node(Some((SHARED_REDIS, &prefix)));
-    let b = f.node(Some((SHARED_REDIS, &prefix)));
+    let url = shared_redis_url();
+    let a = f.node(Some((&url, &prefix)));
+    let b = f.node(Some((&url, &prefix)));
     wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
     let codes = hammer(&[&a, &b], &f.key, 4 * LIMIT, 8, || {});
     assert_eq!(count(&codes, "valid"), LIMIT, "{codes:?}");
@@ -478,6 +494,9 @@ fn a_node_falls_back_while_redis_is_down_and_returns() {
 /// full limit each on top of what Redis counted (SPEC section 14).
 #[test]
 fn a_fallback_window_starts_from_the_shared_count() {
+    if !two_nodes_possible() {
+        return;
+    }
     let Some(mut redis) = OwnRedis::start() else {
         return;
     };

@@ -333,7 +333,7 @@ fn refusals_as_invalid_or_malformed_carry_no_ratelimit_fields() {
 
     let (expiring_id, expiring) = create_key(&app, &t, json!({ "name": "expiring" }));
     assert_eq!(code_of(&verify(&app, json!({ "key": expiring }))), "valid");
-    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let soon = time::OffsetDateTime::from_unix_timestamp(app.clock.now() + 60).unwrap();
     let res = send_body(
         app.authed(
             "PATCH",
@@ -345,7 +345,11 @@ fn refusals_as_invalid_or_malformed_carry_no_ratelimit_fields() {
             .to_string(),
     );
     assert_eq!(res.status, 200, "{}", res.body);
-    std::thread::sleep(Duration::from_millis(2100));
+    app.clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        code_of(&verify(&app, json!({ "key": expiring }))),
+        "invalid_key"
+    );
     assert_no_ratelimit_fields(&app, &expiring);
 }
 
