@@ -91,7 +91,7 @@ impl OwnRedis {
     }
 
     fn restart(&mut self) {
-        let child = Command::new("redis-server")
+        let child = crate::helpers::dies_with_the_test(&mut Command::new("redis-server"))
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())

@@ -317,6 +317,7 @@ pub fn gatehouse(dir: &Path) -> Command {
     } else if backend() == Backend::Postgres {
         cmd.env("GATEHOUSE_DATABASE__URL", database_for_root(dir));
     }
+    dies_with_the_test(&mut cmd);
     cmd
 }
 
@@ -809,13 +810,51 @@ pub fn early_in_a_minute() {
     }
 }
 
-/// A free loopback port (bound and released: fine for a test's peer).
+/// A free loopback port for a peer that must be told its port (nginx,
+/// Caddy, an SMTP server, Redis).
+///
+/// A port found by binding port 0 and releasing it can be handed to anyone
+/// binding port 0 (or connecting out) before the peer takes it. These come
+/// from below the kernel's ephemeral range instead, which port-0 binds and
+/// outgoing connections never use, each process from its own offset and
+/// never the same twice in a process; a port is checked free before use.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&start| start > LOW + 1000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    let start = (std::process::id() * 97) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (LOW + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range");
+}
+
+/// Makes a child process die with the test that started it: the kernel
+/// sends it SIGKILL when the starting thread ends, so a test that panics
+/// or a test binary that is killed leaves no server, proxy or mail server
+/// behind (normal ends stop them gracefully first).
+pub fn dies_with_the_test(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only this process.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 pub use crate::skip::e2e_available;

@@ -151,7 +151,7 @@ http {{
 "#
     );
     std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-    let mut child = Command::new(bin)
+    let mut child = crate::helpers::dies_with_the_test(&mut Command::new(bin))
         .arg("-p")
         .arg(dir.path())
         .args(["-c", "nginx.conf", "-g", "daemon off;"])
@@ -195,7 +195,7 @@ pub(crate) fn caddy(gatehouse_port: u16) -> Option<Proxy> {
     let file = dir.path().join("Caddyfile");
     std::fs::write(&file, conf).unwrap();
     let log = dir.path().join("caddy.log");
-    let mut child = Command::new(bin)
+    let mut child = crate::helpers::dies_with_the_test(&mut Command::new(bin))
         .args(["run", "--adapter", "caddyfile", "--config"])
         .arg(&file)
         .env("HOME", dir.path())

@@ -368,7 +368,7 @@ fn the_production_setup_runs_as_written() {
     let maildir: PathBuf = dir.path().join("mail");
     let smtp_port = free_port();
     let _smtp = Smtp(
-        Command::new("python3")
+        crate::helpers::dies_with_the_test(&mut Command::new("python3"))
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{smtp_port}"))
             .args(["-c", "aiosmtpd.handlers.Mailbox"])

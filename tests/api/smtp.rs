@@ -34,7 +34,7 @@ pub fn aiosmtpd_available() -> bool {
 
 impl SmtpServer {
     pub fn start(port: u16, maildir: &Path) -> SmtpServer {
-        let child = Command::new("python3")
+        let child = crate::helpers::dies_with_the_test(&mut Command::new("python3"))
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["-c", "aiosmtpd.handlers.Mailbox"])

@@ -246,7 +246,7 @@ fn run_browser_script(
     shots: &Path,
 ) -> (bool, String, String) {
     std::fs::create_dir_all(shots).unwrap();
-    let mut child = Command::new("node")
+    let mut child = crate::helpers::dies_with_the_test(&mut Command::new("node"))
         .arg(ui_dir.join(script))
         .arg(base)
         .arg(shots)

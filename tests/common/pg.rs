@@ -74,6 +74,52 @@ pub fn with_database(url: &str, db: &str) -> String {
     u.to_string()
 }
 
+/// A database name that says which process made it
+/// (`gh_test_<pid>_<random>`), so [`sweep_abandoned`] can tell the
+/// databases of a run that died from those of a run still going.
+fn new_name() -> String {
+    sweep_abandoned();
+    format!("gh_test_{}_{}", std::process::id(), fastrand::u64(..))
+}
+
+/// Once per process: drops the test databases whose process is gone (a run
+/// that failed or was killed before its databases were dropped).
+fn sweep_abandoned() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let _ = std::thread::spawn(|| {
+            block_on(async {
+                let Ok(client) = admin().await else { return };
+                let Ok(rows) = client
+                    .query(
+                        "SELECT datname::text FROM pg_database WHERE datname LIKE 'gh\\_test\\_%\\_%'",
+                        &[],
+                    )
+                    .await
+                else {
+                    return;
+                };
+                for row in rows {
+                    let name: String = row.get(0);
+                    let Some(pid) = name
+                        .strip_prefix("gh_test_")
+                        .and_then(|rest| rest.split('_').next())
+                        .and_then(|pid| pid.parse::<u32>().ok())
+                    else {
+                        continue;
+                    };
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = client
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                    }
+                }
+            })
+        })
+        .join();
+    });
+}
+
 pub struct TestDb {
     pub name: String,
     /// The new database's URL (same server and user as the admin URL).
@@ -83,7 +129,7 @@ pub struct TestDb {
 impl TestDb {
     /// A new empty database, or `None` when the test should be skipped.
     pub fn create() -> Option<TestDb> {
-        let name = format!("gh_test_{}", fastrand::u64(..));
+        let name = new_name();
         let created = block_on(async {
             let client = admin().await?;
             client
@@ -109,7 +155,7 @@ impl TestDb {
     /// A new empty database; a failure is a test failure (for binaries that
     /// checked the server before their first test).
     pub fn must_create() -> TestDb {
-        let name = format!("gh_test_{}", fastrand::u64(..));
+        let name = new_name();
         block_on(async {
             let client = admin().await?;
             client
