@@ -24,7 +24,8 @@ pub struct AppState {
     /// The SQLite handle when SQLite is the backend (its own operations:
     /// online backup, pragmas, the storage-fault drills of the tests).
     pub sqlite: Option<Db>,
-    pub metrics: Metrics,
+    /// Shared with the conventions middleware.
+    pub metrics: Arc<Metrics>,
     /// Rate-limit windows in Redis, when `redis.url` is set.
     pub shared_windows: Option<Arc<crate::cluster::redis::SharedWindows>>,
     pub catalog: Catalog,
@@ -80,7 +81,7 @@ impl AppState {
             config,
             store,
             sqlite,
-            metrics,
+            metrics: Arc::new(metrics),
             shared_windows,
             openapi_json,
             catalog,

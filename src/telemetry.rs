@@ -498,9 +498,9 @@ fn write_text(out: &mut Vec<u8>, now: Duration, r: &AccessRecord<'_>, ansi: bool
     out.extend_from_slice(b" path=");
     out.extend_from_slice(r.path.as_bytes());
     out.extend_from_slice(b" status=");
-    out.extend_from_slice(crate::http::Decimal::of(r.status.into()).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(r.status).as_bytes());
     out.extend_from_slice(b" latency_us=");
-    out.extend_from_slice(crate::http::Decimal::of(r.latency_us).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(r.latency_us).as_bytes());
     out.extend_from_slice(b" client_ip=");
     write_ip(out, r.client_ip);
     out.push(b'\n');
@@ -515,7 +515,7 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
                 if i > 0 {
                     out.push(b'.');
                 }
-                out.extend_from_slice(crate::http::Decimal::of(octet.into()).as_bytes());
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
             }
         }
         IpAddr::V6(_) => {
@@ -536,9 +536,9 @@ fn write_json(out: &mut Vec<u8>, now: Duration, r: &AccessRecord<'_>) {
     out.extend_from_slice(b",\"path\":");
     json_string(out, r.path);
     out.extend_from_slice(b",\"status\":");
-    out.extend_from_slice(crate::http::Decimal::of(r.status.into()).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(r.status).as_bytes());
     out.extend_from_slice(b",\"latency_us\":");
-    out.extend_from_slice(crate::http::Decimal::of(r.latency_us).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(r.latency_us).as_bytes());
     out.extend_from_slice(b",\"client_ip\":\"");
     write_ip(out, r.client_ip);
     out.extend_from_slice(b"\",\"target\":\"");

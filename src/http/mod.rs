@@ -7,6 +7,7 @@
 pub mod client;
 pub mod extract;
 pub mod host;
+pub mod ratelimit;
 pub mod trace;
 
 use std::future::Future;
@@ -18,11 +19,12 @@ use std::time::Instant;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
+use actix_web::{Error, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 
 use crate::error::{ApiError, ErrorBody, ErrorCode, ErrorEnvelope};
-use crate::state::AppState;
+use crate::config::Config;
+use crate::metrics::Metrics;
 
 pub use client::ClientInfo;
 
@@ -98,36 +100,6 @@ fn new_request_id_bytes() -> [u8; 24] {
     id
 }
 
-/// A number's decimal digits, written on the stack: for the values in
-/// headers and log lines written on every request, without `core::fmt`.
-pub struct Decimal {
-    digits: [u8; 20],
-    start: u8,
-}
-
-impl Decimal {
-    pub fn of(mut n: u64) -> Self {
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        Decimal {
-            digits,
-            start: start as u8,
-        }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.digits[usize::from(self.start)..]
-    }
-}
-
 /// The HTTP conventions around every route, as one middleware (see
 /// `startup::build_app`): the request id, the client address through trusted
 /// proxies, the early body-size guard, the JSON error envelope for every
@@ -139,12 +111,27 @@ impl Decimal {
 /// future per request instead of four, and no per-request lookups of the
 /// application state.
 pub struct Conventions {
-    state: web::Data<AppState>,
+    settings: Rc<Settings>,
+}
+
+/// What the conventions read: the configuration (trusted proxies, the body
+/// limit), whether browsers reach Gatehouse over https (HSTS), and the
+/// request metrics.
+struct Settings {
+    config: Arc<Config>,
+    https: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Conventions {
-    pub fn new(state: web::Data<AppState>) -> Self {
-        Conventions { state }
+    pub fn new(config: Arc<Config>, https: bool, metrics: Arc<Metrics>) -> Self {
+        Conventions {
+            settings: Rc::new(Settings {
+                config,
+                https,
+                metrics,
+            }),
+        }
     }
 }
 
@@ -162,15 +149,15 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         std::future::ready(Ok(ConventionsService {
             service,
-            state: Rc::new(self.state.clone()),
+            state: self.settings.clone(),
         }))
     }
 }
 
 pub struct ConventionsService<S> {
     service: S,
-    /// Shared with the requests in flight without touching the `Arc`.
-    state: Rc<web::Data<AppState>>,
+    /// Shared with the requests in flight without touching an `Arc`.
+    state: Rc<Settings>,
 }
 
 impl<S, B> Service<ServiceRequest> for ConventionsService<S>
@@ -292,12 +279,12 @@ fn finish_headers<B>(res: &mut ServiceResponse<B>, hsts: bool, request_id: Heade
     let rate = res
         .request()
         .extensions_mut()
-        .remove::<crate::keys::limiter::RateHeaders>();
+        .remove::<ratelimit::RateHeaders>();
     let headers = res.headers_mut();
     headers.insert(X_REQUEST_ID, request_id);
     apply_security_headers(headers, is_html, is_api, hsts);
-    if let Some(crate::keys::limiter::RateHeaders(status, policy)) = rate {
-        for (name, value) in crate::keys::limiter::rate_limit_headers(&status, policy.as_ref()) {
+    if let Some(ratelimit::RateHeaders(status, policy)) = rate {
+        for (name, value) in ratelimit::rate_limit_headers(&status, policy.as_ref()) {
             headers.insert(name, value);
         }
     }
@@ -393,13 +380,6 @@ fn apply_security_headers(headers: &mut HeaderMap, is_html: bool, is_api: bool, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimals() {
-        for n in [0, 7, 10, 429, 65_535, 1_000_000_007, u64::MAX] {
-            assert_eq!(Decimal::of(n).as_bytes(), n.to_string().as_bytes());
-        }
-    }
 
     #[test]
     fn new_request_ids_differ_and_use_every_digit() {

@@ -5,8 +5,6 @@
 //! It approximates a sliding log closely (exact when traffic is uniform),
 //! and never lets more than `limit` requests through in any aligned window.
 
-use actix_web::http::header::{HeaderName, HeaderValue};
-
 #[derive(Clone, Debug, Default)]
 pub struct SlidingWindow {
     window_start_ms: i64,
@@ -241,48 +239,3 @@ mod tests {
         assert_eq!(allowed, 100);
     }
 }
-
-const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-
-/// The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers-10) for a
-/// status: `RateLimit-Policy: "default";q=100;w=60` and
-/// `RateLimit: "default";r=42;t=12`. A pre-rendered policy value is used
-/// as is.
-pub fn rate_limit_headers(
-    status: &RateStatus,
-    policy: Option<&HeaderValue>,
-) -> [(HeaderName, HeaderValue); 2] {
-    let policy = policy.cloned().unwrap_or_else(|| {
-        HeaderValue::from_str(&format!(
-            "\"default\";q={};w={}",
-            status.limit, status.window_secs
-        ))
-        .expect("digits are a valid header value")
-    });
-    // Written on the stack, without `core::fmt`: this runs for every checked key.
-    let mut buf = [0u8; 64];
-    let mut len = 0;
-    let remaining = crate::http::Decimal::of(status.remaining);
-    let reset = crate::http::Decimal::of(status.reset_secs);
-    for part in [
-        &b"\"default\";r="[..],
-        remaining.as_bytes(),
-        b";t=",
-        reset.as_bytes(),
-    ] {
-        buf[len..len + part.len()].copy_from_slice(part);
-        len += part.len();
-    }
-    let current = HeaderValue::from_bytes(&buf[..len]).expect("digits are a valid header value");
-    [(RATELIMIT_POLICY, policy), (RATELIMIT, current)]
-}
-
-/// Set on a request authenticated by an API key; the response middleware
-/// turns it into the RateLimit fields on whatever answer is sent. The
-/// policy field, when the key's is already rendered, is reused as is.
-#[derive(Clone, Debug)]
-pub struct RateHeaders(
-    pub RateStatus,
-    pub Option<actix_web::http::header::HeaderValue>,
-);

@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::extract::bearer_token;
 use crate::http::RequestContext;
 use crate::keys::forward::original_request;
-use crate::keys::limiter::rate_limit_headers;
+use crate::http::ratelimit::rate_limit_headers;
 use crate::keys::store::{CheckInput, Denial, Purpose, Rendered};
 use crate::routes::views::{whole_number, ObjectBody};
 use crate::state::AppState;
@@ -115,27 +115,24 @@ fn valid_body(
     credits: Option<i64>,
     rate: &crate::keys::limiter::RateStatus,
 ) -> Vec<u8> {
-    use crate::http::Decimal;
+    let mut digits = itoa::Buffer::new();
     let mut body = Vec::with_capacity(rendered.verify_members_len() + 112);
     body.extend_from_slice(b"{\"valid\":true,");
     rendered.write_verify_members(&mut body);
     match credits {
         Some(n) => {
             body.extend_from_slice(b",\"credits\":{\"remaining\":");
-            if n < 0 {
-                body.push(b'-');
-            }
-            body.extend_from_slice(Decimal::of(n.unsigned_abs()).as_bytes());
+            body.extend_from_slice(digits.format(n).as_bytes());
             body.push(b'}');
         }
         None => body.extend_from_slice(b",\"credits\":null"),
     }
     body.extend_from_slice(b",\"ratelimit\":{\"limit\":");
-    body.extend_from_slice(Decimal::of(rate.limit.into()).as_bytes());
+    body.extend_from_slice(digits.format(rate.limit).as_bytes());
     body.extend_from_slice(b",\"remaining\":");
-    body.extend_from_slice(Decimal::of(rate.remaining).as_bytes());
+    body.extend_from_slice(digits.format(rate.remaining).as_bytes());
     body.extend_from_slice(b",\"reset_secs\":");
-    body.extend_from_slice(Decimal::of(rate.reset_secs).as_bytes());
+    body.extend_from_slice(digits.format(rate.reset_secs).as_bytes());
     body.extend_from_slice(b"}}");
     body
 }
