@@ -236,34 +236,6 @@ impl ResponseError for ApiError {
     }
 }
 
-/// A fault of the machine (a full disk, a read-only file, a lock held past
-/// the busy timeout) is 503 `unavailable` with `Retry-After`, never 500:
-/// nothing was written, and the same request can succeed once it clears.
-impl From<crate::db::DbError> for ApiError {
-    fn from(e: crate::db::DbError) -> Self {
-        use crate::db::Fault;
-        match e.fault() {
-            Some(fault) => {
-                let message = match fault {
-                    Fault::Busy => "The database is busy; retry shortly.",
-                    Fault::Full | Fault::ReadOnly | Fault::Io => {
-                        "The database cannot take writes right now; nothing was changed. Retry later."
-                    }
-                };
-                let mut err = ApiError::new(ErrorCode::Unavailable)
-                    .with_message(message)
-                    .with_header(
-                        HeaderName::from_static("retry-after"),
-                        HeaderValue::from(fault.retry_after_secs()),
-                    );
-                err.cause = Some(e.to_string());
-                err
-            }
-            None => ApiError::internal(e),
-        }
-    }
-}
-
 /// The JSON shape of every error response.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorEnvelope {
@@ -284,36 +256,29 @@ pub struct ErrorBody {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// A storage failure: 503 `unavailable` with `Retry-After` when the
+/// database cannot take the work now (nothing was written, and the same
+/// request can succeed once it clears), else 500 with the cause logged.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::{StoreError, Unavailable};
+        let unavailable = |kind: Unavailable| {
+            ApiError::new(ErrorCode::Unavailable)
+                .with_message(kind.message())
+                .with_header(
+                    HeaderName::from_static("retry-after"),
+                    HeaderValue::from(kind.retry_after_secs()),
+                )
+        };
         match e {
-            crate::store::StoreError::Sqlite(e) => ApiError::from(e),
-            crate::store::StoreError::Postgres(e) => ApiError::from(e),
-            crate::store::StoreError::Contended => ApiError::new(ErrorCode::Unavailable)
-                .with_message("The database is busy; retry shortly.")
-                .with_header(
-                    HeaderName::from_static("retry-after"),
-                    HeaderValue::from_static("1"),
-                ),
-        }
-    }
-}
-
-/// PostgreSQL unreachable, restarting, out of space or resolving a
-/// conflict is 503 `unavailable` with `Retry-After`; nothing was written.
-impl From<crate::store::postgres::PgError> for ApiError {
-    fn from(e: crate::store::postgres::PgError) -> Self {
-        if e.is_unavailable() {
-            let mut err = ApiError::new(ErrorCode::Unavailable)
-                .with_message("The database cannot take this request right now; retry shortly.")
-                .with_header(
-                    HeaderName::from_static("retry-after"),
-                    HeaderValue::from_static("1"),
-                );
-            err.cause = Some(e.to_string());
-            err
-        } else {
-            ApiError::internal(e)
+            StoreError::Unavailable { kind, cause } => {
+                let mut err = unavailable(kind);
+                err.cause = Some(cause);
+                err
+            }
+            StoreError::Contended => unavailable(Unavailable::Busy),
+            StoreError::Internal(cause) => ApiError::internal(cause),
+            too_new @ StoreError::TooNew { .. } => ApiError::internal(too_new),
         }
     }
 }

@@ -142,11 +142,8 @@ fn build_app(
 > {
     let limit = state.config.http.max_body_bytes;
     let origins = state.config.cors.allowed_origins.clone();
-    let conventions = crate::http::Conventions::new(
-        state.config.clone(),
-        state.https,
-        state.metrics.clone(),
-    );
+    let conventions =
+        crate::http::Conventions::new(state.config.clone(), state.https, state.metrics.clone());
     let traced = state.traces.is_some();
     let local_hosts = crate::http::host::LocalHosts::new(&state.public_url);
     let local = state.config.mode.is_local();

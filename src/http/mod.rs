@@ -22,8 +22,8 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{Error, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 
-use crate::error::{ApiError, ErrorBody, ErrorCode, ErrorEnvelope};
 use crate::config::Config;
+use crate::error::{ApiError, ErrorBody, ErrorCode, ErrorEnvelope};
 use crate::metrics::Metrics;
 
 pub use client::ClientInfo;

@@ -57,16 +57,100 @@ pub mod work;
 
 pub use ids::{KeyHash, KeyId, ProjectId, UserId};
 
-/// A storage failure, from either backend.
+/// A storage failure, the same whichever backend: each backend classifies
+/// its own errors into these (`From<DbError>`, `From<PgError>`), so nothing
+/// outside `store` looks at a driver's error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(transparent)]
-    Sqlite(#[from] crate::db::DbError),
-    #[error(transparent)]
-    Postgres(#[from] postgres::PgError),
+    /// The database cannot take this work now; nothing was written, and
+    /// the same work can succeed once the condition clears (503
+    /// `unavailable` with `Retry-After`).
+    #[error("the database cannot take this work now ({kind:?}): {cause}")]
+    Unavailable { kind: Unavailable, cause: String },
     /// What was read kept changing under concurrent writes; retry shortly.
     #[error("the stored value kept changing while it was read")]
     Contended,
+    /// The database was written by a newer Gatehouse (refused at start).
+    #[error(
+        "the database is at schema version {found}, newer than this Gatehouse supports ({supported}); \
+         run the newer Gatehouse release, or restore a backup made before the upgrade"
+    )]
+    TooNew { found: u32, supported: u32 },
+    /// Anything else: a fault of Gatehouse or of the stored data (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Why the database cannot take work right now: a condition of the
+/// machine or the network, not of the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// A lock, or every connection, is held past the wait (SQLite's busy
+    /// timeout, an exhausted pool, a PostgreSQL serialization failure or
+    /// deadlock).
+    Busy,
+    /// The database takes no writes: a full disk, a read-only file, an I/O
+    /// failure.
+    CannotWrite,
+    /// The database cannot be reached, or is starting or stopping.
+    Unreachable,
+}
+
+impl Unavailable {
+    /// What a client is told to wait before trying again.
+    pub fn retry_after_secs(self) -> u64 {
+        match self {
+            Unavailable::Busy | Unavailable::Unreachable => 1,
+            Unavailable::CannotWrite => 5,
+        }
+    }
+
+    /// What the client is told (the error envelope's message).
+    pub fn message(self) -> &'static str {
+        match self {
+            Unavailable::Busy => "The database is busy; retry shortly.",
+            Unavailable::CannotWrite => {
+                "The database cannot take writes right now; nothing was changed. Retry later."
+            }
+            Unavailable::Unreachable => {
+                "The database cannot take this request right now; retry shortly."
+            }
+        }
+    }
+}
+
+impl From<crate::db::DbError> for StoreError {
+    fn from(e: crate::db::DbError) -> Self {
+        use crate::db::Fault;
+        if let crate::db::DbError::TooNew { found, supported } = e {
+            return StoreError::TooNew { found, supported };
+        }
+        match e.fault() {
+            Some(fault) => StoreError::Unavailable {
+                kind: match fault {
+                    Fault::Busy => Unavailable::Busy,
+                    Fault::Full | Fault::ReadOnly | Fault::Io => Unavailable::CannotWrite,
+                },
+                cause: e.to_string(),
+            },
+            None => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<postgres::PgError> for StoreError {
+    fn from(e: postgres::PgError) -> Self {
+        if let postgres::PgError::TooNew { found, supported } = e {
+            return StoreError::TooNew { found, supported };
+        }
+        match e.unavailability() {
+            Some(kind) => StoreError::Unavailable {
+                kind,
+                cause: e.to_string(),
+            },
+            None => StoreError::Internal(e.to_string()),
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -91,10 +91,7 @@ fn a_database_from_a_newer_version_is_refused_untouched() {
             .unwrap();
     }
     match Application::build(config.clone()) {
-        Err(StartupError::Store(gatehouse::store::StoreError::Sqlite(DbError::TooNew {
-            found,
-            supported,
-        }))) => {
+        Err(StartupError::Store(gatehouse::store::StoreError::TooNew { found, supported })) => {
             assert_eq!(found, 999);
             assert_eq!(supported, latest_version());
         }
@@ -267,7 +264,7 @@ fn sqlite_faults_map_to_unavailable() {
     ] {
         let err = DbError::from(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
         assert_eq!(err.fault(), fault, "{code}");
-        let api = gatehouse::error::ApiError::from(err);
+        let api = gatehouse::error::ApiError::from(gatehouse::store::StoreError::from(err));
         let expected = if fault.is_some() {
             "unavailable"
         } else {

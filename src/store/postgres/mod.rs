@@ -52,23 +52,32 @@ impl PgError {
     /// A fault of the database or the way to it, not of the request: the
     /// same request can succeed later (503, never 500).
     pub fn is_unavailable(&self) -> bool {
+        self.unavailability().is_some()
+    }
+
+    /// Why the database cannot take this work now, when that is the
+    /// cause (by SQLSTATE class: 08 connection, 53 out of resources such as
+    /// a full disk, 57P shutting down, 40001/40P01 retry the transaction).
+    pub fn unavailability(&self) -> Option<crate::store::Unavailable> {
+        use crate::store::Unavailable;
         match self {
-            PgError::Pool(_) => true,
-            PgError::Query(e) => {
-                e.is_closed()
-                    || e.as_db_error().is_none()
-                    || e.code().is_some_and(|c| {
-                        let code = c.code();
-                        // 08: connection, 53: out of resources (disk full),
-                        // 57P: shutting down, 40001/40P01: retry the transaction.
-                        code.starts_with("08")
-                            || code.starts_with("53")
-                            || code.starts_with("57P")
-                            || code == "40001"
-                            || code == "40P01"
-                    })
+            PgError::Pool(_) => Some(Unavailable::Unreachable),
+            PgError::Query(e) if e.is_closed() || e.as_db_error().is_none() => {
+                Some(Unavailable::Unreachable)
             }
-            _ => false,
+            PgError::Query(e) => {
+                let code = e.code()?.code();
+                if code == "40001" || code == "40P01" {
+                    Some(Unavailable::Busy)
+                } else if code.starts_with("53") {
+                    Some(Unavailable::CannotWrite)
+                } else if code.starts_with("08") || code.starts_with("57P") {
+                    Some(Unavailable::Unreachable)
+                } else {
+                    None
+                }
+            }
+            _ => None,
         }
     }
 }
