@@ -54,11 +54,6 @@ fn shared_redis() -> bool {
     e2e_available(redis_answers(&addr), &format!("Redis at {addr}"))
 }
 
-/// Whether two nodes can serve the suite's backend: only PostgreSQL.
-fn two_nodes_possible() -> bool {
-    crate::helpers::backend() == crate::helpers::Backend::Postgres
-}
-
 fn unique_prefix(test: &str) -> String {
     format!("gatehouse-test:{test}:{}:", fastrand::u64(..))
 }
@@ -353,86 +348,82 @@ fn the_redis_window_counts_like_the_local_one() {
     });
 }
 
-#[test]
-fn two_nodes_allow_at_most_the_limit_together_with_redis() {
-    if !two_nodes_possible() {
-        return;
+postgres_only! {
+    #[test]
+    fn two_nodes_allow_at_most_the_limit_together_with_redis() {
+        if !shared_redis() {
+            return;
+        }
+        const LIMIT: usize = 25;
+        let f = fixture(LIMIT as u32, None);
+        let prefix = unique_prefix("two-nodes");
+        let url = shared_redis_url();
+        let a = f.node(Some((&url, &prefix)));
+        let b = f.node(Some((&url, &prefix)));
+        wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
+        let codes = hammer(&[&a, &b], &f.key, 4 * LIMIT, 8, || {});
+        assert_eq!(count(&codes, "valid"), LIMIT, "{codes:?}");
+        assert_eq!(count(&codes, "rate_limited"), 3 * LIMIT);
+        // Each node alone would have allowed LIMIT more.
+        assert_eq!(verify(&b.base, &f.key)["code"], "rate_limited");
+        assert_eq!(a.get("/readyz").status, 200);
     }
-    if !shared_redis() {
-        return;
-    }
-    const LIMIT: usize = 25;
-    let f = fixture(LIMIT as u32, None);
-    let prefix = unique_prefix("two-nodes");
-    let url = shared_redis_url();
-    let a = f.node(Some((&url, &prefix)));
-    let b = f.node(Some((&url, &prefix)));
-    wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
-    let codes = hammer(&[&a, &b], &f.key, 4 * LIMIT, 8, || {});
-    assert_eq!(count(&codes, "valid"), LIMIT, "{codes:?}");
-    assert_eq!(count(&codes, "rate_limited"), 3 * LIMIT);
-    // Each node alone would have allowed LIMIT more.
-    assert_eq!(verify(&b.base, &f.key)["code"], "rate_limited");
-    assert_eq!(a.get("/readyz").status, 200);
 }
 
-#[test]
-fn without_redis_each_node_keeps_its_own_window() {
-    if !two_nodes_possible() {
-        return;
+postgres_only! {
+    #[test]
+    fn without_redis_each_node_keeps_its_own_window() {
+        let f = fixture(5, None);
+        let a = f.node(None);
+        let b = f.node(None);
+        assert_eq!(
+            metric(&a, "gatehouse_rate_limit_backend{backend=\"local\"}"),
+            1.0
+        );
+        let codes = hammer(&[&a, &b], &f.key, 20, 2, || {});
+        // The documented cost of going without Redis: N nodes, N x limit.
+        assert_eq!(count(&codes, "valid"), 10, "{codes:?}");
+        // Each node says so at start.
+        let (_, _, stderr) = a.terminate();
+        assert!(
+            stderr.contains("redis.url") && stderr.contains("own rate-limit windows"),
+            "{stderr}"
+        );
     }
-    let f = fixture(5, None);
-    let a = f.node(None);
-    let b = f.node(None);
-    assert_eq!(
-        metric(&a, "gatehouse_rate_limit_backend{backend=\"local\"}"),
-        1.0
-    );
-    let codes = hammer(&[&a, &b], &f.key, 20, 2, || {});
-    // The documented cost of going without Redis: N nodes, N x limit.
-    assert_eq!(count(&codes, "valid"), 10, "{codes:?}");
-    // Each node says so at start.
-    let (_, _, stderr) = a.terminate();
-    assert!(
-        stderr.contains("redis.url") && stderr.contains("own rate-limit windows"),
-        "{stderr}"
-    );
 }
 
-#[test]
-fn credits_are_spent_exactly_once_across_two_nodes() {
-    if !two_nodes_possible() {
-        return;
+postgres_only! {
+    #[test]
+    fn credits_are_spent_exactly_once_across_two_nodes() {
+        let f = fixture(1_000_000, Some(1000));
+        let a = f.node(None);
+        let b = f.node(None);
+        let codes = hammer(&[&a, &b], &f.key, 1200, 8, || {});
+        assert_eq!(count(&codes, "valid"), 1000, "exactly the balance");
+        assert_eq!(count(&codes, "usage_exceeded"), 200);
+        assert_eq!(f.stored_credits(), 0);
+        let answer = verify(&a.base, &f.key);
+        assert_eq!(answer["code"], "usage_exceeded");
     }
-    let f = fixture(1_000_000, Some(1000));
-    let a = f.node(None);
-    let b = f.node(None);
-    let codes = hammer(&[&a, &b], &f.key, 1200, 8, || {});
-    assert_eq!(count(&codes, "valid"), 1000, "exactly the balance");
-    assert_eq!(count(&codes, "usage_exceeded"), 200);
-    assert_eq!(f.stored_credits(), 0);
-    let answer = verify(&a.base, &f.key);
-    assert_eq!(answer["code"], "usage_exceeded");
 }
 
-#[test]
-fn credits_stay_exact_when_redis_stops_halfway() {
-    if !two_nodes_possible() {
-        return;
+postgres_only! {
+    #[test]
+    fn credits_stay_exact_when_redis_stops_halfway() {
+        let Some(mut redis) = OwnRedis::start() else {
+            return;
+        };
+        let f = fixture(1_000_000, Some(1000));
+        let url = redis.url();
+        let a = f.node(Some((&url, "gh:")));
+        let b = f.node(Some((&url, "gh:")));
+        wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
+        let codes = hammer(&[&a, &b], &f.key, 1200, 8, || redis.kill());
+        assert_eq!(count(&codes, "valid"), 1000, "exactly the balance");
+        assert_eq!(count(&codes, "usage_exceeded"), 200);
+        assert_eq!(f.stored_credits(), 0);
+        assert!(!on_redis(&a) && !on_redis(&b), "both fell back");
     }
-    let Some(mut redis) = OwnRedis::start() else {
-        return;
-    };
-    let f = fixture(1_000_000, Some(1000));
-    let url = redis.url();
-    let a = f.node(Some((&url, "gh:")));
-    let b = f.node(Some((&url, "gh:")));
-    wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
-    let codes = hammer(&[&a, &b], &f.key, 1200, 8, || redis.kill());
-    assert_eq!(count(&codes, "valid"), 1000, "exactly the balance");
-    assert_eq!(count(&codes, "usage_exceeded"), 200);
-    assert_eq!(f.stored_credits(), 0);
-    assert!(!on_redis(&a) && !on_redis(&b), "both fell back");
 }
 
 #[test]
@@ -489,41 +480,40 @@ fn a_node_falls_back_while_redis_is_down_and_returns() {
     assert!(log.contains("Redis answers again"), "{log}");
 }
 
-/// When Redis is lost, each node falls back to a window that already holds
-/// the count Redis last reported to it: together the nodes never allow a
-/// full limit each on top of what Redis counted (SPEC section 14).
-#[test]
-fn a_fallback_window_starts_from_the_shared_count() {
-    if !two_nodes_possible() {
-        return;
-    }
-    let Some(mut redis) = OwnRedis::start() else {
-        return;
-    };
-    const LIMIT: usize = 10;
-    let f = fixture(LIMIT as u32, None);
-    let url = redis.url();
-    let a = f.node(Some((&url, "gh:")));
-    let b = f.node(Some((&url, "gh:")));
-    wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
-    // The whole limit through Redis, taking turns: a last saw 9 counted,
-    // b saw 10.
-    for i in 0..LIMIT {
-        let node = if i % 2 == 0 { &a } else { &b };
-        assert_eq!(verify(&node.base, &f.key)["valid"], true, "request {i}");
-    }
-    assert_eq!(verify(&a.base, &f.key)["code"], "rate_limited");
+postgres_only! {
+    /// When Redis is lost, each node falls back to a window that already holds
+    /// the count Redis last reported to it: together the nodes never allow a
+    /// full limit each on top of what Redis counted (SPEC section 14).
+    #[test]
+    fn a_fallback_window_starts_from_the_shared_count() {
+        let Some(mut redis) = OwnRedis::start() else {
+            return;
+        };
+        const LIMIT: usize = 10;
+        let f = fixture(LIMIT as u32, None);
+        let url = redis.url();
+        let a = f.node(Some((&url, "gh:")));
+        let b = f.node(Some((&url, "gh:")));
+        wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
+        // The whole limit through Redis, taking turns: a last saw 9 counted,
+        // b saw 10.
+        for i in 0..LIMIT {
+            let node = if i % 2 == 0 { &a } else { &b };
+            assert_eq!(verify(&node.base, &f.key)["valid"], true, "request {i}");
+        }
+        assert_eq!(verify(&a.base, &f.key)["code"], "rate_limited");
 
-    redis.kill();
-    let valid = |node: &Server| {
-        (0..LIMIT)
-            .filter(|_| verify(&node.base, &f.key)["valid"] == true)
-            .count()
-    };
-    // a's last answer from Redis (the refusal) said the window was full.
-    assert_eq!(valid(&a), 0, "a falls back to a full window");
-    assert_eq!(valid(&b), 0, "b falls back to a full window");
-    assert!(!on_redis(&a) && !on_redis(&b), "both fell back");
+        redis.kill();
+        let valid = |node: &Server| {
+            (0..LIMIT)
+                .filter(|_| verify(&node.base, &f.key)["valid"] == true)
+                .count()
+        };
+        // a's last answer from Redis (the refusal) said the window was full.
+        assert_eq!(valid(&a), 0, "a falls back to a full window");
+        assert_eq!(valid(&b), 0, "b falls back to a full window");
+        assert!(!on_redis(&a) && !on_redis(&b), "both fell back");
+    }
 }
 
 #[test]

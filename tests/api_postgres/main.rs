@@ -14,6 +14,12 @@
 // Helpers the modules run here do not all use.
 #![allow(dead_code)]
 
+/// The several-node tests of the shared modules (`tests/api` leaves them
+/// out: a SQLite data directory is served by one process).
+macro_rules! postgres_only {
+    ($($test:item)*) => { $($test)* };
+}
+
 #[path = "../api/helpers.rs"]
 mod helpers;
 #[path = "../common/pg.rs"]
