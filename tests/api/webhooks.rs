@@ -718,14 +718,15 @@ fn a_redirect_is_not_followed_and_counts_as_a_failure() {
 
 /// A name in the system's hosts file that resolves to loopback only and
 /// is not a `localhost` name (Debian maps the machine's own name to
-/// 127.0.1.1): the address it resolves to and the name.
+/// 127.0.1.1; Debian and container images name `::1` `ip6-localhost`):
+/// the name and the address it stands for.
 fn loopback_name_from_hosts() -> Option<(String, std::net::IpAddr)> {
     use std::net::ToSocketAddrs;
     let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
     hosts.lines().find_map(|line| {
         let mut words = line.split('#').next()?.split_whitespace();
         let ip: std::net::IpAddr = words.next()?.parse().ok()?;
-        if !ip.is_ipv4() || !ip.is_loopback() {
+        if !ip.is_loopback() {
             return None;
         }
         words
@@ -759,8 +760,10 @@ fn a_name_that_resolves_to_loopback_is_refused_at_delivery() {
     }
     let (name, ip) = found.unwrap();
     let receiver = Receiver::start_on(&ip.to_string(), vec![200]);
-    let port = receiver.url.rsplit(':').next().unwrap().to_string();
-    let url = format!("http://{name}:{port}");
+    // The receiver's URL with the name in place of the address.
+    let path = receiver.url.rsplit(':').next().unwrap();
+    let url = format!("http://{name}:{path}");
+    assert!(url.ends_with("/hook"), "{url}");
     let production = |allow: bool| {
         move |c: &mut gatehouse::config::Config| {
             c.mode = gatehouse::config::Mode::Production;
