@@ -392,6 +392,25 @@ mod tests {
         h
     }
 
+    /// Only GET, HEAD and OPTIONS skip the CSRF check: every method that
+    /// can change something (PUT too, though no route takes it today)
+    /// needs the token.
+    #[test]
+    fn only_safe_methods_skip_the_csrf_check() {
+        for m in [Method::GET, Method::HEAD, Method::OPTIONS] {
+            assert!(is_safe_method(&m), "{m}");
+        }
+        for m in [
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::from_bytes(b"PROPPATCH").unwrap(),
+        ] {
+            assert!(!is_safe_method(&m), "{m}");
+        }
+    }
+
     #[test]
     fn origin_rules() {
         let public: url::Url = "https://keys.acme.test".parse().unwrap();

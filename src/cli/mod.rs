@@ -303,9 +303,24 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
         Ok(app) => app,
         Err(e) => return fail(e),
     };
-    print_banner(&config, app.port());
+    let port = app.port();
     let system = actix_web::rt::System::new();
-    let result = system.block_on(async move { app.start()?.wait().await });
+    let result = system.block_on(async move {
+        let mut serving = std::pin::pin!(app.start()?.wait());
+        // The server's first poll starts it and installs its SIGTERM and
+        // SIGINT handlers. Only then is the address announced, so a stop
+        // sent as soon as a supervisor (or a test) reads it is graceful,
+        // never the signal's default death.
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(serving.as_mut(), cx))
+        })
+        .await;
+        print_banner(&config, port);
+        match first {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => serving.await,
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("server error: {e}")),

@@ -59,8 +59,13 @@ pub fn latest_version() -> u32 {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MigrateOutcome {
+    /// The version found before this run.
     pub from: u32,
+    /// The version after it.
     pub to: u32,
+    /// How many steps this run applied itself: a node that found its steps
+    /// applied by another one meanwhile applied none of them.
+    pub applied: u32,
 }
 
 pub fn user_version(conn: &Connection) -> Result<u32, DbError> {
@@ -80,6 +85,7 @@ pub fn migrate(conn: &mut Connection) -> Result<MigrateOutcome, DbError> {
             supported: latest,
         });
     }
+    let mut applied = 0;
     for step in steps.iter().filter(|s| s.version > from) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Another process may have applied the step while we waited.
@@ -91,10 +97,12 @@ pub fn migrate(conn: &mut Connection) -> Result<MigrateOutcome, DbError> {
         })?;
         tx.pragma_update(None, "user_version", step.version)?;
         tx.commit()?;
+        applied += 1;
     }
     Ok(MigrateOutcome {
         from,
         to: user_version(conn)?,
+        applied,
     })
 }
 
@@ -118,11 +126,13 @@ mod tests {
             first,
             MigrateOutcome {
                 from: 0,
-                to: latest_version()
+                to: latest_version(),
+                applied: latest_version(),
             }
         );
         let again = migrate(&mut conn).unwrap();
         assert_eq!(again.from, again.to);
+        assert_eq!(again.applied, 0);
         conn.pragma_update(None, "user_version", latest_version() + 1)
             .unwrap();
         let err = migrate(&mut conn).unwrap_err();

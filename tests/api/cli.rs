@@ -1028,3 +1028,32 @@ fn data_commands_work_on_postgres_and_backup_points_at_pg_dump() {
         );
     }
 }
+
+/// Local mode warns when it listens beyond loopback (the demo, its
+/// generated secrets and its mailbox would be reachable from the
+/// network), naming the key and the address; on loopback it does not.
+#[test]
+fn local_mode_warns_when_it_listens_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(gatehouse(dir.path()).args(["serve", "--listen", "0.0.0.0:0"]));
+    assert!(
+        server.base.starts_with("http://0.0.0.0:"),
+        "{}",
+        server.base
+    );
+    assert_eq!(server.get("/readyz").status, 200);
+    let (code, _, stderr) = server.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: listen: local mode is listening on the non-loopback address 0.0.0.0"
+        ) && stderr.contains("reachable from the network"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(gatehouse(dir.path()).args(["serve", "--listen", "127.0.0.1:0"]));
+    let (code, _, stderr) = server.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("non-loopback"), "{stderr}");
+}

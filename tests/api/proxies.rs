@@ -293,6 +293,12 @@ fn exercise(app: &TestApp, proxy: &Proxy) {
             .set("X-Gatehouse-Key-Id", "key_forged"),
     );
     assert_eq!(res.status, 401, "{}", res.body);
+    assert_eq!(
+        res.json()["error"]["code"],
+        "missing_authorization",
+        "{}",
+        res.body
+    );
     assert!(!res.body.contains("key_forged"));
     let mut bad = good.clone().into_bytes();
     bad[12] = if bad[12] == b'A' { b'B' } else { b'A' };
@@ -301,8 +307,8 @@ fn exercise(app: &TestApp, proxy: &Proxy) {
             .request("GET", "/orders/7")
             .set("X-API-Key", std::str::from_utf8(&bad).unwrap()),
     );
-    assert_eq!(res.status, 401);
-    assert!(res.body.contains("malformed_key"), "{}", res.body);
+    assert_eq!(res.status, 401, "{}", res.body);
+    assert_eq!(res.json()["error"]["code"], "malformed_key", "{}", res.body);
 
     // A publishable key may not POST; a key without the route's scope is refused.
     let res = send(
@@ -321,9 +327,13 @@ fn exercise(app: &TestApp, proxy: &Proxy) {
         .status,
         200
     );
+    let res = send(proxy.request("GET", "/orders").set("X-API-Key", &reader));
+    assert_eq!(res.status, 403, "{}", res.body);
     assert_eq!(
-        send(proxy.request("GET", "/orders").set("X-API-Key", &reader)).status,
-        403
+        res.json()["error"]["code"],
+        "insufficient_scope",
+        "{}",
+        res.body
     );
 
     // Over the limit: 429 with Retry-After.
@@ -335,6 +345,7 @@ fn exercise(app: &TestApp, proxy: &Proxy) {
     }
     let res = send(proxy.request("GET", "/").set("X-API-Key", &limited));
     assert_eq!(res.status, 429, "{}", res.body);
+    assert_eq!(res.json()["error"]["code"], "rate_limited", "{}", res.body);
     let retry: u64 = res
         .header("retry-after")
         .expect("Retry-After")
@@ -680,7 +691,18 @@ fn forward_auth_refuses_reports_it_cannot_trust() {
         let body = res.assert_error(403, "forbidden");
         assert_eq!(res.header("x-gatehouse-error"), Some("forbidden"));
         assert!(res.header("ratelimit").is_none(), "{headers:?}");
-        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(!message.is_empty());
+        let names_no_path = !headers
+            .iter()
+            .any(|(k, _)| *k == "X-Forwarded-Uri" || *k == "X-Original-URI");
+        if names_no_path {
+            // SPEC: the refusal names the headers the proxy must send.
+            assert!(
+                message.contains("X-Forwarded-Uri") && message.contains("X-Original-URI"),
+                "{headers:?}: {message}"
+            );
+        }
     }
     // Path parameters are refused by default, whatever the key, naming
     // the setting that strips them instead.
@@ -768,4 +790,133 @@ fn stripped_path_parameters_are_judged_as_the_path_they_spell() {
     assert_eq!(check(&reader, "/orders/..;/public").status, 200);
     // An encoded `;` is refused in this mode too.
     check(&writer, "/orders%3Bx").assert_error(403, "forbidden");
+}
+
+/// A YAML file as JSON, read by Python's PyYAML (`python3`, else the
+/// system's `/usr/bin/python3`); `None` when neither has PyYAML.
+fn yaml_as_json(path: &Path) -> Option<serde_json::Value> {
+    const SCRIPT: &str =
+        "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))";
+    ["python3", "/usr/bin/python3"].iter().find_map(|python| {
+        let out = Command::new(python)
+            .args(["-c", SCRIPT])
+            .arg(path)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).expect("the script prints JSON"))
+    })
+}
+
+/// The shipped Traefik configuration, parsed, sets what nginx's and
+/// Caddy's set: the check goes to the same address, Traefik sets the
+/// method and path itself (never from the client's X-Forwarded-*), only
+/// the key headers of the client's request reach the check (so a client's
+/// own X-Original-*, traceparent and tracestate never do), and the same
+/// three identity headers reach the upstream. nginx and Caddy, read as
+/// text, set both header families and clear the client's trace headers.
+#[test]
+fn the_shipped_traefik_configuration_sets_what_nginx_and_caddy_set() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let parsed = yaml_as_json(&deploy.join("traefik-gatehouse.yml"));
+    if !e2e_available(parsed.is_some(), "python3 with PyYAML") {
+        return;
+    }
+    let doc = parsed.unwrap();
+    let auth = &doc["http"]["middlewares"]["gatehouse"]["forwardAuth"];
+    assert_eq!(
+        auth["address"], "http://127.0.0.1:8080/api/v1/auth/check",
+        "{doc}"
+    );
+    assert_eq!(
+        auth["trustForwardHeader"], false,
+        "Traefik sets X-Forwarded-Method and X-Forwarded-Uri itself"
+    );
+    let request: Vec<String> = auth["authRequestHeaders"]
+        .as_array()
+        .expect("authRequestHeaders limits what of the client's request reaches the check")
+        .iter()
+        .map(|h| h.as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    assert_eq!(request, ["authorization", "x-api-key"]);
+    let identity = [
+        "X-Gatehouse-Key-Id",
+        "X-Gatehouse-Project-Id",
+        "X-Gatehouse-Scopes",
+    ];
+    assert_eq!(auth["authResponseHeaders"], json!(identity));
+    let router = &doc["http"]["routers"]["api"];
+    assert_eq!(router["middlewares"], json!(["gatehouse"]));
+    assert_eq!(
+        doc["http"]["services"][router["service"].as_str().unwrap()]["loadBalancer"]["servers"][0]
+            ["url"],
+        "http://127.0.0.1:3000"
+    );
+
+    // nginx and Caddy: the same check address, both header families set
+    // from the proxy's own variables, the client's trace headers cleared,
+    // the same identity headers for the upstream.
+    let code_lines = |file: &str| -> Vec<String> {
+        std::fs::read_to_string(deploy.join(file))
+            .unwrap()
+            .lines()
+            .map(|l| l.split('#').next().unwrap().trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let nginx = code_lines("nginx-gatehouse.conf");
+    let caddy = code_lines("Caddyfile");
+    let has = |lines: &[String], words: &[&str]| {
+        lines.iter().any(|l| {
+            let got: Vec<&str> = l.split_whitespace().collect();
+            got.len() >= words.len() && got[..words.len()] == *words
+        })
+    };
+    assert!(has(&nginx, &["server", "127.0.0.1:8080;"]));
+    assert!(has(
+        &nginx,
+        &["proxy_pass", "http://gatehouse/api/v1/auth/check;"]
+    ));
+    assert!(has(&caddy, &["reverse_proxy", "127.0.0.1:8080", "{"]));
+    assert!(has(&caddy, &["rewrite", "/api/v1/auth/check"]));
+    for (header, nginx_value, caddy_value) in [
+        ("X-Forwarded-Method", "$request_method;", "{method}"),
+        ("X-Forwarded-Uri", "$request_uri;", "{uri}"),
+        ("X-Original-Method", "$request_method;", "{method}"),
+        ("X-Original-URI", "$request_uri;", "{uri}"),
+        ("traceparent", "\"\";", ""),
+        ("tracestate", "\"\";", ""),
+    ] {
+        assert!(
+            has(&nginx, &["proxy_set_header", header, nginx_value]),
+            "nginx sets {header} to {nginx_value}"
+        );
+        let caddy_words = if caddy_value.is_empty() {
+            vec!["header_up".to_string(), format!("-{header}")]
+        } else {
+            vec![
+                "header_up".to_string(),
+                header.to_string(),
+                caddy_value.to_string(),
+            ]
+        };
+        let caddy_words: Vec<&str> = caddy_words.iter().map(String::as_str).collect();
+        assert!(has(&caddy, &caddy_words), "Caddy: {caddy_words:?}");
+        assert!(
+            !request.contains(&header.to_ascii_lowercase()),
+            "Traefik passes no client {header} to the check"
+        );
+    }
+    for header in identity {
+        assert!(
+            has(&nginx, &["proxy_set_header", header]),
+            "nginx gives the upstream {header}"
+        );
+        assert!(
+            has(&caddy, &["request_header", header]),
+            "Caddy gives the upstream {header}"
+        );
+    }
 }

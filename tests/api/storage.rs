@@ -275,3 +275,40 @@ fn sqlite_faults_map_to_unavailable() {
     let pool = DbError::Pool("timed out waiting for connection".into());
     assert_eq!(pool.fault(), Some(Fault::Busy));
 }
+
+/// A key check that must read the database (a key not in the cache) while
+/// the database cannot be reached (here: every pooled connection held
+/// elsewhere past the pool's timeout) is 503 `unavailable` with
+/// Retry-After on forward-auth and verify, never a verdict; once the
+/// database answers again the same check is decided.
+#[test]
+fn forward_auth_is_unavailable_while_the_database_cannot_be_reached() {
+    let app = spawn_app_with(|c| {
+        c.database.busy_timeout_ms = 300;
+        c.database.pool_size = 2;
+    });
+    let unknown = gatehouse::keys::ApiKey::generate(
+        &app.state.config.keys.prefix,
+        gatehouse::keys::KeyType::Secret,
+    )
+    .expose()
+    .to_string();
+    let check = || {
+        send(
+            app.request("GET", "/api/v1/auth/check")
+                .set("X-API-Key", &unknown)
+                .set("X-Forwarded-Method", "GET")
+                .set("X-Forwarded-Uri", "/reports/7"),
+        )
+    };
+    let held: Vec<_> = (0..2)
+        .map(|_| sqlite(&app).pool_connection().expect("a pooled connection"))
+        .collect();
+    let res = check();
+    assert_unavailable(&res);
+    assert!(res.header("x-gatehouse-key-id").is_none());
+    assert_unavailable(&app.post_json("/api/v1/keys/verify", json!({ "key": unknown })));
+
+    drop(held);
+    check().assert_error(401, "invalid_key");
+}

@@ -3,7 +3,8 @@
 //! headless Chromium (tests/ui/admin.mjs, playwright-core with Debian's
 //! /usr/bin/chromium). The browser test is skipped when node,
 //! tests/ui/node_modules or Chromium is missing, unless GATEHOUSE_REQUIRE_E2E
-//! is set (as in CI). Screenshots land in target/ui-screenshots/.
+//! is set (as in CI). Screenshots land in target/ui-screenshots/<script>/,
+//! emptied before each run so only this run's files are checked.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -237,6 +238,20 @@ fn browser_prerequisites() -> Option<PathBuf> {
     crate::helpers::e2e_available(missing.is_empty(), &missing.join("; ")).then_some(ui_dir)
 }
 
+/// An empty directory for one script's screenshots (what an earlier run
+/// left there is removed first, so a screenshot this run did not write
+/// cannot pass for one it did).
+fn fresh_screenshots_dir(script: &str) -> std::path::PathBuf {
+    let dir = root().join("target/ui-screenshots").join(script);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("cannot empty {}: {e}", dir.display()),
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Runs `node tests/ui/<script> <base> <screenshots>` and returns whether it
 /// passed, with its stdout and stderr (printed too).
 fn run_browser_script(
@@ -295,7 +310,7 @@ fn the_admin_ui_works_in_headless_chromium() {
         return;
     };
     let app = spawn_app_with(|_| {});
-    let shots = root().join("target/ui-screenshots");
+    let shots = fresh_screenshots_dir("admin");
     let (ok, stdout, stderr) = run_browser_script(&ui_dir, "admin.mjs", &app.base, &shots);
     assert!(ok, "the browser test failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ui: all steps passed"), "{stdout}");
@@ -314,7 +329,7 @@ fn the_api_reference_renders_in_headless_chromium() {
         return;
     };
     let app = spawn_app();
-    let shots = root().join("target/ui-screenshots");
+    let shots = fresh_screenshots_dir("docs");
     let (ok, stdout, stderr) = run_browser_script(&ui_dir, "docs.mjs", &app.base, &shots);
     assert!(ok, "the API reference test failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("docs: all steps passed"), "{stdout}");

@@ -44,15 +44,30 @@ impl Receiver {
     /// A receiver that takes `delay` to answer each request (recorded as
     /// soon as it arrived).
     pub fn start_slow(statuses: Vec<u16>, delay: Duration) -> Receiver {
-        Self::listen("127.0.0.1", statuses, delay)
+        Self::listen("127.0.0.1", statuses, delay, String::new())
     }
 
     /// A receiver on the loopback address `ip` (`127.0.0.1` or `::1`).
     pub fn start_on(ip: &str, statuses: Vec<u16>) -> Receiver {
-        Self::listen(ip, statuses, Duration::ZERO)
+        Self::listen(ip, statuses, Duration::ZERO, String::new())
     }
 
-    fn listen(ip: &str, statuses: Vec<u16>, delay: Duration) -> Receiver {
+    /// A receiver that answers every request 302 to `location`.
+    pub fn start_redirecting(location: &str) -> Receiver {
+        Self::listen(
+            "127.0.0.1",
+            vec![302],
+            Duration::ZERO,
+            format!("Location: {location}\r\n"),
+        )
+    }
+
+    /// How many requests have arrived so far.
+    pub fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+
+    fn listen(ip: &str, statuses: Vec<u16>, delay: Duration, extra: String) -> Receiver {
         let addr: std::net::IpAddr = ip.parse().unwrap();
         let listener = TcpListener::bind((addr, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -105,7 +120,7 @@ impl Receiver {
                 std::thread::sleep(delay);
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    "HTTP/1.1 {status} X\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
                 );
             }
         });
@@ -227,21 +242,40 @@ fn key_created_is_delivered_signed_and_retried_with_a_stable_id() {
     assert_eq!(list["items"][0]["event_type"], "key.created");
 
     // Events it did not subscribe to are not sent; subscribed ones are.
-    send_body(
+    // A delivery is queued in the transaction of the change that causes
+    // it, so once the later, subscribed event has arrived the endpoint's
+    // deliveries show everything ever queued for it.
+    let added = send_body(
         app.authed("POST", "/api/v1/members", &t.access)
             .set("Content-Type", "application/json"),
         r#"{"email": "x@acme.test", "role": "member"}"#,
     );
-    send(app.authed("DELETE", &format!("/api/v1/api-keys/{key_id}"), &t.access));
+    assert_eq!(added.status, 201, "{}", added.body);
+    let revoked = send(app.authed("DELETE", &format!("/api/v1/api-keys/{key_id}"), &t.access));
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
     let got = receiver.wait_for(4, Duration::from_secs(10));
     let last: Value = serde_json::from_str(&got[3].body).unwrap();
     assert_eq!(last["type"], "key.revoked");
     assert_eq!(last["data"]["is_active"], false);
-    std::thread::sleep(Duration::from_millis(500));
+    let queued: Vec<Value> = deliveries(&app, &t, &hook_id)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event_type"].clone())
+        .collect();
     assert_eq!(
-        receiver.got.lock().unwrap().len(),
-        4,
+        queued,
+        [json!("key.revoked"), json!("key.created")],
         "member.added was not subscribed"
+    );
+    assert!(
+        receiver
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| !r.body.contains("member.added")),
+        "member.added was not sent"
     );
 }
 
@@ -516,4 +550,256 @@ fn an_ipv6_literal_target_is_delivered_and_checked_again_at_delivery() {
         1,
         "nothing more reached the receiver"
     );
+}
+
+/// Every event type a team can subscribe to besides `key.created` and
+/// `key.revoked` (tested above) is delivered, signed, with the documented
+/// payload `{"type", "timestamp", "data"}`: key events carry the key's
+/// metadata (`key.rotated` the new key with `rotated_from`, `key.leaked`
+/// the report), member events the membership.
+#[test]
+fn every_event_type_is_delivered_with_its_documented_payload() {
+    let app = spawn_app_with(|c| c.webhooks.retry_delays_secs = vec![1]);
+    let t = app.login("events@acme.test");
+    let receiver = Receiver::start(vec![200]);
+    let events = [
+        "key.updated",
+        "key.rotated",
+        "key.leaked",
+        "member.added",
+        "member.removed",
+    ];
+    let (hook_id, secret) = add_webhook(&app, &t, &receiver.url, &events);
+
+    let (key_id, _) = create_key(&app, &t, json!({ "name": "first" }));
+    let res = send_body(
+        app.authed("PATCH", &format!("/api/v1/api-keys/{key_id}"), &t.access)
+            .set("Content-Type", "application/json"),
+        r#"{"name": "renamed"}"#,
+    );
+    assert_eq!(res.status, 200, "{}", res.body);
+    let res = send_body(
+        app.authed(
+            "POST",
+            &format!("/api/v1/api-keys/{key_id}/rotate"),
+            &t.access,
+        )
+        .set("Content-Type", "application/json"),
+        r#"{"expire_previous_in_secs": 0}"#,
+    );
+    assert_eq!(res.status, 201, "{}", res.body);
+    let rotated = res.json();
+    let new_id = rotated["id"].as_str().unwrap().to_string();
+    let new_key = rotated["plaintext_key"].as_str().unwrap().to_string();
+    let res = app.post_json(
+        "/api/v1/keys/leaked",
+        json!([{ "token": new_key, "url": "https://paste.example/1", "source": "scanner" }]),
+    );
+    assert_eq!(res.json()[0]["result"], "revoked", "{}", res.body);
+    let res = send_body(
+        app.authed("POST", "/api/v1/members", &t.access)
+            .set("Content-Type", "application/json"),
+        r#"{"email": "joiner@acme.test", "role": "member"}"#,
+    );
+    assert_eq!(res.status, 201, "{}", res.body);
+    let member_id = res.json()["user"]["id"].as_str().unwrap().to_string();
+    let res = send(app.authed("DELETE", &format!("/api/v1/members/{member_id}"), &t.access));
+    assert_eq!(res.status, 200, "{}", res.body);
+
+    let got = receiver.wait_for(5, Duration::from_secs(20));
+    let mut by_type = std::collections::HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    for r in &got {
+        assert_signed(r, &secret);
+        assert!(ids.insert(r.header("webhook-id").unwrap().to_string()));
+        let payload: Value = serde_json::from_str(&r.body).unwrap();
+        let mut fields: Vec<&str> = payload
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["data", "timestamp", "type"], "{payload}");
+        assert!(payload["timestamp"].as_str().unwrap().ends_with('Z'));
+        let kind = payload["type"].as_str().unwrap().to_string();
+        assert!(
+            by_type.insert(kind.clone(), payload).is_none(),
+            "{kind} delivered once"
+        );
+    }
+    let mut types: Vec<&str> = by_type.keys().map(String::as_str).collect();
+    types.sort_unstable();
+    let mut expected = events.to_vec();
+    expected.sort_unstable();
+    assert_eq!(types, expected, "one delivery per subscribed event");
+
+    let key_fields = [
+        "id",
+        "name",
+        "type",
+        "environment",
+        "prefix",
+        "scopes",
+        "rate_limit",
+        "is_active",
+        "created_at",
+        "revoked_at",
+    ];
+    for kind in ["key.updated", "key.rotated", "key.leaked"] {
+        let data = &by_type[kind]["data"];
+        for field in key_fields {
+            assert!(data.get(field).is_some(), "{kind} data has {field}: {data}");
+        }
+        assert!(data.get("plaintext_key").is_none(), "{kind}: {data}");
+        assert!(data.get("key_hash").is_none(), "{kind}: {data}");
+    }
+    let updated = &by_type["key.updated"]["data"];
+    assert_eq!(updated["id"], key_id.as_str());
+    assert_eq!(updated["name"], "renamed");
+    let rotated = &by_type["key.rotated"]["data"];
+    assert_eq!(rotated["id"], new_id.as_str());
+    assert_eq!(rotated["name"], "renamed");
+    assert_eq!(rotated["rotated_from"]["id"], key_id.as_str());
+    assert!(
+        rotated["rotated_from"]["revoked_at"].is_string(),
+        "grace 0 revoked the previous key: {rotated}"
+    );
+    let leaked = &by_type["key.leaked"]["data"];
+    assert_eq!(leaked["id"], new_id.as_str());
+    assert_eq!(leaked["is_active"], false);
+    assert_eq!(leaked["report"]["url"], "https://paste.example/1");
+    assert_eq!(leaked["report"]["source"], "scanner");
+    for kind in ["member.added", "member.removed"] {
+        let data = &by_type[kind]["data"];
+        assert_eq!(data["user"]["id"], member_id.as_str(), "{kind}: {data}");
+        assert_eq!(data["user"]["email"], "joiner@acme.test", "{kind}: {data}");
+        assert_eq!(data["role"], "member", "{kind}: {data}");
+    }
+    let listed = deliveries(&app, &t, &hook_id);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 5, "{listed}");
+}
+
+/// Only a 2xx counts as delivered, and redirects are not followed: an
+/// endpoint that answers 302 to another receiver is tried (and retried)
+/// as failing, every attempt is recorded with its 302, and the target of
+/// the redirect never hears of it.
+#[test]
+fn a_redirect_is_not_followed_and_counts_as_a_failure() {
+    let app = spawn_app_with(|c| c.webhooks.retry_delays_secs = vec![1]);
+    let t = app.login("redirects@acme.test");
+    let elsewhere = Receiver::start(vec![200]);
+    let redirecting = Receiver::start_redirecting(&elsewhere.url);
+    let (hook_id, _) = add_webhook(&app, &t, &redirecting.url, &["key.created"]);
+    create_key(&app, &t, json!({ "name": "redirected" }));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let list = loop {
+        let list = deliveries(&app, &t, &hook_id);
+        if list["items"][0]["status"] == "failed" {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let statuses: Vec<Value> = list["items"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["response_status"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [json!(302), json!(302)],
+        "one try and one retry: {list}"
+    );
+    assert_eq!(redirecting.count(), 2);
+    assert_eq!(elsewhere.count(), 0, "the redirect was not followed");
+}
+
+/// A name in the system's hosts file that resolves to loopback only and
+/// is not a `localhost` name (Debian maps the machine's own name to
+/// 127.0.1.1; Debian and container images name `::1` `ip6-localhost`):
+/// the name and the address it stands for.
+fn loopback_name_from_hosts() -> Option<(String, std::net::IpAddr)> {
+    use std::net::ToSocketAddrs;
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts.lines().find_map(|line| {
+        let mut words = line.split('#').next()?.split_whitespace();
+        let ip: std::net::IpAddr = words.next()?.parse().ok()?;
+        if !ip.is_loopback() {
+            return None;
+        }
+        words
+            .find(|name| {
+                let lower = name.to_ascii_lowercase();
+                lower != "localhost"
+                    && !lower.ends_with(".localhost")
+                    && !lower.starts_with("localhost.")
+                    && (*name, 80)
+                        .to_socket_addrs()
+                        .is_ok_and(|mut a| a.all(|a| a.ip().is_loopback()))
+            })
+            .map(|name| (name.to_string(), ip))
+    })
+}
+
+/// SSRF is checked on the address a name resolves to at delivery time,
+/// not only on the URL's text: outside local mode, an endpoint whose name
+/// (not a `localhost` name, so its text passes) resolves to loopback is
+/// accepted when created but never connected to; the attempt records why.
+/// With private targets allowed the same name is delivered to, so the
+/// refusal is the rule's and not a resolver's failure.
+#[test]
+fn a_name_that_resolves_to_loopback_is_refused_at_delivery() {
+    let found = loopback_name_from_hosts();
+    if !crate::helpers::e2e_available(
+        found.is_some(),
+        "a non-localhost name for a loopback address in /etc/hosts",
+    ) {
+        return;
+    }
+    let (name, ip) = found.unwrap();
+    let receiver = Receiver::start_on(&ip.to_string(), vec![200]);
+    // The receiver's URL with the name in place of the address.
+    let path = receiver.url.rsplit(':').next().unwrap();
+    let url = format!("http://{name}:{path}");
+    assert!(url.ends_with("/hook"), "{url}");
+    let production = |allow: bool| {
+        move |c: &mut gatehouse::config::Config| {
+            c.mode = gatehouse::config::Mode::Production;
+            c.webhooks.allow_private_targets = allow;
+            c.webhooks.retry_delays_secs = vec![1];
+            c.dev.expose_codes = true;
+        }
+    };
+
+    let allowed = spawn_app_with(production(true));
+    let t = crate::helpers::login_directly(&allowed, "lab@acme.test");
+    add_webhook(&allowed, &t, &url, &["key.created"]);
+    create_key(&allowed, &t, json!({ "name": "allowed" }));
+    receiver.wait_for(1, Duration::from_secs(10));
+    drop(allowed);
+
+    let app = spawn_app_with(production(false));
+    let t = crate::helpers::login_directly(&app, "prod@acme.test");
+    let (hook_id, _) = add_webhook(&app, &t, &url, &["key.created"]);
+    create_key(&app, &t, json!({ "name": "refused" }));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let list = loop {
+        let list = deliveries(&app, &t, &hook_id);
+        if list["items"][0]["status"] == "failed" {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for attempt in list["items"][0]["attempts"].as_array().unwrap() {
+        assert!(attempt["response_status"].is_null(), "{attempt}");
+        let error = attempt["error"].as_str().unwrap();
+        assert!(
+            error.contains("target refused") && error.contains("loopback"),
+            "{error}"
+        );
+    }
+    assert_eq!(receiver.count(), 1, "only the allowed app reached it");
 }

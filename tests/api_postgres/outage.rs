@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{send, spawn_app};
 use crate::keys::{code_of, create_key, verify};
 use crate::pg::admin_sql;
 
@@ -41,13 +41,25 @@ fn a_database_outage_is_503_and_the_node_recovers_by_itself() {
     assert_eq!(ready.status, 503, "{}", ready.body);
     // A cached key needs no database.
     assert_eq!(code_of(&verify(&app, json!({ "key": cached }))), "valid");
+    let forward_auth = send(
+        app.request("GET", "/api/v1/auth/check")
+            .set("X-API-Key", &unknown)
+            .set("X-Forwarded-Method", "GET")
+            .set("X-Forwarded-Uri", "/reports/7"),
+    );
     for res in [
         app.post_json("/api/v1/keys/verify", json!({ "key": unknown })),
+        forward_auth,
         app.send_code("someone@acme.test"),
     ] {
-        assert_eq!(res.status, 503, "{}", res.body);
-        assert_eq!(res.json()["error"]["code"], "unavailable");
-        assert!(res.header("retry-after").is_some());
+        res.assert_error(503, "unavailable");
+        let retry: u64 = res
+            .header("retry-after")
+            .expect("Retry-After on unavailable")
+            .parse()
+            .unwrap();
+        assert!(retry >= 1, "{retry}");
+        assert!(res.header("x-gatehouse-key-id").is_none());
     }
 
     restore(&db);

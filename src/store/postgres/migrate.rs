@@ -72,6 +72,7 @@ pub async fn migrate(pool: &Pool) -> Result<MigrateOutcome, PgError> {
             supported: latest,
         });
     }
+    let mut applied = 0;
     for step in steps.iter().filter(|s| s.version > from) {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -98,9 +99,10 @@ pub async fn migrate(pool: &Pool) -> Result<MigrateOutcome, PgError> {
         )
         .await?;
         tx.commit().await?;
+        applied += 1;
     }
     let to = applied_version(&client).await?;
-    Ok(MigrateOutcome { from, to })
+    Ok(MigrateOutcome { from, to, applied })
 }
 
 #[cfg(test)]
