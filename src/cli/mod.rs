@@ -31,8 +31,9 @@ use crate::store::dir_lock::{DataDirLock, LockError};
         (--config, else ./gatehouse.toml if present), GATEHOUSE_* environment \
         variables (`__` for nesting: GATEHOUSE_SMTP__HOST), command-line flags.\n\n\
         --config and --data-dir may come before or after the subcommand. Only \
-        serve, migrate and init create a database; every other command refuses \
-        when there is none at the configured path."
+        serve and migrate create a database; the commands that work on the data \
+        refuse when there is none at the configured path, and check-config warns, \
+        naming where serve will create it."
 )]
 pub struct Cli {
     /// Configuration file (TOML). Default: ./gatehouse.toml when it exists.
@@ -63,7 +64,8 @@ enum Command {
     /// Write a complete configuration file with freshly generated secrets.
     Init(InitArgs),
     /// Run every startup check and print every problem; exit 0 when the
-    /// configuration may serve.
+    /// configuration may serve. A database that does not exist yet is a
+    /// warning naming where `serve` will create it.
     CheckConfig(CheckArgs),
     /// Apply pending database migrations and exit.
     ///
@@ -451,7 +453,11 @@ fn check_config(
 
 fn database_findings(path: &Path) -> Vec<Finding> {
     if !path.exists() {
-        return vec![Finding::unsafe_("data_dir", no_database(path))];
+        return vec![not_created_yet(
+            "data_dir",
+            &format!("there is no database at {} yet", path.display()),
+            "it there",
+        )];
     }
     match db::check_version(path) {
         Ok(_) => Vec::new(),
@@ -462,10 +468,25 @@ fn database_findings(path: &Path) -> Vec<Finding> {
     }
 }
 
+/// A database that does not exist yet is no configuration error: `serve`
+/// creates it. Saying where lets a mistyped location be caught before then.
+fn not_created_yet(key: &str, what: &str, created: &str) -> Finding {
+    Finding::warning(
+        key,
+        format!("{what}: `gatehouse serve` (or `gatehouse migrate`) will create {created}"),
+    )
+    .with_hint(if key == "data_dir" {
+        "if the data belongs elsewhere, check --data-dir (or data_dir)"
+    } else {
+        "if the data belongs elsewhere, check database.url"
+    })
+}
+
 /// Whether the PostgreSQL database answers and holds a schema this build
 /// can use (nothing is changed).
 fn postgres_findings(url: &str) -> Vec<Finding> {
     use crate::store::postgres;
+    let location = postgres::redact_url(url);
     let url = url.to_string();
     let version = crate::store::open::on_own_runtime(async move {
         let pool = postgres::pool(&url, 1)?;
@@ -478,6 +499,11 @@ fn postgres_findings(url: &str) -> Vec<Finding> {
                 "the database is at schema version {v}, newer than this Gatehouse supports ({}); run the newer release",
                 postgres::latest_version()
             ),
+        )],
+        Ok(0) => vec![not_created_yet(
+            "database.url",
+            &format!("there is no Gatehouse schema in {location} yet"),
+            "the schema there",
         )],
         Ok(_) => Vec::new(),
         // Whether the configuration is right does not depend on the server
