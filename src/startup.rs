@@ -20,10 +20,36 @@ pub enum StartupError {
     DataDir(String, std::io::Error),
     #[error("database: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot listen on {0}: {1}")]
+    #[error("cannot listen on {0}: {1}{hint}", hint = listen_hint(.1.kind()))]
     Listen(String, std::io::Error),
     #[error("telemetry: {0}")]
     Telemetry(#[from] crate::telemetry::traces::SetupError),
+}
+
+/// What to do about an address that cannot be listened on.
+fn listen_hint(kind: std::io::ErrorKind) -> &'static str {
+    match kind {
+        std::io::ErrorKind::AddrInUse => {
+            "; another program is using that port: pick another address with --listen \
+             (for example --listen 127.0.0.1:8081), or set `listen` in the configuration \
+             (GATEHOUSE_LISTEN)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need privileges: listen on a higher port (--listen, or \
+             `listen` in the configuration) behind a reverse proxy"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; no network interface of this machine has that address: check --listen \
+             (or `listen` in the configuration)"
+        }
+        _ => "",
+    }
+}
+
+/// Binds the address to serve on. `serve` does this before it touches any
+/// data, so a busy port costs nothing (no data directory, no database).
+pub fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).map_err(|e| StartupError::Listen(addr.to_string(), e))
 }
 
 /// A prepared server: database open and migrated, socket bound, not yet serving.
@@ -45,6 +71,17 @@ impl Application {
         config: Config,
         clock: crate::clock::Clock,
     ) -> Result<Application, StartupError> {
+        let listener = bind(config.listen)?;
+        Self::build_on(config, listener, clock)
+    }
+
+    /// [`Application::build_with_clock`] serving on a socket already bound
+    /// with [`bind`].
+    pub fn build_on(
+        config: Config,
+        listener: TcpListener,
+        clock: crate::clock::Clock,
+    ) -> Result<Application, StartupError> {
         crate::keys::store::tune_allocator();
         ensure_data_dir(&config.data_dir)
             .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
@@ -58,8 +95,6 @@ impl Application {
                 "database migrated"
             );
         }
-        let listener = TcpListener::bind(config.listen)
-            .map_err(|e| StartupError::Listen(config.listen.to_string(), e))?;
         let traces = crate::telemetry::init_traces(&config.telemetry)?;
         let openapi = crate::openapi::document_json(&crate::catalog::Catalog::from_config(&config));
         let mut state = AppState::new(config, opened.store, opened.sqlite, openapi);
@@ -277,4 +312,24 @@ fn cors(origins: &[String]) -> Cors {
         cors = cors.allowed_origin(origin);
     }
     cors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_port_says_how_to_pick_another() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let message = bind(addr).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("cannot listen on {addr}: ")),
+            "{message}"
+        );
+        assert!(
+            message.contains("--listen") && message.contains("`listen`"),
+            "{message}"
+        );
+    }
 }

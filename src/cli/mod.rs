@@ -261,6 +261,20 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
     };
     let mut config = loaded.config;
     let mut findings = loaded.findings;
+    // A data directory that exists is held first, so a second server on it
+    // is told which process runs there rather than that the port is taken.
+    let mut data_dir_lock = None;
+    if !config.uses_postgres() && config.data_dir.is_dir() {
+        match lock_data_dir(&config.data_dir, "gatehouse serve", SERVE_LOCK_WHY) {
+            Ok(lock) => data_dir_lock = Some(lock),
+            Err(code) => return code,
+        }
+    }
+    // Before any data is touched: a busy port creates nothing.
+    let listener = match crate::startup::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(e) => return fail(e),
+    };
     if config.mode.is_local() {
         if let Err(e) = ensure_data_dir(&config.data_dir) {
             return fail(format!("cannot create {}: {e}", config.data_dir.display()));
@@ -283,25 +297,19 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
     }
     // Held until the process ends (the operating system releases it however
     // the process ends).
-    let _data_dir_lock = if config.uses_postgres() {
-        None
-    } else {
+    if data_dir_lock.is_none() && !config.uses_postgres() {
         if let Err(e) = ensure_data_dir(&config.data_dir) {
             return fail(format!("cannot create {}: {e}", config.data_dir.display()));
         }
-        match lock_data_dir(
-            &config.data_dir,
-            "gatehouse serve",
-            "one process serves a SQLite database: stop the other one first, or give this one \
-             another --data-dir (several nodes share a PostgreSQL database, database.url)",
-        ) {
-            Ok(lock) => Some(lock),
+        match lock_data_dir(&config.data_dir, "gatehouse serve", SERVE_LOCK_WHY) {
+            Ok(lock) => data_dir_lock = Some(lock),
             Err(code) => return code,
         }
-    };
+    }
+    let _data_dir_lock = data_dir_lock;
 
     let _log_guard = crate::telemetry::init(&config.log);
-    let app = match Application::build(config.clone()) {
+    let app = match Application::build_on(config.clone(), listener, crate::clock::Clock::system()) {
         Ok(app) => app,
         Err(e) => return fail(e),
     };
@@ -313,6 +321,10 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
         Err(e) => fail(format!("server error: {e}")),
     }
 }
+
+/// Why a second `serve` may not run on a SQLite data directory.
+const SERVE_LOCK_WHY: &str = "one process serves a SQLite database: stop the other one first, or \
+     give this one another --data-dir (several nodes share a PostgreSQL database, database.url)";
 
 /// The warning that a secret comes from local mode's generated secrets file.
 fn local_secret_notice(config: &config::Config, name: &str) -> Finding {

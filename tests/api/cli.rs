@@ -1074,3 +1074,33 @@ fn data_commands_work_on_postgres_and_backup_points_at_pg_dump() {
         );
     }
 }
+
+/// A port another program holds is reported before any data is touched,
+/// with how to pick another address; in local mode (the zero-config
+/// demo) and in production alike.
+#[test]
+fn a_busy_port_is_refused_before_any_data_is_created() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(gatehouse(dir.path()).args(["--listen", &addr]));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("gatehouse: cannot listen on {addr}: "))
+            && out.stderr.contains("--listen")
+            && out.stderr.contains("`listen` in the configuration"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !dir.path().join("gatehouse-data").exists(),
+        "nothing was created"
+    );
+
+    let config = production_toml(dir.path()).replace("127.0.0.1:0", &addr);
+    let out = serve_with(dir.path(), &config);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("--listen"), "{}", out.stderr);
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}
