@@ -119,8 +119,9 @@ impl Application {
         self.state.clone()
     }
 
-    /// Starts serving. Must be called inside an actix system. SIGTERM and
-    /// SIGINT stop the server gracefully.
+    /// Starts serving. Must be called inside an actix system. The server
+    /// does not watch for signals itself: `serve` passes [`StopSignals`] to
+    /// [`Running::serve_until_stopped`].
     pub fn start(self) -> std::io::Result<Running> {
         let state = self.state.clone();
         let http = &state.config.http;
@@ -129,6 +130,7 @@ impl Application {
             move || build_app(state.clone())
         })
         .shutdown_timeout(http.shutdown_timeout_secs)
+        .disable_signals()
         // Storage work runs on each worker's blocking threads, and holds a
         // pooled connection: threads beyond the pool's size would only wait
         // for one, each with its stack and its share of malloc's arenas.
@@ -161,6 +163,105 @@ impl Running {
             traces.shutdown();
         }
         result
+    }
+
+    /// Serves until the first SIGINT or SIGTERM, then stops gracefully: no
+    /// new connections, the requests in flight get
+    /// `http.shutdown_timeout_secs` to finish, then the shutdown work of
+    /// [`Running::wait`]. A second signal meanwhile stops at once: requests
+    /// still in flight are cut off, the usage counts are still written.
+    pub async fn serve_until_stopped(self, mut signals: StopSignals) -> std::io::Result<Stopped> {
+        let handle = self.server.handle();
+        let state = self.state.clone();
+        let mut serving = std::pin::pin!(self.wait());
+        let first = tokio::select! {
+            result = &mut serving => return result.map(|()| Stopped::Graceful),
+            signal = signals.next() => signal,
+        };
+        tracing::info!(
+            "{} received; stopping gracefully (requests in flight may finish; {} again stops at once)",
+            first.name(),
+            first.name()
+        );
+        // The command is sent now; the server's own future (polled by
+        // `serving`) carries it out.
+        drop(handle.stop(true));
+        tokio::select! {
+            result = &mut serving => result.map(|()| Stopped::Graceful),
+            second = signals.next() => {
+                tracing::warn!(
+                    "{} received again; stopping at once (requests in flight are cut off)",
+                    second.name()
+                );
+                if let Err(e) = state.keys.usage.flush(&*state.store).await {
+                    tracing::error!(error = %e, "usage could not be written at shutdown");
+                }
+                Ok(Stopped::Forced(second))
+            }
+        }
+    }
+}
+
+/// How the server stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every request in flight finished (or had its shutdown timeout).
+    Graceful,
+    /// A second signal cut the requests in flight off.
+    Forced(StopSignal),
+}
+
+/// A signal that stops the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT: Ctrl-C in a terminal.
+    Interrupt,
+    /// SIGTERM: what service managers send.
+    Terminate,
+}
+
+impl StopSignal {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The exit status of a process stopped at once by this signal (128 +
+    /// its number, as a shell reports it).
+    pub fn exit_status(self) -> u8 {
+        128 + match self {
+            StopSignal::Interrupt => libc::SIGINT as u8,
+            StopSignal::Terminate => libc::SIGTERM as u8,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, caught from the moment [`StopSignals::install`]
+/// returns: from then on neither ends the process by itself. `serve`
+/// installs them before it says "Listening on", so a supervisor that
+/// stops the server as soon as it is up still gets a graceful stop.
+pub struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Must be called inside a runtime (the actix system).
+    pub fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = self.terminate.recv() => StopSignal::Terminate,
+        }
     }
 }
 

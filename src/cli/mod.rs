@@ -16,7 +16,7 @@ use crate::config::local::{
 };
 use crate::config::{self, ConfigSources, Finding, Mode, Report};
 use crate::db;
-use crate::startup::Application;
+use crate::startup::{Application, StopSignals, Stopped};
 use crate::store::dir_lock::{DataDirLock, LockError};
 
 #[derive(Parser, Debug)]
@@ -313,11 +313,18 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
         Ok(app) => app,
         Err(e) => return fail(e),
     };
-    print_banner(&config, app.port());
+    let port = app.port();
     let system = actix_web::rt::System::new();
-    let result = system.block_on(async move { app.start()?.wait().await });
+    let result = system.block_on(async move {
+        // Caught before the banner says the server is up.
+        let signals = StopSignals::install()?;
+        let running = app.start()?;
+        print_banner(&config, port);
+        running.serve_until_stopped(signals).await
+    });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Stopped::Graceful) => ExitCode::SUCCESS,
+        Ok(Stopped::Forced(signal)) => ExitCode::from(signal.exit_status()),
         Err(e) => fail(format!("server error: {e}")),
     }
 }
