@@ -270,6 +270,7 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
             Err(code) => return code,
         }
     }
+    let mut local_secrets = Vec::new();
     // Before any data is touched: a busy port creates nothing.
     let listener = match crate::startup::bind(config.listen) {
         Ok(listener) => listener,
@@ -279,15 +280,12 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
         if let Err(e) = ensure_data_dir(&config.data_dir) {
             return fail(format!("cannot create {}: {e}", config.data_dir.display()));
         }
-        let generated = match fill_local_secrets(&mut config) {
+        // Generated secrets are how the demo works, not a problem: the
+        // banner says where they are kept.
+        local_secrets = match fill_local_secrets(&mut config) {
             Ok(names) => names,
             Err(e) => return fail(format!("local secrets: {e}")),
         };
-        findings.extend(
-            generated
-                .iter()
-                .map(|name| local_secret_notice(&config, name)),
-        );
     }
     findings.extend(check(&config));
     let report = Report::new(config.mode, findings);
@@ -319,7 +317,7 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
         // Caught before the banner says the server is up.
         let signals = StopSignals::install()?;
         let running = app.start()?;
-        print_banner(&config, port);
+        print_banner(&config, port, &local_secrets);
         running.serve_until_stopped(signals).await
     });
     match result {
@@ -344,7 +342,7 @@ fn local_secret_notice(config: &config::Config, name: &str) -> Finding {
     )
 }
 
-fn print_banner(config: &config::Config, port: u16) {
+fn print_banner(config: &config::Config, port: u16, local_secrets: &[&str]) {
     let base = match &config.public_url {
         Some(url) => url.as_str().trim_end_matches('/').to_string(),
         None => {
@@ -367,6 +365,13 @@ fn print_banner(config: &config::Config, port: u16) {
         println!("  Admin UI:       {base}/");
         println!("  Local mailbox:  {base}/dev/mailbox   (login codes arrive here)");
         println!("  Data directory: {}", config.data_dir.display());
+        if !local_secrets.is_empty() {
+            println!(
+                "  Secrets:        {} from {} (generated on first start)",
+                local_secrets.join(", "),
+                config.data_dir.join(LOCAL_SECRETS_FILE).display()
+            );
+        }
     } else {
         println!(
             "Gatehouse {version} is serving in {} mode for {base}",

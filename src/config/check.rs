@@ -423,7 +423,14 @@ fn check_redis(config: &Config, uses_postgres: bool, out: &mut Vec<Finding>) {
 }
 
 fn check_urls_and_network(config: &Config, out: &mut Vec<Finding>) {
-    check_public_url(config.public_url.as_ref(), out);
+    let mut url = Vec::new();
+    check_public_url(config.public_url.as_ref(), &mut url);
+    // Local mode serves on http://{listen} without a public_url: only a
+    // URL that cannot work at all is worth a word there.
+    out.extend(
+        url.into_iter()
+            .filter(|f| !config.mode.is_local() || f.severity == Severity::Error),
+    );
     if config.mode.is_local() && !config.listen.ip().is_loopback() {
         out.push(
             Finding::warning(
@@ -463,8 +470,9 @@ fn is_exact_origin(origin: &str) -> bool {
 }
 
 fn check_smtp(config: &Config, out: &mut Vec<Finding>) {
+    // Local mode delivers to the local mailbox; SMTP is optional there.
     match config.smtp.host.as_deref().map(str::trim) {
-        None | Some("") => out.push(
+        None | Some("") if !config.mode.is_local() => out.push(
             Finding::unsafe_(
                 "smtp.host",
                 "is missing: login codes could not be delivered",
@@ -473,7 +481,7 @@ fn check_smtp(config: &Config, out: &mut Vec<Finding>) {
                 "set [smtp] host, port, from (and username/password if your server needs them)",
             ),
         ),
-        Some(_) => {}
+        _ => {}
     }
     if config.smtp.tls == SmtpTls::None && config.smtp.username.is_some() {
         out.push(
@@ -660,6 +668,27 @@ mod tests {
         assert!(text.contains("4 problems"));
         let local = Report::new(Mode::Local, check(&c));
         assert!(!local.refuses());
+    }
+
+    #[test]
+    fn local_mode_warns_only_about_what_is_wrong_there() {
+        // The zero-config demo once serve has filled in its secrets: no
+        // public_url, no SMTP (mail goes to the local mailbox).
+        let mut c = Config::default();
+        assert!(c.mode.is_local());
+        c.secrets.session_key = Some(Secret::new(generate_secret()));
+        c.secrets.ops_token = Some(Secret::new(generate_secret()));
+        assert_eq!(keys_of(&c), Vec::<String>::new());
+        c.public_url = Some("http://gate.lan:8080".parse().unwrap());
+        assert_eq!(keys_of(&c), Vec::<String>::new());
+        // What is wrong in local mode too is still said.
+        c.smtp.host = Some("smtp.acme.test".into());
+        c.smtp.username = Some("gatehouse".into());
+        c.smtp.tls = SmtpTls::None;
+        c.dev.expose_codes = true;
+        let mut keys = keys_of(&c);
+        keys.sort();
+        assert_eq!(keys, ["dev.expose_codes", "smtp.password", "smtp.tls"]);
     }
 
     #[test]
