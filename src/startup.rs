@@ -83,8 +83,13 @@ impl Application {
         clock: crate::clock::Clock,
     ) -> Result<Application, StartupError> {
         crate::keys::store::tune_allocator();
-        ensure_data_dir(&config.data_dir)
-            .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
+        // PostgreSQL keeps everything in the database: a node needs no data
+        // directory (local mode's generated secrets aside, which `serve`
+        // keeps there itself).
+        if !config.uses_postgres() {
+            ensure_data_dir(&config.data_dir)
+                .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
+        }
         let opened = crate::store::open::open_with_clock(&config, clock)?;
         let outcome = opened.migrated;
         if outcome.from != outcome.to {

@@ -360,7 +360,8 @@ fn check_database(config: &Config, out: &mut Vec<Finding>) {
         ),
         Synchronous::Full | Synchronous::Extra => {}
     }
-    if !config.mode.is_local() && config.data_dir.is_relative() {
+    // On PostgreSQL nothing is kept in the data directory outside local mode.
+    if !config.mode.is_local() && !config.uses_postgres() && config.data_dir.is_relative() {
         let cwd = std::env::current_dir()
             .map(|d| d.display().to_string())
             .unwrap_or_else(|_| "?".into());
