@@ -409,7 +409,7 @@ fn init(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: InitArg
             );
             if !args.mode.is_local() {
                 println!(
-                    "Next: fill in [smtp] host (and credentials), then run `gatehouse migrate --config {0}` and `gatehouse check-config --config {0}`.",
+                    "Next: fill in [smtp] host (and credentials) and run `gatehouse check-config --config {0}`; `gatehouse serve --config {0}` creates the database.",
                     out.display()
                 );
             }
