@@ -416,7 +416,7 @@ fn init(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: InitArg
             ExitCode::SUCCESS
         }
         Err(config::init::InitError::Refused(report)) => {
-            eprint!("{}", report.render());
+            eprint!("{}", report.render_check());
             ExitCode::FAILURE
         }
         Err(e) => fail(e),
@@ -459,7 +459,7 @@ fn check_config(
         Some(url) => postgres_findings(url),
     });
     let report = Report::new(config.mode, findings);
-    eprint!("{}", report.render());
+    eprint!("{}", report.render_check());
     if report.refuses() {
         ExitCode::FAILURE
     } else {
@@ -679,7 +679,7 @@ fn copy_data(
         Ok(report) => {
             println!("Copied {} into {target}:", path.display());
             for (table, rows) in &report.tables {
-                println!("  {table:<24} {rows:>10} rows (counts match)");
+                println!("{}", copied_table_line(table, *rows));
             }
             println!(
                 "Set database.url to this database on every node, then start them. \
@@ -690,6 +690,12 @@ fn copy_data(
         }
         Err(e) => fail(format!("copy-data to {target}: {e}")),
     }
+}
+
+/// One table of `copy-data`'s report: `  users      1 row  (counts match)`.
+fn copied_table_line(table: &str, rows: u64) -> String {
+    let unit = if rows == 1 { "row " } else { "rows" };
+    format!("  {table:<24} {rows:>10} {unit} (counts match)")
 }
 
 fn no_database(path: &Path) -> String {
@@ -805,5 +811,20 @@ fn users_add(
         }
         Ok(Err(why)) => fail(why),
         Err(e) => fail(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_data_counts_one_row_as_a_row() {
+        assert_eq!(
+            copied_table_line("users", 1),
+            format!("  {:<24} {:>10} row  (counts match)", "users", 1)
+        );
+        assert!(copied_table_line("api_keys", 0).contains(" 0 rows (counts match)"));
+        assert!(copied_table_line("api_keys", 12).contains(" 12 rows (counts match)"));
     }
 }

@@ -81,14 +81,25 @@ impl Report {
         self.findings.iter().any(|f| self.blocks(f))
     }
 
-    /// A human-readable account for the terminal, one problem per line.
+    /// A human-readable account for the terminal, one problem per line, as
+    /// `serve` gives it ("refusing to start ...").
     pub fn render(&self) -> String {
+        self.render_headed("refusing to start")
+    }
+
+    /// The same account as a verdict on the configuration, for the commands
+    /// that start nothing (`check-config`, `init`).
+    pub fn render_check(&self) -> String {
+        self.render_headed("the configuration may not serve")
+    }
+
+    fn render_headed(&self, refusal: &str) -> String {
         let mut out = String::new();
         let problems = self.findings.iter().filter(|f| self.blocks(f)).count();
         if problems > 0 {
             let _ = writeln!(
                 out,
-                "refusing to start in {} mode: {} problem{} found",
+                "{refusal} in {} mode: {} problem{} found",
                 self.mode.as_str(),
                 problems,
                 if problems == 1 { "" } else { "s" }
@@ -666,7 +677,10 @@ mod tests {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
         assert!(!text.contains("0123456789abcdefghij"));
-        assert!(text.contains("4 problems"));
+        assert!(text.starts_with("refusing to start in production mode: 4 problems found\n"));
+        assert!(report
+            .render_check()
+            .starts_with("the configuration may not serve in production mode: 4 problems found\n"));
         let local = Report::new(Mode::Local, check(&c));
         assert!(!local.refuses());
     }
