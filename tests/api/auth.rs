@@ -19,7 +19,7 @@ fn full_flow_with_rotation_reuse_detection_and_revocation() {
     let email = "alice@acme.test";
     let sent = app.send_code(email);
     assert_eq!(sent.status, 202);
-    assert_eq!(sent.json(), json!({ "status": "sent" }));
+    assert_eq!(sent.json(), json!({ "status": "sent", "expires_in": 600 }));
     let code = app.code_from_mailbox(email);
     assert_eq!(code.len(), 6);
     // The pending code is stored as a hash only.
@@ -814,4 +814,17 @@ fn the_send_code_limit_per_address_counts_an_ipv6_client_by_its_64_network() {
         ],
         "nothing was sent for the refused request"
     );
+}
+
+/// send-code's answer, the email and the login page state one lifetime:
+/// `auth.code_ttl_secs`.
+#[test]
+fn the_code_lifetime_is_the_configured_one_in_the_answer_and_the_email() {
+    let app = spawn_app_with(|c| c.auth.code_ttl_secs = 300);
+    let sent = app.send_code("alice@acme.test");
+    assert_eq!(sent.status, 202);
+    assert_eq!(sent.json()["expires_in"], 300);
+    let mailbox = app.get("/api/v1/dev/mailbox").json();
+    let body = mailbox["items"][0]["body"].as_str().unwrap();
+    assert!(body.contains("It expires in 5 minutes"), "{body}");
 }

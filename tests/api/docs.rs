@@ -187,3 +187,15 @@ fn the_several_nodes_configuration_passes_check_config_and_serves() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stderr.trim().is_empty(), "{}", out.stderr);
 }
+
+/// The README's first paragraph names both backends: SQLite by default,
+/// PostgreSQL for several nodes.
+#[test]
+fn the_readme_introduction_names_both_storage_backends() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let intro = readme.split("\n\n").nth(1).unwrap();
+    assert!(
+        intro.contains("SQLite file by default") && intro.contains("PostgreSQL"),
+        "{intro}"
+    );
+}

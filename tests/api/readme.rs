@@ -491,3 +491,41 @@ fn the_production_setup_runs_as_written() {
         1
     );
 }
+
+/// The comment on the README's `GET /api/v1/me` names what a bearer
+/// session gets: every field of the answer, and nothing it does not hold.
+#[test]
+fn the_readme_says_what_me_answers() {
+    let app = crate::helpers::spawn_app();
+    let tokens = app.login("alice@acme.test");
+    let me = crate::helpers::send(app.authed("GET", "/api/v1/me", &tokens.access)).json();
+    let comment = README
+        .lines()
+        .find(|l| l.contains("/api/v1/me ") && l.contains('#'))
+        .and_then(|l| l.split('#').nth(1))
+        .expect("a commented /api/v1/me line");
+    let words: Vec<&str> = comment
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut fields: Vec<String> = me.as_object().unwrap().keys().cloned().collect();
+    fields.extend(
+        me["memberships"][0]
+            .as_object()
+            .expect("the first login made a membership")
+            .keys()
+            .cloned(),
+    );
+    for field in &fields {
+        assert!(
+            words.contains(&field.as_str()),
+            "{field} not in {comment:?}"
+        );
+    }
+    for absent in ["csrf_token", "projects"] {
+        assert!(
+            !words.contains(&absent) || fields.iter().any(|f| f == absent),
+            "{comment:?} names {absent}, which {me} does not hold"
+        );
+    }
+}
