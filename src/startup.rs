@@ -315,6 +315,7 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
     actix_web::rt::spawn(crate::mail::worker::run(crate::mail::worker::Worker {
         store: state.store.clone(),
         smtp: state.config.smtp.clone(),
+        message_id_domain: crate::mail::compose::message_id_domain(&state.config),
         wake: state.mailer.wake_handle(),
         traces: state.traces.clone(),
         work: state.work.clone(),

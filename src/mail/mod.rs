@@ -4,6 +4,7 @@
 //! message is a row in the outbox written in the transaction of the change
 //! that caused it; the SMTP worker (`worker`) delivers it with retries.
 
+pub mod compose;
 pub mod worker;
 
 use std::sync::Arc;
