@@ -263,13 +263,10 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
     let mut findings = loaded.findings;
     // A data directory that exists is held first, so a second server on it
     // is told which process runs there rather than that the port is taken.
-    let mut data_dir_lock = None;
-    if !config.uses_postgres() && config.data_dir.is_dir() {
-        match lock_data_dir(&config.data_dir, "gatehouse serve", SERVE_LOCK_WHY) {
-            Ok(lock) => data_dir_lock = Some(lock),
-            Err(code) => return code,
-        }
-    }
+    let mut data_dir_lock = match hold_data_dir(&config, false) {
+        Ok(lock) => lock,
+        Err(code) => return code,
+    };
     let mut local_secrets = Vec::new();
     // Before any data is touched: a busy port creates nothing.
     let listener = match crate::startup::bind(config.listen) {
@@ -295,14 +292,11 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
     }
     // Held until the process ends (the operating system releases it however
     // the process ends).
-    if data_dir_lock.is_none() && !config.uses_postgres() {
-        if let Err(e) = ensure_data_dir(&config.data_dir) {
-            return fail(format!("cannot create {}: {e}", config.data_dir.display()));
-        }
-        match lock_data_dir(&config.data_dir, "gatehouse serve", SERVE_LOCK_WHY) {
-            Ok(lock) => data_dir_lock = Some(lock),
+    if data_dir_lock.is_none() {
+        data_dir_lock = match hold_data_dir(&config, true) {
+            Ok(lock) => lock,
             Err(code) => return code,
-        }
+        };
     }
     let _data_dir_lock = data_dir_lock;
 
@@ -327,9 +321,26 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
     }
 }
 
-/// Why a second `serve` may not run on a SQLite data directory.
-const SERVE_LOCK_WHY: &str = "one process serves a SQLite database: stop the other one first, or \
-     give this one another --data-dir (several nodes share a PostgreSQL database, database.url)";
+/// On SQLite, `serve`'s lock on the data directory; `None` on PostgreSQL,
+/// and when the directory does not exist and may not be `created` yet.
+fn hold_data_dir(config: &config::Config, create: bool) -> Result<Option<DataDirLock>, ExitCode> {
+    if config.uses_postgres() || (!create && !config.data_dir.is_dir()) {
+        return Ok(None);
+    }
+    if let Err(e) = ensure_data_dir(&config.data_dir) {
+        return Err(fail(format!(
+            "cannot create {}: {e}",
+            config.data_dir.display()
+        )));
+    }
+    lock_data_dir(
+        &config.data_dir,
+        "gatehouse serve",
+        "one process serves a SQLite database: stop the other one first, or give this one \
+         another --data-dir (several nodes share a PostgreSQL database, database.url)",
+    )
+    .map(Some)
+}
 
 /// The warning that a secret comes from local mode's generated secrets file.
 fn local_secret_notice(config: &config::Config, name: &str) -> Finding {

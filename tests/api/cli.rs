@@ -1129,4 +1129,17 @@ fn a_busy_port_is_refused_before_any_data_is_created() {
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("--listen"), "{}", out.stderr);
     assert!(!dir.path().join("data").exists(), "nothing was created");
+
+    // A second server on a running one's data directory and port is told
+    // about the server (exit 2), not about the port.
+    let server = Server::start(gatehouse(dir.path()).args(["--listen", "127.0.0.1:0"]));
+    let running = server.base.trim_start_matches("http://").to_string();
+    let out = run(gatehouse(dir.path()).args(["--listen", &running]));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("is in use by another Gatehouse process"),
+        "{}",
+        out.stderr
+    );
 }
