@@ -20,10 +20,36 @@ pub enum StartupError {
     DataDir(String, std::io::Error),
     #[error("database: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot listen on {0}: {1}")]
+    #[error("cannot listen on {0}: {1}{hint}", hint = listen_hint(.1.kind()))]
     Listen(String, std::io::Error),
     #[error("telemetry: {0}")]
     Telemetry(#[from] crate::telemetry::traces::SetupError),
+}
+
+/// What to do about an address that cannot be listened on.
+fn listen_hint(kind: std::io::ErrorKind) -> &'static str {
+    match kind {
+        std::io::ErrorKind::AddrInUse => {
+            "; another program is using that port: pick another address with --listen \
+             (for example --listen 127.0.0.1:8081), or set `listen` in the configuration \
+             (GATEHOUSE_LISTEN)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need privileges: listen on a higher port (--listen, or \
+             `listen` in the configuration) behind a reverse proxy"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; no network interface of this machine has that address: check --listen \
+             (or `listen` in the configuration)"
+        }
+        _ => "",
+    }
+}
+
+/// Binds the address to serve on. `serve` does this before it touches any
+/// data, so a busy port costs nothing (no data directory, no database).
+pub fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).map_err(|e| StartupError::Listen(addr.to_string(), e))
 }
 
 /// A prepared server: database open and migrated, socket bound, not yet serving.
@@ -45,9 +71,25 @@ impl Application {
         config: Config,
         clock: crate::clock::Clock,
     ) -> Result<Application, StartupError> {
+        let listener = bind(config.listen)?;
+        Self::build_on(config, listener, clock)
+    }
+
+    /// [`Application::build_with_clock`] serving on a socket already bound
+    /// with [`bind`].
+    pub fn build_on(
+        config: Config,
+        listener: TcpListener,
+        clock: crate::clock::Clock,
+    ) -> Result<Application, StartupError> {
         crate::keys::store::tune_allocator();
-        ensure_data_dir(&config.data_dir)
-            .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
+        // PostgreSQL keeps everything in the database: a node needs no data
+        // directory (local mode's generated secrets aside, which `serve`
+        // keeps there itself).
+        if !config.uses_postgres() {
+            ensure_data_dir(&config.data_dir)
+                .map_err(|e| StartupError::DataDir(config.data_dir.display().to_string(), e))?;
+        }
         let opened = crate::store::open::open_with_clock(&config, clock)?;
         let outcome = opened.migrated;
         if outcome.from != outcome.to {
@@ -58,8 +100,6 @@ impl Application {
                 "database migrated"
             );
         }
-        let listener = TcpListener::bind(config.listen)
-            .map_err(|e| StartupError::Listen(config.listen.to_string(), e))?;
         let traces = crate::telemetry::init_traces(&config.telemetry)?;
         let openapi = crate::openapi::document_json(&crate::catalog::Catalog::from_config(&config));
         let mut state = AppState::new(config, opened.store, opened.sqlite, openapi);
@@ -84,8 +124,9 @@ impl Application {
         self.state.clone()
     }
 
-    /// Starts serving. Must be called inside an actix system. SIGTERM and
-    /// SIGINT stop the server gracefully.
+    /// Starts serving. Must be called inside an actix system. The server
+    /// does not watch for signals itself: `serve` passes [`StopSignals`] to
+    /// [`Running::serve_until_stopped`].
     pub fn start(self) -> std::io::Result<Running> {
         let state = self.state.clone();
         let http = &state.config.http;
@@ -94,6 +135,7 @@ impl Application {
             move || build_app(state.clone())
         })
         .shutdown_timeout(http.shutdown_timeout_secs)
+        .disable_signals()
         // Storage work runs on each worker's blocking threads, and holds a
         // pooled connection: threads beyond the pool's size would only wait
         // for one, each with its stack and its share of malloc's arenas.
@@ -126,6 +168,105 @@ impl Running {
             traces.shutdown();
         }
         result
+    }
+
+    /// Serves until the first SIGINT or SIGTERM, then stops gracefully: no
+    /// new connections, the requests in flight get
+    /// `http.shutdown_timeout_secs` to finish, then the shutdown work of
+    /// [`Running::wait`]. A second signal meanwhile stops at once: requests
+    /// still in flight are cut off, the usage counts are still written.
+    pub async fn serve_until_stopped(self, mut signals: StopSignals) -> std::io::Result<Stopped> {
+        let handle = self.server.handle();
+        let state = self.state.clone();
+        let mut serving = std::pin::pin!(self.wait());
+        let first = tokio::select! {
+            result = &mut serving => return result.map(|()| Stopped::Graceful),
+            signal = signals.next() => signal,
+        };
+        tracing::info!(
+            "{} received; stopping gracefully (requests in flight may finish; {} again stops at once)",
+            first.name(),
+            first.name()
+        );
+        // The command is sent now; the server's own future (polled by
+        // `serving`) carries it out.
+        drop(handle.stop(true));
+        tokio::select! {
+            result = &mut serving => result.map(|()| Stopped::Graceful),
+            second = signals.next() => {
+                tracing::warn!(
+                    "{} received again; stopping at once (requests in flight are cut off)",
+                    second.name()
+                );
+                if let Err(e) = state.keys.usage.flush(&*state.store).await {
+                    tracing::error!(error = %e, "usage could not be written at shutdown");
+                }
+                Ok(Stopped::Forced(second))
+            }
+        }
+    }
+}
+
+/// How the server stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every request in flight finished (or had its shutdown timeout).
+    Graceful,
+    /// A second signal cut the requests in flight off.
+    Forced(StopSignal),
+}
+
+/// A signal that stops the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT: Ctrl-C in a terminal.
+    Interrupt,
+    /// SIGTERM: what service managers send.
+    Terminate,
+}
+
+impl StopSignal {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The exit status of a process stopped at once by this signal (128 +
+    /// its number, as a shell reports it).
+    pub fn exit_status(self) -> u8 {
+        128 + match self {
+            StopSignal::Interrupt => libc::SIGINT as u8,
+            StopSignal::Terminate => libc::SIGTERM as u8,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, caught from the moment [`StopSignals::install`]
+/// returns: from then on neither ends the process by itself. `serve`
+/// installs them before it says "Listening on", so a supervisor that
+/// stops the server as soon as it is up still gets a graceful stop.
+pub struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Must be called inside a runtime (the actix system).
+    pub fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = self.terminate.recv() => StopSignal::Terminate,
+        }
     }
 }
 
@@ -174,6 +315,7 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
     actix_web::rt::spawn(crate::mail::worker::run(crate::mail::worker::Worker {
         store: state.store.clone(),
         smtp: state.config.smtp.clone(),
+        message_id_domain: crate::mail::compose::message_id_domain(&state.config),
         wake: state.mailer.wake_handle(),
         traces: state.traces.clone(),
         work: state.work.clone(),
@@ -277,4 +419,24 @@ fn cors(origins: &[String]) -> Cors {
         cors = cors.allowed_origin(origin);
     }
     cors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_port_says_how_to_pick_another() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let message = bind(addr).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("cannot listen on {addr}: ")),
+            "{message}"
+        );
+        assert!(
+            message.contains("--listen") && message.contains("`listen`"),
+            "{message}"
+        );
+    }
 }

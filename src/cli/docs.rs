@@ -68,28 +68,117 @@ fn write_stdout(bytes: &[u8]) -> ExitCode {
     }
 }
 
-/// gatehouse(1): clap's sections, then the environment, files and exit status.
+/// The command line as the pages describe it: no `help` subcommand (its
+/// page is never written, so gatehouse(1) must not name it).
+fn documented_command() -> clap::Command {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    cmd
+}
+
+/// gatehouse(1): the command's page, then the environment, files and exit status.
 fn render_main_page(out: &mut dyn Write) -> std::io::Result<()> {
-    Man::new(Cli::command()).render(out)?;
+    render_page(documented_command(), out)?;
     extra_sections().to_writer(out)
 }
 
-/// gatehouse.1 with the extra sections, plus clap's page for every subcommand.
+/// gatehouse.1 with the extra sections, plus a page for every subcommand.
 fn write_pages(dir: &std::path::Path) -> std::io::Result<usize> {
     std::fs::create_dir_all(dir)?;
     let mut main = std::fs::File::create(dir.join("gatehouse.1"))?;
     render_main_page(&mut main)?;
     main.flush()?;
-    let mut cmd = Cli::command().disable_help_subcommand(true);
-    cmd.build();
+    let cmd = documented_command();
     let mut count = 1;
     let mut stack: Vec<clap::Command> = cmd.get_subcommands().cloned().collect();
     while let Some(sub) = stack.pop() {
         stack.extend(sub.get_subcommands().cloned());
-        Man::new(sub).generate_to(dir)?;
+        let file = Man::new(sub.clone()).get_filename();
+        let mut page = std::fs::File::create(dir.join(file))?;
+        render_page(sub, &mut page)?;
+        page.flush()?;
         count += 1;
     }
     Ok(count)
+}
+
+/// clap_mangen's page for `cmd`, with [`synopsis`] in place of its own.
+fn render_page(cmd: clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
+    let man = Man::new(cmd.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    synopsis(&cmd).to_writer(out)?;
+    man.render_description_section(out)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(out)?;
+    }
+    if cmd.has_subcommands() {
+        man.render_subcommands_section(out)?;
+    }
+    if cmd.get_after_long_help().is_some() || cmd.get_after_help().is_some() {
+        man.render_extra_section(out)?;
+    }
+    if cmd.get_version().is_some() {
+        man.render_version_section(out)?;
+    }
+    Ok(())
+}
+
+/// The SYNOPSIS section with what each option takes (`[--config FILE]`),
+/// which clap_mangen leaves out, and the subcommand as COMMAND.
+fn synopsis(cmd: &clap::Command) -> Roff {
+    let mut line = vec![bold(cmd.get_bin_name().unwrap_or_else(|| cmd.get_name()))];
+    for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+        let (open, close) = if arg.is_required_set() {
+            ("", "")
+        } else {
+            ("[", "]")
+        };
+        let value = || -> String {
+            match arg.get_value_names() {
+                Some(names) => names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => arg.get_id().as_str().to_uppercase().replace('-', "_"),
+            }
+        };
+        line.push(roman(format!(" {open}")));
+        if arg.is_positional() {
+            line.push(italic(value()));
+        } else {
+            match (arg.get_short(), arg.get_long()) {
+                (Some(short), Some(long)) => {
+                    line.push(bold(format!("-{short}")));
+                    line.push(roman("|"));
+                    line.push(bold(format!("--{long}")));
+                }
+                (Some(short), None) => line.push(bold(format!("-{short}"))),
+                (None, Some(long)) => line.push(bold(format!("--{long}"))),
+                (None, None) => {}
+            }
+            if arg.get_num_args().is_some_and(|n| n.takes_values()) {
+                line.push(roman(" "));
+                line.push(italic(value()));
+            }
+        }
+        line.push(roman(close));
+    }
+    if cmd.has_subcommands() {
+        let (open, close) = if cmd.is_subcommand_required_set() {
+            ("", "")
+        } else {
+            ("[", "]")
+        };
+        line.push(roman(format!(" {open}")));
+        line.push(italic("COMMAND"));
+        line.push(roman(close));
+    }
+    let mut roff = Roff::default();
+    roff.control("SH", ["SYNOPSIS"]);
+    roff.text(line);
+    roff
 }
 
 fn extra_sections() -> Roff {

@@ -16,7 +16,7 @@ use crate::config::local::{
 };
 use crate::config::{self, ConfigSources, Finding, Mode, Report};
 use crate::db;
-use crate::startup::Application;
+use crate::startup::{Application, StopSignals, Stopped};
 use crate::store::dir_lock::{DataDirLock, LockError};
 
 #[derive(Parser, Debug)]
@@ -31,8 +31,9 @@ use crate::store::dir_lock::{DataDirLock, LockError};
         (--config, else ./gatehouse.toml if present), GATEHOUSE_* environment \
         variables (`__` for nesting: GATEHOUSE_SMTP__HOST), command-line flags.\n\n\
         --config and --data-dir may come before or after the subcommand. Only \
-        serve, migrate and init create a database; every other command refuses \
-        when there is none at the configured path."
+        serve and migrate create a database; the commands that work on the data \
+        refuse when there is none at the configured path, and check-config warns, \
+        naming where serve will create it."
 )]
 pub struct Cli {
     /// Configuration file (TOML). Default: ./gatehouse.toml when it exists.
@@ -63,7 +64,8 @@ enum Command {
     /// Write a complete configuration file with freshly generated secrets.
     Init(InitArgs),
     /// Run every startup check and print every problem; exit 0 when the
-    /// configuration may serve.
+    /// configuration may serve. A database that does not exist yet is a
+    /// warning naming where `serve` will create it.
     CheckConfig(CheckArgs),
     /// Apply pending database migrations and exit.
     ///
@@ -259,19 +261,28 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
     };
     let mut config = loaded.config;
     let mut findings = loaded.findings;
+    // A data directory that exists is held first, so a second server on it
+    // is told which process runs there rather than that the port is taken.
+    let mut data_dir_lock = match hold_data_dir(&config, false) {
+        Ok(lock) => lock,
+        Err(code) => return code,
+    };
+    let mut local_secrets = Vec::new();
+    // Before any data is touched: a busy port creates nothing.
+    let listener = match crate::startup::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(e) => return fail(e),
+    };
     if config.mode.is_local() {
         if let Err(e) = ensure_data_dir(&config.data_dir) {
             return fail(format!("cannot create {}: {e}", config.data_dir.display()));
         }
-        let generated = match fill_local_secrets(&mut config) {
+        // Generated secrets are how the demo works, not a problem: the
+        // banner says where they are kept.
+        local_secrets = match fill_local_secrets(&mut config) {
             Ok(names) => names,
             Err(e) => return fail(format!("local secrets: {e}")),
         };
-        findings.extend(
-            generated
-                .iter()
-                .map(|name| local_secret_notice(&config, name)),
-        );
     }
     findings.extend(check(&config));
     let report = Report::new(config.mode, findings);
@@ -281,50 +292,54 @@ fn serve(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: ServeA
     }
     // Held until the process ends (the operating system releases it however
     // the process ends).
-    let _data_dir_lock = if config.uses_postgres() {
-        None
-    } else {
-        if let Err(e) = ensure_data_dir(&config.data_dir) {
-            return fail(format!("cannot create {}: {e}", config.data_dir.display()));
-        }
-        match lock_data_dir(
-            &config.data_dir,
-            "gatehouse serve",
-            "one process serves a SQLite database: stop the other one first, or give this one \
-             another --data-dir (several nodes share a PostgreSQL database, database.url)",
-        ) {
-            Ok(lock) => Some(lock),
+    if data_dir_lock.is_none() {
+        data_dir_lock = match hold_data_dir(&config, true) {
+            Ok(lock) => lock,
             Err(code) => return code,
-        }
-    };
+        };
+    }
+    let _data_dir_lock = data_dir_lock;
 
     let _log_guard = crate::telemetry::init(&config.log);
-    let app = match Application::build(config.clone()) {
+    let app = match Application::build_on(config.clone(), listener, crate::clock::Clock::system()) {
         Ok(app) => app,
         Err(e) => return fail(e),
     };
     let port = app.port();
     let system = actix_web::rt::System::new();
     let result = system.block_on(async move {
-        let mut serving = std::pin::pin!(app.start()?.wait());
-        // The server's first poll starts it and installs its SIGTERM and
-        // SIGINT handlers. Only then is the address announced, so a stop
-        // sent as soon as a supervisor (or a test) reads it is graceful,
-        // never the signal's default death.
-        let first = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(std::future::Future::poll(serving.as_mut(), cx))
-        })
-        .await;
-        print_banner(&config, port);
-        match first {
-            std::task::Poll::Ready(result) => result,
-            std::task::Poll::Pending => serving.await,
-        }
+        // Caught before the banner says the server is up.
+        let signals = StopSignals::install()?;
+        let running = app.start()?;
+        print_banner(&config, port, &local_secrets);
+        running.serve_until_stopped(signals).await
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Stopped::Graceful) => ExitCode::SUCCESS,
+        Ok(Stopped::Forced(signal)) => ExitCode::from(signal.exit_status()),
         Err(e) => fail(format!("server error: {e}")),
     }
+}
+
+/// On SQLite, `serve`'s lock on the data directory; `None` on PostgreSQL,
+/// and when the directory does not exist and may not be `created` yet.
+fn hold_data_dir(config: &config::Config, create: bool) -> Result<Option<DataDirLock>, ExitCode> {
+    if config.uses_postgres() || (!create && !config.data_dir.is_dir()) {
+        return Ok(None);
+    }
+    if let Err(e) = ensure_data_dir(&config.data_dir) {
+        return Err(fail(format!(
+            "cannot create {}: {e}",
+            config.data_dir.display()
+        )));
+    }
+    lock_data_dir(
+        &config.data_dir,
+        "gatehouse serve",
+        "one process serves a SQLite database: stop the other one first, or give this one \
+         another --data-dir (several nodes share a PostgreSQL database, database.url)",
+    )
+    .map(Some)
 }
 
 /// The warning that a secret comes from local mode's generated secrets file.
@@ -338,7 +353,7 @@ fn local_secret_notice(config: &config::Config, name: &str) -> Finding {
     )
 }
 
-fn print_banner(config: &config::Config, port: u16) {
+fn print_banner(config: &config::Config, port: u16, local_secrets: &[&str]) {
     let base = match &config.public_url {
         Some(url) => url.as_str().trim_end_matches('/').to_string(),
         None => {
@@ -361,6 +376,13 @@ fn print_banner(config: &config::Config, port: u16) {
         println!("  Admin UI:       {base}/");
         println!("  Local mailbox:  {base}/dev/mailbox   (login codes arrive here)");
         println!("  Data directory: {}", config.data_dir.display());
+        if !local_secrets.is_empty() {
+            println!(
+                "  Secrets:        {} from {} (generated on first start)",
+                local_secrets.join(", "),
+                config.data_dir.join(LOCAL_SECRETS_FILE).display()
+            );
+        }
     } else {
         println!(
             "Gatehouse {version} is serving in {} mode for {base}",
@@ -398,14 +420,14 @@ fn init(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: InitArg
             );
             if !args.mode.is_local() {
                 println!(
-                    "Next: fill in [smtp] host (and credentials), then run `gatehouse migrate --config {0}` and `gatehouse check-config --config {0}`.",
+                    "Next: fill in [smtp] host (and credentials) and run `gatehouse check-config --config {0}`; `gatehouse serve --config {0}` creates the database.",
                     out.display()
                 );
             }
             ExitCode::SUCCESS
         }
         Err(config::init::InitError::Refused(report)) => {
-            eprint!("{}", report.render());
+            eprint!("{}", report.render_check());
             ExitCode::FAILURE
         }
         Err(e) => fail(e),
@@ -448,7 +470,7 @@ fn check_config(
         Some(url) => postgres_findings(url),
     });
     let report = Report::new(config.mode, findings);
-    eprint!("{}", report.render());
+    eprint!("{}", report.render_check());
     if report.refuses() {
         ExitCode::FAILURE
     } else {
@@ -466,7 +488,11 @@ fn check_config(
 
 fn database_findings(path: &Path) -> Vec<Finding> {
     if !path.exists() {
-        return vec![Finding::unsafe_("data_dir", no_database(path))];
+        return vec![not_created_yet(
+            "data_dir",
+            &format!("there is no database at {} yet", path.display()),
+            "it there",
+        )];
     }
     match db::check_version(path) {
         Ok(_) => Vec::new(),
@@ -477,10 +503,25 @@ fn database_findings(path: &Path) -> Vec<Finding> {
     }
 }
 
+/// A database that does not exist yet is no configuration error: `serve`
+/// creates it. Saying where lets a mistyped location be caught before then.
+fn not_created_yet(key: &str, what: &str, created: &str) -> Finding {
+    Finding::warning(
+        key,
+        format!("{what}: `gatehouse serve` (or `gatehouse migrate`) will create {created}"),
+    )
+    .with_hint(if key == "data_dir" {
+        "if the data belongs elsewhere, check --data-dir (or data_dir)"
+    } else {
+        "if the data belongs elsewhere, check database.url"
+    })
+}
+
 /// Whether the PostgreSQL database answers and holds a schema this build
 /// can use (nothing is changed).
 fn postgres_findings(url: &str) -> Vec<Finding> {
     use crate::store::postgres;
+    let location = postgres::redact_url(url);
     let url = url.to_string();
     let version = crate::store::open::on_own_runtime(async move {
         let pool = postgres::pool(&url, 1)?;
@@ -493,6 +534,11 @@ fn postgres_findings(url: &str) -> Vec<Finding> {
                 "the database is at schema version {v}, newer than this Gatehouse supports ({}); run the newer release",
                 postgres::latest_version()
             ),
+        )],
+        Ok(0) => vec![not_created_yet(
+            "database.url",
+            &format!("there is no Gatehouse schema in {location} yet"),
+            "the schema there",
         )],
         Ok(_) => Vec::new(),
         // Whether the configuration is right does not depend on the server
@@ -644,7 +690,7 @@ fn copy_data(
         Ok(report) => {
             println!("Copied {} into {target}:", path.display());
             for (table, rows) in &report.tables {
-                println!("  {table:<24} {rows:>10} rows (counts match)");
+                println!("{}", copied_table_line(table, *rows));
             }
             println!(
                 "Set database.url to this database on every node, then start them. \
@@ -655,6 +701,12 @@ fn copy_data(
         }
         Err(e) => fail(format!("copy-data to {target}: {e}")),
     }
+}
+
+/// One table of `copy-data`'s report: `  users      1 row  (counts match)`.
+fn copied_table_line(table: &str, rows: u64) -> String {
+    let unit = if rows == 1 { "row " } else { "rows" };
+    format!("  {table:<24} {rows:>10} {unit} (counts match)")
 }
 
 fn no_database(path: &Path) -> String {
@@ -770,5 +822,20 @@ fn users_add(
         }
         Ok(Err(why)) => fail(why),
         Err(e) => fail(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_data_counts_one_row_as_a_row() {
+        assert_eq!(
+            copied_table_line("users", 1),
+            format!("  {:<24} {:>10} row  (counts match)", "users", 1)
+        );
+        assert!(copied_table_line("api_keys", 0).contains(" 0 rows (counts match)"));
+        assert!(copied_table_line("api_keys", 12).contains(" 12 rows (counts match)"));
     }
 }

@@ -81,14 +81,25 @@ impl Report {
         self.findings.iter().any(|f| self.blocks(f))
     }
 
-    /// A human-readable account for the terminal, one problem per line.
+    /// A human-readable account for the terminal, one problem per line, as
+    /// `serve` gives it ("refusing to start ...").
     pub fn render(&self) -> String {
+        self.render_headed("refusing to start")
+    }
+
+    /// The same account as a verdict on the configuration, for the commands
+    /// that start nothing (`check-config`, `init`).
+    pub fn render_check(&self) -> String {
+        self.render_headed("the configuration may not serve")
+    }
+
+    fn render_headed(&self, refusal: &str) -> String {
         let mut out = String::new();
         let problems = self.findings.iter().filter(|f| self.blocks(f)).count();
         if problems > 0 {
             let _ = writeln!(
                 out,
-                "refusing to start in {} mode: {} problem{} found",
+                "{refusal} in {} mode: {} problem{} found",
                 self.mode.as_str(),
                 problems,
                 if problems == 1 { "" } else { "s" }
@@ -360,7 +371,8 @@ fn check_database(config: &Config, out: &mut Vec<Finding>) {
         ),
         Synchronous::Full | Synchronous::Extra => {}
     }
-    if !config.mode.is_local() && config.data_dir.is_relative() {
+    // On PostgreSQL nothing is kept in the data directory outside local mode.
+    if !config.mode.is_local() && !config.uses_postgres() && config.data_dir.is_relative() {
         let cwd = std::env::current_dir()
             .map(|d| d.display().to_string())
             .unwrap_or_else(|_| "?".into());
@@ -423,7 +435,14 @@ fn check_redis(config: &Config, uses_postgres: bool, out: &mut Vec<Finding>) {
 }
 
 fn check_urls_and_network(config: &Config, out: &mut Vec<Finding>) {
-    check_public_url(config.public_url.as_ref(), out);
+    let mut url = Vec::new();
+    check_public_url(config.public_url.as_ref(), &mut url);
+    // Local mode serves on http://{listen} without a public_url: only a
+    // URL that cannot work at all is worth a word there.
+    out.extend(
+        url.into_iter()
+            .filter(|f| !config.mode.is_local() || f.severity == Severity::Error),
+    );
     if config.mode.is_local() && !config.listen.ip().is_loopback() {
         out.push(
             Finding::warning(
@@ -463,8 +482,9 @@ fn is_exact_origin(origin: &str) -> bool {
 }
 
 fn check_smtp(config: &Config, out: &mut Vec<Finding>) {
+    // Local mode delivers to the local mailbox; SMTP is optional there.
     match config.smtp.host.as_deref().map(str::trim) {
-        None | Some("") => out.push(
+        None | Some("") if !config.mode.is_local() => out.push(
             Finding::unsafe_(
                 "smtp.host",
                 "is missing: login codes could not be delivered",
@@ -473,7 +493,7 @@ fn check_smtp(config: &Config, out: &mut Vec<Finding>) {
                 "set [smtp] host, port, from (and username/password if your server needs them)",
             ),
         ),
-        Some(_) => {}
+        _ => {}
     }
     if config.smtp.tls == SmtpTls::None && config.smtp.username.is_some() {
         out.push(
@@ -657,9 +677,33 @@ mod tests {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
         assert!(!text.contains("0123456789abcdefghij"));
-        assert!(text.contains("4 problems"));
+        assert!(text.starts_with("refusing to start in production mode: 4 problems found\n"));
+        assert!(report
+            .render_check()
+            .starts_with("the configuration may not serve in production mode: 4 problems found\n"));
         let local = Report::new(Mode::Local, check(&c));
         assert!(!local.refuses());
+    }
+
+    #[test]
+    fn local_mode_warns_only_about_what_is_wrong_there() {
+        // The zero-config demo once serve has filled in its secrets: no
+        // public_url, no SMTP (mail goes to the local mailbox).
+        let mut c = Config::default();
+        assert!(c.mode.is_local());
+        c.secrets.session_key = Some(Secret::new(generate_secret()));
+        c.secrets.ops_token = Some(Secret::new(generate_secret()));
+        assert_eq!(keys_of(&c), Vec::<String>::new());
+        c.public_url = Some("http://gate.lan:8080".parse().unwrap());
+        assert_eq!(keys_of(&c), Vec::<String>::new());
+        // What is wrong in local mode too is still said.
+        c.smtp.host = Some("smtp.acme.test".into());
+        c.smtp.username = Some("gatehouse".into());
+        c.smtp.tls = SmtpTls::None;
+        c.dev.expose_codes = true;
+        let mut keys = keys_of(&c);
+        keys.sort();
+        assert_eq!(keys, ["dev.expose_codes", "smtp.password", "smtp.tls"]);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct InitRequest<'a> {
 pub enum InitError {
     /// The file would be refused by the startup checks (the same report
     /// `check-config` prints).
-    #[error("{}", .0.render())]
+    #[error("{}", .0.render_check())]
     Refused(Report),
     #[error("the data directory {0} is not valid UTF-8")]
     DataDirNotUtf8(String),

@@ -4,6 +4,7 @@
 //! message is a row in the outbox written in the transaction of the change
 //! that caused it; the SMTP worker (`worker`) delivers it with retries.
 
+pub mod compose;
 pub mod worker;
 
 use std::sync::Arc;
@@ -16,6 +17,17 @@ use crate::types::Email;
 
 /// How long an invitation keeps being retried.
 const NOTICE_TTL_SECS: i64 = 7 * 86_400;
+
+/// A login code's lifetime in words, as the email states it. The login
+/// page (`assets/js/pages/login.js`, `lifetime`) words the `expires_in` of
+/// send-code the same way.
+pub fn lifetime(secs: u64) -> String {
+    match secs {
+        s if s >= 120 && s % 60 == 0 => format!("{} minutes", s / 60),
+        1 => "1 second".into(),
+        s => format!("{s} seconds"),
+    }
+}
 
 pub struct Mailer {
     config: Arc<Config>,
@@ -59,11 +71,7 @@ impl Mailer {
 
     pub fn login_code(&self, to: &Email, code: &str, now: i64) -> Outgoing {
         let ttl = self.config.auth.code_ttl_secs;
-        let lifetime = if ttl >= 120 && ttl % 60 == 0 {
-            format!("{} minutes", ttl / 60)
-        } else {
-            format!("{ttl} seconds")
-        };
+        let lifetime = lifetime(ttl);
         Outgoing {
             transports: self.transports(),
             to: to.as_str().to_string(),
@@ -120,5 +128,19 @@ impl Mailer {
 
     pub fn wake_handle(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lifetime;
+
+    #[test]
+    fn a_lifetime_reads_in_minutes_when_whole() {
+        assert_eq!(lifetime(600), "10 minutes");
+        assert_eq!(lifetime(120), "2 minutes");
+        assert_eq!(lifetime(90), "90 seconds");
+        assert_eq!(lifetime(60), "60 seconds");
+        assert_eq!(lifetime(1), "1 second");
     }
 }

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lettre::message::header::ContentType;
-use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -48,16 +46,22 @@ fn build_transport(cfg: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor
     Ok(builder.build())
 }
 
-fn build_message(from: &str, mail: &PendingMail) -> Result<Message, String> {
-    let from: Mailbox = from.parse().map_err(|e| format!("smtp.from: {e}"))?;
-    let to: Mailbox = mail.to.parse().map_err(|e| format!("recipient: {e}"))?;
-    Message::builder()
-        .from(from)
-        .to(to)
-        .subject(mail.subject.clone())
-        .header(ContentType::TEXT_PLAIN)
-        .body(mail.body.clone())
-        .map_err(|e| e.to_string())
+fn build_message(
+    from: &str,
+    mail: &PendingMail,
+    message_id_domain: &str,
+) -> Result<Message, String> {
+    let content = super::compose::Content {
+        subject: &mail.subject,
+        text: &mail.body,
+        html: None,
+    };
+    super::compose::compose(
+        from,
+        &mail.to,
+        &content,
+        super::compose::message_id(message_id_domain),
+    )
 }
 
 /// How long a claimed message is kept from other workers: well past the
@@ -68,6 +72,8 @@ const MAIL_LEASE_SECS: i64 = 120;
 pub struct Worker {
     pub store: Arc<dyn Store>,
     pub smtp: SmtpConfig,
+    /// The right-hand side of every Message-ID ([`super::compose::message_id_domain`]).
+    pub message_id_domain: String,
     /// Notified when a message is queued ([`super::Mailer::wake_handle`]).
     pub wake: Arc<tokio::sync::Notify>,
     pub traces: Option<Tracing>,
@@ -146,7 +152,7 @@ async fn deliver(
             ],
         )
     });
-    let result = match build_message(&cfg.from, &mail) {
+    let result = match build_message(&cfg.from, &mail, &worker.message_id_domain) {
         Ok(message) => transport
             .send(message)
             .await

@@ -28,6 +28,10 @@ pub struct SendCodeAnswer {
     /// Always `sent`, whether or not the address may log in.
     #[schema(example = "sent")]
     pub status: String,
+    /// How many seconds a code is valid (`auth.code_ttl_secs`); the same for
+    /// every address. The login page and the email state it alike.
+    #[schema(example = 600)]
+    pub expires_in: u64,
     /// The code itself, only when `dev.expose_codes` is on (local mode demos).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
@@ -159,6 +163,7 @@ pub async fn send_code(
     let code = login::send_code(&state.login(), email, &ctx).await?;
     Ok(no_store(HttpResponse::Accepted().json(SendCodeAnswer {
         status: "sent".into(),
+        expires_in: state.config.auth.code_ttl_secs,
         code,
     })))
 }

@@ -19,7 +19,7 @@ fn full_flow_with_rotation_reuse_detection_and_revocation() {
     let email = "alice@acme.test";
     let sent = app.send_code(email);
     assert_eq!(sent.status, 202);
-    assert_eq!(sent.json(), json!({ "status": "sent" }));
+    assert_eq!(sent.json(), json!({ "status": "sent", "expires_in": 600 }));
     let code = app.code_from_mailbox(email);
     assert_eq!(code.len(), 6);
     // The pending code is stored as a hash only.
@@ -256,7 +256,7 @@ fn send_code_does_not_reveal_accounts_and_is_throttled() {
         (0..6).map(|_| app.send_code("busy@acme.test")).collect();
     let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [202, 429, 429, 429, 429, 429], "{statuses:?}");
-    assert_eq!(answers[0].json(), json!({ "status": "sent" }));
+    assert_eq!(answers[0].json(), json!({ "status": "sent", "expires_in": 600 }));
     for res in &answers[1..] {
         res.assert_error(429, "rate_limited");
         let retry: u64 = res
@@ -920,4 +920,17 @@ fn cookie_patch_put_and_delete_need_csrf_and_same_origin() {
         crate::keys::code_of(&crate::keys::verify(&app, json!({ "key": key }))),
         "invalid_key"
     );
+}
+
+/// send-code's answer, the email and the login page state one lifetime:
+/// `auth.code_ttl_secs`.
+#[test]
+fn the_code_lifetime_is_the_configured_one_in_the_answer_and_the_email() {
+    let app = spawn_app_with(|c| c.auth.code_ttl_secs = 300);
+    let sent = app.send_code("alice@acme.test");
+    assert_eq!(sent.status, 202);
+    assert_eq!(sent.json()["expires_in"], 300);
+    let mailbox = app.get("/api/v1/dev/mailbox").json();
+    let body = mailbox["items"][0]["body"].as_str().unwrap();
+    assert!(body.contains("It expires in 5 minutes"), "{body}");
 }

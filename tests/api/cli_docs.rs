@@ -187,11 +187,35 @@ fn the_manual_page_renders_with_man() {
     ] {
         assert!(plain.contains(needle), "{needle:?} in:\n{plain}");
     }
+    // The synopsis says what each option takes.
+    let synopsis = plain
+        .split("SYNOPSIS")
+        .nth(1)
+        .and_then(|rest| rest.split("DESCRIPTION").next())
+        .unwrap();
+    let synopsis = synopsis.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "gatehouse [--config FILE] [--data-dir DIR] [--mode MODE] [--listen ADDR] [--public-url URL]",
+        "[COMMAND]",
+    ] {
+        assert!(synopsis.contains(needle), "{needle:?} in {synopsis:?}");
+    }
 
     // Every page into a directory: one per subcommand, each renders.
     let pages = dir.path().join("man1");
     let out = run(gatehouse(dir.path()).args(["man", "--out-dir"]).arg(&pages));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // Every page gatehouse(1) refers to is among them (no gatehouse-help(1)).
+    for word in plain.split_whitespace() {
+        if let Some(name) = word.strip_suffix("(1)") {
+            if name.starts_with("gatehouse-") {
+                assert!(
+                    pages.join(format!("{name}.1")).is_file(),
+                    "gatehouse(1) names {word}, which is not written"
+                );
+            }
+        }
+    }
     for name in [
         "gatehouse.1",
         "gatehouse-serve.1",

@@ -89,6 +89,7 @@ fn a_sqlite_deployment_moves_to_postgres_with_every_key_and_session() {
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("api_keys"), "{}", out.stdout);
     assert!(out.stdout.contains("counts match"), "{}", out.stdout);
+    assert!(!out.stdout.contains(" 1 rows"), "{}", out.stdout);
     for (table, n) in TABLES.iter().zip(&counts) {
         assert!(*n > 0, "{table} has rows to copy");
         assert_eq!(
@@ -311,6 +312,7 @@ fn copy_data_refuses_a_data_directory_a_server_is_using() {
     let out = copy(&first.url);
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("counts match"), "{}", out.stdout);
+    assert!(!out.stdout.contains(" 1 rows"), "{}", out.stdout);
     assert_eq!(pg_query_i64(&first.url, "SELECT count(*) FROM api_keys"), 1);
 
     // After a graceful stop too; and the copy gave the lock back.

@@ -113,3 +113,89 @@ fn the_configuration_reference_names_every_setting() {
         "docs/configuration.md does not describe {missing:?}"
     );
 }
+
+/// docs/several-nodes.md's "same on every node" configuration, its files
+/// written as it says: check-config accepts it (before the schema exists,
+/// with a warning that serve will create it), and nodes serve with it
+/// without a data directory and without PostgreSQL's notices in the log.
+#[test]
+fn the_several_nodes_configuration_passes_check_config_and_serves() {
+    use crate::helpers::{gatehouse, run, Server};
+    let Some(pg) = crate::pg::TestDb::create() else {
+        crate::helpers::e2e_available(false, "PostgreSQL");
+        return;
+    };
+    let text = std::fs::read_to_string(root().join("docs/several-nodes.md")).unwrap();
+    let start = text.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let block = &text[start..start + text[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let config = block.replace("/etc/gatehouse/", &format!("{}/", etc.display()));
+    let redis = std::env::var("GATEHOUSE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
+    let secret = gatehouse::config::generate_secret;
+    for (file, value) in [
+        ("gatehouse.toml", config),
+        ("database-url", pg.url.clone()),
+        ("redis-url", redis),
+        ("session-key", secret()),
+        ("ops-token", secret()),
+        ("smtp-password", secret()),
+    ] {
+        std::fs::write(etc.join(file), value).unwrap();
+    }
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = etc.join("gatehouse.toml");
+
+    let out = run(gatehouse(&work)
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("there is no Gatehouse schema in"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("data_dir"), "{}", out.stderr);
+
+    // The first start creates the schema, the second finds it.
+    for start in ["first", "second"] {
+        let server = Server::start(
+            gatehouse(&work)
+                .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+                .arg(&config),
+        );
+        assert_eq!(server.get("/readyz").status, 200, "{start} start");
+        let (code, stdout, stderr) = server.terminate();
+        assert_eq!(code, Some(0), "{stderr}");
+        let output = format!("{}\n{stderr}", stdout.join("\n"));
+        assert!(output.contains("INFO"), "the log is read:\n{output}");
+        assert!(!output.contains("NOTICE"), "{start} start:\n{output}");
+        assert!(!output.contains("data_dir"), "{start} start:\n{output}");
+        assert!(
+            !work.join("gatehouse-data").exists(),
+            "{start} start created a data directory"
+        );
+    }
+    let out = run(gatehouse(&work)
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.trim().is_empty(), "{}", out.stderr);
+}
+
+/// The README's first paragraph names both backends: SQLite by default,
+/// PostgreSQL for several nodes.
+#[test]
+fn the_readme_introduction_names_both_storage_backends() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let intro = readme.split("\n\n").nth(1).unwrap();
+    assert!(
+        intro.contains("SQLite file by default") && intro.contains("PostgreSQL"),
+        "{intro}"
+    );
+}

@@ -38,6 +38,7 @@ mod parsers;
 mod proxies;
 mod readme;
 mod service;
+mod signals;
 mod smtp;
 mod storage;
 mod telemetry;

@@ -15,6 +15,15 @@
 //! - the server listens on a free loopback port (`GATEHOUSE_LISTEN`), so
 //!   `localhost:8080` and `https://keys.acme.test/api` mean that port;
 //! - `/etc/gatehouse` and `/var/lib/gatehouse` live in a temporary directory;
+//! - the directories the untested root block makes (`/etc/gatehouse`,
+//!   `/etc/gatehouse/credentials`) and the unit's `StateDirectory=`
+//!   (`/var/lib/gatehouse`) are made by the test;
+//! - the production walk-through runs as the test's user, not root: `chown`
+//!   does nothing and `sudo -u gatehouse CMD` runs CMD;
+//! - `systemctl enable --now gatehouse` runs what deploy/gatehouse.service
+//!   runs: its `ExecStart=` command, in its `WorkingDirectory=`, with its
+//!   `Environment=` variables, each `%d/NAME` being the file its
+//!   `LoadCredential=NAME:FILE` hands over;
 //! - the production walk-through's mail server (the README's "edit
 //!   `[smtp]`" step) is a local aiosmtpd, given as `GATEHOUSE_SMTP__*`
 //!   variables, and the code typed at the README's `read` prompt is the one
@@ -70,10 +79,59 @@ fn tagged_blocks(readme: &str) -> Vec<Block> {
     out
 }
 
+/// What the shipped systemd unit runs, as one command line: its
+/// environment (credentials resolved to the files they load), its working
+/// directory and its `ExecStart=`.
+fn unit_command() -> String {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gatehouse.service"),
+    )
+    .unwrap();
+    let setting = |name: &str| -> Vec<&str> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .collect()
+    };
+    let credentials: Vec<(&str, &str)> = setting("LoadCredential")
+        .into_iter()
+        .map(|c| c.split_once(':').expect("LoadCredential=NAME:FILE"))
+        .collect();
+    let environment: Vec<String> = setting("Environment")
+        .into_iter()
+        .map(|assignment| {
+            let (name, value) = assignment.split_once('=').unwrap();
+            let value = match value.strip_prefix("%d/") {
+                Some(credential) => {
+                    credentials
+                        .iter()
+                        .find(|(n, _)| *n == credential)
+                        .unwrap_or_else(|| panic!("no LoadCredential={credential}"))
+                        .1
+                }
+                None => value,
+            };
+            format!("{name}={value}")
+        })
+        .collect();
+    assert!(!environment.is_empty(), "the unit sets no environment");
+    let [directory] = setting("WorkingDirectory")[..] else {
+        panic!("one WorkingDirectory=")
+    };
+    let [command] = setting("ExecStart")[..] else {
+        panic!("one ExecStart=")
+    };
+    format!(
+        "env -C {directory} {} {}",
+        environment.join(" "),
+        command.replace("/usr/local/bin/gatehouse", "gatehouse")
+    )
+}
+
 /// The README's host names and paths, pointed at the test's own.
 fn rewrite(body: &str, port: u16, root: &Path) -> String {
     let base = format!("http://127.0.0.1:{port}");
-    body.replace("cargo run --release", "gatehouse")
+    body.replace("systemctl enable --now gatehouse", &unit_command())
+        .replace("cargo run --release", "gatehouse")
         .replace("https://keys.acme.test/api", &format!("{base}/api"))
         .replace("localhost:8080", &format!("127.0.0.1:{port}"))
         .replace(
@@ -152,6 +210,8 @@ stop_server() {{
   fi
 }}
 trap stop_server EXIT
+chown() {{ :; }}
+sudo() {{ if [ "$1" = -u ]; then shift 2; fi; "$@"; }}
 wait_ready() {{
   for _ in $(seq 1 300); do
     curl -fsS -o /dev/null http://127.0.0.1:{port}/readyz 2>/dev/null && return 0
@@ -391,6 +451,9 @@ fn the_production_setup_runs_as_written() {
         ("GATEHOUSE_SMTP__PORT", smtp_port.to_string()),
         ("GATEHOUSE_SMTP__TLS", "none".to_string()),
     ];
+    for made_as_root in ["etc/gatehouse/credentials", "var/lib/gatehouse"] {
+        std::fs::create_dir_all(dir.path().join(made_as_root)).unwrap();
+    }
     let watched = maildir.clone();
     run_walkthrough("production", dir.path(), &env, move || {
         code_in_maildir(&watched)
@@ -398,6 +461,19 @@ fn the_production_setup_runs_as_written() {
     .assert_verified_a_key();
     let config = std::fs::read_to_string(dir.path().join("etc/gatehouse/gatehouse.toml")).unwrap();
     assert!(config.contains("mode = \"production\""), "{config}");
+    // One recipe with the shipped unit: the secrets live in the credential
+    // files it loads, not in the configuration.
+    assert!(
+        !config.contains("session_key = ") && !config.contains("ops_token = "),
+        "{config}"
+    );
+    for credential in ["session_key", "ops_token"] {
+        let file = dir
+            .path()
+            .join("etc/gatehouse/credentials")
+            .join(credential);
+        assert!(std::fs::read_to_string(&file).unwrap().trim().len() >= 32);
+    }
     let db = dir.path().join("var/lib/gatehouse/gatehouse.db");
     assert_eq!(
         query(
@@ -414,4 +490,42 @@ fn the_production_setup_runs_as_written() {
         ),
         1
     );
+}
+
+/// The comment on the README's `GET /api/v1/me` names what a bearer
+/// session gets: every field of the answer, and nothing it does not hold.
+#[test]
+fn the_readme_says_what_me_answers() {
+    let app = crate::helpers::spawn_app();
+    let tokens = app.login("alice@acme.test");
+    let me = crate::helpers::send(app.authed("GET", "/api/v1/me", &tokens.access)).json();
+    let comment = README
+        .lines()
+        .find(|l| l.contains("/api/v1/me ") && l.contains('#'))
+        .and_then(|l| l.split('#').nth(1))
+        .expect("a commented /api/v1/me line");
+    let words: Vec<&str> = comment
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut fields: Vec<String> = me.as_object().unwrap().keys().cloned().collect();
+    fields.extend(
+        me["memberships"][0]
+            .as_object()
+            .expect("the first login made a membership")
+            .keys()
+            .cloned(),
+    );
+    for field in &fields {
+        assert!(
+            words.contains(&field.as_str()),
+            "{field} not in {comment:?}"
+        );
+    }
+    for absent in ["csrf_token", "projects"] {
+        assert!(
+            !words.contains(&absent) || fields.iter().any(|f| f == absent),
+            "{comment:?} names {absent}, which {me} does not hold"
+        );
+    }
 }

@@ -78,9 +78,31 @@ impl SmtpServer {
     }
 }
 
+/// A header of a received message (continuation lines unfolded).
+fn header(message: &str, name: &str) -> Option<String> {
+    let head = message.split("\n\n").next().unwrap_or_default();
+    let mut unfolded: Vec<String> = Vec::new();
+    for line in head.lines() {
+        let line = line.trim_end_matches('\r');
+        match unfolded.last_mut() {
+            Some(last) if line.starts_with([' ', '\t']) => {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+            _ => unfolded.push(line.to_string()),
+        }
+    }
+    unfolded.iter().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        key.eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
+}
+
 fn smtp_app(root: &Path, port: u16) -> TestApp {
     spawn_app_at(root, |c| {
         c.mode = Mode::Production;
+        c.public_url = Some("https://keys.acme.test".parse().unwrap());
         c.smtp.host = Some("127.0.0.1".into());
         c.smtp.port = port;
         c.smtp.tls = SmtpTls::None;
@@ -110,6 +132,22 @@ fn login_codes_arrive_over_smtp() {
     assert!(
         mail.contains("keys@acme.test"),
         "From is taken from smtp.from:\n{mail}"
+    );
+    // A standards-complete message, as providers expect before they trust it.
+    let id = header(&mail, "Message-ID").expect("a Message-ID");
+    assert!(
+        id.starts_with('<') && id.ends_with("@keys.acme.test>"),
+        "on the public_url's domain: {id}"
+    );
+    assert_eq!(header(&mail, "MIME-Version").as_deref(), Some("1.0"));
+    let date = header(&mail, "Date").expect("a Date");
+    let sent = time::OffsetDateTime::parse(&date, &time::format_description::well_known::Rfc2822)
+        .unwrap_or_else(|e| panic!("Date {date:?} is not RFC 5322: {e}"));
+    let age = (time::OffsetDateTime::now_utc() - sent).abs();
+    assert!(age < time::Duration::minutes(5), "Date {date:?} is now");
+    assert_eq!(
+        header(&mail, "Content-Type").as_deref(),
+        Some("text/plain; charset=utf-8")
     );
     let code = code_in(&mail).expect("the code is in the message");
     let res = app.verify("smtp@acme.test", &code);

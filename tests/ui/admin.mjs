@@ -138,6 +138,9 @@ try {
   await page.getByLabel("Email address").fill(email);
   await page.getByRole("button", { name: "Send code" }).click();
   await page.getByLabel("Login code").waitFor();
+  const notice = (await page.locator(".auth-card [role=status]").first().textContent()).trim();
+  check(notice === "We sent a code. It is valid for 10 minutes.",
+    `the code step states the lifetime the email states (auth.code_ttl_secs), got ${notice}`);
   const [mailbox] = await Promise.all([context.waitForEvent("page"), mailboxLink.click()]);
   watch(mailbox, "mailbox");
   mailbox.setDefaultTimeout(TIMEOUT);

@@ -27,6 +27,13 @@ function safeNext(raw) {
   return null;
 }
 
+/** A code's lifetime in words, as the email states it (src/mail/mod.rs, `lifetime`). */
+function lifetime(secs) {
+  if (!Number.isInteger(secs) || secs < 1) return "a few minutes";
+  if (secs >= 120 && secs % 60 === 0) return `${secs / 60} minutes`;
+  return secs === 1 ? "1 second" : `${secs} seconds`;
+}
+
 function pendingEmail() {
   try {
     return sessionStorage.getItem(PENDING_KEY);
@@ -99,9 +106,9 @@ export async function render(ctx) {
       const value = email.value.trim();
       await busy(form, async () => {
         try {
-          await api("POST", "/api/v1/auth/send-code", { body: { email: value }, project: false });
+          const sent = await api("POST", "/api/v1/auth/send-code", { body: { email: value }, project: false });
           setPendingEmail(value);
-          codeStep(value, "We sent a code. It is valid for a few minutes.");
+          codeStep(value, `We sent a code. It is valid for ${lifetime(sent && sent.expires_in)}.`);
         } catch (err) {
           error.show(messageOf(err));
         }
@@ -147,8 +154,8 @@ export async function render(ctx) {
           onclick: async () => {
             error.clear();
             try {
-              await api("POST", "/api/v1/auth/send-code", { body: { email: address }, project: false });
-              sent.textContent = "A new code is on its way; earlier codes no longer work.";
+              const resent = await api("POST", "/api/v1/auth/send-code", { body: { email: address }, project: false });
+              sent.textContent = `A new code is on its way, valid for ${lifetime(resent && resent.expires_in)}; earlier codes no longer work.`;
             } catch (err) {
               error.show(messageOf(err));
             }

@@ -32,15 +32,20 @@ async fn applied_version(client: &impl deadpool_postgres::GenericClient) -> Resu
     Ok(u32::try_from(row.get::<_, i64>(0)).unwrap_or(u32::MAX))
 }
 
+async fn schema_table_exists(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<bool, PgError> {
+    Ok(client
+        .query_one("SELECT to_regclass('gatehouse_schema') IS NOT NULL", &[])
+        .await?
+        .try_get(0)?)
+}
+
 /// The version recorded in the database (0 for an empty database),
 /// without changing anything.
 pub async fn applied_schema_version(pool: &Pool) -> Result<u32, PgError> {
     let client = pool.get().await?;
-    let exists: bool = client
-        .query_one("SELECT to_regclass('gatehouse_schema') IS NOT NULL", &[])
-        .await?
-        .try_get(0)?;
-    if !exists {
+    if !schema_table_exists(&client).await? {
         return Ok(0);
     }
     applied_version(&client).await
@@ -56,14 +61,18 @@ pub async fn migrate(pool: &Pool) -> Result<MigrateOutcome, PgError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS gatehouse_schema (
-             version     BIGINT PRIMARY KEY,
-             description TEXT NOT NULL,
-             applied_at  BIGINT NOT NULL
-         )",
-    )
-    .await?;
+    // Looked for first: `CREATE TABLE IF NOT EXISTS` on an existing table
+    // makes the server send a NOTICE, which every start would log.
+    if !schema_table_exists(&tx).await? {
+        tx.batch_execute(
+            "CREATE TABLE gatehouse_schema (
+                 version     BIGINT PRIMARY KEY,
+                 description TEXT NOT NULL,
+                 applied_at  BIGINT NOT NULL
+             )",
+        )
+        .await?;
+    }
     tx.commit().await?;
     let from = applied_version(&client).await?;
     if from > latest {
