@@ -256,7 +256,10 @@ fn send_code_does_not_reveal_accounts_and_is_throttled() {
         (0..6).map(|_| app.send_code("busy@acme.test")).collect();
     let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [202, 429, 429, 429, 429, 429], "{statuses:?}");
-    assert_eq!(answers[0].json(), json!({ "status": "sent", "expires_in": 600 }));
+    assert_eq!(
+        answers[0].json(),
+        json!({ "status": "sent", "expires_in": 600 })
+    );
     for res in &answers[1..] {
         res.assert_error(429, "rate_limited");
         let retry: u64 = res
