@@ -1,17 +1,18 @@
-//! Storage backends. SQLite (`crate::db`, rusqlite + r2d2) is the embedded
-//! default; PostgreSQL ([`postgres`]) serves several Gatehouse nodes that
-//! share one database. `database.url` chooses: empty for SQLite in the data
-//! directory, `postgres://` or `postgresql://` for PostgreSQL.
+//! Storage backends. SQLite (`crate::db`, rusqlite + r2d2, adapted by
+//! [`sqlite`]) is the embedded default; PostgreSQL ([`postgres`]) serves
+//! several Gatehouse nodes that share one database. `database.url`
+//! chooses: empty for SQLite in the data directory, `postgres://` or
+//! `postgresql://` for PostgreSQL.
 //!
 //! Both keep the same tables and columns (`schema.sql` and
 //! `schema.postgres.sql`), so rows move between them unchanged.
 //!
-//! # Where this is going
+//! # The interface
 //!
-//! Today the server calls SQLite through `db::Db`; the PostgreSQL side is
-//! being built underneath ([`postgres`]: pool, TLS, migrations, key rows).
-//! The interface both will sit behind, so that nothing outside a backend
-//! sees rusqlite, tokio-postgres or SQL:
+//! Every request goes through it; nothing outside a backend sees rusqlite,
+//! tokio-postgres or SQL (the SQLite backend still lives in `crate::db`
+//! with its value types, reached through [`sqlite`]; moving it here is
+//! the remaining step):
 //!
 //! - One trait per thing the product does, async at the surface, each
 //!   method one transaction: `KeyRepo` (find by hash/id, page, create,
