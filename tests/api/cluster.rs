@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use gatehouse::cluster::redis::{BackendMetrics, SharedWindows};
 use gatehouse::config::{RedisConfig, Secret};
 
-use crate::helpers::{agent, e2e_available, free_port, gatehouse, run, send_body, Server};
+use crate::helpers::{e2e_available, free_port, gatehouse, run, Server};
 
 /// The Redis the tests share: `GATEHOUSE_TEST_REDIS_URL` (`.ci/run` starts
 /// one of its own when the machine has none), else 127.0.0.1:6379.
@@ -200,12 +200,7 @@ impl Fixture {
 }
 
 fn verify(base: &str, key: &str) -> serde_json::Value {
-    let res = send_body(
-        agent()
-            .post(&format!("{base}/api/v1/keys/verify"))
-            .set("content-type", "application/json"),
-        &serde_json::json!({ "key": key }).to_string(),
-    );
+    let res = crate::helpers::verify_key_at(base, &serde_json::json!({ "key": key }));
     assert_eq!(res.status, 200, "{}", res.body);
     res.json()
 }

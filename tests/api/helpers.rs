@@ -523,15 +523,64 @@ pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------
-// Logging in.
+// Logging in and checking keys, against any server (in-process app,
+// `Server`, a node of several): one way each.
+
+/// A JSON POST to the server at `base`.
+pub fn post_json_at(base: &str, path: &str, body: &serde_json::Value) -> Resp {
+    send_body(
+        agent()
+            .post(&format!("{base}{path}"))
+            .set("Content-Type", "application/json"),
+        &body.to_string(),
+    )
+}
+
+/// `POST /api/v1/keys/verify` at `base`, whatever the answer.
+pub fn verify_key_at(base: &str, body: &serde_json::Value) -> Resp {
+    post_json_at(base, "/api/v1/keys/verify", body)
+}
+
+/// The code in the newest message to `email` in the local mailbox at `base`.
+pub fn code_from_mailbox_at(base: &str, email: &str) -> String {
+    let res = send(agent().get(&format!("{base}/api/v1/dev/mailbox")));
+    assert_eq!(res.status, 200, "{}", res.body);
+    let body = res.json();
+    let message = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["to"] == email)
+        .unwrap_or_else(|| panic!("no mail to {email} in {body}"));
+    code_in(message["body"].as_str().unwrap()).unwrap_or_else(|| panic!("no code in {message}"))
+}
+
+/// Logs in at `base` through send-code, the local mailbox and verify-code.
+pub fn login_at(base: &str, email: &str) -> Tokens {
+    let sent = post_json_at(
+        base,
+        "/api/v1/auth/send-code",
+        &serde_json::json!({ "email": email }),
+    );
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let code = code_from_mailbox_at(base, email);
+    let res = post_json_at(
+        base,
+        "/api/v1/auth/verify-code",
+        &serde_json::json!({ "email": email, "code": code }),
+    );
+    assert_eq!(res.status, 200, "{}", res.body);
+    let body = res.json();
+    Tokens {
+        access: body["access_token"].as_str().unwrap().to_string(),
+        refresh: body["refresh_token"].as_str().unwrap().to_string(),
+        user_id: body["user"]["id"].as_str().unwrap().to_string(),
+    }
+}
 
 impl TestApp {
     pub fn post_json(&self, path: &str, body: serde_json::Value) -> Resp {
-        send_body(
-            self.request("POST", path)
-                .set("Content-Type", "application/json"),
-            &body.to_string(),
-        )
+        post_json_at(&self.base, path, &body)
     }
 
     /// A request with a bearer token.
@@ -549,16 +598,7 @@ impl TestApp {
 
     /// The code in the newest mailbox message to `email`.
     pub fn code_from_mailbox(&self, email: &str) -> String {
-        let res = self.get("/api/v1/dev/mailbox");
-        assert_eq!(res.status, 200, "{}", res.body);
-        let body = res.json();
-        let message = body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["to"] == email)
-            .unwrap_or_else(|| panic!("no mail to {email} in {body}"));
-        code_in(message["body"].as_str().unwrap()).unwrap_or_else(|| panic!("no code in {message}"))
+        code_from_mailbox_at(&self.base, email)
     }
 
     pub fn verify(&self, email: &str, code: &str) -> Resp {
@@ -570,10 +610,7 @@ impl TestApp {
 
     /// Logs in through send-code, the mailbox and verify-code.
     pub fn login(&self, email: &str) -> Tokens {
-        let sent = self.send_code(email);
-        assert_eq!(sent.status, 202, "{}", sent.body);
-        let code = self.code_from_mailbox(email);
-        self.verify_tokens(email, &code)
+        login_at(&self.base, email)
     }
 
     /// verify-code, expecting success; the session's tokens.

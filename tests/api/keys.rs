@@ -26,7 +26,7 @@ pub fn create_key(app: &TestApp, t: &Tokens, body: Value) -> (String, String) {
 }
 
 pub fn verify(app: &TestApp, body: Value) -> Value {
-    let res = app.post_json("/api/v1/keys/verify", body);
+    let res = crate::helpers::verify_key_at(&app.base, &body);
     assert_eq!(res.status, 200, "{}", res.body);
     res.json()
 }

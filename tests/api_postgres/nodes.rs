@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    code_in, early_in_a_minute, gatehouse, pg_query_i64, send, send_body, Resp, Server,
-};
+use crate::helpers::{early_in_a_minute, gatehouse, pg_query_i64, send, send_body, Resp, Server};
 use crate::pg::{admin_sql, TestDb};
 use crate::webhooks::Receiver;
 
@@ -73,12 +71,7 @@ impl Node {
     }
 
     pub(crate) fn post_json(&self, path: &str, body: Value) -> Resp {
-        send_body(
-            self.server
-                .request("POST", path)
-                .set("Content-Type", "application/json"),
-            &body.to_string(),
-        )
+        crate::helpers::post_json_at(&self.server.base, path, &body)
     }
 
     pub(crate) fn authed(&self, method: &str, path: &str, access: &str) -> ureq::Request {
@@ -89,29 +82,8 @@ impl Node {
 
     /// Logs in through this node; the session's access and refresh tokens.
     pub(crate) fn login(&self, email: &str) -> (String, String) {
-        let res = self.post_json("/api/v1/auth/send-code", json!({ "email": email }));
-        assert_eq!(res.status, 202, "{}", res.body);
-        let mailbox = self.server.get("/api/v1/dev/mailbox").json();
-        let body = mailbox["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["to"] == email)
-            .expect("the code's mail")["body"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let code = code_in(&body).unwrap();
-        let res = self.post_json(
-            "/api/v1/auth/verify-code",
-            json!({ "email": email, "code": code }),
-        );
-        assert_eq!(res.status, 200, "{}", res.body);
-        let v = res.json();
-        (
-            v["access_token"].as_str().unwrap().to_string(),
-            v["refresh_token"].as_str().unwrap().to_string(),
-        )
+        let t = crate::helpers::login_at(&self.server.base, email);
+        (t.access, t.refresh)
     }
 
     pub(crate) fn create_key(&self, access: &str, body: Value) -> (String, String) {
@@ -135,7 +107,7 @@ impl Node {
 
     /// `POST /api/v1/keys/verify`: the status and the answer's code.
     pub(crate) fn verify(&self, key: &str) -> (u16, String) {
-        let res = self.post_json("/api/v1/keys/verify", json!({ "key": key }));
+        let res = crate::helpers::verify_key_at(&self.server.base, &json!({ "key": key }));
         let v: Value = serde_json::from_str(&res.body).unwrap_or(Value::Null);
         let code = if v["valid"] == true {
             "valid".to_string()
