@@ -569,13 +569,7 @@ pub fn login_at(base: &str, email: &str) -> Tokens {
         "/api/v1/auth/verify-code",
         &serde_json::json!({ "email": email, "code": code }),
     );
-    assert_eq!(res.status, 200, "{}", res.body);
-    let body = res.json();
-    Tokens {
-        access: body["access_token"].as_str().unwrap().to_string(),
-        refresh: body["refresh_token"].as_str().unwrap().to_string(),
-        user_id: body["user"]["id"].as_str().unwrap().to_string(),
-    }
+    Tokens::of(&res)
 }
 
 impl TestApp {
@@ -615,14 +609,7 @@ impl TestApp {
 
     /// verify-code, expecting success; the session's tokens.
     pub fn verify_tokens(&self, email: &str, code: &str) -> Tokens {
-        let res = self.verify(email, code);
-        assert_eq!(res.status, 200, "{}", res.body);
-        let body = res.json();
-        Tokens {
-            access: body["access_token"].as_str().unwrap().to_string(),
-            refresh: body["refresh_token"].as_str().unwrap().to_string(),
-            user_id: body["user"]["id"].as_str().unwrap().to_string(),
-        }
+        Tokens::of(&self.verify(email, code))
     }
 
     /// The id of the user's personal project (their first membership).
@@ -814,6 +801,19 @@ pub struct Tokens {
     pub access: String,
     pub refresh: String,
     pub user_id: String,
+}
+
+impl Tokens {
+    /// The tokens of a successful verify-code answer (asserted).
+    pub fn of(res: &Resp) -> Tokens {
+        assert_eq!(res.status, 200, "{}", res.body);
+        let body = res.json();
+        Tokens {
+            access: body["access_token"].as_str().unwrap().to_string(),
+            refresh: body["refresh_token"].as_str().unwrap().to_string(),
+            user_id: body["user"]["id"].as_str().unwrap().to_string(),
+        }
+    }
 }
 
 /// The login code in a message body: the line that is only digits.

@@ -13,29 +13,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::nodes::Node;
-use crate::pg::{admin_sql, block_on, TestDb};
+use crate::pg::{admin_sql, exec, TestDb};
 
 /// How long a node may take to refuse a key revoked through another one
 /// (SPEC section 14: within 1 second in any case).
 const PROMISE: Duration = Duration::from_secs(1);
-
-fn exec(url: &str, sql: &str) {
-    let (url, sql) = (url.to_string(), sql.to_string());
-    std::thread::spawn(move || {
-        block_on(async move {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .expect("the test database answers");
-            tokio::spawn(conn);
-            client
-                .batch_execute(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        })
-    })
-    .join()
-    .unwrap();
-}
 
 /// Holds the commit of any transaction that revokes a key named `held...`
 /// until the test opens that key's gate ([`open_gate`]); at most 60 s.

@@ -50,6 +50,26 @@ pub fn server_answers() -> Result<(), String> {
     })
 }
 
+/// Runs statements on the database at `url` (on its own thread: this may
+/// be called inside a test's runtime).
+pub fn exec(url: &str, sql: &str) {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("the database answers");
+            tokio::spawn(conn);
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        })
+    })
+    .join()
+    .unwrap();
+}
+
 /// Runs a statement as the test server's administrator (on its own thread:
 /// this may be called inside a test's runtime).
 pub fn admin_sql(sql: &str) {
