@@ -168,7 +168,16 @@ fn the_several_nodes_configuration_passes_check_config_and_serves() {
                 .args(["serve", "--listen", "127.0.0.1:0", "--config"])
                 .arg(&config),
         );
-        assert_eq!(server.get("/readyz").status, 200, "{start} start");
+        // Ready once its database and its Redis answer (Redis is connected
+        // in the background after the server starts listening).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while server.get("/readyz").status != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{start} start: not ready after 20 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let (code, stdout, stderr) = server.terminate();
         assert_eq!(code, Some(0), "{stderr}");
         let output = format!("{}\n{stderr}", stdout.join("\n"));
