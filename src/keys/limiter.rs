@@ -229,6 +229,58 @@ mod tests {
         assert_eq!(own.check(10, 60, t0 + 7, false).remaining, 5);
     }
 
+    /// `reset_secs` to the second, worked out by hand from the estimate
+    /// `prev * (w - elapsed) / w + cur`, for each way it can fall.
+    #[test]
+    fn reset_is_when_the_estimate_falls_far_enough() {
+        let t0 = 1_000_000_020_000; // aligned to a 60 s window
+        let next = t0 + 60_000;
+        // Only this window counts: 5 of 5 taken at t0, refused 10 ms
+        // later. 4 fit once the rolled-over 5 weigh 4: 12 s into the
+        // next window, 59.99 + 12 s from now.
+        let mut w = SlidingWindow::default();
+        for i in 0..5 {
+            w.check(5, 60, t0 + i, true);
+        }
+        let s = w.check(5, 60, t0 + 10, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 72));
+        // One request taken: the next frees up when it has faded out
+        // completely, at the end of the next window.
+        let s = SlidingWindow::default().check(5, 60, t0, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (true, 4, 120));
+
+        // The previous window fades within this one: 10 from the last
+        // window weigh 5 halfway through; they weigh 4 six seconds on.
+        let mut w = SlidingWindow::default();
+        for _ in 0..10 {
+            w.check(10, 60, t0, true);
+        }
+        let s = w.check(10, 60, next + 30_000, false);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (true, 5, 6));
+        let s = w.check(5, 60, next + 30_000, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 6));
+        // 5 more now: 10 + 5 in all weigh 10; 9 six seconds on.
+        for _ in 0..5 {
+            w.check(10, 60, next + 30_000, true);
+        }
+        let s = w.check(10, 60, next + 30_000, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 6));
+        // A limit of 8 with 8 taken in this window: 7 fit only once the 8
+        // have rolled over and weigh 7, 7.5 s into the window after.
+        let mut w = SlidingWindow::default();
+        for _ in 0..10 {
+            w.check(10, 60, t0, true);
+        }
+        for _ in 0..8 {
+            w.check(20, 60, next + 30_000, true);
+        }
+        let s = w.check(8, 60, next + 30_000, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 38));
+        // A limit of 0 never lets one through; retry after two windows.
+        let s = SlidingWindow::default().check(0, 60, t0 + 10, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 120));
+    }
+
     #[test]
     fn never_more_than_the_limit_in_an_aligned_window() {
         let mut w = SlidingWindow::default();
