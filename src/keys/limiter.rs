@@ -184,6 +184,12 @@ mod tests {
         assert!(!w.is_idle(t0));
         assert!(!w.is_idle(t0 + 60_000), "the previous window still counts");
         assert!(w.is_idle(t0 + 120_000));
+        // The same once a look has rolled the window over: a request of
+        // the previous window still counts, and nothing is left after two.
+        w.check(5, 60, t0 + 60_000, false);
+        assert!(!w.is_idle(t0 + 60_000));
+        w.check(5, 60, t0 + 120_000, false);
+        assert!(w.is_idle(t0 + 120_000));
     }
 
     #[test]
