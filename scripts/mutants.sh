@@ -13,9 +13,11 @@
 #            (default: every file listed in FILES below)
 #   --list   lists the mutants without testing them
 #   --again  tests again only what the last run did not catch (missed or
-#            timed out), e.g. after adding tests for them; the figures are
-#            then those of the last full run with the new outcomes in place
-#            of the old ones (cargo-mutants' --iterate)
+#            timed out, or not reached when it was interrupted), e.g. after
+#            adding tests for them; the figures are then those of the last
+#            full run with the new outcomes in place of the old ones
+#            (cargo-mutants' --iterate)
+#   --figures  prints the figures of the last runs again, testing nothing
 #
 # Only the unit tests run against each mutant (`cargo test --lib`): the
 # storage-level tests need databases and take far too long per mutant.
@@ -62,10 +64,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 
 LIST=false
 AGAIN=false
+FIGURES=false
 case ${1:-} in
     --list) LIST=true; shift ;;
     --again) AGAIN=true; shift ;;
-    -*) echo "usage: scripts/mutants.sh [--list | --again] [FILE...]" >&2; exit 1 ;;
+    --figures) FIGURES=true; shift ;;
+    -*) echo "usage: scripts/mutants.sh [--list | --again | --figures] [FILE...]" >&2; exit 1 ;;
 esac
 if [[ $# -gt 0 ]]; then
     FILES=("$@")
@@ -100,35 +104,50 @@ ARGS=(mutants --jobs "$JOBS" --gitignore=true --output "$OUT" --cargo-arg=--lib)
 for f in "${FILES[@]}"; do
     ARGS+=(--file "$f")
 done
+BASE_ARGS=("${ARGS[@]}")
 if $LIST; then
     exec "$MUTANTS" "${ARGS[@]}" --list
 fi
-if $AGAIN; then
-    [[ -f $OUT/outcomes.txt ]] || { echo "mutants: --again needs a full run first" >&2; exit 1; }
-    ARGS+=(--iterate)
-fi
-
-mkdir -p "$OUT"
-status=0
-nice -n "$NICE" "$MUTANTS" "${ARGS[@]}" || status=$?
-# 0: all caught; 2: some missed; 3: some timed out. Anything else means the
-# run itself failed (e.g. 4: the unmutated tests fail) and has no figures.
-case $status in
-    0 | 2 | 3) ;;
-    *) echo "mutants: cargo-mutants failed (exit $status); see $OUT/mutants.out" >&2; exit "$status" ;;
-esac
 
 # $OUT/outcomes.txt: "OUTCOME<TAB>MUTANT", one line per mutant, from the
 # last full run, with what --again runs found since in place of the old.
 RESULTS=$OUT/mutants.out
-{
-    if $AGAIN; then cat "$OUT/outcomes.txt"; fi
-    for outcome in caught missed unviable timeout; do
-        if [[ -f $RESULTS/$outcome.txt ]]; then sed "s/^/$outcome\t/" "$RESULTS/$outcome.txt"; fi
-    done
-} | awk -F'\t' '{ latest[$2] = $1 } END { for (m in latest) print latest[m] "\t" m }' \
-    | sort -t$'\t' -k2 >"$OUT/outcomes.txt.new"
-mv "$OUT/outcomes.txt.new" "$OUT/outcomes.txt"
+record_outcomes() { # [--merge]: this run's outcomes (merged into the earlier ones)
+    {
+        if [[ ${1:-} == --merge && -f $OUT/outcomes.txt ]]; then cat "$OUT/outcomes.txt"; fi
+        for outcome in caught missed unviable timeout; do
+            if [[ -f $RESULTS/$outcome.txt ]]; then sed "s/^/$outcome\t/" "$RESULTS/$outcome.txt"; fi
+        done
+    } | awk -F'\t' '{ latest[$2] = $1 } END { for (m in latest) print latest[m] "\t" m }' \
+        | sort -t$'\t' -k2 >"$OUT/outcomes.txt.new"
+    # Only the mutants there are now: an exclusion added to
+    # .cargo/mutants.toml since the full run drops its mutants.
+    "$MUTANTS" "${BASE_ARGS[@]}" --list >"$OUT/list.txt"
+    awk -F'\t' 'NR == FNR { now[$0] = 1; next } $2 in now' "$OUT/list.txt" "$OUT/outcomes.txt.new" \
+        >"$OUT/outcomes.txt.now"
+    mv "$OUT/outcomes.txt.now" "$OUT/outcomes.txt.new"
+    mv "$OUT/outcomes.txt.new" "$OUT/outcomes.txt"
+}
+if $AGAIN || $FIGURES; then
+    [[ -d $RESULTS ]] || { echo "mutants: no earlier run in $OUT" >&2; exit 1; }
+    # What the last run (full, --again, or interrupted) wrote to mutants.out
+    # takes the place of what was known before.
+    record_outcomes --merge
+    ARGS+=(--iterate)
+fi
+
+if ! $FIGURES; then
+    mkdir -p "$OUT"
+    status=0
+    nice -n "$NICE" "$MUTANTS" "${ARGS[@]}" || status=$?
+    # 0: all caught; 2: some missed; 3: some timed out. Anything else means
+    # the run itself failed (e.g. 4: the unmutated tests fail): no figures.
+    case $status in
+        0 | 2 | 3) ;;
+        *) echo "mutants: cargo-mutants failed (exit $status); see $RESULTS" >&2; exit "$status" ;;
+    esac
+    if $AGAIN; then record_outcomes --merge; else record_outcomes; fi
+fi
 
 count() { # OUTCOME FILE: mutants of FILE with that outcome
     awk -F'\t' -v o="$1" -v f="$2:" 'index($2, f) == 1 && $1 == o { n++ } END { print n + 0 }' \
