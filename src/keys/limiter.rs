@@ -288,6 +288,54 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_always_asks_for_at_least_a_second() {
+        // 25 requests in the last 1 s window weigh 25 * 0.56 = 14 at
+        // 440 ms into the next, which floating point makes a hair more
+        // than 14: the 15th of a limit of 15 is refused, with nothing
+        // left to wait for. Retry-After 0 would invite a busy loop.
+        let t0 = 1_000_000_020_000;
+        let mut w = SlidingWindow::default();
+        for _ in 0..25 {
+            assert!(w.check(25, 1, t0, true).allowed);
+        }
+        let s = w.check(15, 1, t0 + 1_440, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 1));
+    }
+
+    #[test]
+    fn a_look_at_an_empty_window_has_nothing_to_wait_for() {
+        let s = SlidingWindow::default().check(5, 60, 1_000_000_020_000, false);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (true, 5, 0));
+    }
+
+    #[test]
+    fn the_ratelimit_fields_name_the_policy_and_what_is_left() {
+        let status = RateStatus {
+            allowed: true,
+            limit: 100,
+            window_secs: 60,
+            remaining: 42,
+            reset_secs: 12,
+        };
+        let [(policy_name, policy), (name, current)] = rate_limit_headers(&status, None);
+        assert_eq!(policy_name, "ratelimit-policy");
+        assert_eq!(policy, "\"default\";q=100;w=60");
+        assert_eq!(name, "ratelimit");
+        assert_eq!(current, "\"default\";r=42;t=12");
+        let rendered = HeaderValue::from_static("\"default\";q=5;w=1");
+        let [(_, policy), (_, current)] = rate_limit_headers(
+            &RateStatus {
+                remaining: 0,
+                reset_secs: 3600,
+                ..status
+            },
+            Some(&rendered),
+        );
+        assert_eq!(policy, rendered);
+        assert_eq!(current, "\"default\";r=0;t=3600");
+    }
+
+    #[test]
     fn never_more_than_the_limit_in_an_aligned_window() {
         let mut w = SlidingWindow::default();
         let mut allowed = 0;

@@ -100,6 +100,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_current_months_quota_counter_outlives_the_longest_month() {
+        // A counter is removed only once its month is over: 31 days after
+        // the month began at the latest.
+        let longest_month = 31 * 86_400;
+        assert!(QUOTA_COUNTER_RETENTION_SECS > longest_month);
+    }
+
+    #[test]
     fn a_first_window_counts_like_a_fixed_one() {
         assert_eq!(throttle_window(125, 60), 120);
         assert_eq!(throttle_verdict((30, 0), 30, 120, 60, 125), None);
