@@ -130,6 +130,15 @@ mod tests {
     }
 
     #[test]
+    fn the_wait_may_reach_into_the_second_window_and_no_further() {
+        // 100 at the start of this minute: one more fits once they weigh
+        // 9, 55 s into the next minute, 115 s from now.
+        assert_eq!(throttle_verdict((100, 0), 10, 120, 60, 120), Some(115));
+        // A limit of 0 never fits: wait out both windows.
+        assert_eq!(throttle_verdict((1, 0), 0, 120, 60, 125), Some(120));
+    }
+
+    #[test]
     fn retry_after_is_when_one_more_request_fits() {
         for (hits, prev, limit, now) in [(31, 0, 30, 125), (2, 10, 10, 130), (50, 40, 10, 179)] {
             let wait = throttle_verdict((hits, prev), limit, 120, 60, now).unwrap();
