@@ -73,6 +73,15 @@ mod tests {
         }
     }
 
+    #[test]
+    fn targets_up_to_2048_characters_pass() {
+        let longest = format!("/{}", "a".repeat(2047));
+        assert_eq!(safe_next(&longest), Some(longest.as_str()));
+        let too_long = format!("{longest}a");
+        assert_eq!(safe_next(&too_long), None);
+        assert_eq!(safe_next(&format!("{too_long}aaaa")), None);
+    }
+
     /// Where a browser on `https://gate.example/` goes for a `Location`.
     fn resolved_host(location: &str) -> Option<String> {
         url::Url::parse("https://gate.example/some/page")

@@ -221,6 +221,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(send_code_throttle(&h, &LIMITS, NOW), Some(1));
+        let h = CodeRequestHistory {
+            ip_last_hour: (20, Some(NOW - 3000)),
+            ..Default::default()
+        };
+        assert_eq!(send_code_throttle(&h, &LIMITS, NOW), Some(600));
         // The longest wait wins.
         let h = CodeRequestHistory {
             last_for_email: Some(NOW - 1),
@@ -267,6 +272,18 @@ mod tests {
         assert!(!session_alive(NOW, NOW, NOW + 1, Some(NOW), &SESSIONS));
         assert!(should_touch_session(NOW, NOW - 60, &SESSIONS));
         assert!(!should_touch_session(NOW, NOW - 59, &SESSIONS));
+    }
+
+    #[test]
+    fn a_short_idle_limit_records_use_more_often() {
+        // A 40 s idle limit: use is recorded every 10 s, not every minute,
+        // or a session in use would die idle.
+        let short = SessionLimits {
+            idle_secs: 40,
+            ..SESSIONS
+        };
+        assert!(should_touch_session(NOW, NOW - 10, &short));
+        assert!(!should_touch_session(NOW, NOW - 9, &short));
     }
 
     #[test]

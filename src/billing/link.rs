@@ -503,4 +503,30 @@ mod tests {
             assert!(recorded(&nothing).is_empty());
         }
     }
+
+    #[test]
+    fn a_plan_change_names_the_stripe_event_behind_it() {
+        assert_eq!(checkout().event_id(), Some("evt_1"));
+        assert_eq!(by_hand(false).event_id(), None);
+        assert_eq!(by_hand(true).event_id(), None);
+    }
+
+    #[test]
+    fn a_refusal_says_why_in_words() {
+        assert_eq!(Refusal::NoProject.to_string(), "no project has this id");
+        assert_eq!(
+            Refusal::CustomerLinkedElsewhere {
+                project_id: "prj_b".into()
+            }
+            .to_string(),
+            "the customer is linked to project prj_b"
+        );
+        assert_eq!(
+            Refusal::ProjectHasAnotherCustomer {
+                customer: "cus_1".into()
+            }
+            .to_string(),
+            "the project is linked to customer cus_1"
+        );
+    }
 }

@@ -134,4 +134,14 @@ mod tests {
         assert!(!none.spend(2, NOV_22_2026_NOON), "cost above the balance");
         assert_eq!(none.remaining, 1);
     }
+
+    #[test]
+    fn interval_names_round_trip() {
+        for (interval, name) in [(Interval::Daily, "daily"), (Interval::Monthly, "monthly")] {
+            assert_eq!(interval.as_str(), name);
+            assert_eq!(Interval::parse(name), Some(interval));
+        }
+        assert_eq!(Interval::parse("weekly"), None);
+        assert_eq!(Interval::parse("Daily"), None);
+    }
 }

@@ -213,6 +213,45 @@ mod tests {
         assert!(looks_like_key("gate_pk_short", "gate"));
     }
 
+    #[test]
+    fn key_type_names_round_trip() {
+        for (kind, name, tag) in [
+            (KeyType::Secret, "secret", "sk"),
+            (KeyType::Publishable, "publishable", "pk"),
+        ] {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(kind.tag(), tag);
+            assert_eq!(KeyType::parse(name), Some(kind));
+        }
+        assert_eq!(KeyType::parse("sk"), None);
+        assert_eq!(KeyType::parse("Secret"), None);
+    }
+
+    #[test]
+    fn a_right_checksum_does_not_excuse_a_wrong_shape() {
+        // Checksums computed with Python's zlib, as above.
+        for bad in [
+            "gate_sk_0123456789ABCDEFGHIJabcdefghij-L3XbZVi", // a `-` in the random part
+            "gate_sk_0123456789ABCDEFGHIJabcdefghijKLM4ARPLq", // one character too many
+            "gate_sk_0123456789ABCDEFGHIJabcdefghijK2wnMOv",  // one too few
+        ] {
+            assert_eq!(ApiKey::check(bad, "gate"), Err(MalformedKey), "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_is_stored_is_the_sha256_of_the_key_and_debug_hides_it() {
+        let text = "gate_sk_0123456789ABCDEFGHIJabcdefghijKL4RgEqp";
+        let key = ApiKey::parse(text, "gate").unwrap();
+        // `printf %s KEY | sha256sum`
+        let hex: String = key.hash().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "9a783b157ce409d5088592729d84f286a3c00511fba8043d0b085d757cb8f476"
+        );
+        assert_eq!(format!("{key:?}"), "ApiKey(gate_sk_01234567…)");
+    }
+
     /// The rule of SPEC section 8 written out independently: the shape by
     /// hand, the checksum as zlib's CRC-32 in base62 built from the most
     /// significant digit down.

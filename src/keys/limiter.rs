@@ -182,6 +182,12 @@ mod tests {
         assert!(!w.is_idle(t0));
         assert!(!w.is_idle(t0 + 60_000), "the previous window still counts");
         assert!(w.is_idle(t0 + 120_000));
+        // The same once a look has rolled the window over: a request of
+        // the previous window still counts, and nothing is left after two.
+        w.check(5, 60, t0 + 60_000, false);
+        assert!(!w.is_idle(t0 + 60_000));
+        w.check(5, 60, t0 + 120_000, false);
+        assert!(w.is_idle(t0 + 120_000));
     }
 
     #[test]
@@ -225,6 +231,106 @@ mod tests {
             t0 + 6,
         );
         assert_eq!(own.check(10, 60, t0 + 7, false).remaining, 5);
+    }
+
+    /// `reset_secs` to the second, worked out by hand from the estimate
+    /// `prev * (w - elapsed) / w + cur`, for each way it can fall.
+    #[test]
+    fn reset_is_when_the_estimate_falls_far_enough() {
+        let t0 = 1_000_000_020_000; // aligned to a 60 s window
+        let next = t0 + 60_000;
+        // Only this window counts: 5 of 5 taken at t0, refused 10 ms
+        // later. 4 fit once the rolled-over 5 weigh 4: 12 s into the
+        // next window, 59.99 + 12 s from now.
+        let mut w = SlidingWindow::default();
+        for i in 0..5 {
+            w.check(5, 60, t0 + i, true);
+        }
+        let s = w.check(5, 60, t0 + 10, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 72));
+        // One request taken: the next frees up when it has faded out
+        // completely, at the end of the next window.
+        let s = SlidingWindow::default().check(5, 60, t0, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (true, 4, 120));
+
+        // The previous window fades within this one: 10 from the last
+        // window weigh 5 halfway through; they weigh 4 six seconds on.
+        let mut w = SlidingWindow::default();
+        for _ in 0..10 {
+            w.check(10, 60, t0, true);
+        }
+        let s = w.check(10, 60, next + 30_000, false);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (true, 5, 6));
+        let s = w.check(5, 60, next + 30_000, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 6));
+        // 5 more now: 10 + 5 in all weigh 10; 9 six seconds on.
+        for _ in 0..5 {
+            w.check(10, 60, next + 30_000, true);
+        }
+        let s = w.check(10, 60, next + 30_000, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 6));
+        // A limit of 8 with 8 taken in this window: 7 fit only once the 8
+        // have rolled over and weigh 7, 7.5 s into the window after.
+        let mut w = SlidingWindow::default();
+        for _ in 0..10 {
+            w.check(10, 60, t0, true);
+        }
+        for _ in 0..8 {
+            w.check(20, 60, next + 30_000, true);
+        }
+        let s = w.check(8, 60, next + 30_000, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 38));
+        // A limit of 0 never lets one through; retry after two windows.
+        let s = SlidingWindow::default().check(0, 60, t0 + 10, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 120));
+    }
+
+    #[test]
+    fn a_refusal_always_asks_for_at_least_a_second() {
+        // 25 requests in the last 1 s window weigh 25 * 0.56 = 14 at
+        // 440 ms into the next, which floating point makes a hair more
+        // than 14: the 15th of a limit of 15 is refused, with nothing
+        // left to wait for. Retry-After 0 would invite a busy loop.
+        let t0 = 1_000_000_020_000;
+        let mut w = SlidingWindow::default();
+        for _ in 0..25 {
+            assert!(w.check(25, 1, t0, true).allowed);
+        }
+        let s = w.check(15, 1, t0 + 1_440, true);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (false, 0, 1));
+    }
+
+    #[test]
+    fn a_look_at_an_empty_window_has_nothing_to_wait_for() {
+        let s = SlidingWindow::default().check(5, 60, 1_000_000_020_000, false);
+        assert_eq!((s.allowed, s.remaining, s.reset_secs), (true, 5, 0));
+    }
+
+    #[test]
+    fn the_ratelimit_fields_name_the_policy_and_what_is_left() {
+        let status = RateStatus {
+            allowed: true,
+            limit: 100,
+            window_secs: 60,
+            remaining: 42,
+            reset_secs: 12,
+        };
+        let [(policy_name, policy), (name, current)] = rate_limit_headers(&status, None);
+        assert_eq!(policy_name, "ratelimit-policy");
+        assert_eq!(policy, "\"default\";q=100;w=60");
+        assert_eq!(name, "ratelimit");
+        assert_eq!(current, "\"default\";r=42;t=12");
+        let rendered = HeaderValue::from_static("\"default\";q=5;w=1");
+        let [(_, policy), (_, current)] = rate_limit_headers(
+            &RateStatus {
+                remaining: 0,
+                reset_secs: 3600,
+                ..status
+            },
+            Some(&rendered),
+        );
+        assert_eq!(policy, rendered);
+        assert_eq!(current, "\"default\";r=0;t=3600");
     }
 
     #[test]

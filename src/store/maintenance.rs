@@ -100,6 +100,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_current_months_quota_counter_outlives_the_longest_month() {
+        // A counter is removed only once its month is over: 31 days after
+        // the month began at the latest.
+        let longest_month = 31 * 86_400;
+        assert!(QUOTA_COUNTER_RETENTION_SECS > longest_month);
+    }
+
+    #[test]
     fn a_first_window_counts_like_a_fixed_one() {
         assert_eq!(throttle_window(125, 60), 120);
         assert_eq!(throttle_verdict((30, 0), 30, 120, 60, 125), None);
@@ -119,6 +127,15 @@ mod tests {
         assert!(throttle_verdict((1, 10), 10, 120, 60, 120).is_some());
         // Nothing is left two windows on.
         assert_eq!(throttle_verdict((1, 0), 10, 240, 60, 240), None);
+    }
+
+    #[test]
+    fn the_wait_may_reach_into_the_second_window_and_no_further() {
+        // 100 at the start of this minute: one more fits once they weigh
+        // 9, 55 s into the next minute, 115 s from now.
+        assert_eq!(throttle_verdict((100, 0), 10, 120, 60, 120), Some(115));
+        // A limit of 0 never fits: wait out both windows.
+        assert_eq!(throttle_verdict((1, 0), 0, 120, 60, 125), Some(120));
     }
 
     #[test]

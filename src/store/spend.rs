@@ -82,3 +82,89 @@ pub trait SpendRepo: Send + Sync {
         now: i64,
     ) -> StoreResult<QuotaSpend>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::credits::Refill;
+
+    const NOV_22_2026_NOON: i64 = 1_795_348_800; // 2026-11-22T12:00:00Z
+    const NOV_22: i64 = 1_795_305_600; // 2026-11-22T00:00Z
+    const NOV_1: i64 = 1_793_491_200; // 2026-11-01T00:00Z
+
+    fn balance(remaining: i64) -> Balance {
+        Balance {
+            remaining,
+            refill: None,
+            period_start: NOV_22,
+        }
+    }
+
+    #[test]
+    fn a_balance_that_covers_the_cost_is_spent_after_all() {
+        // The conditional update missed but the balance now covers the
+        // cost (exactly, or with some left): try the update again.
+        assert_eq!(settle(balance(3), 3, NOV_22_2026_NOON), None);
+        assert_eq!(settle(balance(4), 3, NOV_22_2026_NOON), None);
+    }
+
+    #[test]
+    fn a_balance_short_of_the_cost_is_insufficient() {
+        assert_eq!(
+            settle(balance(2), 3, NOV_22_2026_NOON),
+            Some(CreditSpend::Insufficient { remaining: 2 })
+        );
+        assert_eq!(
+            settle(balance(0), 1, NOV_22_2026_NOON),
+            Some(CreditSpend::Insufficient { remaining: 0 })
+        );
+    }
+
+    #[test]
+    fn a_cost_of_zero_only_reads_the_balance() {
+        assert_eq!(
+            settle(balance(0), 0, NOV_22_2026_NOON),
+            Some(CreditSpend::Spent {
+                remaining: 0,
+                period_start: NOV_22,
+            })
+        );
+        assert_eq!(
+            settle(balance(7), 0, NOV_22_2026_NOON),
+            Some(CreditSpend::Spent {
+                remaining: 7,
+                period_start: NOV_22,
+            })
+        );
+    }
+
+    #[test]
+    fn a_refill_due_is_applied_before_judging() {
+        let empty_yesterday = Balance {
+            remaining: 0,
+            refill: Some(Refill {
+                amount: 5,
+                interval: Interval::Daily,
+            }),
+            period_start: NOV_22 - 86_400,
+        };
+        assert_eq!(settle(empty_yesterday, 5, NOV_22_2026_NOON), None);
+        assert_eq!(
+            settle(empty_yesterday, 6, NOV_22_2026_NOON),
+            Some(CreditSpend::Insufficient { remaining: 5 })
+        );
+        assert_eq!(
+            settle(empty_yesterday, 0, NOV_22_2026_NOON),
+            Some(CreditSpend::Spent {
+                remaining: 5,
+                period_start: NOV_22,
+            })
+        );
+    }
+
+    #[test]
+    fn a_spend_may_start_the_day_and_the_month() {
+        assert_eq!(period_starts(NOV_22_2026_NOON), (NOV_22, NOV_1));
+        assert_eq!(period_starts(NOV_1), (NOV_1, NOV_1));
+    }
+}
