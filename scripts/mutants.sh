@@ -51,6 +51,7 @@ FILES=(
     src/auth/throttle.rs
     src/keys/format.rs
     src/keys/limiter.rs
+    src/http/ratelimit.rs
     src/keys/credits.rs
     src/store/spend.rs
     src/store/maintenance.rs

@@ -48,3 +48,35 @@ pub fn rate_limit_headers(
 /// policy field, when the key's is already rendered, is reused as is.
 #[derive(Clone, Debug)]
 pub struct RateHeaders(pub RateStatus, pub Option<HeaderValue>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ratelimit_fields_name_the_policy_and_what_is_left() {
+        let status = RateStatus {
+            allowed: true,
+            limit: 100,
+            window_secs: 60,
+            remaining: 42,
+            reset_secs: 12,
+        };
+        let [(policy_name, policy), (name, current)] = rate_limit_headers(&status, None);
+        assert_eq!(policy_name, "ratelimit-policy");
+        assert_eq!(policy, "\"default\";q=100;w=60");
+        assert_eq!(name, "ratelimit");
+        assert_eq!(current, "\"default\";r=42;t=12");
+        let rendered = HeaderValue::from_static("\"default\";q=5;w=1");
+        let [(_, policy), (_, current)] = rate_limit_headers(
+            &RateStatus {
+                remaining: 0,
+                reset_secs: 3600,
+                ..status
+            },
+            Some(&rendered),
+        );
+        assert_eq!(policy, rendered);
+        assert_eq!(current, "\"default\";r=0;t=3600");
+    }
+}
