@@ -6,11 +6,11 @@ use std::sync::Arc;
 use crate::auth::tokens::Keyring;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::db::sessions::SessionLimits;
 use crate::db::Db;
 use crate::keys::store::KeyStore;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::store::sessions::SessionLimits;
 use crate::store::Store;
 
 pub struct AppState {

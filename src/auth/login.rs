@@ -6,15 +6,15 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use crate::auth::tokens::Keyring;
 use crate::auth::tokens::{generate_code, new_access_token, new_refresh_token, new_session_id};
 use crate::config::Config;
-use crate::db::audit::{Actor, ActorType};
-use crate::db::sessions::{
-    CodeLimits, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens,
-    RefreshOutcome,
-};
-use crate::db::users::User;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::RequestContext;
 use crate::mail::Mailer;
+use crate::store::audit::{Actor, ActorType};
+use crate::store::directory::User;
+use crate::store::sessions::{
+    CodeLimits, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens,
+    RefreshOutcome,
+};
 use crate::store::Store;
 use crate::types::Email;
 
@@ -47,7 +47,7 @@ pub struct Login<'a> {
 }
 
 impl Login<'_> {
-    fn session_limits(&self) -> crate::db::sessions::SessionLimits {
+    fn session_limits(&self) -> crate::store::sessions::SessionLimits {
         self.config.auth.session_limits()
     }
 }
@@ -129,7 +129,7 @@ fn stand_in_hash() -> [u8; 32] {
 /// Checks the code and opens a session. Every failure is the same 401
 /// `invalid_code`, after the same work (the hashes here are computed
 /// before storage is asked anything, on every path; storage does the
-/// same statements on every failure: `db::sessions::login_with_code`).
+/// same statements on every failure: `store::sessions::login_with_code`).
 pub async fn verify_code(
     state: &Login<'_>,
     email: Email,

@@ -3,52 +3,7 @@
 use rusqlite::{params, Connection};
 
 use super::DbResult;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ActorType {
-    User,
-    Key,
-    System,
-}
-
-impl ActorType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActorType::User => "user",
-            ActorType::Key => "key",
-            ActorType::System => "system",
-        }
-    }
-}
-
-/// Who did something, from where, in which request.
-#[derive(Clone, Debug)]
-pub struct Actor {
-    pub kind: ActorType,
-    pub id: Option<String>,
-    pub ip: Option<String>,
-    pub request_id: Option<String>,
-}
-
-impl Actor {
-    pub fn system() -> Self {
-        Actor {
-            kind: ActorType::System,
-            id: None,
-            ip: None,
-            request_id: None,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct AuditEvent<'a> {
-    pub project_id: Option<&'a str>,
-    pub action: &'a str,
-    pub actor: &'a Actor,
-    pub target: Option<&'a str>,
-    pub details: serde_json::Value,
-}
+use crate::store::audit::{AuditEvent, StoredEvent};
 
 /// Records an event inside the caller's transaction, so it is kept exactly
 /// when the change it describes is.
@@ -69,21 +24,6 @@ pub fn record(conn: &Connection, event: &AuditEvent<'_>, now: i64) -> DbResult<(
         ],
     )?;
     Ok(())
-}
-
-/// Stored audit events, newest first (tests and the audit-log route).
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredEvent {
-    pub id: i64,
-    pub project_id: Option<String>,
-    pub action: String,
-    pub actor_type: String,
-    pub actor_id: Option<String>,
-    pub target: Option<String>,
-    pub ip: Option<String>,
-    pub request_id: Option<String>,
-    pub details: serde_json::Value,
-    pub created_at: i64,
 }
 
 /// Reads an event from `id, project_id, action, actor_type, actor_id,

@@ -1,33 +1,13 @@
 //! Stripe events and project plans.
 
+use crate::store::billing::{link_event_outcome, plan_changed_effects, StripeOutcome};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::audit::Actor;
 use super::{Db, DbResult};
 use crate::billing::link::{
     self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
 };
 use crate::billing::Action;
-use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StripeOutcome {
-    /// This event id was processed before; nothing changed.
-    Duplicate,
-    /// A project's plan changed.
-    PlanChanged {
-        project_id: String,
-        from: String,
-        to: String,
-    },
-    /// Recorded; nothing else to do (a link, the same plan, or an ignored event).
-    Recorded(String),
-    /// Recorded but not applied, and why: a checkout for a customer linked
-    /// to another project or for a project linked to another customer, a
-    /// subscription of a customer no project knows (SPEC section 10). Worth
-    /// a warning; never a failure, or Stripe would retry it for days.
-    NotApplied(String),
-}
 
 fn set_plan(
     conn: &Connection,
@@ -57,54 +37,6 @@ fn set_plan(
         now,
     )?;
     Ok(Some(from))
-}
-
-/// What a plan change records and announces (both backends); `event_id`
-/// is the Stripe event that caused it, when one did.
-pub fn plan_changed_effects(
-    project_id: &str,
-    from: &str,
-    to: &str,
-    event_id: Option<&str>,
-) -> Effects {
-    Effects::default()
-        .audit(AuditEntry {
-            project_id: Some(project_id.to_string()),
-            action: "billing.plan_changed",
-            actor: Actor::system(),
-            target: Some(project_id.to_string()),
-            details: serde_json::json!({ "from": from, "to": to, "stripe_event": event_id }),
-        })
-        .webhook(WebhookEvent {
-            project_id: project_id.to_string(),
-            event: "billing.plan_changed",
-            data: serde_json::json!({ "project_id": project_id, "from": from, "to": to }),
-        })
-}
-
-/// What a link outcome means for the Stripe event that asked for it.
-pub fn link_event_outcome(project_id: String, customer: &str, link: LinkOutcome) -> StripeOutcome {
-    match link.decision {
-        LinkDecision::Link { .. } => match link.plan_changes.into_iter().next() {
-            Some(PlanChange {
-                project_id,
-                from,
-                to,
-            }) => StripeOutcome::PlanChanged {
-                project_id,
-                from,
-                to,
-            },
-            None => StripeOutcome::Recorded("linked".into()),
-        },
-        LinkDecision::AlreadyLinked => {
-            StripeOutcome::Recorded("the customer is linked to this project already".into())
-        }
-        LinkDecision::Refused(refusal) => StripeOutcome::NotApplied(format!(
-            "checkout for project {project_id} and customer {customer} not applied: {refusal}; \
-             change the link with `gatehouse billing link` if it should"
-        )),
-    }
 }
 
 /// Links `customer` to `project_id` as `request` asks, if the rules allow

@@ -2,8 +2,9 @@
 
 use rusqlite::Connection;
 
-use super::audit::{self, AuditEvent};
+use super::audit;
 use super::{mail, webhooks, DbResult};
+use crate::store::audit::AuditEvent;
 use crate::store::effects::Effects;
 
 pub(crate) fn write(conn: &Connection, effects: &Effects, now: i64) -> DbResult<()> {

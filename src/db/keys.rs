@@ -1,5 +1,8 @@
 //! API keys, their usage counts, and the audit-log page.
 
+use crate::store::audit::StoredEvent;
+use crate::store::keys::{KeyFilter, Rotated};
+use crate::store::usage::{UsageBatch, UsageCounts};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -9,7 +12,7 @@ use super::audit;
 use super::{effects, Db, DbError, DbResult};
 use crate::config::{Cidr, RateLimitConfig};
 use crate::keys::credits::{Balance, Interval, Refill};
-use crate::keys::events::{check_rotation, RotationRefusal};
+use crate::keys::events::check_rotation;
 use crate::keys::record::KeyRecord;
 use crate::keys::KeyType;
 use crate::store::effects::Effects;
@@ -171,150 +174,6 @@ fn publish_change(conn: &Connection, hash: &[u8; 32], now: i64) -> DbResult<()> 
         params![&hash[..], now],
     )?;
     Ok(())
-}
-
-/// What a rotation did.
-#[derive(Debug)]
-pub enum Rotated {
-    /// `old` as it is now (revoked, or expiring after the grace), `new`, and
-    /// the predecessor of `old` whose grace this rotation ended, if any.
-    Done {
-        old: Box<KeyRecord>,
-        new: Box<KeyRecord>,
-        ended_grace: Option<Box<KeyRecord>>,
-    },
-    NotFound,
-    Refused(RotationRefusal),
-}
-
-/// Filters of the key list.
-#[derive(Clone, Debug, Default)]
-pub struct KeyFilter {
-    pub include_inactive: bool,
-    pub owner_id: Option<String>,
-}
-
-/// One key's pending usage: counts per hour ([valid, invalid, rate_limited,
-/// refused]) and the latest successful use.
-#[derive(Clone, Debug)]
-pub struct KeyUsage {
-    pub project_id: Arc<str>,
-    pub hours: Hours,
-    pub last_used: Option<i64>,
-}
-
-impl KeyUsage {
-    pub fn new(project_id: Arc<str>) -> Self {
-        KeyUsage {
-            project_id,
-            hours: Hours::default(),
-            last_used: None,
-        }
-    }
-
-    /// The counters of `hour` (usually the last one).
-    pub fn hour(&mut self, hour: i64) -> &mut [u64; 4] {
-        self.hours.counts(hour)
-    }
-}
-
-/// Counters by hour. A batch is written every few seconds, so a key's
-/// counts nearly always fall in one hour: that one is kept inline, which
-/// spares an allocation per key per batch.
-#[derive(Clone, Debug, Default)]
-pub struct Hours {
-    first: Option<(i64, [u64; 4])>,
-    rest: Vec<(i64, [u64; 4])>,
-}
-
-impl Hours {
-    fn counts(&mut self, hour: i64) -> &mut [u64; 4] {
-        if self.first.is_none_or(|(h, _)| h == hour) {
-            return &mut self.first.get_or_insert((hour, [0; 4])).1;
-        }
-        let at = match self.rest.iter().rposition(|(h, _)| *h == hour) {
-            Some(i) => i,
-            None => {
-                self.rest.push((hour, [0; 4]));
-                self.rest.len() - 1
-            }
-        };
-        &mut self.rest[at].1
-    }
-
-    pub fn iter(&self) -> <&Hours as IntoIterator>::IntoIter {
-        self.into_iter()
-    }
-}
-
-impl<'a> IntoIterator for &'a Hours {
-    type Item = &'a (i64, [u64; 4]);
-    type IntoIter = std::iter::Chain<
-        std::option::Iter<'a, (i64, [u64; 4])>,
-        std::slice::Iter<'a, (i64, [u64; 4])>,
-    >;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.iter().chain(self.rest.iter())
-    }
-}
-
-impl IntoIterator for Hours {
-    type Item = (i64, [u64; 4]);
-    type IntoIter = std::iter::Chain<
-        std::option::IntoIter<(i64, [u64; 4])>,
-        std::vec::IntoIter<(i64, [u64; 4])>,
-    >;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.rest)
-    }
-}
-
-/// Usage waiting to be written, per key, plus credit balances. Keyed by key
-/// id so that recording a check is one lookup without allocation.
-#[derive(Clone, Debug, Default)]
-pub struct UsageBatch {
-    pub keys: HashMap<Arc<str>, KeyUsage>,
-    pub credits: HashMap<Arc<str>, Balance>,
-}
-
-impl UsageBatch {
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.credits.is_empty()
-    }
-
-    /// Adds `other` (an older batch that failed to write) into this one.
-    pub fn merge_older(&mut self, other: UsageBatch) {
-        for (k, old) in other.keys {
-            let entry = self
-                .keys
-                .entry(k)
-                .or_insert_with(|| KeyUsage::new(old.project_id.clone()));
-            for (hour, counts) in old.hours {
-                for (total, n) in entry.hour(hour).iter_mut().zip(counts) {
-                    *total += n;
-                }
-            }
-            entry.last_used = entry.last_used.max(old.last_used);
-        }
-        for (k, b) in other.credits {
-            self.credits.entry(k).or_insert(b);
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UsageCounts {
-    pub valid: u64,
-    pub invalid: u64,
-    pub rate_limited: u64,
-    pub refused: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct ImportedKey {
-    pub record: KeyRecord,
 }
 
 impl Db {
@@ -798,7 +657,7 @@ impl Db {
         project_id: String,
         offset: i64,
         limit: i64,
-    ) -> DbResult<(Vec<audit::StoredEvent>, i64)> {
+    ) -> DbResult<(Vec<StoredEvent>, i64)> {
         self.call(move |c| {
             let cond = "project_id = ?1 OR (project_id IS NULL
                  AND action IN ('login.succeeded', 'login.failed', 'logout', 'session.token_reused')
@@ -812,46 +671,5 @@ impl Db {
             Ok((rows.collect::<Result<Vec<_>, _>>()?, total))
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usage_counts_stay_by_hour_and_merge() {
-        let mut u = KeyUsage::new(Arc::from("prj_1"));
-        u.hour(7200)[0] += 2;
-        u.hour(3600)[1] += 1;
-        u.hour(7200)[0] += 1;
-        u.hour(10800)[3] += 4;
-        let seen: Vec<_> = u.hours.iter().copied().collect();
-        assert_eq!(
-            seen,
-            [
-                (7200, [3, 0, 0, 0]),
-                (3600, [0, 1, 0, 0]),
-                (10800, [0, 0, 0, 4])
-            ]
-        );
-        let mut newer = UsageBatch::default();
-        newer
-            .keys
-            .entry(Arc::from("key_1"))
-            .or_insert_with(|| KeyUsage::new(Arc::from("prj_1")))
-            .hour(3600)[1] += 5;
-        let mut older = UsageBatch::default();
-        older.keys.insert(Arc::from("key_1"), u);
-        newer.merge_older(older);
-        let merged: Vec<_> = newer.keys["key_1"].hours.iter().copied().collect();
-        assert_eq!(
-            merged,
-            [
-                (3600, [0, 6, 0, 0]),
-                (7200, [3, 0, 0, 0]),
-                (10800, [0, 0, 0, 4])
-            ]
-        );
     }
 }

@@ -2,35 +2,10 @@
 //! queue (`smtp` rows). Messages are queued inside the transaction of the
 //! change that causes them, so none is lost or sent for a rolled-back change.
 
+use crate::store::work::{MailboxMessage, Outgoing, PendingMail, Transport};
 use rusqlite::{params, Connection};
 
 use super::{Db, DbResult};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Mailbox,
-    Smtp,
-}
-
-impl Transport {
-    fn as_str(self) -> &'static str {
-        match self {
-            Transport::Mailbox => "mailbox",
-            Transport::Smtp => "smtp",
-        }
-    }
-}
-
-/// A message and where it goes.
-#[derive(Clone, Debug)]
-pub struct Outgoing {
-    pub transports: Vec<Transport>,
-    pub to: String,
-    pub subject: String,
-    pub body: String,
-    /// Not worth delivering after this (e.g. when the login code expires).
-    pub expires_at: i64,
-}
 
 pub(crate) fn enqueue(conn: &Connection, msg: &Outgoing, now: i64) -> DbResult<()> {
     for transport in &msg.transports {
@@ -42,27 +17,6 @@ pub(crate) fn enqueue(conn: &Connection, msg: &Outgoing, now: i64) -> DbResult<(
         )?;
     }
     Ok(())
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MailboxMessage {
-    pub id: i64,
-    pub to: String,
-    pub subject: String,
-    pub body: String,
-    pub created_at: i64,
-}
-
-#[derive(Clone, Debug)]
-pub struct PendingMail {
-    pub id: i64,
-    pub to: String,
-    pub subject: String,
-    pub body: String,
-    pub attempts: u32,
-    pub expires_at: i64,
-    /// The trace of the request that queued the mail, when traces are exported.
-    pub traceparent: Option<String>,
 }
 
 impl Db {

@@ -2,93 +2,19 @@
 //! is one immediate transaction, so concurrent requests cannot both spend a
 //! code or a refresh token.
 
+use crate::store::sessions::*;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::audit::{self, Actor, AuditEvent};
-use super::mail::{self, Outgoing};
-use super::users::{self, User, USER_COLUMNS};
+use super::audit;
+use super::mail;
+use super::users::{self, USER_COLUMNS};
 use super::{Db, DbResult};
-use crate::types::{Email, Role};
+use crate::store::audit::{Actor, AuditEvent};
+use crate::types::Role;
 
 use crate::auth::rules::{
     burns_code, refresh_decision, send_code_throttle, session_alive, should_touch_session,
 };
-pub use crate::auth::rules::{
-    judge_code, CodeLimits, CodeRequestHistory, CodeVerdict, RefreshDecision, SessionLimits,
-};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CodeRequestOutcome {
-    /// A code was stored and its message queued.
-    Sent,
-    /// Nothing was sent (invite-only and the address is unknown); the
-    /// client gets the same answer as for `Sent`.
-    Suppressed,
-    Throttled {
-        retry_after_secs: i64,
-    },
-}
-
-pub struct CodeRequest {
-    pub email: Email,
-    /// The client as the per-address limit counts it
-    /// ([`crate::auth::throttle::ThrottleSubject`]: its /64 on IPv6).
-    pub ip: String,
-    pub code_hash: [u8; 32],
-    pub limits: CodeLimits,
-    /// Whether an unknown address may sign up (`auth.signup = "open"`).
-    pub open_signup: bool,
-    pub message: Outgoing,
-}
-
-/// Tokens minted for a session; only their hashes are stored.
-pub struct NewTokens {
-    pub access_hash: [u8; 32],
-    pub refresh_hash: [u8; 32],
-    pub access_expires_at: i64,
-}
-
-pub struct LoginRequest {
-    pub email: Email,
-    pub presented_hash: [u8; 32],
-    /// Random bytes written as the hash of the stand-in code a failed
-    /// attempt on an address without a code leaves (see [`login_with_code`]).
-    pub stand_in_hash: [u8; 32],
-    pub max_attempts: i64,
-    pub open_signup: bool,
-    pub session_id: String,
-    pub via_cookie: bool,
-    pub tokens: NewTokens,
-    pub limits: SessionLimits,
-    pub personal_project: (String, String),
-    pub actor: Actor,
-    pub user_agent: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub enum LoginOutcome {
-    Success { user: User, created: bool },
-    Failed,
-}
-
-#[derive(Debug, Clone)]
-pub enum RefreshOutcome {
-    Rotated {
-        user: User,
-        session_id: String,
-        via_cookie: bool,
-    },
-    Invalid,
-    Reused,
-}
-
-/// The session behind a valid access token.
-#[derive(Debug, Clone)]
-pub struct SessionAuth {
-    pub session_id: String,
-    pub user: User,
-    pub via_cookie: bool,
-}
 
 fn count_since(
     conn: &Connection,
@@ -525,7 +451,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::db::audit::ActorType;
+    use crate::store::audit::ActorType;
+    use crate::types::Email;
 
     thread_local! {
         static STATEMENTS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };

@@ -1,40 +1,16 @@
 //! Users, projects and memberships.
 
+use crate::store::directory::{
+    may_change, member_change_effects, member_json, BootstrapOutcome, Member, MemberChangeError,
+    Membership, Project, User,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::audit::{self, Actor, AuditEvent};
+use super::audit;
 use super::{Db, DbResult};
 use crate::crypto::new_id;
+use crate::store::audit::{Actor, AuditEvent};
 use crate::types::{Email, Role};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    pub id: String,
-    pub email: String,
-    pub full_name: Option<String>,
-    pub created_at: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Project {
-    pub id: String,
-    pub name: String,
-    pub plan: String,
-    pub created_at: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Membership {
-    pub project: Project,
-    pub role: Role,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub user: User,
-    pub role: Role,
-    pub created_at: i64,
-}
 
 pub(crate) const USER_COLUMNS: &str = "u.id, u.email, u.full_name, u.created_at";
 const PROJECT_COLUMNS: &str = "p.id, p.name, p.plan, p.created_at";
@@ -167,92 +143,12 @@ fn member_row(conn: &Connection, project_id: &str, user_id: &str) -> DbResult<Op
         .optional()?)
 }
 
-/// A member as webhook payloads show it.
-pub(crate) fn member_json(m: &Member) -> serde_json::Value {
-    serde_json::json!({
-        "user": {
-            "id": m.user.id,
-            "email": m.user.email,
-            "full_name": m.user.full_name,
-            "created_at": crate::types::rfc3339(m.user.created_at),
-        },
-        "role": m.role.as_str(),
-        "created_at": crate::types::rfc3339(m.created_at),
-    })
-}
-
 fn owner_count(conn: &Connection, project_id: &str) -> DbResult<i64> {
     Ok(conn.query_row(
         "SELECT count(*) FROM memberships WHERE project_id = ?1 AND role = 'owner'",
         [project_id],
         |r| r.get(0),
     )?)
-}
-
-/// What a role change or removal records and announces (both backends).
-pub fn member_change_effects(
-    project_id: &str,
-    current: &Member,
-    to: Option<Role>,
-    actor: &Actor,
-) -> crate::store::effects::Effects {
-    use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
-    let effects = Effects::default().audit(AuditEntry {
-        project_id: Some(project_id.to_string()),
-        action: if to.is_some() {
-            "member.role_changed"
-        } else {
-            "member.removed"
-        },
-        actor: actor.clone(),
-        target: Some(current.user.id.clone()),
-        details: serde_json::json!({
-            "email": current.user.email,
-            "from": current.role.as_str(),
-            "to": to.map(Role::as_str),
-        }),
-    });
-    match to {
-        Some(_) => effects,
-        None => effects.webhook(WebhookEvent {
-            project_id: project_id.to_string(),
-            event: "member.removed",
-            data: member_json(current),
-        }),
-    }
-}
-
-/// Why a membership change was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberChangeError {
-    NotFound,
-    AlreadyMember,
-    /// The project would be left without an owner.
-    LastOwner,
-    /// The acting role may not do this to that member.
-    Forbidden,
-}
-
-/// The role rules of SPEC section 7, without storage: whether `actor` may
-/// set a member's role from `from` (None = not a member yet) to `to`
-/// (None = remove).
-pub fn may_change(
-    actor: Role,
-    actor_is_target: bool,
-    from: Option<Role>,
-    to: Option<Role>,
-) -> bool {
-    match (from, to) {
-        // Adding: owners add anyone; admins add admins and members.
-        (None, Some(to)) => actor == Role::Owner || (actor == Role::Admin && to != Role::Owner),
-        // Changing a role: owners only.
-        (Some(_), Some(_)) => actor == Role::Owner,
-        // Removing: anyone may leave; owners remove anyone; admins remove admins and members.
-        (Some(from), None) => {
-            actor_is_target || actor == Role::Owner || (actor == Role::Admin && from != Role::Owner)
-        }
-        (None, None) => false,
-    }
 }
 
 impl Db {
@@ -409,7 +305,7 @@ impl Db {
         role: Role,
         actor_role: Role,
         actor: Actor,
-        notify: super::mail::Outgoing,
+        notify: crate::store::work::Outgoing,
     ) -> DbResult<Result<Member, MemberChangeError>> {
         let clock = self.clock.clone();
         self.call(move |c| {
@@ -558,34 +454,5 @@ impl Db {
             Ok(Ok(outcome))
         })
         .await
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct BootstrapOutcome {
-    pub user: User,
-    pub user_created: bool,
-    pub project: Option<Project>,
-    pub project_created: bool,
-    pub role: Option<Role>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use Role::*;
-
-    #[test]
-    fn role_rules() {
-        assert!(may_change(Owner, false, None, Some(Owner)));
-        assert!(may_change(Admin, false, None, Some(Admin)));
-        assert!(!may_change(Admin, false, None, Some(Owner)));
-        assert!(!may_change(Member, false, None, Some(Member)));
-        assert!(may_change(Owner, false, Some(Member), Some(Admin)));
-        assert!(!may_change(Admin, false, Some(Member), Some(Admin)));
-        assert!(may_change(Admin, false, Some(Member), None));
-        assert!(!may_change(Admin, false, Some(Owner), None));
-        assert!(!may_change(Member, false, Some(Member), None));
-        assert!(may_change(Member, true, Some(Member), None));
     }
 }

@@ -1,21 +1,12 @@
 //! Webhook endpoints, the event outbox, deliveries and their attempts.
 
+use crate::store::work::{
+    Attempt, AttemptOutcome, AttemptView, DeliveryView, DueDelivery, Endpoint,
+};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{Db, DbResult};
 use crate::crypto::new_id;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Endpoint {
-    pub id: String,
-    pub project_id: String,
-    pub url: String,
-    pub events: Vec<String>,
-    pub secret: String,
-    pub is_active: bool,
-    pub disabled_reason: Option<String>,
-    pub created_at: i64,
-}
 
 const ENDPOINT_COLUMNS: &str =
     "id, project_id, url, events, secret, is_active, disabled_reason, created_at";
@@ -90,76 +81,6 @@ fn queue(
         )?;
     }
     Ok(())
-}
-
-/// A delivery due for an attempt, with what is needed to make it.
-#[derive(Clone, Debug)]
-pub struct DueDelivery {
-    pub id: i64,
-    pub message_id: String,
-    pub payload: String,
-    pub attempts: u32,
-    pub endpoint_id: String,
-    pub url: String,
-    pub secret: String,
-    pub endpoint_active: bool,
-    /// The trace of the request that caused the event, when traces are exported.
-    pub traceparent: Option<String>,
-}
-
-/// What happened to one attempt.
-#[derive(Clone, Debug)]
-pub enum AttemptOutcome {
-    Delivered,
-    /// Retry at this time (epoch milliseconds).
-    Retry(i64),
-    /// No more attempts.
-    Failed,
-    /// 410 Gone: the endpoint is disabled and nothing more is sent to it.
-    Gone,
-}
-
-impl AttemptOutcome {
-    pub fn label(&self) -> &'static str {
-        match self {
-            AttemptOutcome::Delivered => "delivered",
-            AttemptOutcome::Retry(_) => "retry",
-            AttemptOutcome::Failed => "failed",
-            AttemptOutcome::Gone => "gone",
-        }
-    }
-}
-
-/// One attempt as the worker made it.
-#[derive(Clone, Debug)]
-pub struct Attempt {
-    pub delivery_id: i64,
-    pub endpoint_id: String,
-    /// 1 for the first try.
-    pub number: u32,
-    pub response_status: Option<u16>,
-    pub error: Option<String>,
-    pub duration_ms: i64,
-}
-
-#[derive(Clone, Debug)]
-pub struct AttemptView {
-    pub attempt: u32,
-    pub at: i64,
-    pub response_status: Option<u16>,
-    pub error: Option<String>,
-    pub duration_ms: Option<i64>,
-}
-
-#[derive(Clone, Debug)]
-pub struct DeliveryView {
-    pub id: i64,
-    pub message_id: String,
-    pub event_type: String,
-    pub status: String,
-    pub created_at: i64,
-    pub next_attempt_at_ms: Option<i64>,
-    pub attempts: Vec<AttemptView>,
 }
 
 impl Db {

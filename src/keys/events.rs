@@ -4,9 +4,9 @@
 //! transaction.
 
 use crate::config::RateLimitConfig;
-use crate::db::audit::Actor;
 use crate::keys::record::KeyRecord;
 use crate::keys::view::key_json;
+use crate::store::audit::Actor;
 use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
 
 /// Builds the effects of key changes; needs the default rate limit, which

@@ -8,8 +8,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::db::keys::{KeyUsage, UsageBatch};
 use crate::store::usage::UsageRepo;
+use crate::store::usage::{KeyUsage, UsageBatch};
 use crate::store::StoreError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::db::mail::{Outgoing, Transport};
+use crate::store::work::{Outgoing, Transport};
 use crate::types::Email;
 
 /// How long an invitation keeps being retried.

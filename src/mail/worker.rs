@@ -9,8 +9,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{SmtpConfig, SmtpTls};
-use crate::db::mail::PendingMail;
 use crate::drain::Drain;
+use crate::store::work::PendingMail;
 use crate::store::Store;
 use crate::telemetry::traces::{self, Tracing};
 use opentelemetry::KeyValue;

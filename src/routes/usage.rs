@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::ProjectAccess;
-use crate::db::keys::UsageCounts;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::routes::views::{PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
+use crate::store::usage::UsageCounts;
 use crate::store::{KeyId, ProjectId};
 use crate::types::{rfc3339, Role};
 

@@ -1,6 +1,6 @@
 //! Users, projects and members behind the storage interface.
 //!
-//! The role rules are `db::users::may_change` (plain, unit-tested); the
+//! The role rules are `store::directory::may_change` (plain, unit-tested); the
 //! last-owner rule is kept by each backend: SQLite by its one writer,
 //! PostgreSQL by locking the project's membership rows before counting the
 //! owners. Adding a member never duplicates one: the membership's primary
@@ -8,10 +8,9 @@
 
 use async_trait::async_trait;
 
+use super::audit::Actor;
 use super::{ProjectId, StoreResult, UserId};
-use crate::db::audit::Actor;
-use crate::db::mail::Outgoing;
-use crate::db::users::{BootstrapOutcome, Member, MemberChangeError, Membership, Project};
+use crate::store::work::Outgoing;
 use crate::types::Email;
 use crate::types::Role;
 
@@ -71,7 +70,7 @@ pub trait DirectoryRepo: Send + Sync {
         plan: String,
     ) -> StoreResult<Result<BootstrapOutcome, String>>;
     /// Changes a member's role (`Some`) or removes the member (`None`) under
-    /// the role rules (`db::users::may_change`), never leaving the project
+    /// the role rules (`store::directory::may_change`), never leaving the project
     /// without an owner, with the change's audit row and webhook event.
     async fn change_member(
         &self,
@@ -81,4 +80,142 @@ pub trait DirectoryRepo: Send + Sync {
         actor_role: Role,
         actor: Actor,
     ) -> StoreResult<Result<Option<Member>, MemberChangeError>>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub full_name: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub plan: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub project: Project,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub user: User,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// A member as webhook payloads show it.
+pub(crate) fn member_json(m: &Member) -> serde_json::Value {
+    serde_json::json!({
+        "user": {
+            "id": m.user.id,
+            "email": m.user.email,
+            "full_name": m.user.full_name,
+            "created_at": crate::types::rfc3339(m.user.created_at),
+        },
+        "role": m.role.as_str(),
+        "created_at": crate::types::rfc3339(m.created_at),
+    })
+}
+
+/// What a role change or removal records and announces (both backends).
+pub fn member_change_effects(
+    project_id: &str,
+    current: &Member,
+    to: Option<Role>,
+    actor: &Actor,
+) -> crate::store::effects::Effects {
+    use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
+    let effects = Effects::default().audit(AuditEntry {
+        project_id: Some(project_id.to_string()),
+        action: if to.is_some() {
+            "member.role_changed"
+        } else {
+            "member.removed"
+        },
+        actor: actor.clone(),
+        target: Some(current.user.id.clone()),
+        details: serde_json::json!({
+            "email": current.user.email,
+            "from": current.role.as_str(),
+            "to": to.map(Role::as_str),
+        }),
+    });
+    match to {
+        Some(_) => effects,
+        None => effects.webhook(WebhookEvent {
+            project_id: project_id.to_string(),
+            event: "member.removed",
+            data: member_json(current),
+        }),
+    }
+}
+
+/// Why a membership change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChangeError {
+    NotFound,
+    AlreadyMember,
+    /// The project would be left without an owner.
+    LastOwner,
+    /// The acting role may not do this to that member.
+    Forbidden,
+}
+
+/// The role rules of SPEC section 7, without storage: whether `actor` may
+/// set a member's role from `from` (None = not a member yet) to `to`
+/// (None = remove).
+pub fn may_change(
+    actor: Role,
+    actor_is_target: bool,
+    from: Option<Role>,
+    to: Option<Role>,
+) -> bool {
+    match (from, to) {
+        // Adding: owners add anyone; admins add admins and members.
+        (None, Some(to)) => actor == Role::Owner || (actor == Role::Admin && to != Role::Owner),
+        // Changing a role: owners only.
+        (Some(_), Some(_)) => actor == Role::Owner,
+        // Removing: anyone may leave; owners remove anyone; admins remove admins and members.
+        (Some(from), None) => {
+            actor_is_target || actor == Role::Owner || (actor == Role::Admin && from != Role::Owner)
+        }
+        (None, None) => false,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BootstrapOutcome {
+    pub user: User,
+    pub user_created: bool,
+    pub project: Option<Project>,
+    pub project_created: bool,
+    pub role: Option<Role>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Role::*;
+
+    #[test]
+    fn role_rules() {
+        assert!(may_change(Owner, false, None, Some(Owner)));
+        assert!(may_change(Admin, false, None, Some(Admin)));
+        assert!(!may_change(Admin, false, None, Some(Owner)));
+        assert!(!may_change(Member, false, None, Some(Member)));
+        assert!(may_change(Owner, false, Some(Member), Some(Admin)));
+        assert!(!may_change(Admin, false, Some(Member), Some(Admin)));
+        assert!(may_change(Admin, false, Some(Member), None));
+        assert!(!may_change(Admin, false, Some(Owner), None));
+        assert!(!may_change(Member, false, Some(Member), None));
+        assert!(may_change(Member, true, Some(Member), None));
+    }
 }

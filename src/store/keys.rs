@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::effects::Effects;
 use super::{KeyHash, KeyId, ProjectId, StoreResult};
-use crate::db::keys::{KeyFilter, Rotated};
+use crate::keys::events::RotationRefusal;
 use crate::keys::record::KeyRecord;
 
 /// Applies an edit to a key (its `updated_at` already set) and returns the
@@ -127,4 +127,25 @@ pub trait KeyRepo: super::Clocked + Send + Sync {
     async fn read_key_changes(&self, from: FeedHorizon) -> StoreResult<FeedRead>;
     /// Forgets change-feed entries older than `before` (epoch seconds).
     async fn prune_key_changes(&self, before: i64) -> StoreResult<usize>;
+}
+
+/// What a rotation did.
+#[derive(Debug)]
+pub enum Rotated {
+    /// `old` as it is now (revoked, or expiring after the grace), `new`, and
+    /// the predecessor of `old` whose grace this rotation ended, if any.
+    Done {
+        old: Box<KeyRecord>,
+        new: Box<KeyRecord>,
+        ended_grace: Option<Box<KeyRecord>>,
+    },
+    NotFound,
+    Refused(RotationRefusal),
+}
+
+/// Filters of the key list.
+#[derive(Clone, Debug, Default)]
+pub struct KeyFilter {
+    pub include_inactive: bool,
+    pub owner_id: Option<String>,
 }

@@ -40,6 +40,7 @@
 //!   owners; refresh-token rotation and code attempts by locking the token
 //!   or code row (`FOR UPDATE`) and deciding on what the lock returned.
 
+pub mod audit;
 pub mod billing;
 pub mod copy;
 pub mod dir_lock;
@@ -167,7 +168,7 @@ pub trait Store:
     Clocked
     + keys::KeyRepo
     + usage::UsageRepo
-    + usage::AuditRepo
+    + audit::AuditRepo
     + work::WebhookRepo
     + work::MailRepo
     + directory::DirectoryRepo
@@ -182,7 +183,7 @@ impl<T> Store for T where
     T: Clocked
         + keys::KeyRepo
         + usage::UsageRepo
-        + usage::AuditRepo
+        + audit::AuditRepo
         + work::WebhookRepo
         + work::MailRepo
         + directory::DirectoryRepo

@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 
+use super::audit::Actor;
+use super::audit::AuditRepo;
 use super::billing::BillingRepo;
 use super::directory::DirectoryRepo;
 use super::effects::Effects;
@@ -9,26 +11,26 @@ use super::keys::{
     FeedEntry, FeedHorizon, FeedRead, ImportEffects, KeyChange, KeyRepo, LeakEffects,
     RotationEffects,
 };
+use super::keys::{KeyFilter, Rotated};
 use super::maintenance::{Maintenance, Retention};
 use super::sessions::SessionRepo;
-use super::usage::{AuditRepo, UsageRepo};
+use super::usage::UsageRepo;
+use super::usage::{UsageBatch, UsageCounts};
 use super::work::{MailRepo, WebhookRepo};
 use super::UserId;
 use super::{KeyHash, KeyId, ProjectId, StoreError, StoreResult};
-use crate::db::audit::Actor;
-use crate::db::audit::StoredEvent;
-use crate::db::billing::StripeOutcome;
-use crate::db::keys::{KeyFilter, Rotated, UsageBatch, UsageCounts};
-use crate::db::mail::Outgoing;
-use crate::db::mail::{MailboxMessage, PendingMail};
-use crate::db::sessions::{
+use crate::db::Db;
+use crate::keys::record::KeyRecord;
+use crate::store::audit::StoredEvent;
+use crate::store::billing::StripeOutcome;
+use crate::store::directory::{BootstrapOutcome, Member, MemberChangeError, Membership, Project};
+use crate::store::sessions::{
     CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens, RefreshOutcome,
     SessionAuth, SessionLimits,
 };
-use crate::db::users::{BootstrapOutcome, Member, MemberChangeError, Membership, Project};
-use crate::db::webhooks::{Attempt, AttemptOutcome, DeliveryView, DueDelivery, Endpoint};
-use crate::db::Db;
-use crate::keys::record::KeyRecord;
+use crate::store::work::Outgoing;
+use crate::store::work::{Attempt, AttemptOutcome, DeliveryView, DueDelivery, Endpoint};
+use crate::store::work::{MailboxMessage, PendingMail};
 use crate::types::{Email, Role};
 
 #[derive(Clone)]
@@ -338,7 +340,10 @@ impl MailRepo for SqliteStore {
 
 #[async_trait]
 impl DirectoryRepo for SqliteStore {
-    async fn project(&self, id: ProjectId) -> StoreResult<Option<crate::db::users::Project>> {
+    async fn project(
+        &self,
+        id: ProjectId,
+    ) -> StoreResult<Option<crate::store::directory::Project>> {
         Ok(self.db.project(id.to_string()).await?)
     }
 
@@ -428,9 +433,10 @@ impl DirectoryRepo for SqliteStore {
         user: crate::store::UserId,
         to: Option<crate::types::Role>,
         actor_role: crate::types::Role,
-        actor: crate::db::audit::Actor,
-    ) -> StoreResult<Result<Option<crate::db::users::Member>, crate::db::users::MemberChangeError>>
-    {
+        actor: crate::store::audit::Actor,
+    ) -> StoreResult<
+        Result<Option<crate::store::directory::Member>, crate::store::directory::MemberChangeError>,
+    > {
         Ok(self
             .db
             .change_member(project.to_string(), user.to_string(), to, actor_role, actor)
@@ -522,7 +528,7 @@ impl Maintenance for SqliteStore {
     }
 
     async fn cleanup(&self, retention: Retention) -> StoreResult<usize> {
-        let limits = crate::db::sessions::SessionLimits {
+        let limits = crate::store::sessions::SessionLimits {
             idle_secs: retention.session_idle_secs,
             max_secs: 0,
             reuse_grace_secs: 0,

@@ -1,7 +1,7 @@
 //! Outgoing webhooks: the events, endpoint validation, Standard Webhooks
 //! signatures, and the server-side request forgery rule. Events are written
 //! to an outbox in the transaction of the change that causes them
-//! (`db::webhooks::emit`); `worker` delivers them.
+//! (`store::work::emit`); `worker` delivers them.
 
 pub mod connect;
 pub mod worker;

@@ -6,14 +6,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use gatehouse::db::audit::Actor;
-use gatehouse::db::keys::{KeyFilter, Rotated};
-use gatehouse::db::keys::{KeyUsage, UsageBatch};
 use gatehouse::keys::credits::Balance;
 use gatehouse::keys::events::{KeyEvents, RotationRefusal};
 use gatehouse::keys::record::KeyRecord;
 use gatehouse::keys::{ApiKey, KeyType};
+use gatehouse::store::audit::Actor;
+use gatehouse::store::keys::{KeyFilter, Rotated};
 use gatehouse::store::spend::CreditSpend;
+use gatehouse::store::usage::{KeyUsage, UsageBatch};
 use gatehouse::store::{KeyHash, KeyId, ProjectId, Store};
 
 use crate::pg::{block_on, TestDb};
@@ -578,7 +578,7 @@ async fn webhook_endpoints_and_their_deliveries(b: Arc<Backend>) {
     assert!(first.payload.contains("\"key.created\""));
     b.store
         .record_attempt(
-            gatehouse::db::webhooks::Attempt {
+            gatehouse::store::work::Attempt {
                 delivery_id: first.id,
                 endpoint_id: e.id.clone(),
                 number: 1,
@@ -586,7 +586,7 @@ async fn webhook_endpoints_and_their_deliveries(b: Arc<Backend>) {
                 error: None,
                 duration_ms: 12,
             },
-            gatehouse::db::webhooks::AttemptOutcome::Retry(5_000),
+            gatehouse::store::work::AttemptOutcome::Retry(5_000),
         )
         .await
         .unwrap();
@@ -655,7 +655,7 @@ async fn due_deliveries_are_claimed_by_one_worker_with_a_lease(b: Arc<Backend>) 
     let gone = &again[0];
     b.store
         .record_attempt(
-            gatehouse::db::webhooks::Attempt {
+            gatehouse::store::work::Attempt {
                 delivery_id: gone.id,
                 endpoint_id: e.id.clone(),
                 number: 1,
@@ -663,7 +663,7 @@ async fn due_deliveries_are_claimed_by_one_worker_with_a_lease(b: Arc<Backend>) 
                 error: None,
                 duration_ms: 3,
             },
-            gatehouse::db::webhooks::AttemptOutcome::Gone,
+            gatehouse::store::work::AttemptOutcome::Gone,
         )
         .await
         .unwrap();
@@ -684,10 +684,10 @@ async fn mail_is_claimed_by_one_worker_and_erased_once_sent(b: Arc<Backend>) {
     let now = gatehouse::clock::Clock::system().now();
     let mut effects = gatehouse::store::effects::Effects::default();
     for i in 0..4 {
-        effects.mail.push(gatehouse::db::mail::Outgoing {
+        effects.mail.push(gatehouse::store::work::Outgoing {
             transports: vec![
-                gatehouse::db::mail::Transport::Mailbox,
-                gatehouse::db::mail::Transport::Smtp,
+                gatehouse::store::work::Transport::Mailbox,
+                gatehouse::store::work::Transport::Smtp,
             ],
             to: format!("user{i}@acme.test"),
             subject: "Your code".into(),
@@ -823,7 +823,7 @@ async fn throttles_count_every_hit_and_slide_across_windows(b: Arc<Backend>) {
 }
 
 async fn concurrent_demotions_never_leave_a_project_without_an_owner(b: Arc<Backend>) {
-    use gatehouse::db::users::MemberChangeError;
+    use gatehouse::store::directory::MemberChangeError;
     use gatehouse::types::Role;
     for round in 0..5 {
         let project = format!("proj_o{round}");
@@ -843,8 +843,8 @@ async fn concurrent_demotions_never_leave_a_project_without_an_owner(b: Arc<Back
                 let b = b.clone();
                 let project = project.clone();
                 tokio::spawn(async move {
-                    let actor = gatehouse::db::audit::Actor {
-                        kind: gatehouse::db::audit::ActorType::User,
+                    let actor = gatehouse::store::audit::Actor {
+                        kind: gatehouse::store::audit::ActorType::User,
                         id: Some(format!("usr_{actor}{round}")),
                         ip: None,
                         request_id: None,
@@ -889,12 +889,12 @@ mod sessions {
 
     use std::sync::Arc;
 
-    use gatehouse::db::audit::Actor;
-    use gatehouse::db::mail::{Outgoing, Transport};
-    use gatehouse::db::sessions::{
+    use gatehouse::store::audit::Actor;
+    use gatehouse::store::sessions::{
         CodeLimits, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens,
         RefreshOutcome, SessionLimits,
     };
+    use gatehouse::store::work::{Outgoing, Transport};
     use gatehouse::types::Email;
 
     use super::Backend;
@@ -1326,7 +1326,7 @@ async fn quotas_are_never_exceeded(b: Arc<Backend>) {
 async fn a_customer_pays_for_one_project_under_concurrent_checkouts(b: Arc<Backend>) {
     use gatehouse::billing::link::{LinkDecision, Refusal};
     use gatehouse::billing::Action;
-    use gatehouse::db::billing::StripeOutcome;
+    use gatehouse::store::billing::StripeOutcome;
 
     async fn deliver_at_once(
         b: &Arc<Backend>,

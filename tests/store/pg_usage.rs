@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use gatehouse::db::audit::{Actor, AuditEvent};
-use gatehouse::db::keys::{KeyUsage, UsageBatch};
-use gatehouse::db::mail::{Outgoing, Transport};
+use gatehouse::store::audit::{Actor, AuditEvent};
 use gatehouse::store::postgres::{self, effects, usage};
+use gatehouse::store::usage::{KeyUsage, UsageBatch};
+use gatehouse::store::work::{Outgoing, Transport};
 
 use crate::pg::{block_on, TestDb};
 

@@ -10,7 +10,7 @@ use crate::billing::link::{
     self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
 };
 use crate::billing::Action;
-use crate::db::billing::{link_event_outcome, plan_changed_effects, StripeOutcome};
+use crate::store::billing::{link_event_outcome, plan_changed_effects, StripeOutcome};
 
 async fn set_plan(
     client: &impl GenericClient,

@@ -6,11 +6,11 @@ use tokio_postgres::Row;
 use super::effects::{emit, enqueue_mail, record_audit};
 use super::PgError;
 use crate::crypto::new_id;
-use crate::db::audit::{Actor, AuditEvent};
-use crate::db::mail::Outgoing;
-use crate::db::users::{
+use crate::store::audit::{Actor, AuditEvent};
+use crate::store::directory::{
     may_change, member_json, BootstrapOutcome, Member, MemberChangeError, Membership, Project, User,
 };
+use crate::store::work::Outgoing;
 use crate::types::{Email, Role};
 
 pub const USER_COLUMNS: &str = "u.id, u.email, u.full_name, u.created_at";

@@ -8,13 +8,13 @@ use tokio_postgres::Row;
 
 use super::{effects, PgError};
 use crate::config::{Cidr, RateLimitConfig};
-use crate::db::keys::{KeyFilter, Rotated};
 use crate::keys::credits::{Balance, Interval, Refill};
 use crate::keys::events::check_rotation;
 use crate::keys::record::KeyRecord;
 use crate::keys::KeyType;
 use crate::store::effects::Effects;
 use crate::store::keys::{FeedEntry, FeedHorizon, FeedRead};
+use crate::store::keys::{KeyFilter, Rotated};
 use crate::store::KeyHash;
 
 /// The columns [`key_from`] reads, in order.

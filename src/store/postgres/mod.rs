@@ -270,12 +270,12 @@ mod repo {
     use async_trait::async_trait;
 
     use super::{keys, PgStore};
-    use crate::db::keys::{KeyFilter, Rotated};
     use crate::keys::record::KeyRecord;
     use crate::store::effects::Effects;
     use crate::store::keys::{
         FeedHorizon, FeedRead, ImportEffects, KeyChange, KeyRepo, LeakEffects, RotationEffects,
     };
+    use crate::store::keys::{KeyFilter, Rotated};
     use crate::store::{KeyHash, KeyId, ProjectId, StoreResult};
 
     #[async_trait]
@@ -437,9 +437,10 @@ mod usage_repo {
     use async_trait::async_trait;
 
     use super::{usage, PgStore};
-    use crate::db::audit::StoredEvent;
-    use crate::db::keys::{UsageBatch, UsageCounts};
-    use crate::store::usage::{AuditRepo, UsageRepo};
+    use crate::store::audit::AuditRepo;
+    use crate::store::audit::StoredEvent;
+    use crate::store::usage::UsageRepo;
+    use crate::store::usage::{UsageBatch, UsageCounts};
     use crate::store::{KeyId, ProjectId, StoreError, StoreResult};
 
     #[async_trait]
@@ -503,9 +504,9 @@ mod work_repo {
     use async_trait::async_trait;
 
     use super::{work, PgStore};
-    use crate::db::mail::{MailboxMessage, PendingMail};
-    use crate::db::webhooks::{Attempt, AttemptOutcome, DeliveryView, DueDelivery, Endpoint};
+    use crate::store::work::{Attempt, AttemptOutcome, DeliveryView, DueDelivery, Endpoint};
     use crate::store::work::{MailRepo, WebhookRepo};
+    use crate::store::work::{MailboxMessage, PendingMail};
     use crate::store::{ProjectId, StoreResult};
 
     #[async_trait]
@@ -641,13 +642,13 @@ mod directory_repo {
     use async_trait::async_trait;
 
     use super::{directory, effects, PgError, PgStore};
-    use crate::db::audit::Actor;
-    use crate::db::mail::Outgoing;
-    use crate::db::users::{
+    use crate::store::audit::Actor;
+    use crate::store::directory::DirectoryRepo;
+    use crate::store::directory::{
         may_change, member_change_effects, BootstrapOutcome, Member, MemberChangeError, Membership,
         Project, User,
     };
-    use crate::store::directory::DirectoryRepo;
+    use crate::store::work::Outgoing;
     use crate::store::{ProjectId, StoreResult, UserId};
     use crate::types::Email;
     use crate::types::Role;
@@ -854,14 +855,14 @@ mod session_repo {
     use async_trait::async_trait;
 
     use super::{billing, sessions, PgStore};
-    use crate::db::audit::Actor;
-    use crate::db::billing::StripeOutcome;
-    use crate::db::sessions::{
+    use crate::store::audit::Actor;
+    use crate::store::billing::BillingRepo;
+    use crate::store::billing::StripeOutcome;
+    use crate::store::sessions::SessionRepo;
+    use crate::store::sessions::{
         CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens, RefreshOutcome,
         SessionAuth, SessionLimits,
     };
-    use crate::store::billing::BillingRepo;
-    use crate::store::sessions::SessionRepo;
     use crate::store::StoreResult;
 
     #[async_trait]

@@ -13,8 +13,8 @@ use crate::auth::rules::{
     burns_code, judge_code, refresh_decision, send_code_throttle, session_alive,
     should_touch_session, CodeRequestHistory, CodeVerdict, RefreshDecision,
 };
-use crate::db::audit::{Actor, AuditEvent};
-use crate::db::sessions::{
+use crate::store::audit::{Actor, AuditEvent};
+use crate::store::sessions::{
     CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens, RefreshOutcome,
     SessionAuth, SessionLimits,
 };
@@ -90,7 +90,7 @@ pub async fn request_login_code(
     Ok(outcome)
 }
 
-/// `verify-code`: the same steps as SQLite's `db::sessions::login_with_code`
+/// `verify-code`: the same steps as SQLite's `store::sessions::login_with_code`
 /// (every failure does the same work), under the address's advisory lock:
 /// attempts on one code from several nodes take turns, so a code is spent
 /// once and burned after exactly `max_attempts` wrong tries.

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use deadpool_postgres::GenericClient;
 
 use super::PgError;
-use crate::db::audit::StoredEvent;
-use crate::db::keys::{UsageBatch, UsageCounts};
+use crate::store::audit::StoredEvent;
+use crate::store::usage::{UsageBatch, UsageCounts};
 
 /// Adds a batch's counts and `last_used_at` values in the caller's
 /// transaction. Credit balances are not written here: they are decided by

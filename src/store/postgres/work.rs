@@ -10,10 +10,10 @@ use tokio_postgres::Row;
 
 use super::{effects, PgError};
 use crate::crypto::new_id;
-use crate::db::mail::{MailboxMessage, PendingMail};
-use crate::db::webhooks::{
+use crate::store::work::{
     Attempt, AttemptOutcome, AttemptView, DeliveryView, DueDelivery, Endpoint,
 };
+use crate::store::work::{MailboxMessage, PendingMail};
 
 const ENDPOINT_COLUMNS: &str =
     "id, project_id, url, events, secret, is_active, disabled_reason, created_at";
