@@ -12,7 +12,6 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
-pub mod db;
 pub mod drain;
 pub mod error;
 pub mod http;

@@ -102,7 +102,7 @@ impl Application {
         }
         let traces = crate::telemetry::init_traces(&config.telemetry)?;
         let openapi = crate::openapi::document_json(&crate::catalog::Catalog::from_config(&config));
-        let mut state = AppState::new(config, opened.store, opened.sqlite, openapi);
+        let mut state = AppState::new(config, opened.store, openapi);
         state.traces = traces;
         state
             .keys

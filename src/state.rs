@@ -6,7 +6,6 @@ use std::sync::Arc;
 use crate::auth::tokens::Keyring;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::db::Db;
 use crate::keys::store::KeyStore;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
@@ -21,9 +20,6 @@ pub struct AppState {
     pub https: bool,
     /// The storage interface: everything reads and writes through it.
     pub store: Arc<dyn Store>,
-    /// The SQLite handle when SQLite is the backend (its own operations:
-    /// online backup, pragmas, the storage-fault drills of the tests).
-    pub sqlite: Option<Db>,
     /// Shared with the conventions middleware.
     pub metrics: Arc<Metrics>,
     /// Rate-limit windows in Redis, when `redis.url` is set.
@@ -47,12 +43,7 @@ pub struct AppState {
 impl AppState {
     /// `config` must have passed the startup checks; in particular
     /// `secrets.session_key` is set (local mode generates one).
-    pub fn new(
-        config: Config,
-        store: Arc<dyn Store>,
-        sqlite: Option<Db>,
-        openapi_json: String,
-    ) -> Self {
+    pub fn new(config: Config, store: Arc<dyn Store>, openapi_json: String) -> Self {
         let catalog = Catalog::from_config(&config);
         let session_key = config
             .secrets
@@ -80,7 +71,6 @@ impl AppState {
             mailer: Mailer::new(config.clone()),
             config,
             store,
-            sqlite,
             metrics: Arc::new(metrics),
             shared_windows,
             openapi_json,

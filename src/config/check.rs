@@ -306,7 +306,7 @@ fn check_database_url(config: &Config, out: &mut Vec<Finding>) {
         return;
     };
     const HINT: &str = "set database.url (or database.url_file) to postgres://USER:PASSWORD@HOST:5432/DBNAME, or leave it empty for SQLite in the data directory";
-    if !crate::store::postgres::is_postgres_url(url) {
+    if !crate::store::open::is_postgres_url(url) {
         out.push(
             Finding::error(
                 "database.url",
@@ -325,12 +325,8 @@ fn check_database_url(config: &Config, out: &mut Vec<Finding>) {
             return;
         }
     };
-    if let Err(e) = crate::store::postgres::pool(url, 1) {
-        // The URL's text never goes into the message: it may hold the password.
-        let why = match e {
-            crate::store::postgres::PgError::Config(why) => why,
-            other => other.to_string(),
-        };
+    // The URL's text never goes into the message: it may hold the password.
+    if let Some(why) = crate::store::open::url_problem(url) {
         out.push(Finding::error("database.url", format!("cannot be used: {why}")).with_hint(HINT));
         return;
     }

@@ -149,3 +149,258 @@ pub struct KeyFilter {
     pub include_inactive: bool,
     pub owner_id: Option<String>,
 }
+
+/// The columns of `api_keys` a [`KeyRow`] holds, in its order (both
+/// schemas have them, with the same names).
+pub const KEY_COLUMNS: &str =
+    "id, project_id, key_hash, prefix, name, type, environment, scopes, rate_limit, \
+    rate_window_secs, owner_id, credits_remaining, credits_refill_amount, credits_refill_interval, \
+    credits_period_start, allowed_ips, metadata, created_at, updated_at, last_used_at, expires_at, \
+    revoked_at, created_by, rotated_to";
+
+/// A key as its row stores it: the values of [`KEY_COLUMNS`], in order, as
+/// plain values each backend reads and binds. How a [`KeyRecord`] becomes
+/// columns and back is written here once; a backend only moves values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyRow {
+    pub id: String,
+    pub project_id: String,
+    pub key_hash: Vec<u8>,
+    pub prefix: String,
+    pub name: String,
+    pub kind: String,
+    pub environment: String,
+    /// JSON array of strings.
+    pub scopes: String,
+    pub rate_limit: Option<i64>,
+    pub rate_window_secs: Option<i64>,
+    pub owner_id: Option<String>,
+    pub credits_remaining: Option<i64>,
+    pub credits_refill_amount: Option<i64>,
+    pub credits_refill_interval: Option<String>,
+    pub credits_period_start: Option<i64>,
+    /// JSON array of CIDR strings; `None` = anywhere.
+    pub allowed_ips: Option<String>,
+    /// JSON object.
+    pub metadata: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub created_by: Option<String>,
+    pub rotated_to: Option<String>,
+}
+
+/// A stored value Gatehouse never writes: the column it was found in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnreadableColumn(pub &'static str);
+
+impl KeyRow {
+    /// The row that stores `k`.
+    pub fn of(k: &KeyRecord) -> KeyRow {
+        let refill = k.refill();
+        KeyRow {
+            id: k.id.to_string(),
+            project_id: k.project_id.to_string(),
+            key_hash: k.hash.to_vec(),
+            prefix: k.prefix.clone(),
+            name: k.name.clone(),
+            kind: k.kind.as_str().to_string(),
+            environment: k.environment.clone(),
+            scopes: serde_json::to_string(&k.scopes).expect("strings serialize"),
+            rate_limit: k.rate_limit.map(|r| i64::from(r.limit)),
+            rate_window_secs: k.rate_limit.map(|r| i64::from(r.window_secs)),
+            owner_id: k.owner_id.clone(),
+            credits_remaining: k.credits.map(|c| c.remaining),
+            credits_refill_amount: refill.map(|r| r.amount),
+            credits_refill_interval: refill.map(|r| r.interval.as_str().to_string()),
+            credits_period_start: k.credits.map(|c| c.period_start),
+            allowed_ips: k.allowed_ips.as_ref().map(|ips| {
+                serde_json::to_string(&ips.iter().map(|c| String::from(*c)).collect::<Vec<_>>())
+                    .expect("strings serialize")
+            }),
+            metadata: k.metadata.to_string(),
+            created_at: k.created_at,
+            updated_at: k.updated_at,
+            last_used_at: k.last_used_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            created_by: k.created_by.clone(),
+            rotated_to: k.rotated_to.as_deref().map(str::to_string),
+        }
+    }
+
+    /// The key this row stores; `Err` names a column holding a value
+    /// Gatehouse never writes.
+    pub fn into_record(self) -> Result<KeyRecord, UnreadableColumn> {
+        use crate::config::{Cidr, RateLimitConfig};
+        use crate::keys::credits::{Balance, Interval, Refill};
+        let bad = UnreadableColumn;
+        let refill = match (
+            self.credits_refill_amount,
+            self.credits_refill_interval
+                .as_deref()
+                .and_then(Interval::parse),
+        ) {
+            (Some(amount), Some(interval)) => Some(Refill { amount, interval }),
+            _ => None,
+        };
+        let rate_limit = match (self.rate_limit, self.rate_window_secs) {
+            (Some(limit), Some(window)) => Some(RateLimitConfig {
+                limit: u32::try_from(limit).map_err(|_| bad("rate_limit"))?,
+                window_secs: u32::try_from(window).map_err(|_| bad("rate_window_secs"))?,
+            }),
+            _ => None,
+        };
+        let allowed_ips = match self.allowed_ips {
+            None => None,
+            Some(text) => {
+                let raw: Vec<String> =
+                    serde_json::from_str(&text).map_err(|_| bad("allowed_ips"))?;
+                Some(
+                    raw.iter()
+                        .map(|s| s.parse::<Cidr>())
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| bad("allowed_ips"))?,
+                )
+            }
+        };
+        Ok(KeyRecord {
+            id: self.id.into(),
+            project_id: self.project_id.into(),
+            hash: self.key_hash.try_into().map_err(|_| bad("key_hash"))?,
+            prefix: self.prefix,
+            name: self.name,
+            kind: crate::keys::KeyType::parse(&self.kind).ok_or(bad("type"))?,
+            environment: self.environment,
+            scopes: serde_json::from_str(&self.scopes).map_err(|_| bad("scopes"))?,
+            rate_limit,
+            owner_id: self.owner_id,
+            credits: self.credits_remaining.map(|remaining| Balance {
+                remaining,
+                refill,
+                period_start: self.credits_period_start.unwrap_or(0),
+            }),
+            allowed_ips,
+            metadata: serde_json::from_str(&self.metadata).map_err(|_| bad("metadata"))?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            last_used_at: self.last_used_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            created_by: self.created_by,
+            rotated_to: self.rotated_to.map(Into::into),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> KeyRecord {
+        use crate::keys::credits::{Balance, Interval, Refill};
+        KeyRecord {
+            id: "key_1".into(),
+            project_id: "prj_1".into(),
+            hash: [7; 32],
+            prefix: "gh_live_sk_ab".into(),
+            name: "ci".into(),
+            kind: crate::keys::KeyType::parse("secret").unwrap(),
+            environment: "live".into(),
+            scopes: vec!["read".into(), "write".into()],
+            rate_limit: Some(crate::config::RateLimitConfig {
+                limit: 10,
+                window_secs: 60,
+            }),
+            owner_id: Some("cus_1".into()),
+            credits: Some(Balance {
+                remaining: 5,
+                refill: Some(Refill {
+                    amount: 100,
+                    interval: Interval::parse("daily").unwrap(),
+                }),
+                period_start: 86_400,
+            }),
+            allowed_ips: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+            metadata: serde_json::json!({"team": "a"}),
+            created_at: 1,
+            updated_at: 2,
+            last_used_at: Some(3),
+            expires_at: Some(4),
+            revoked_at: None,
+            created_by: Some("usr_1".into()),
+            rotated_to: Some("key_2".into()),
+        }
+    }
+
+    #[test]
+    fn a_key_survives_its_row() {
+        let k = record();
+        let back = KeyRow::of(&k).into_record().unwrap();
+        assert_eq!(format!("{back:?}"), format!("{k:?}"));
+        let bare = KeyRecord {
+            rate_limit: None,
+            credits: None,
+            allowed_ips: None,
+            owner_id: None,
+            rotated_to: None,
+            ..record()
+        };
+        let back = KeyRow::of(&bare).into_record().unwrap();
+        assert_eq!(format!("{back:?}"), format!("{bare:?}"));
+    }
+
+    #[test]
+    fn a_row_gatehouse_never_writes_names_its_column() {
+        let row = KeyRow::of(&record());
+        let cases: [(KeyRow, &str); 6] = [
+            (
+                KeyRow {
+                    key_hash: vec![1; 31],
+                    ..row.clone()
+                },
+                "key_hash",
+            ),
+            (
+                KeyRow {
+                    kind: "admin".into(),
+                    ..row.clone()
+                },
+                "type",
+            ),
+            (
+                KeyRow {
+                    scopes: "read".into(),
+                    ..row.clone()
+                },
+                "scopes",
+            ),
+            (
+                KeyRow {
+                    rate_limit: Some(-1),
+                    ..row.clone()
+                },
+                "rate_limit",
+            ),
+            (
+                KeyRow {
+                    allowed_ips: Some("[\"nope\"]".into()),
+                    ..row.clone()
+                },
+                "allowed_ips",
+            ),
+            (
+                KeyRow {
+                    metadata: "{".into(),
+                    ..row.clone()
+                },
+                "metadata",
+            ),
+        ];
+        for (bad, column) in cases {
+            assert_eq!(bad.into_record().unwrap_err(), UnreadableColumn(column));
+        }
+    }
+}

@@ -469,7 +469,7 @@ fn backup_while_serving_is_consistent_and_holds_the_data() {
         let version: u32 = copy
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, gatehouse::db::latest_version());
+        assert_eq!(version, gatehouse::store::sqlite::latest_version());
     }
     let out = run(gatehouse(dir.path()).args(["backup", "after.db"]));
     assert_eq!(out.code, Some(1), "never overwrites");

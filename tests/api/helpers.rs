@@ -148,7 +148,7 @@ pub fn spawn_app_at(root: &Path, customize: impl FnOnce(&mut Config)) -> TestApp
     let state = app.state();
     if backend() == Backend::Postgres {
         assert!(
-            state.sqlite.is_none(),
+            state.store.backend() == gatehouse::store::open::Backend::Postgres,
             "an app of the PostgreSQL suite runs on SQLite"
         );
     }

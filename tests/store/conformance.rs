@@ -42,11 +42,11 @@ impl Backend {
 fn sqlite() -> Option<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gatehouse.db");
-    let db = gatehouse::db::Db::open(&path, &Default::default()).unwrap();
+    let db = gatehouse::store::sqlite::SqliteStore::open(&path, &Default::default()).unwrap();
     db.migrate().unwrap();
     let conn_path = path.clone();
     Some(Backend {
-        store: Arc::new(gatehouse::store::sqlite::SqliteStore::new(db)),
+        store: Arc::new(db),
         sql: Box::new(move |s| {
             let conn = rusqlite::Connection::open(&conn_path).unwrap();
             if s.trim_start().to_ascii_uppercase().starts_with("SELECT") {

@@ -2,15 +2,15 @@
 //! primary key decides which node applies a redelivered event), then the
 //! change, in one transaction.
 
-use deadpool_postgres::GenericClient;
-
-use super::effects;
-use super::PgError;
+use super::{effects, PgError, PgStore};
 use crate::billing::link::{
     self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
 };
 use crate::billing::Action;
-use crate::store::billing::{link_event_outcome, plan_changed_effects, StripeOutcome};
+use crate::store::billing::{link_event_outcome, plan_changed_effects, BillingRepo, StripeOutcome};
+use crate::store::StoreResult;
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 
 async fn set_plan(
     client: &impl GenericClient,
@@ -227,4 +227,46 @@ pub async fn link_stripe_customer(
     let outcome = link_customer(&tx, project_id, customer, &request, now).await?;
     tx.commit().await?;
     Ok(outcome)
+}
+
+#[async_trait]
+impl BillingRepo for PgStore {
+    async fn apply_stripe_event(
+        &self,
+        event_id: String,
+        event_type: String,
+        action: crate::billing::Action,
+    ) -> StoreResult<StripeOutcome> {
+        let mut client = self.client().await?;
+        Ok(apply_stripe_event(
+            &mut client,
+            &event_id,
+            &event_type,
+            action,
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn link_stripe_customer(
+        &self,
+        project: crate::store::ProjectId,
+        customer: String,
+        force: bool,
+        default_plan: String,
+    ) -> StoreResult<crate::billing::link::LinkOutcome> {
+        let request = crate::billing::link::LinkRequest::Manual {
+            force,
+            default_plan,
+        };
+        let mut client = self.client().await?;
+        Ok(link_stripe_customer(
+            &mut client,
+            project.as_str(),
+            &customer,
+            request,
+            self.clock.now(),
+        )
+        .await?)
+    }
 }

@@ -1,14 +1,12 @@
 //! Login codes, sessions and tokens in PostgreSQL. The rules are
 //! `auth::rules`; what keeps them true across nodes is said per function.
 
-use deadpool_postgres::GenericClient;
-
 use super::directory::{
     find_or_create_user, find_user_by_email, insert_membership, insert_project, lock_name,
     memberships_of, user_from, USER_COLUMNS,
 };
 use super::effects::{enqueue_mail, record_audit};
-use super::PgError;
+use super::{PgError, PgStore};
 use crate::auth::rules::{
     burns_code, judge_code, refresh_decision, send_code_throttle, session_alive,
     should_touch_session, CodeRequestHistory, CodeVerdict, RefreshDecision,
@@ -16,9 +14,12 @@ use crate::auth::rules::{
 use crate::store::audit::{Actor, AuditEvent};
 use crate::store::sessions::{
     CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens, RefreshOutcome,
-    SessionAuth, SessionLimits,
+    SessionAuth, SessionLimits, SessionRepo,
 };
+use crate::store::StoreResult;
 use crate::types::Role;
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 
 async fn count_since(
     client: &impl GenericClient,
@@ -423,4 +424,60 @@ pub async fn authenticate_access_token(
         via_cookie: row.try_get(1)?,
         user: user_from(&row, 5)?,
     }))
+}
+
+#[async_trait]
+impl SessionRepo for PgStore {
+    async fn request_login_code(&self, req: CodeRequest) -> StoreResult<CodeRequestOutcome> {
+        let mut client = self.client().await?;
+        Ok(request_login_code(&mut client, &req, self.clock.now()).await?)
+    }
+
+    async fn login_with_code(&self, req: LoginRequest) -> StoreResult<LoginOutcome> {
+        let mut client = self.client().await?;
+        Ok(login_with_code(&mut client, &req, self.clock.now()).await?)
+    }
+
+    async fn refresh_session(
+        &self,
+        presented: [u8; 32],
+        tokens: NewTokens,
+        limits: SessionLimits,
+        actor: Actor,
+    ) -> StoreResult<RefreshOutcome> {
+        let mut client = self.client().await?;
+        Ok(refresh_session(
+            &mut client,
+            &presented,
+            &tokens,
+            &limits,
+            actor,
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn revoke_by_refresh_token(&self, presented: [u8; 32]) -> StoreResult<Option<String>> {
+        let mut client = self.client().await?;
+        Ok(revoke_by_refresh_token(&mut client, &presented, self.clock.now()).await?)
+    }
+
+    async fn revoke_session(
+        &self,
+        session_id: String,
+        reason: &'static str,
+        actor: Actor,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        Ok(revoke_session(&mut client, &session_id, reason, &actor, self.clock.now()).await?)
+    }
+
+    async fn authenticate_access_token(
+        &self,
+        presented: [u8; 32],
+        limits: SessionLimits,
+    ) -> StoreResult<Option<SessionAuth>> {
+        let client = self.client().await?;
+        Ok(authenticate_access_token(&client, &presented, &limits, self.clock.now()).await?)
+    }
 }

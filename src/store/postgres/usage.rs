@@ -2,13 +2,13 @@
 //! counted since its last flush and never overwrites a total, and
 //! `last_used_at` only moves forward, so the counts of all nodes add up.
 
-use std::collections::HashMap;
-
+use super::{PgError, PgStore};
+use crate::store::audit::{AuditRepo, StoredEvent};
+use crate::store::usage::{UsageBatch, UsageCounts, UsageRepo};
+use crate::store::{KeyId, ProjectId, StoreError, StoreResult};
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-
-use super::PgError;
-use crate::store::audit::StoredEvent;
-use crate::store::usage::{UsageBatch, UsageCounts};
+use std::collections::HashMap;
 
 /// Adds a batch's counts and `last_used_at` values in the caller's
 /// transaction. Credit balances are not written here: they are decided by
@@ -182,4 +182,60 @@ pub async fn audit_page(
         });
     }
     Ok((events, total))
+}
+
+#[async_trait]
+impl UsageRepo for PgStore {
+    async fn write_usage(&self, batch: UsageBatch) -> Result<(), (StoreError, UsageBatch)> {
+        let mut client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => return Err((e.into(), batch)),
+        };
+        match write_usage(&mut client, &batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err((e.into(), batch)),
+        }
+    }
+
+    async fn usage_series(
+        &self,
+        project: ProjectId,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<(i64, UsageCounts)>> {
+        let client = self.client().await?;
+        Ok(usage_series(
+            &client,
+            project.as_str(),
+            key.as_ref().map(|k| k.as_str()),
+            from,
+            to,
+            bucket_secs,
+        )
+        .await?)
+    }
+
+    async fn project_verifications_since(
+        &self,
+        project: ProjectId,
+        since: i64,
+    ) -> StoreResult<u64> {
+        let client = self.client().await?;
+        Ok(project_verifications_since(&client, project.as_str(), since).await?)
+    }
+}
+
+#[async_trait]
+impl AuditRepo for PgStore {
+    async fn audit_page(
+        &self,
+        project: ProjectId,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<StoredEvent>, i64)> {
+        let client = self.client().await?;
+        Ok(audit_page(&client, project.as_str(), offset, limit).await?)
+    }
 }

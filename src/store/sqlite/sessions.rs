@@ -2,13 +2,16 @@
 //! is one immediate transaction, so concurrent requests cannot both spend a
 //! code or a refresh token.
 
+use crate::store::sessions::SessionRepo;
 use crate::store::sessions::*;
+use crate::store::StoreResult;
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::audit;
-use super::mail;
-use super::users::{self, USER_COLUMNS};
-use super::{Db, DbResult};
+use super::directory::{self, USER_COLUMNS};
+use super::work;
+use super::{DbResult, SqliteStore};
 use crate::store::audit::{Actor, AuditEvent};
 use crate::types::Role;
 
@@ -80,7 +83,7 @@ pub fn login_with_code(c: &mut Connection, req: LoginRequest, now: i64) -> DbRes
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let existing = users::find_user_by_email(&tx, email)?;
+    let existing = directory::find_user_by_email(&tx, email)?;
     let verdict = judge_code(
         stored.as_ref().map(|(h, a, e)| (h.as_slice(), *a, *e)),
         &req.presented_hash,
@@ -121,12 +124,12 @@ pub fn login_with_code(c: &mut Connection, req: LoginRequest, now: i64) -> DbRes
     tx.execute("DELETE FROM login_codes WHERE email = ?1", [email])?;
     let (user, created) = match existing {
         Some(u) => (u, false),
-        None => users::find_or_create_user(&tx, &req.email, now)?,
+        None => directory::find_or_create_user(&tx, &req.email, now)?,
     };
-    if users::memberships_of(&tx, &user.id)?.is_empty() {
+    if directory::memberships_of(&tx, &user.id)?.is_empty() {
         let (name, plan) = &req.personal_project;
-        let project = users::insert_project(&tx, name, plan, now)?;
-        users::insert_membership(&tx, &project.id, &user.id, Role::Owner, now)?;
+        let project = directory::insert_project(&tx, name, plan, now)?;
+        directory::insert_membership(&tx, &project.id, &user.id, Role::Owner, now)?;
     }
     tx.execute(
         "INSERT INTO sessions (id, user_id, via_cookie, created_at, last_used_at, expires_at, ip, user_agent)
@@ -160,11 +163,12 @@ pub fn login_with_code(c: &mut Connection, req: LoginRequest, now: i64) -> DbRes
     Ok(LoginOutcome::Success { user, created })
 }
 
-impl Db {
+#[async_trait]
+impl SessionRepo for SqliteStore {
     /// `send-code`: throttles, then (when the address may log in) replaces
     /// the address's code and queues its message, all in one transaction.
     /// The request counts against the throttles whether or not a code is sent.
-    pub async fn request_login_code(&self, req: CodeRequest) -> DbResult<CodeRequestOutcome> {
+    async fn request_login_code(&self, req: CodeRequest) -> StoreResult<CodeRequestOutcome> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -189,7 +193,7 @@ impl Db {
                 "INSERT INTO code_requests (email, ip, created_at) VALUES (?1, ?2, ?3)",
                 params![email, req.ip, now],
             )?;
-            let may_log_in = req.open_signup || users::find_user_by_email(&tx, email)?.is_some();
+            let may_log_in = req.open_signup || directory::find_user_by_email(&tx, email)?.is_some();
             let outcome = if may_log_in {
                 tx.execute(
                     "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES (?1, ?2, 0, ?3, ?4)
@@ -197,7 +201,7 @@ impl Db {
                          expires_at = excluded.expires_at, created_at = excluded.created_at",
                     params![email, &req.code_hash[..], now + l.ttl_secs, now],
                 )?;
-                mail::enqueue(&tx, &req.message, now)?;
+                work::enqueue(&tx, &req.message, now)?;
                 CodeRequestOutcome::Sent
             } else {
                 CodeRequestOutcome::Suppressed
@@ -209,7 +213,7 @@ impl Db {
     }
 
     /// `verify-code`: see [`login_with_code`].
-    pub async fn login_with_code(&self, req: LoginRequest) -> DbResult<LoginOutcome> {
+    async fn login_with_code(&self, req: LoginRequest) -> StoreResult<LoginOutcome> {
         let clock = self.clock.clone();
         self.call(move |c| login_with_code(c, req, clock.now()))
             .await
@@ -218,13 +222,13 @@ impl Db {
     /// Exchanges a refresh token for a new pair (rotation). A spent token is
     /// reuse, which revokes the whole session, except the immediate parent of
     /// a live token presented within the grace period.
-    pub async fn refresh_session(
+    async fn refresh_session(
         &self,
         presented: [u8; 32],
         tokens: NewTokens,
         limits: SessionLimits,
         actor: Actor,
-    ) -> DbResult<RefreshOutcome> {
+    ) -> StoreResult<RefreshOutcome> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -245,7 +249,7 @@ impl Db {
                             r.get::<_, i64>(3)?,
                             r.get::<_, i64>(4)?,
                             r.get::<_, Option<i64>>(5)?,
-                            users::user_from(r, 6)?,
+                            directory::user_from(r, 6)?,
                         ))
                     },
                 )
@@ -305,7 +309,7 @@ impl Db {
     }
 
     /// Revokes the session a refresh token (spent or not) belongs to.
-    pub async fn revoke_by_refresh_token(&self, presented: [u8; 32]) -> DbResult<Option<String>> {
+    async fn revoke_by_refresh_token(&self, presented: [u8; 32]) -> StoreResult<Option<String>> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -326,12 +330,12 @@ impl Db {
         .await
     }
 
-    pub async fn revoke_session(
+    async fn revoke_session(
         &self,
         session_id: String,
         reason: &'static str,
         actor: Actor,
-    ) -> DbResult<()> {
+    ) -> StoreResult<()> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -356,11 +360,11 @@ impl Db {
 
     /// The live session behind an access token. Marks the session used at
     /// most once a minute, so authenticated reads rarely write.
-    pub async fn authenticate_access_token(
+    async fn authenticate_access_token(
         &self,
         presented: [u8; 32],
         limits: SessionLimits,
-    ) -> DbResult<Option<SessionAuth>> {
+    ) -> StoreResult<Option<SessionAuth>> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -379,7 +383,7 @@ impl Db {
                             r.get::<_, i64>(2)?,
                             r.get::<_, i64>(3)?,
                             r.get::<_, Option<i64>>(4)?,
-                            users::user_from(r, 5)?,
+                            directory::user_from(r, 5)?,
                         ))
                     },
                 )
@@ -411,38 +415,6 @@ impl Db {
         })
         .await
     }
-
-    /// Deletes what can no longer be used: expired codes, old throttle
-    /// records, past months' quota counters, expired access tokens, dead
-    /// sessions and old mail.
-    pub async fn cleanup(&self, limits: SessionLimits) -> DbResult<usize> {
-        let clock = self.clock.clone();
-        self.call(move |c| {
-            let now = clock.now();
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut n = 0;
-            n += tx.execute("DELETE FROM login_codes WHERE expires_at <= ?1", [now])?;
-            n += tx.execute("DELETE FROM code_requests WHERE created_at < ?1", [now - 86_400])?;
-            n += tx.execute("DELETE FROM throttles WHERE window_start < ?1", [now - 86_400])?;
-            n += tx.execute(
-                "DELETE FROM quota_counters WHERE period_start < ?1",
-                [now - crate::store::maintenance::QUOTA_COUNTER_RETENTION_SECS],
-            )?;
-            n += tx.execute("DELETE FROM access_tokens WHERE expires_at <= ?1", [now])?;
-            n += tx.execute(
-                "DELETE FROM sessions WHERE expires_at <= ?1 OR last_used_at < ?2 OR revoked_at < ?3",
-                params![now, now - limits.idle_secs, now - 86_400],
-            )?;
-            n += tx.execute(
-                "DELETE FROM mail_outbox WHERE (transport = 'mailbox' AND created_at < ?1)
-                    OR (sent_at IS NOT NULL AND sent_at < ?2) OR (failed_at IS NOT NULL AND failed_at < ?2)",
-                params![now - 86_400, now - 7 * 86_400],
-            )?;
-            tx.commit()?;
-            Ok(n)
-        })
-        .await
-    }
 }
 
 #[cfg(test)]
@@ -467,7 +439,7 @@ mod tests {
 
     fn database() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
-        crate::db::migrate::migrate(&mut c).unwrap();
+        crate::store::sqlite::migrate::migrate(&mut c).unwrap();
         c
     }
 
@@ -541,7 +513,7 @@ mod tests {
         let right = [9; 32];
         let wrong = [8; 32];
         let known = |c: &Connection, email: &str| {
-            users::find_or_create_user(c, &Email::parse(email).unwrap(), NOW).unwrap();
+            directory::find_or_create_user(c, &Email::parse(email).unwrap(), NOW).unwrap();
         };
         known(&c, "nocode@acme.test");
         known(&c, "wrong@acme.test");

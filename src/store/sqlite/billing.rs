@@ -1,9 +1,12 @@
 //! Stripe events and project plans.
 
+use crate::store::billing::BillingRepo;
 use crate::store::billing::{link_event_outcome, plan_changed_effects, StripeOutcome};
+use crate::store::{ProjectId, StoreResult};
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{Db, DbResult};
+use super::{DbResult, SqliteStore};
 use crate::billing::link::{
     self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
 };
@@ -117,15 +120,16 @@ fn link_customer(
     })
 }
 
-impl Db {
+#[async_trait]
+impl BillingRepo for SqliteStore {
     /// Applies a verified Stripe event exactly once: the event id is recorded
     /// in the same transaction as the change it causes.
-    pub async fn apply_stripe_event(
+    async fn apply_stripe_event(
         &self,
         event_id: String,
         event_type: String,
         action: Action,
-    ) -> DbResult<StripeOutcome> {
+    ) -> StoreResult<StripeOutcome> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -174,12 +178,18 @@ impl Db {
 
     /// `gatehouse billing link`: links `customer` to the project by hand
     /// (see `billing::link`), in one transaction.
-    pub async fn link_stripe_customer(
+    async fn link_stripe_customer(
         &self,
-        project_id: String,
+        project: ProjectId,
         customer: String,
-        request: LinkRequest,
-    ) -> DbResult<LinkOutcome> {
+        force: bool,
+        default_plan: String,
+    ) -> StoreResult<LinkOutcome> {
+        let project_id = project.to_string();
+        let request = LinkRequest::Manual {
+            force,
+            default_plan,
+        };
         let clock = self.clock.clone();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;

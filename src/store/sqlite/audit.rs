@@ -1,9 +1,12 @@
 //! The audit log: one row per security-relevant event.
 
+use async_trait::async_trait;
 use rusqlite::{params, Connection};
 
-use super::DbResult;
+use super::{DbResult, SqliteStore};
+use crate::store::audit::AuditRepo;
 use crate::store::audit::{AuditEvent, StoredEvent};
+use crate::store::{ProjectId, StoreResult};
 
 /// Records an event inside the caller's transaction, so it is kept exactly
 /// when the change it describes is.
@@ -42,4 +45,31 @@ pub(crate) fn event_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent>
         details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
         created_at: r.get(9)?,
     })
+}
+
+#[async_trait]
+impl AuditRepo for SqliteStore {
+    /// One page of a project's audit log, newest first: the project's own
+    /// events and the sign-ins of its current members.
+    async fn audit_page(
+        &self,
+        project: ProjectId,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<StoredEvent>, i64)> {
+        self.call(move |c| {
+            let project_id = project.as_str();
+            let cond = "project_id = ?1 OR (project_id IS NULL
+                 AND action IN ('login.succeeded', 'login.failed', 'logout', 'session.token_reused')
+                 AND actor_id IN (SELECT user_id FROM memberships WHERE project_id = ?1))";
+            let total: i64 = c.query_row(&format!("SELECT count(*) FROM audit_events WHERE {cond}"), [&project_id], |r| r.get(0))?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT id, project_id, action, actor_type, actor_id, target, ip, request_id, details, created_at
+                 FROM audit_events WHERE {cond} ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+            ))?;
+            let rows = stmt.query_map(params![project_id, limit, offset], event_from)?;
+            Ok((rows.collect::<Result<Vec<_>, _>>()?, total))
+        })
+        .await
+    }
 }

@@ -1,13 +1,16 @@
 //! Users, projects and memberships.
 
+use crate::store::directory::DirectoryRepo;
 use crate::store::directory::{
     may_change, member_change_effects, member_json, BootstrapOutcome, Member, MemberChangeError,
     Membership, Project, User,
 };
+use crate::store::{ProjectId, StoreResult, UserId};
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::audit;
-use super::{Db, DbResult};
+use super::{DbResult, SqliteStore};
 use crate::crypto::new_id;
 use crate::store::audit::{Actor, AuditEvent};
 use crate::types::{Email, Role};
@@ -151,8 +154,10 @@ fn owner_count(conn: &Connection, project_id: &str) -> DbResult<i64> {
     )?)
 }
 
-impl Db {
-    pub async fn project(&self, id: String) -> DbResult<Option<Project>> {
+#[async_trait]
+impl DirectoryRepo for SqliteStore {
+    async fn project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
+        let id = id.to_string();
         self.call(move |c| {
             Ok(c.query_row(
                 &format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = ?1"),
@@ -165,7 +170,7 @@ impl Db {
     }
 
     /// A project by id, or by name when exactly one project has it (CLI).
-    pub async fn find_project(&self, id_or_name: String) -> DbResult<Result<Project, String>> {
+    async fn find_project(&self, id_or_name: String) -> StoreResult<Result<Project, String>> {
         self.call(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = ?1 OR p.name = ?1 ORDER BY p.id = ?1 DESC"
@@ -183,16 +188,19 @@ impl Db {
         .await
     }
 
-    pub async fn memberships(&self, user_id: String) -> DbResult<Vec<Membership>> {
+    async fn memberships(&self, user: UserId) -> StoreResult<Vec<Membership>> {
+        let user_id = user.to_string();
         self.call(move |c| memberships_of(c, &user_id)).await
     }
 
     /// The user's role in the project, or `None` when not a member.
-    pub async fn project_role(
+    async fn project_role(
         &self,
-        user_id: String,
-        project_id: String,
-    ) -> DbResult<Option<Membership>> {
+        user: UserId,
+        project: ProjectId,
+    ) -> StoreResult<Option<Membership>> {
+        let project_id = project.to_string();
+        let user_id = user.to_string();
         self.call(move |c| {
             Ok(c.query_row(
                 &format!(
@@ -213,13 +221,14 @@ impl Db {
     }
 
     /// Creates a project with `user_id` as its owner.
-    pub async fn create_project(
+    async fn create_project(
         &self,
-        user_id: String,
+        user: UserId,
         name: String,
         plan: String,
         actor: Actor,
-    ) -> DbResult<Project> {
+    ) -> StoreResult<Project> {
+        let user_id = user.to_string();
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -244,12 +253,13 @@ impl Db {
     }
 
     /// One page of the user's projects with their role, and the total count.
-    pub async fn projects_page(
+    async fn projects_page(
         &self,
-        user_id: String,
+        user: UserId,
         offset: i64,
         limit: i64,
-    ) -> DbResult<(Vec<Membership>, i64)> {
+    ) -> StoreResult<(Vec<Membership>, i64)> {
+        let user_id = user.to_string();
         self.call(move |c| {
             let total: i64 =
                 c.query_row("SELECT count(*) FROM memberships WHERE user_id = ?1", [&user_id], |r| r.get(0))?;
@@ -268,12 +278,13 @@ impl Db {
         .await
     }
 
-    pub async fn members_page(
+    async fn members_page(
         &self,
-        project_id: String,
+        project: ProjectId,
         offset: i64,
         limit: i64,
-    ) -> DbResult<(Vec<Member>, i64)> {
+    ) -> StoreResult<(Vec<Member>, i64)> {
+        let project_id = project.to_string();
         self.call(move |c| {
             let total: i64 = c.query_row(
                 "SELECT count(*) FROM memberships WHERE project_id = ?1",
@@ -298,15 +309,16 @@ impl Db {
 
     /// Adds `email` (creating the user if needed) with `role`; `notify` is
     /// queued in the same transaction.
-    pub async fn add_member(
+    async fn add_member(
         &self,
-        project_id: String,
+        project: ProjectId,
         email: Email,
         role: Role,
         actor_role: Role,
         actor: Actor,
         notify: crate::store::work::Outgoing,
-    ) -> DbResult<Result<Member, MemberChangeError>> {
+    ) -> StoreResult<Result<Member, MemberChangeError>> {
+        let project_id = project.to_string();
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -330,9 +342,9 @@ impl Db {
                 },
                 now,
             )?;
-            super::mail::enqueue(&tx, &notify, now)?;
+            super::work::enqueue(&tx, &notify, now)?;
             let member = member_row(&tx, &project_id, &user.id)?.expect("just inserted");
-            super::webhooks::emit(&tx, &project_id, "member.added", member_json(&member), now)?;
+            super::work::emit(&tx, &project_id, "member.added", member_json(&member), now)?;
             tx.commit()?;
             Ok(Ok(member))
         })
@@ -341,14 +353,16 @@ impl Db {
 
     /// Changes a member's role (`Some`) or removes the member (`None`),
     /// keeping at least one owner.
-    pub async fn change_member(
+    async fn change_member(
         &self,
-        project_id: String,
-        user_id: String,
+        project: ProjectId,
+        user: UserId,
         to: Option<Role>,
         actor_role: Role,
         actor: Actor,
-    ) -> DbResult<Result<Option<Member>, MemberChangeError>> {
+    ) -> StoreResult<Result<Option<Member>, MemberChangeError>> {
+        let project_id = project.to_string();
+        let user_id = user.to_string();
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -385,12 +399,12 @@ impl Db {
 
     /// `gatehouse users add`: the user, and optionally a membership in the
     /// project of that name (created when none exists).
-    pub async fn bootstrap_user(
+    async fn bootstrap_user(
         &self,
         email: Email,
         project: Option<(String, Option<Role>)>,
         plan: String,
-    ) -> DbResult<Result<BootstrapOutcome, String>> {
+    ) -> StoreResult<Result<BootstrapOutcome, String>> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
