@@ -143,6 +143,63 @@ pub enum Rotated {
     Refused(RotationRefusal),
 }
 
+/// What a rotation writes: `old` as it is afterwards (revoked, or expiring
+/// after the grace, and pointing at its successor), `new` (carrying the
+/// balance of the line), and the predecessor of `old` whose grace this
+/// rotation ends (revoked now), if any.
+#[derive(Clone, Debug)]
+pub struct RotationPlan {
+    pub old: KeyRecord,
+    pub new: KeyRecord,
+    pub ended_grace: Option<KeyRecord>,
+}
+
+/// The rotation of `old` into `new`, decided on what a backend read in its
+/// transaction: the live predecessor of `old` (a key still in the grace of
+/// its rotation into `old`), and the project's active keys. Refused under
+/// the rules of [`crate::keys::events::check_rotation`]. `old_expires_at`:
+/// `None` revokes `old` now; a time ends its grace then (never later than
+/// it would have expired anyway).
+pub fn plan_rotation(
+    mut old: KeyRecord,
+    predecessor: Option<KeyRecord>,
+    active: i64,
+    max_keys: Option<u64>,
+    mut new: KeyRecord,
+    old_expires_at: Option<i64>,
+    now: i64,
+) -> Result<RotationPlan, RotationRefusal> {
+    let predecessor = predecessor.filter(|p| p.is_active(now));
+    crate::keys::events::check_rotation(
+        &old,
+        predecessor.is_some(),
+        active,
+        max_keys,
+        old_expires_at.is_some(),
+        now,
+    )?;
+    let ended_grace = predecessor.map(|mut p| {
+        p.revoked_at = Some(now);
+        p.updated_at = now;
+        p
+    });
+    match old_expires_at {
+        None => old.revoked_at = Some(now),
+        Some(at) => old.expires_at = Some(old.expires_at.map_or(at, |e| e.min(at))),
+    }
+    old.updated_at = now;
+    old.rotated_to = Some(new.id.clone());
+    new.rotated_to = None;
+    // The balance moves with the line, read under the backend's lock
+    // (spends are made in the row itself; see store::spend).
+    new.credits = old.credits;
+    Ok(RotationPlan {
+        old,
+        new,
+        ended_grace,
+    })
+}
+
 /// Filters of the key list.
 #[derive(Clone, Debug, Default)]
 pub struct KeyFilter {
@@ -333,6 +390,88 @@ mod tests {
             created_by: Some("usr_1".into()),
             rotated_to: Some("key_2".into()),
         }
+    }
+
+    fn line() -> (KeyRecord, KeyRecord, KeyRecord) {
+        let old = KeyRecord {
+            id: "key_old".into(),
+            rotated_to: None,
+            expires_at: None,
+            ..record()
+        };
+        let new = KeyRecord {
+            id: "key_new".into(),
+            credits: None,
+            rotated_to: Some("stale".into()),
+            ..record()
+        };
+        let predecessor = KeyRecord {
+            id: "key_pre".into(),
+            rotated_to: Some("key_old".into()),
+            expires_at: Some(500),
+            ..record()
+        };
+        (old, new, predecessor)
+    }
+
+    #[test]
+    fn a_rotation_moves_the_line_and_ends_the_old_grace() {
+        let (old, new, predecessor) = line();
+        let plan = plan_rotation(old, Some(predecessor), 3, None, new, Some(400), 100).unwrap();
+        assert_eq!(plan.old.expires_at, Some(400));
+        assert_eq!(plan.old.revoked_at, None);
+        assert_eq!(plan.old.updated_at, 100);
+        assert_eq!(plan.old.rotated_to.as_deref(), Some("key_new"));
+        assert_eq!(plan.new.rotated_to, None);
+        assert_eq!(plan.new.credits, plan.old.credits);
+        let ended = plan.ended_grace.unwrap();
+        assert_eq!(
+            (ended.id.as_ref(), ended.revoked_at),
+            ("key_pre", Some(100))
+        );
+    }
+
+    #[test]
+    fn a_rotation_without_grace_revokes_and_never_extends() {
+        let (old, new, predecessor) = line();
+        // The predecessor's grace already ran out: nothing to end.
+        let plan = plan_rotation(
+            old.clone(),
+            Some(predecessor),
+            3,
+            None,
+            new.clone(),
+            None,
+            600,
+        )
+        .unwrap();
+        assert_eq!(plan.old.revoked_at, Some(600));
+        assert!(plan.ended_grace.is_none());
+        // A grace longer than the key had left keeps the earlier expiry.
+        let expiring = KeyRecord {
+            expires_at: Some(150),
+            ..old
+        };
+        let plan = plan_rotation(expiring, None, 1, None, new, Some(900), 100).unwrap();
+        assert_eq!(plan.old.expires_at, Some(150));
+    }
+
+    #[test]
+    fn a_refused_rotation_says_why() {
+        let (old, new, _) = line();
+        let rotated = KeyRecord {
+            rotated_to: Some("key_x".into()),
+            ..old.clone()
+        };
+        assert!(matches!(
+            plan_rotation(rotated, None, 1, None, new.clone(), None, 100),
+            Err(RotationRefusal::AlreadyRotated(_))
+        ));
+        // Keeping the old key adds one: over a plan of 3 with 3 active.
+        assert!(matches!(
+            plan_rotation(old, None, 3, Some(3), new, Some(200), 100),
+            Err(RotationRefusal::PlanLimit)
+        ));
     }
 
     #[test]

@@ -2,12 +2,11 @@
 //! repository is built from. Rows hold the same columns as SQLite's.
 
 use super::{effects, PgError, PgStore};
-use crate::keys::events::check_rotation;
 use crate::keys::record::KeyRecord;
 use crate::store::effects::Effects;
 use crate::store::keys::{
-    FeedEntry, FeedHorizon, FeedRead, ImportEffects, KeyChange, KeyFilter, KeyRepo, KeyRow,
-    LeakEffects, Rotated, RotationEffects, UnreadableColumn, KEY_COLUMNS,
+    plan_rotation, FeedEntry, FeedHorizon, FeedRead, ImportEffects, KeyChange, KeyFilter, KeyRepo,
+    KeyRow, LeakEffects, Rotated, RotationEffects, RotationPlan, UnreadableColumn, KEY_COLUMNS,
 };
 use crate::store::{KeyHash, KeyId, ProjectId, StoreResult};
 use async_trait::async_trait;
@@ -275,7 +274,7 @@ pub async fn rotate_key<F>(
     client: &mut deadpool_postgres::Client,
     project_id: &str,
     old_id: &str,
-    mut new: KeyRecord,
+    new: KeyRecord,
     old_expires_at: Option<i64>,
     max_keys: Option<u64>,
     effects: F,
@@ -288,7 +287,7 @@ where
     if !lock_project(&tx, project_id).await? {
         return Ok(Rotated::NotFound);
     }
-    let Some(mut old) = key_by_id(&tx, project_id, old_id, true).await? else {
+    let Some(old) = key_by_id(&tx, project_id, old_id, true).await? else {
         return Ok(Rotated::NotFound);
     };
     let predecessor = tx
@@ -301,39 +300,20 @@ where
         .await?
         .as_ref()
         .map(key_from)
-        .transpose()?
-        .filter(|p| p.is_active(now));
+        .transpose()?;
     let active = active_keys(&tx, project_id, now).await?;
-    if let Err(refusal) = check_rotation(
-        &old,
-        predecessor.is_some(),
-        active,
-        max_keys,
-        old_expires_at.is_some(),
-        now,
-    ) {
-        return Ok(Rotated::Refused(refusal));
-    }
-    let ended_grace = match predecessor {
-        Some(mut p) => {
-            p.revoked_at = Some(now);
-            p.updated_at = now;
-            store_key(&tx, &p).await?;
-            publish_change(&tx, &p.hash, now).await?;
-            Some(p)
-        }
-        None => None,
+    let RotationPlan {
+        old,
+        new,
+        ended_grace,
+    } = match plan_rotation(old, predecessor, active, max_keys, new, old_expires_at, now) {
+        Ok(plan) => plan,
+        Err(refusal) => return Ok(Rotated::Refused(refusal)),
     };
-    match old_expires_at {
-        None => old.revoked_at = Some(now),
-        Some(at) => old.expires_at = Some(old.expires_at.map_or(at, |e| e.min(at))),
+    if let Some(p) = &ended_grace {
+        store_key(&tx, p).await?;
+        publish_change(&tx, &p.hash, now).await?;
     }
-    old.updated_at = now;
-    old.rotated_to = Some(new.id.clone());
-    new.rotated_to = None;
-    // The balance moves with the line, read under this transaction's lock
-    // (spends are made in the row itself; see store::spend).
-    new.credits = old.credits;
     insert_key(&tx, &new, false, Some(&old.id)).await?;
     store_key(&tx, &old).await?;
     publish_change(&tx, &old.hash, now).await?;

@@ -8,13 +8,13 @@ use super::directory::{
 use super::effects::{enqueue_mail, record_audit};
 use super::{PgError, PgStore};
 use crate::auth::rules::{
-    burns_code, judge_code, refresh_decision, send_code_throttle, session_alive,
-    should_touch_session, CodeRequestHistory, CodeVerdict, RefreshDecision,
+    refresh_decision, send_code_throttle, session_alive, should_touch_session, CodeRequestHistory,
+    RefreshDecision,
 };
 use crate::store::audit::{Actor, AuditEvent};
 use crate::store::sessions::{
-    CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens, RefreshOutcome,
-    SessionAuth, SessionLimits, SessionRepo,
+    login_succeeded, plan_login, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginPlan,
+    LoginRequest, NewTokens, RefreshOutcome, SessionAuth, SessionLimits, SessionRepo, StoredCode,
 };
 use crate::store::StoreResult;
 use crate::types::Role;
@@ -103,51 +103,29 @@ pub async fn login_with_code(
     let email = req.email.as_str();
     let tx = client.transaction().await?;
     lock_name(&tx, &format!("gatehouse:email:{email}")).await?;
-    let stored: Option<(Vec<u8>, i64, i64)> = tx
+    let stored = tx
         .query_opt(
             "SELECT code_hash, attempts, expires_at FROM login_codes WHERE email = $1",
             &[&email],
         )
         .await?
-        .map(|r| -> Result<_, PgError> { Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)) })
+        .map(|r| -> Result<_, PgError> {
+            Ok(StoredCode {
+                hash: r.try_get(0)?,
+                attempts: r.try_get(1)?,
+                expires_at: r.try_get(2)?,
+            })
+        })
         .transpose()?;
     let existing = find_user_by_email(&tx, email).await?;
-    let verdict = judge_code(
-        stored.as_ref().map(|(h, a, e)| (h.as_slice(), *a, *e)),
-        &req.presented_hash,
-        now,
-        req.max_attempts,
-    );
-    let may_log_in = existing.is_some() || req.open_signup;
-    if verdict != CodeVerdict::Accepted || !may_log_in {
+    if let LoginPlan::Refuse(effects) = plan_login(stored.as_ref(), existing.as_ref(), req, now) {
         tx.execute(
             "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES ($1, $2, 1, $3, $3)
              ON CONFLICT (email) DO UPDATE SET attempts = login_codes.attempts + 1",
             &[&email, &&req.stand_in_hash[..], &now],
         )
         .await?;
-        let burned = burns_code(
-            verdict,
-            stored.as_ref().map(|(_, attempts, _)| *attempts),
-            req.max_attempts,
-        );
-        record_audit(
-            &tx,
-            &AuditEvent {
-                project_id: None,
-                action: "login.failed",
-                actor: &Actor {
-                    id: existing.map(|u| u.id),
-                    ..req.actor.clone()
-                },
-                target: Some(email),
-                details: serde_json::json!({
-                    "reason": if burned { "wrong_code_burned" } else { verdict.reason() }
-                }),
-            },
-            now,
-        )
-        .await?;
+        super::effects::write(&tx, &effects, now).await?;
         tx.commit().await?;
         return Ok(LoginOutcome::Failed);
     }
@@ -177,21 +155,7 @@ pub async fn login_with_code(
     )
     .await?;
     insert_tokens(&tx, &req.session_id, &req.tokens, None, now).await?;
-    record_audit(
-        &tx,
-        &AuditEvent {
-            project_id: None,
-            action: "login.succeeded",
-            actor: &Actor {
-                id: Some(user.id.clone()),
-                ..req.actor.clone()
-            },
-            target: Some(&user.id),
-            details: serde_json::json!({ "session_id": req.session_id, "new_user": created, "cookie": req.via_cookie }),
-        },
-        now,
-    )
-    .await?;
+    super::effects::write(&tx, &login_succeeded(&user, created, req), now).await?;
     tx.commit().await?;
     Ok(LoginOutcome::Success { user, created })
 }

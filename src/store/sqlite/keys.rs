@@ -4,12 +4,12 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{effects, DbError, DbResult, SqliteStore};
-use crate::keys::events::check_rotation;
 use crate::keys::record::KeyRecord;
 use crate::store::effects::Effects;
 use crate::store::keys::{
-    FeedEntry, FeedHorizon, FeedRead, ImportEffects, KeyChange, KeyChangeSubscription, KeyFilter,
-    KeyRepo, KeyRow, LeakEffects, Rotated, RotationEffects, UnreadableColumn, KEY_COLUMNS,
+    plan_rotation, FeedEntry, FeedHorizon, FeedRead, ImportEffects, KeyChange,
+    KeyChangeSubscription, KeyFilter, KeyRepo, KeyRow, LeakEffects, Rotated, RotationEffects,
+    RotationPlan, UnreadableColumn, KEY_COLUMNS,
 };
 use crate::store::{KeyHash, KeyId, ProjectId, StoreResult};
 
@@ -247,7 +247,7 @@ impl KeyRepo for SqliteStore {
         &self,
         project: ProjectId,
         old: KeyId,
-        mut new: KeyRecord,
+        new: KeyRecord,
         old_expires_at: Option<i64>,
         max_keys: Option<u64>,
         effects: RotationEffects,
@@ -256,52 +256,32 @@ impl KeyRepo for SqliteStore {
         self.call(move |c| {
             let project_id = project.as_str();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Some(mut old) = key_by_id(&tx, project_id, old.as_str())? else {
+            let Some(old) = key_by_id(&tx, project_id, old.as_str())? else {
                 return Ok(Rotated::NotFound);
             };
-            // The predecessor still in its grace period, if any.
             let predecessor = tx
                 .query_row(
                     &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE project_id = ?1 AND rotated_to = ?2"),
                     params![project_id, &*old.id],
                     key_from,
                 )
-                .optional()?
-                .filter(|p| p.is_active(now));
+                .optional()?;
             let active = active_keys(&tx, project_id, now)?;
-            if let Err(refusal) = check_rotation(
-                &old,
-                predecessor.is_some(),
-                active,
-                max_keys,
-                old_expires_at.is_some(),
-                now,
-            ) {
-                return Ok(Rotated::Refused(refusal));
-            }
-            let ended_grace = match predecessor {
-                Some(mut p) => {
-                    p.revoked_at = Some(now);
-                    p.updated_at = now;
-                    tx.execute(
-                        "UPDATE api_keys SET revoked_at = ?2, updated_at = ?2 WHERE id = ?1",
-                        params![&*p.id, now],
-                    )?;
-                    publish_change(&tx, &p.hash, now)?;
-                    Some(p)
-                }
-                None => None,
+            let RotationPlan {
+                old,
+                new,
+                ended_grace,
+            } = match plan_rotation(old, predecessor, active, max_keys, new, old_expires_at, now) {
+                Ok(plan) => plan,
+                Err(refusal) => return Ok(Rotated::Refused(refusal)),
             };
-            match old_expires_at {
-                None => old.revoked_at = Some(now),
-                Some(at) => old.expires_at = Some(old.expires_at.map_or(at, |e| e.min(at))),
+            if let Some(p) = &ended_grace {
+                tx.execute(
+                    "UPDATE api_keys SET revoked_at = ?2, updated_at = ?2 WHERE id = ?1",
+                    params![&*p.id, now],
+                )?;
+                publish_change(&tx, &p.hash, now)?;
             }
-            old.updated_at = now;
-            old.rotated_to = Some(new.id.clone());
-            new.rotated_to = None;
-            // The balance moves with the line, read under this transaction's lock
-            // (spends are made in the row itself; see store::spend).
-            new.credits = old.credits;
             insert_key(&tx, &new, false, Some(&old.id))?;
             tx.execute(
                 "UPDATE api_keys SET revoked_at = ?2, expires_at = ?3, updated_at = ?4, rotated_to = ?5 WHERE id = ?1",

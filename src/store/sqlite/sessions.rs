@@ -16,7 +16,7 @@ use crate::store::audit::{Actor, AuditEvent};
 use crate::types::Role;
 
 use crate::auth::rules::{
-    burns_code, refresh_decision, send_code_throttle, session_alive, should_touch_session,
+    refresh_decision, send_code_throttle, session_alive, should_touch_session,
 };
 
 fn count_since(
@@ -76,48 +76,27 @@ fn revoke(conn: &Connection, session_id: &str, reason: &str, now: i64) -> DbResu
 pub fn login_with_code(c: &mut Connection, req: LoginRequest, now: i64) -> DbResult<LoginOutcome> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let email = req.email.as_str();
-    let stored: Option<(Vec<u8>, i64, i64)> = tx
+    let stored = tx
         .query_row(
             "SELECT code_hash, attempts, expires_at FROM login_codes WHERE email = ?1",
             [email],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| {
+                Ok(StoredCode {
+                    hash: r.get(0)?,
+                    attempts: r.get(1)?,
+                    expires_at: r.get(2)?,
+                })
+            },
         )
         .optional()?;
     let existing = directory::find_user_by_email(&tx, email)?;
-    let verdict = judge_code(
-        stored.as_ref().map(|(h, a, e)| (h.as_slice(), *a, *e)),
-        &req.presented_hash,
-        now,
-        req.max_attempts,
-    );
-    let may_log_in = existing.is_some() || req.open_signup;
-    if verdict != CodeVerdict::Accepted || !may_log_in {
+    if let LoginPlan::Refuse(effects) = plan_login(stored.as_ref(), existing.as_ref(), &req, now) {
         tx.execute(
             "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES (?1, ?2, 1, ?3, ?3)
              ON CONFLICT (email) DO UPDATE SET attempts = attempts + 1",
             params![email, &req.stand_in_hash[..], now],
         )?;
-        let burned = burns_code(
-            verdict,
-            stored.as_ref().map(|(_, attempts, _)| *attempts),
-            req.max_attempts,
-        );
-        audit::record(
-            &tx,
-            &AuditEvent {
-                project_id: None,
-                action: "login.failed",
-                actor: &Actor {
-                    id: existing.map(|u| u.id),
-                    ..req.actor.clone()
-                },
-                target: Some(email),
-                details: serde_json::json!({
-                    "reason": if burned { "wrong_code_burned" } else { verdict.reason() }
-                }),
-            },
-            now,
-        )?;
+        super::effects::write(&tx, &effects, now)?;
         tx.commit()?;
         return Ok(LoginOutcome::Failed);
     }
@@ -145,20 +124,7 @@ pub fn login_with_code(c: &mut Connection, req: LoginRequest, now: i64) -> DbRes
         ],
     )?;
     insert_tokens(&tx, &req.session_id, &req.tokens, None, now)?;
-    audit::record(
-        &tx,
-        &AuditEvent {
-            project_id: None,
-            action: "login.succeeded",
-            actor: &Actor {
-                id: Some(user.id.clone()),
-                ..req.actor.clone()
-            },
-            target: Some(&user.id),
-            details: serde_json::json!({ "session_id": req.session_id, "new_user": created, "cookie": req.via_cookie }),
-        },
-        now,
-    )?;
+    super::effects::write(&tx, &login_succeeded(&user, created, &req), now)?;
     tx.commit()?;
     Ok(LoginOutcome::Success { user, created })
 }
