@@ -104,3 +104,24 @@ pub fn link_event_outcome(project_id: String, customer: &str, link: LinkOutcome)
         )),
     }
 }
+
+/// A subscription's plan for a customer no project is linked to: kept
+/// until a checkout (or `gatehouse billing link`) links it.
+pub fn plan_kept_for_later(customer: &str, plan: &str) -> StripeOutcome {
+    StripeOutcome::NotApplied(format!(
+        "customer {customer} is not linked to a project; its plan {plan} applies when a checkout (or `gatehouse billing link`) links it"
+    ))
+}
+
+/// What setting a linked project's plan did: `from` is the plan it
+/// replaced, `None` when the project was on that plan already.
+pub fn plan_set(project_id: String, from: Option<String>, to: String) -> StripeOutcome {
+    match from {
+        Some(from) => StripeOutcome::PlanChanged {
+            project_id,
+            from,
+            to,
+        },
+        None => StripeOutcome::Recorded("plan unchanged".into()),
+    }
+}

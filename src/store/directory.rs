@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 
 use super::audit::Actor;
+use super::effects::{AuditEntry, Effects, WebhookEvent};
 use super::{ProjectId, StoreResult, UserId};
 use crate::store::work::Outgoing;
 use crate::types::Email;
@@ -200,10 +201,138 @@ pub struct BootstrapOutcome {
     pub role: Option<Role>,
 }
 
+/// What creating a project records.
+pub fn project_created(project: &Project, actor: &Actor) -> Effects {
+    Effects::default().audit(AuditEntry {
+        project_id: Some(project.id.clone()),
+        action: "project.created",
+        actor: actor.clone(),
+        target: Some(project.id.clone()),
+        details: serde_json::json!({ "name": project.name }),
+    })
+}
+
+/// What adding a member records and announces: the audit row, the
+/// `member.added` event and the message to the new member.
+pub fn member_added(project_id: &str, member: &Member, actor: &Actor, notify: Outgoing) -> Effects {
+    let mut effects = Effects::default()
+        .audit(AuditEntry {
+            project_id: Some(project_id.to_string()),
+            action: "member.added",
+            actor: actor.clone(),
+            target: Some(member.user.id.clone()),
+            details: serde_json::json!({ "email": member.user.email, "role": member.role.as_str() }),
+        })
+        .webhook(WebhookEvent {
+            project_id: project_id.to_string(),
+            event: "member.added",
+            data: member_json(member),
+        });
+    effects.mail.push(notify);
+    effects
+}
+
+/// Which project `gatehouse users add --project NAME` means, from every
+/// project of that name: none (create it), one, or several (refused).
+pub fn bootstrap_project(name: &str, mut named: Vec<Project>) -> Result<Option<Project>, String> {
+    match named.len() {
+        0 => Ok(None),
+        1 => Ok(named.pop()),
+        n => Err(format!("{n} projects are named {name:?}; rename one first")),
+    }
+}
+
+/// The membership `gatehouse users add` gives `user` in the project
+/// `name`: the role asked for (by default owner of a project it created,
+/// member of one that existed), and the effects of adding it, or none when
+/// the user holds that role already. A different role already held is
+/// refused (the CLI never changes a role silently).
+pub fn bootstrap_membership(
+    user: &User,
+    project: &Project,
+    created: bool,
+    requested: Option<Role>,
+    held: Option<Role>,
+) -> Result<(Role, Option<Effects>), String> {
+    let role = requested.unwrap_or(if created { Role::Owner } else { Role::Member });
+    match held {
+        Some(held) if held != role => Err(format!(
+            "{} is already a {} of {:?}",
+            user.email,
+            held.as_str(),
+            project.name
+        )),
+        Some(_) => Ok((role, None)),
+        None => Ok((
+            role,
+            Some(Effects::default().audit(AuditEntry {
+                project_id: Some(project.id.clone()),
+                action: "member.added",
+                actor: Actor::system(),
+                target: Some(user.id.clone()),
+                details: serde_json::json!({ "email": user.email, "role": role.as_str(), "via": "cli" }),
+            })),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use Role::*;
+
+    fn project(name: &str) -> Project {
+        Project {
+            id: format!("prj_{name}"),
+            name: name.into(),
+            plan: "free".into(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_cli_names_one_project_or_creates_it() {
+        assert_eq!(bootstrap_project("a", vec![]), Ok(None));
+        assert_eq!(
+            bootstrap_project("a", vec![project("a")]),
+            Ok(Some(project("a")))
+        );
+        let err = bootstrap_project("a", vec![project("a"), project("a")]).unwrap_err();
+        assert!(err.contains("2 projects are named \"a\""), "{err}");
+    }
+
+    #[test]
+    fn the_cli_adds_a_member_once_and_never_changes_a_role() {
+        let user = User {
+            id: "usr_1".into(),
+            email: "ana@example.com".into(),
+            full_name: None,
+            created_at: 0,
+        };
+        let p = project("a");
+        let (role, effects) = bootstrap_membership(&user, &p, true, None, None).unwrap();
+        assert_eq!(role, Owner);
+        let entry = &effects.unwrap().audit[0];
+        assert_eq!(
+            (entry.action, entry.details["via"].as_str()),
+            ("member.added", Some("cli"))
+        );
+        assert_eq!(
+            bootstrap_membership(&user, &p, false, None, None)
+                .unwrap()
+                .0,
+            Member
+        );
+        // Already a member with that role: nothing to write.
+        assert!(
+            bootstrap_membership(&user, &p, false, Some(Admin), Some(Admin))
+                .unwrap()
+                .1
+                .is_none()
+        );
+        let err = bootstrap_membership(&user, &p, false, Some(Owner), Some(Member)).unwrap_err();
+        assert_eq!(err, "ana@example.com is already a member of \"a\"");
+    }
 
     #[test]
     fn role_rules() {

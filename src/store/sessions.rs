@@ -208,6 +208,37 @@ pub fn login_succeeded(user: &User, created: bool, req: &LoginRequest) -> super:
     })
 }
 
+/// What a reused refresh token records: the session it belongs to is
+/// revoked (by the backend) and this row says which token was spent when.
+pub fn token_reused(
+    user: &User,
+    session_id: &str,
+    spent_at: Option<i64>,
+    actor: Actor,
+) -> super::effects::Effects {
+    super::effects::Effects::default().audit(super::effects::AuditEntry {
+        project_id: None,
+        action: "session.token_reused",
+        actor: Actor {
+            id: Some(user.id.clone()),
+            ..actor
+        },
+        target: Some(session_id.to_string()),
+        details: serde_json::json!({ "spent_at": spent_at }),
+    })
+}
+
+/// What a logout records.
+pub fn logged_out(session_id: &str, actor: &Actor) -> super::effects::Effects {
+    super::effects::Effects::default().audit(super::effects::AuditEntry {
+        project_id: None,
+        action: "logout",
+        actor: actor.clone(),
+        target: Some(session_id.to_string()),
+        details: serde_json::json!({}),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

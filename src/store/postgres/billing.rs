@@ -7,7 +7,10 @@ use crate::billing::link::{
     self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
 };
 use crate::billing::Action;
-use crate::store::billing::{link_event_outcome, plan_changed_effects, BillingRepo, StripeOutcome};
+use crate::store::billing::{
+    link_event_outcome, plan_changed_effects, plan_kept_for_later, plan_set, BillingRepo,
+    StripeOutcome,
+};
 use crate::store::StoreResult;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -97,19 +100,11 @@ pub async fn apply_stripe_event(
                         &[&customer, &plan, &now],
                     )
                     .await?;
-                    StripeOutcome::NotApplied(format!(
-                        "customer {customer} is not linked to a project; its plan {plan} applies when a checkout (or `gatehouse billing link`) links it"
-                    ))
+                    plan_kept_for_later(&customer, &plan)
                 }
                 Some(project_id) => {
-                    match set_plan(&tx, &project_id, &plan, Some(event_id), now).await? {
-                        Some(from) => StripeOutcome::PlanChanged {
-                            project_id,
-                            from,
-                            to: plan,
-                        },
-                        None => StripeOutcome::Recorded("plan unchanged".into()),
-                    }
+                    let from = set_plan(&tx, &project_id, &plan, Some(event_id), now).await?;
+                    plan_set(project_id, from, plan)
                 }
             }
         }

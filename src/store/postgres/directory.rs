@@ -1,12 +1,12 @@
 //! Users, projects and memberships in PostgreSQL.
 
-use super::effects::{emit, enqueue_mail, record_audit};
 use super::{PgError, PgStore};
 use crate::crypto::new_id;
-use crate::store::audit::{Actor, AuditEvent};
+use crate::store::audit::Actor;
 use crate::store::directory::{
-    may_change, member_change_effects, member_json, BootstrapOutcome, DirectoryRepo, Member,
-    MemberChangeError, Membership, Project, User,
+    bootstrap_membership, bootstrap_project, may_change, member_added, member_change_effects,
+    project_created, BootstrapOutcome, DirectoryRepo, Member, MemberChangeError, Membership,
+    Project, User,
 };
 use crate::store::work::Outgoing;
 use crate::store::{ProjectId, StoreResult, UserId};
@@ -264,18 +264,7 @@ pub async fn create_project(
     let tx = client.transaction().await?;
     let project = insert_project(&tx, name, plan, now).await?;
     insert_membership(&tx, &project.id, owner, Role::Owner, now).await?;
-    record_audit(
-        &tx,
-        &AuditEvent {
-            project_id: Some(&project.id),
-            action: "project.created",
-            actor,
-            target: Some(&project.id),
-            details: serde_json::json!({ "name": name }),
-        },
-        now,
-    )
-    .await?;
+    super::effects::write(&tx, &project_created(&project, actor), now).await?;
     tx.commit().await?;
     Ok(project)
 }
@@ -355,23 +344,11 @@ pub async fn add_member(
     if !insert_membership(&tx, project_id, &user.id, role, now).await? {
         return Ok(Err(MemberChangeError::AlreadyMember));
     }
-    record_audit(
-        &tx,
-        &AuditEvent {
-            project_id: Some(project_id),
-            action: "member.added",
-            actor,
-            target: Some(&user.id),
-            details: serde_json::json!({ "email": user.email, "role": role.as_str() }),
-        },
-        now,
-    )
-    .await?;
-    enqueue_mail(&tx, notify, now).await?;
     let member = member_row(&tx, project_id, &user.id)
         .await?
         .ok_or_else(|| PgError::Corrupt("memberships".into()))?;
-    emit(&tx, project_id, "member.added", member_json(&member), now).await?;
+    let effects = member_added(project_id, &member, actor, notify.clone());
+    super::effects::write(&tx, &effects, now).await?;
     tx.commit().await?;
     Ok(Ok(member))
 }
@@ -402,42 +379,27 @@ pub async fn bootstrap_user(
                 &[&name],
             )
             .await?;
-        let (project, created) = match rows.as_slice() {
-            [] => (insert_project(&tx, &name, plan, now).await?, true),
-            [one] => (project_from(one, 0)?, false),
-            many => {
-                return Ok(Err(format!(
-                    "{} projects are named {name:?}; rename one first",
-                    many.len()
-                )))
-            }
+        let named = rows
+            .iter()
+            .map(|r| project_from(r, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (project, created) = match bootstrap_project(&name, named) {
+            Ok(Some(p)) => (p, false),
+            Ok(None) => (insert_project(&tx, &name, plan, now).await?, true),
+            Err(why) => return Ok(Err(why)),
         };
-        let role = role.unwrap_or(if created { Role::Owner } else { Role::Member });
-        match member_row(&tx, &project.id, &outcome.user.id).await? {
-            Some(existing) if existing.role != role => {
-                return Ok(Err(format!(
-                    "{} is already a {} of {name:?}",
-                    outcome.user.email,
-                    existing.role.as_str()
-                )))
-            }
-            Some(_) => {}
-            None => {
+        let held = member_row(&tx, &project.id, &outcome.user.id)
+            .await?
+            .map(|m| m.role);
+        let role = match bootstrap_membership(&outcome.user, &project, created, role, held) {
+            Ok((role, None)) => role,
+            Ok((role, Some(effects))) => {
                 insert_membership(&tx, &project.id, &outcome.user.id, role, now).await?;
-                record_audit(
-                    &tx,
-                    &AuditEvent {
-                        project_id: Some(&project.id),
-                        action: "member.added",
-                        actor: &Actor::system(),
-                        target: Some(&outcome.user.id),
-                        details: serde_json::json!({ "email": outcome.user.email, "role": role.as_str(), "via": "cli" }),
-                    },
-                    now,
-                )
-                .await?;
+                super::effects::write(&tx, &effects, now).await?;
+                role
             }
-        }
+            Err(why) => return Ok(Err(why)),
+        };
         outcome.project = Some(project);
         outcome.project_created = created;
         outcome.role = Some(role);

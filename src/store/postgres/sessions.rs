@@ -5,16 +5,17 @@ use super::directory::{
     find_or_create_user, find_user_by_email, insert_membership, insert_project, lock_name,
     memberships_of, user_from, USER_COLUMNS,
 };
-use super::effects::{enqueue_mail, record_audit};
+use super::effects::enqueue_mail;
 use super::{PgError, PgStore};
 use crate::auth::rules::{
     refresh_decision, send_code_throttle, session_alive, should_touch_session, CodeRequestHistory,
     RefreshDecision,
 };
-use crate::store::audit::{Actor, AuditEvent};
+use crate::store::audit::Actor;
 use crate::store::sessions::{
-    login_succeeded, plan_login, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginPlan,
-    LoginRequest, NewTokens, RefreshOutcome, SessionAuth, SessionLimits, SessionRepo, StoredCode,
+    logged_out, login_succeeded, plan_login, token_reused, CodeRequest, CodeRequestOutcome,
+    LoginOutcome, LoginPlan, LoginRequest, NewTokens, RefreshOutcome, SessionAuth, SessionLimits,
+    SessionRepo, StoredCode,
 };
 use crate::store::StoreResult;
 use crate::types::Role;
@@ -255,21 +256,8 @@ pub async fn refresh_session(
     match refresh_decision(used_at, spent_children, now, limits) {
         RefreshDecision::Reuse => {
             revoke(&tx, &session_id, "token_reused", now).await?;
-            record_audit(
-                &tx,
-                &AuditEvent {
-                    project_id: None,
-                    action: "session.token_reused",
-                    actor: &Actor {
-                        id: Some(user.id.clone()),
-                        ..actor
-                    },
-                    target: Some(&session_id),
-                    details: serde_json::json!({ "spent_at": used_at }),
-                },
-                now,
-            )
-            .await?;
+            let effects = token_reused(&user, &session_id, used_at, actor);
+            super::effects::write(&tx, &effects, now).await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::Reused);
         }
@@ -326,18 +314,7 @@ pub async fn revoke_session(
 ) -> Result<(), PgError> {
     let tx = client.transaction().await?;
     revoke(&tx, session_id, reason, now).await?;
-    record_audit(
-        &tx,
-        &AuditEvent {
-            project_id: None,
-            action: "logout",
-            actor,
-            target: Some(session_id),
-            details: serde_json::json!({}),
-        },
-        now,
-    )
-    .await?;
+    super::effects::write(&tx, &logged_out(session_id, actor), now).await?;
     tx.commit().await?;
     Ok(())
 }

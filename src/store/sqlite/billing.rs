@@ -1,7 +1,9 @@
 //! Stripe events and project plans.
 
 use crate::store::billing::BillingRepo;
-use crate::store::billing::{link_event_outcome, plan_changed_effects, StripeOutcome};
+use crate::store::billing::{
+    link_event_outcome, plan_changed_effects, plan_kept_for_later, plan_set, StripeOutcome,
+};
 use crate::store::{ProjectId, StoreResult};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -159,14 +161,12 @@ impl BillingRepo for SqliteStore {
                                  ON CONFLICT (customer_id) DO UPDATE SET plan = excluded.plan, updated_at = excluded.updated_at",
                                 params![customer, plan, now],
                             )?;
-                            StripeOutcome::NotApplied(format!(
-                                "customer {customer} is not linked to a project; its plan {plan} applies when a checkout (or `gatehouse billing link`) links it"
-                            ))
+                            plan_kept_for_later(&customer, &plan)
                         }
-                        Some(project_id) => match set_plan(&tx, &project_id, &plan, Some(&event_id), now)? {
-                            Some(from) => StripeOutcome::PlanChanged { project_id, from, to: plan },
-                            None => StripeOutcome::Recorded("plan unchanged".into()),
-                        },
+                        Some(project_id) => {
+                            let from = set_plan(&tx, &project_id, &plan, Some(&event_id), now)?;
+                            plan_set(project_id, from, plan)
+                        }
                     }
                 }
             };

@@ -2,17 +2,16 @@
 
 use crate::store::directory::DirectoryRepo;
 use crate::store::directory::{
-    may_change, member_change_effects, member_json, BootstrapOutcome, Member, MemberChangeError,
-    Membership, Project, User,
+    bootstrap_membership, bootstrap_project, may_change, member_added, member_change_effects,
+    project_created, BootstrapOutcome, Member, MemberChangeError, Membership, Project, User,
 };
 use crate::store::{ProjectId, StoreResult, UserId};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::audit;
 use super::{DbResult, SqliteStore};
 use crate::crypto::new_id;
-use crate::store::audit::{Actor, AuditEvent};
+use crate::store::audit::Actor;
 use crate::types::{Email, Role};
 
 pub(crate) const USER_COLUMNS: &str = "u.id, u.email, u.full_name, u.created_at";
@@ -235,17 +234,7 @@ impl DirectoryRepo for SqliteStore {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let project = insert_project(&tx, &name, &plan, now)?;
             insert_membership(&tx, &project.id, &user_id, Role::Owner, now)?;
-            audit::record(
-                &tx,
-                &AuditEvent {
-                    project_id: Some(&project.id),
-                    action: "project.created",
-                    actor: &actor,
-                    target: Some(&project.id),
-                    details: serde_json::json!({ "name": name }),
-                },
-                now,
-            )?;
+            super::effects::write(&tx, &project_created(&project, &actor), now)?;
             tx.commit()?;
             Ok(project)
         })
@@ -331,20 +320,9 @@ impl DirectoryRepo for SqliteStore {
                 return Ok(Err(MemberChangeError::AlreadyMember));
             }
             insert_membership(&tx, &project_id, &user.id, role, now)?;
-            audit::record(
-                &tx,
-                &AuditEvent {
-                    project_id: Some(&project_id),
-                    action: "member.added",
-                    actor: &actor,
-                    target: Some(&user.id),
-                    details: serde_json::json!({ "email": user.email, "role": role.as_str() }),
-                },
-                now,
-            )?;
-            super::work::enqueue(&tx, &notify, now)?;
             let member = member_row(&tx, &project_id, &user.id)?.expect("just inserted");
-            super::work::emit(&tx, &project_id, "member.added", member_json(&member), now)?;
+            let effects = member_added(&project_id, &member, &actor, notify);
+            super::effects::write(&tx, &effects, now)?;
             tx.commit()?;
             Ok(Ok(member))
         })
@@ -418,48 +396,29 @@ impl DirectoryRepo for SqliteStore {
                 role: None,
             };
             if let Some((name, role)) = project {
-                let ids: Vec<String> = {
-                    let mut stmt = tx.prepare("SELECT id FROM projects WHERE name = ?1")?;
-                    let rows = stmt.query_map([&name], |r| r.get(0))?;
+                let named: Vec<Project> = {
+                    let mut stmt = tx.prepare(&format!(
+                        "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.name = ?1"
+                    ))?;
+                    let rows = stmt.query_map([&name], |r| project_from(r, 0))?;
                     rows.collect::<Result<Vec<_>, _>>()?
                 };
-                let (project, created) = match ids.as_slice() {
-                    [] => (insert_project(&tx, &name, &plan, now)?, true),
-                    [id] => {
-                        let p = tx.query_row(
-                            &format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = ?1"),
-                            [id],
-                            |r| project_from(r, 0),
-                        )?;
-                        (p, false)
-                    }
-                    _ => return Ok(Err(format!("{} projects are named {name:?}; rename one first", ids.len()))),
+                let (project, created) = match bootstrap_project(&name, named) {
+                    Ok(Some(p)) => (p, false),
+                    Ok(None) => (insert_project(&tx, &name, &plan, now)?, true),
+                    Err(why) => return Ok(Err(why)),
                 };
-                let role = role.unwrap_or(if created { Role::Owner } else { Role::Member });
-                match member_row(&tx, &project.id, &outcome.user.id)? {
-                    Some(existing) if existing.role != role => {
-                        return Ok(Err(format!(
-                            "{} is already a {} of {name:?}",
-                            outcome.user.email,
-                            existing.role.as_str()
-                        )))
-                    }
-                    Some(_) => {}
-                    None => {
+                let held = member_row(&tx, &project.id, &outcome.user.id)?.map(|m| m.role);
+                let role = match bootstrap_membership(&outcome.user, &project, created, role, held)
+                {
+                    Ok((role, None)) => role,
+                    Ok((role, Some(effects))) => {
                         insert_membership(&tx, &project.id, &outcome.user.id, role, now)?;
-                        audit::record(
-                            &tx,
-                            &AuditEvent {
-                                project_id: Some(&project.id),
-                                action: "member.added",
-                                actor: &Actor::system(),
-                                target: Some(&outcome.user.id),
-                                details: serde_json::json!({ "email": outcome.user.email, "role": role.as_str(), "via": "cli" }),
-                            },
-                            now,
-                        )?;
+                        super::effects::write(&tx, &effects, now)?;
+                        role
                     }
-                }
+                    Err(why) => return Ok(Err(why)),
+                };
                 outcome.project = Some(project);
                 outcome.project_created = created;
                 outcome.role = Some(role);

@@ -8,11 +8,10 @@ use crate::store::StoreResult;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::audit;
 use super::directory::{self, USER_COLUMNS};
 use super::work;
 use super::{DbResult, SqliteStore};
-use crate::store::audit::{Actor, AuditEvent};
+use crate::store::audit::Actor;
 use crate::types::Role;
 
 use crate::auth::rules::{
@@ -237,20 +236,8 @@ impl SessionRepo for SqliteStore {
             match refresh_decision(used_at, spent_children, now, &limits) {
                 RefreshDecision::Reuse => {
                     revoke(&tx, &session_id, "token_reused", now)?;
-                    audit::record(
-                        &tx,
-                        &AuditEvent {
-                            project_id: None,
-                            action: "session.token_reused",
-                            actor: &Actor {
-                                id: Some(user.id.clone()),
-                                ..actor
-                            },
-                            target: Some(&session_id),
-                            details: serde_json::json!({ "spent_at": used_at }),
-                        },
-                        now,
-                    )?;
+                    let effects = token_reused(&user, &session_id, used_at, actor);
+                    super::effects::write(&tx, &effects, now)?;
                     tx.commit()?;
                     return Ok(RefreshOutcome::Reused);
                 }
@@ -307,17 +294,7 @@ impl SessionRepo for SqliteStore {
             let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             revoke(&tx, &session_id, reason, now)?;
-            audit::record(
-                &tx,
-                &AuditEvent {
-                    project_id: None,
-                    action: "logout",
-                    actor: &actor,
-                    target: Some(&session_id),
-                    details: serde_json::json!({}),
-                },
-                now,
-            )?;
+            super::effects::write(&tx, &logged_out(&session_id, &actor), now)?;
             tx.commit()?;
             Ok(())
         })
