@@ -3,8 +3,11 @@
 //! headless Chromium (tests/ui/admin.mjs, playwright-core with Debian's
 //! /usr/bin/chromium). The browser test is skipped when node,
 //! tests/ui/node_modules or Chromium is missing, unless GATEHOUSE_REQUIRE_E2E
-//! is set (as in CI). Screenshots land in target/ui-screenshots/<script>/,
-//! emptied before each run so only this run's files are checked.
+//! is set (as in CI). It checks every page with axe-core (pinned in
+//! tests/ui/package.json) and for horizontal overflow at 1280, 390 and 360 px
+//! wide, light and dark (tests/ui/a11y.mjs). Screenshots land in
+//! target/ui-screenshots/<script>/, emptied before each run so only this
+//! run's files are checked.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -229,7 +232,10 @@ fn browser_prerequisites() -> Option<PathBuf> {
     if !node_ok {
         missing.push("node (apt-get install nodejs npm)".to_string());
     }
-    if !ui_dir.join("node_modules/playwright-core").is_dir() {
+    if !["playwright-core", "axe-core"]
+        .iter()
+        .all(|m| ui_dir.join("node_modules").join(m).is_dir())
+    {
         missing.push("tests/ui/node_modules (run `npm ci` in tests/ui)".to_string());
     }
     if !Path::new(CHROMIUM).is_file() {
@@ -284,7 +290,7 @@ fn run_browser_script(
         s
     });
     // The script has its own timeouts; this only guards against a hung browser.
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(600);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break Some(status);
@@ -300,7 +306,7 @@ fn run_browser_script(
     let stderr = err.join().unwrap_or_default();
     println!("{stdout}");
     eprintln!("{stderr}");
-    let status = status.unwrap_or_else(|| panic!("{script} finished within 300 s"));
+    let status = status.unwrap_or_else(|| panic!("{script} finished within 600 s"));
     (status.success(), stdout, stderr)
 }
 
@@ -314,8 +320,35 @@ fn the_admin_ui_works_in_headless_chromium() {
     let (ok, stdout, stderr) = run_browser_script(&ui_dir, "admin.mjs", &app.base, &shots);
     assert!(ok, "the browser test failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ui: all steps passed"), "{stdout}");
-    for shot in ["login.png", "keys-create-dialog.png", "usage.png"] {
-        let meta = std::fs::metadata(shots.join(shot))
+    // Every page was checked with axe-core and for overflow, and
+    // photographed, at both widths in both themes.
+    assert!(
+        stdout.contains("pass axe-core (no serious or critical violation) and fit their width"),
+        "{stdout}"
+    );
+    let mut expected = vec!["keys-created.png".to_string(), "usage.png".to_string()];
+    for page in [
+        "login",
+        "keys",
+        "key",
+        "members",
+        "usage",
+        "audit",
+        "webhooks",
+        "billing",
+        "projects",
+        "mailbox",
+        "docs",
+        "keys-create-dialog",
+    ] {
+        for width in [1280, 390] {
+            for theme in ["light", "dark"] {
+                expected.push(format!("{page}-{width}-{theme}.png"));
+            }
+        }
+    }
+    for shot in expected {
+        let meta = std::fs::metadata(shots.join(&shot))
             .unwrap_or_else(|_| panic!("screenshot {shot} was written"));
         assert!(meta.len() > 1000, "{shot} is not empty");
     }
