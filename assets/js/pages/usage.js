@@ -3,7 +3,7 @@
 // as a table.
 
 import { api } from "../api.js";
-import { add, clear, errorBox, field, formatDateTime, formatNumber, h } from "../dom.js";
+import { add, clear, errorBox, field, formatDateTime, formatNumber, h, PRODUCT } from "../dom.js";
 import { SERIES, usageChart } from "../chart.js";
 import { dataTable, messageOf, pageHeader } from "../ui.js";
 
@@ -53,7 +53,7 @@ export async function render(ctx) {
   filters.addEventListener("submit", (event) => event.preventDefault());
 
   add(ctx.main, 
-    pageHeader("Usage", `Key verifications for ${ctx.project.name}, through the verify API, forward-auth and calls to Gatehouse's own API.`),
+    pageHeader("Usage", `Key verifications for ${ctx.project.name}, through the verify API, forward-auth and calls to ${PRODUCT}'s own API.`),
     error.el,
     filters,
     totalsArea,
