@@ -338,7 +338,12 @@ fn the_admin_ui_works_in_headless_chromium() {
         stdout.contains("pass axe-core (no serious or critical violation) and fit their width"),
         "{stdout}"
     );
-    let mut expected = vec!["keys-created.png".to_string(), "usage.png".to_string()];
+    let mut expected = vec![
+        "keys-created.png".to_string(),
+        "usage.png".to_string(),
+        "session-expired-1280-light.png".to_string(),
+        "session-expired-390-dark.png".to_string(),
+    ];
     for page in [
         "login",
         "keys",

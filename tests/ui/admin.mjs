@@ -518,6 +518,13 @@ try {
   await panel.waitFor({ state: "visible" });
   check((await panel.getByRole("heading").textContent()).includes("Session expired"), "the panel says the session expired");
   check((await page.locator("#session-expired-form input[name=next]").inputValue()) === target, "the panel returns to the same page");
+  await inspect(page, "session-expired", { width: 1280, theme: "light" });
+  await page.emulateMedia({ colorScheme: "dark" });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await inspect(page, "session-expired", { width: 390, theme: "dark" });
+  await page.emulateMedia({ colorScheme: "light" });
+  await page.setViewportSize({ width: 1280, height: 900 });
+  check(failures.length === 0, `the session-expired panel:\n  ${failures.join("\n  ")}`);
   await panel.getByRole("button", { name: "Continue" }).click();
   await page.waitForURL((u) => u.pathname + u.search === target);
   await page.locator("#usage-chart svg.chart").waitFor();
