@@ -139,7 +139,29 @@ impl Mailer {
 
 #[cfg(test)]
 mod tests {
-    use super::lifetime;
+    use super::{lifetime, Mailer};
+    use crate::config::Config;
+    use crate::types::Email;
+    use std::sync::Arc;
+
+    #[test]
+    fn mail_goes_out_under_the_product_name() {
+        let mut config = Config::default();
+        config.ui.product_name = "Acme API".into();
+        let mailer = Mailer::new(Arc::new(config));
+        let to = Email::parse("alice@acme.test").unwrap();
+        let code = mailer.login_code(&to, "123456", 0);
+        assert_eq!(code.subject, "Your Acme API login code");
+        assert!(
+            code.body.starts_with("Your Acme API login code is:"),
+            "{}",
+            code.body
+        );
+        assert!(code.body.contains("\nAcme API at http://"), "{}", code.body);
+        assert!(!code.body.contains("Gatehouse"), "{}", code.body);
+        let invite = mailer.member_added(&to, "Shop", "bob@acme.test", "member", 0);
+        assert_eq!(invite.subject, "You were added to Shop on Acme API");
+    }
 
     #[test]
     fn a_lifetime_reads_in_minutes_when_whole() {
