@@ -316,6 +316,7 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
         store: state.store.clone(),
         smtp: state.config.smtp.clone(),
         message_id_domain: crate::mail::compose::message_id_domain(&state.config),
+        look: crate::mail::compose::Look::from_config(&state.config),
         wake: state.mailer.wake_handle(),
         traces: state.traces.clone(),
         work: state.work.clone(),

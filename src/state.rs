@@ -38,6 +38,8 @@ pub struct AppState {
     pub traces: Option<crate::telemetry::traces::Tracing>,
     /// The webhook and mail batches in progress, finished before exit.
     pub work: Arc<crate::drain::Drain>,
+    /// `[ui]` as the pages use it: the name, the theme and the logo.
+    pub branding: Arc<crate::ui::branding::Branding>,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
             quotas,
             keyring: Keyring::new(&session_key),
             mailer: Mailer::new(config.clone()),
+            branding: Arc::new(crate::ui::branding::Branding::new(&config.ui)),
             config,
             store,
             metrics: Arc::new(metrics),

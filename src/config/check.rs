@@ -137,6 +137,7 @@ pub fn check(config: &Config) -> Vec<Finding> {
     check_redis(config, config.uses_postgres(), &mut out);
     super::ranges::check(config, &mut out);
     check_catalog(config, &mut out);
+    super::ui::check(&config.ui, &mut out);
     if !crate::telemetry::is_valid_level(&config.log.level) {
         out.push(Finding::error(
             "log.level",

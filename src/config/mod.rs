@@ -11,6 +11,7 @@ pub mod load;
 pub mod local;
 mod ranges;
 mod secret;
+pub mod ui;
 mod unknown;
 
 use std::net::SocketAddr;
@@ -74,6 +75,7 @@ pub struct Config {
     pub forward_auth: ForwardAuthConfig,
     pub telemetry: TelemetryConfig,
     pub cluster: ClusterConfig,
+    pub ui: ui::UiConfig,
     pub dev: DevConfig,
 }
 
@@ -102,6 +104,7 @@ impl Default for Config {
             forward_auth: ForwardAuthConfig::default(),
             telemetry: TelemetryConfig::default(),
             cluster: ClusterConfig::default(),
+            ui: ui::UiConfig::default(),
             dev: DevConfig::default(),
         }
     }
