@@ -58,7 +58,10 @@ fn mint(state: &Login<'_>) -> (String, String, NewTokens) {
     let tokens = NewTokens {
         access_hash: state.keyring.token_hash(&access),
         refresh_hash: state.keyring.token_hash(&refresh),
-        access_expires_at: state.store.clock().now() + state.config.auth.access_ttl_secs as i64,
+        access_expires_at: state
+            .store
+            .clock()
+            .expires_after(state.config.auth.access_ttl_secs as i64),
     };
     (access, refresh, tokens)
 }
@@ -97,9 +100,9 @@ pub async fn send_code(
                 interval_secs: a.send_code_interval_secs as i64,
                 per_hour: a.send_code_per_hour as i64,
                 per_ip_per_hour: a.send_code_per_ip_per_hour as i64,
-                ttl_secs: a.code_ttl_secs as i64,
             },
             open_signup: a.signup == crate::config::Signup::Open,
+            expires_at: state.store.clock().expires_after(a.code_ttl_secs as i64),
             message: message.clone(),
         })
         .await?;
@@ -153,6 +156,10 @@ pub async fn verify_code(
             via_cookie,
             tokens,
             limits: state.session_limits(),
+            session_expires_at: state
+                .store
+                .clock()
+                .expires_after(state.session_limits().max_secs),
             personal_project: ("Personal".into(), state.config.billing.default_plan.clone()),
             actor: anonymous_actor(ctx),
             user_agent,

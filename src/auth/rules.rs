@@ -71,7 +71,6 @@ pub struct CodeLimits {
     pub interval_secs: i64,
     pub per_hour: i64,
     pub per_ip_per_hour: i64,
-    pub ttl_secs: i64,
 }
 
 /// What the stored code requests say about an address and a client address.
@@ -176,7 +175,6 @@ mod tests {
         interval_secs: 60,
         per_hour: 5,
         per_ip_per_hour: 20,
-        ttl_secs: 600,
     };
     const SESSIONS: SessionLimits = SessionLimits {
         idle_secs: 3600,

@@ -211,7 +211,7 @@ impl<'a> KeyService<'a> {
         };
         let created_by = actor.id.clone().filter(|_| actor.kind == ActorType::User);
         let (new, key) = mint(spec, &project.id, created_by, &self.config.keys.prefix, now);
-        let old_expires = (grace_secs > 0).then_some(now + grace_secs);
+        let old_expires = (grace_secs > 0).then(|| self.store.clock().expires_after(grace_secs));
         let max_keys = self.max_keys(&project.plan);
         let events = self.events();
         let rotated = self

@@ -84,6 +84,8 @@ pub struct CodeRequest {
     pub limits: CodeLimits,
     /// Whether an unknown address may sign up (`auth.signup = "open"`).
     pub open_signup: bool,
+    /// When the code expires (`Clock::expires_after` the code's lifetime).
+    pub expires_at: i64,
     pub message: Outgoing,
 }
 
@@ -106,6 +108,9 @@ pub struct LoginRequest {
     pub via_cookie: bool,
     pub tokens: NewTokens,
     pub limits: SessionLimits,
+    /// When the session ends at the latest (`Clock::expires_after`
+    /// `limits.max_secs`).
+    pub session_expires_at: i64,
     pub personal_project: (String, String),
     pub actor: Actor,
     pub user_agent: Option<String>,
@@ -262,6 +267,7 @@ mod tests {
                 max_secs: 3600,
                 reuse_grace_secs: 5,
             },
+            session_expires_at: 3700,
             personal_project: ("Personal".into(), "free".into()),
             actor: Actor::system(),
             user_agent: None,

@@ -80,7 +80,7 @@ pub async fn request_login_code(
             "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES ($1, $2, 0, $3, $4)
              ON CONFLICT (email) DO UPDATE SET code_hash = excluded.code_hash, attempts = 0,
                  expires_at = excluded.expires_at, created_at = excluded.created_at",
-            &[&email, &&req.code_hash[..], &(now + l.ttl_secs), &now],
+            &[&email, &&req.code_hash[..], &req.expires_at, &now],
         )
         .await?;
         enqueue_mail(&tx, &req.message, now).await?;
@@ -149,7 +149,7 @@ pub async fn login_with_code(
             &user.id,
             &req.via_cookie,
             &now,
-            &(now + req.limits.max_secs),
+            &req.session_expires_at,
             &req.actor.ip,
             &req.user_agent,
         ],

@@ -117,7 +117,7 @@ pub fn login_with_code(c: &mut Connection, req: LoginRequest, now: i64) -> DbRes
             user.id,
             req.via_cookie,
             now,
-            now + req.limits.max_secs,
+            req.session_expires_at,
             req.actor.ip,
             req.user_agent
         ],
@@ -164,7 +164,7 @@ impl SessionRepo for SqliteStore {
                     "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES (?1, ?2, 0, ?3, ?4)
                      ON CONFLICT (email) DO UPDATE SET code_hash = excluded.code_hash, attempts = 0,
                          expires_at = excluded.expires_at, created_at = excluded.created_at",
-                    params![email, &req.code_hash[..], now + l.ttl_secs, now],
+                    params![email, &req.code_hash[..], req.expires_at, now],
                 )?;
                 work::enqueue(&tx, &req.message, now)?;
                 CodeRequestOutcome::Sent
@@ -405,6 +405,7 @@ mod tests {
                 max_secs: 7 * 86_400,
                 reuse_grace_secs: 10,
             },
+            session_expires_at: NOW + 7 * 86_400,
             personal_project: ("Personal".into(), "free".into()),
             actor: Actor {
                 kind: ActorType::User,
