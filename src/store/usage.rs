@@ -117,6 +117,15 @@ impl UsageBatch {
         self.keys.is_empty() && self.credits.is_empty()
     }
 
+    /// Every key the batch writes to (usage or balance), each once, in
+    /// ascending id: the order both backends lock rows in.
+    pub fn key_ids_in_order(&self) -> Vec<&Arc<str>> {
+        let mut ids: Vec<&Arc<str>> = self.keys.keys().chain(self.credits.keys()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Adds `other` (an older batch that failed to write) into this one.
     pub fn merge_older(&mut self, other: UsageBatch) {
         for (k, old) in other.keys {

@@ -817,6 +817,44 @@ fn usage_report_filters_and_validates() {
         "analytics:read reads the audit log"
     );
     send(app.authed("GET", "/api/v1/audit-log", &b)).assert_error(403, "insufficient_scope");
+
+    // Filters narrow the log on the server, its total too.
+    let filtered = |query: &str| {
+        let page = send(app.authed("GET", &format!("/api/v1/audit-log?{query}"), &t.access));
+        assert_eq!(page.status, 200, "{query}: {}", page.body);
+        let page = page.json();
+        let items = page["items"].as_array().unwrap().clone();
+        assert_eq!(page["pagination"]["total"], items.len(), "{query}");
+        items
+    };
+    let sign_ins = filtered("action=login.succeeded");
+    assert_eq!(sign_ins.len(), 1);
+    assert_eq!(sign_ins[0]["actor"]["id"], t.user_id);
+    let about_a = filtered(&format!("target={a_id}"));
+    assert!(!about_a.is_empty());
+    assert!(
+        about_a.iter().all(|i| i["target"] == a_id.as_str()),
+        "{about_a:?}"
+    );
+    let by_owner = filtered(&format!(
+        "actor_type=user&actor_id={}&action=key.created",
+        t.user_id
+    ));
+    assert_eq!(by_owner.len(), 2, "two keys created by the owner");
+    assert!(filtered("from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z").is_empty());
+    assert_eq!(
+        filtered("from=2000-01-01T00:00:00Z").len(),
+        log["pagination"]["total"].as_u64().unwrap() as usize
+    );
+    for bad in [
+        "actor_type=robot",
+        "from=yesterday",
+        "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+        "action=",
+    ] {
+        send(app.authed("GET", &format!("/api/v1/audit-log?{bad}"), &t.access))
+            .assert_error(422, "validation_error");
+    }
 }
 
 #[test]

@@ -520,7 +520,7 @@ async fn the_audit_page_shows_the_project_and_its_members_sign_ins(b: Arc<Backen
     create(&b, "proj_au", "b").await;
     let (page, total) = b
         .store
-        .audit_page(ProjectId::from("proj_au"), 0, 2)
+        .audit_page(ProjectId::from("proj_au"), Default::default(), 0, 2)
         .await
         .unwrap();
     assert_eq!(total, 3, "two key events and the member's sign-in");
@@ -530,11 +530,71 @@ async fn the_audit_page_shows_the_project_and_its_members_sign_ins(b: Arc<Backen
     assert_eq!(page[0].details["name"], "b");
     let (rest, _) = b
         .store
-        .audit_page(ProjectId::from("proj_au"), 2, 2)
+        .audit_page(ProjectId::from("proj_au"), Default::default(), 2, 2)
         .await
         .unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].actor_id.as_deref(), Some("usr_m"));
+
+    // Filters narrow the page and its total, together.
+    use gatehouse::store::audit::AuditFilter;
+    let page_of = |filter: AuditFilter| {
+        let b = b.clone();
+        async move {
+            let (page, total) = b
+                .store
+                .audit_page(ProjectId::from("proj_au"), filter, 0, 10)
+                .await
+                .unwrap();
+            assert_eq!(page.len() as i64, total);
+            page.into_iter()
+                .map(|e| (e.action, e.actor_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    let sign_ins = page_of(AuditFilter {
+        action: Some("login.succeeded".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        sign_ins,
+        vec![("login.succeeded".into(), Some("usr_m".into()))]
+    );
+    let by_member = page_of(AuditFilter {
+        actor_type: Some("user".into()),
+        actor_id: Some("usr_m".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_member.len(), 1);
+    // The sign-in was recorded at 1; the key events now.
+    let early = page_of(AuditFilter {
+        until: Some(2),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(early, sign_ins);
+    let late = page_of(AuditFilter {
+        since: Some(2),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(late.len(), 2);
+    assert!(late.iter().all(|(action, _)| action == "key.created"));
+    let none = page_of(AuditFilter {
+        action: Some("key.created".into()),
+        until: Some(2),
+        ..Default::default()
+    })
+    .await;
+    assert!(none.is_empty());
+    let about_nothing = page_of(AuditFilter {
+        target: Some("key_none".into()),
+        ..Default::default()
+    })
+    .await;
+    assert!(about_nothing.is_empty());
 }
 
 async fn webhook_endpoints_and_their_deliveries(b: Arc<Backend>) {
@@ -922,9 +982,9 @@ mod sessions {
                 interval_secs: 60,
                 per_hour: 5,
                 per_ip_per_hour: 20,
-                ttl_secs: 600,
             },
             open_signup: true,
+            expires_at: gatehouse::clock::Clock::system().expires_after(600),
             message: Outgoing {
                 transports: vec![Transport::Mailbox],
                 to: email.into(),
@@ -946,6 +1006,7 @@ mod sessions {
             via_cookie: false,
             tokens: tokens(seed),
             limits: LIMITS,
+            session_expires_at: gatehouse::clock::Clock::system().expires_after(LIMITS.max_secs),
             personal_project: ("Personal".into(), "free".into()),
             actor: Actor::system(),
             user_agent: None,

@@ -45,10 +45,8 @@ fn increments_from_many_nodes_add_up() {
                     let pool = postgres::pool(&url, 2).unwrap();
                     for i in 0..10 {
                         let mut client = pool.get().await.unwrap();
-                        let tx = client.transaction().await.unwrap();
                         let b = batch("key_u", 3600, 7, 1000 + node * 100 + i);
-                        usage::add_usage(&tx, &b).await.unwrap();
-                        tx.commit().await.unwrap();
+                        usage::write_usage(&mut client, &b).await.unwrap();
                     }
                 })
             })
@@ -66,8 +64,8 @@ fn increments_from_many_nodes_add_up() {
     );
     block_on(async {
         let pool = postgres::pool(&db.url, 1).unwrap();
-        let client = pool.get().await.unwrap();
-        usage::add_usage(&client, &batch("key_u", 7200, 1, 9000))
+        let mut client = pool.get().await.unwrap();
+        usage::write_usage(&mut client, &batch("key_u", 7200, 1, 9000))
             .await
             .unwrap();
     });

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection};
 
 use super::{DbResult, SqliteStore};
-use crate::store::audit::AuditRepo;
 use crate::store::audit::{AuditEvent, StoredEvent};
+use crate::store::audit::{AuditFilter, AuditRepo, AUDIT_COLUMNS, AUDIT_PAGE_ROWS};
 use crate::store::{ProjectId, StoreResult};
 
 /// Records an event inside the caller's transaction, so it is kept exactly
@@ -54,20 +54,25 @@ impl AuditRepo for SqliteStore {
     async fn audit_page(
         &self,
         project: ProjectId,
+        filter: AuditFilter,
         offset: i64,
         limit: i64,
     ) -> StoreResult<(Vec<StoredEvent>, i64)> {
         self.call(move |c| {
-            let project_id = project.as_str();
-            let cond = "project_id = ?1 OR (project_id IS NULL
-                 AND action IN ('login.succeeded', 'login.failed', 'logout', 'session.token_reused')
-                 AND actor_id IN (SELECT user_id FROM memberships WHERE project_id = ?1))";
-            let total: i64 = c.query_row(&format!("SELECT count(*) FROM audit_events WHERE {cond}"), [&project_id], |r| r.get(0))?;
+            let rows_sql = AUDIT_PAGE_ROWS.replace('$', "?");
+            let f = &filter;
+            let total: i64 = c.query_row(
+                &format!("SELECT count(*) FROM audit_events WHERE {rows_sql}"),
+                params![project.as_str(), f.action, f.actor_type, f.actor_id, f.target, f.since, f.until],
+                |r| r.get(0),
+            )?;
             let mut stmt = c.prepare(&format!(
-                "SELECT id, project_id, action, actor_type, actor_id, target, ip, request_id, details, created_at
-                 FROM audit_events WHERE {cond} ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+                "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {rows_sql} ORDER BY id DESC LIMIT ?8 OFFSET ?9"
             ))?;
-            let rows = stmt.query_map(params![project_id, limit, offset], event_from)?;
+            let rows = stmt.query_map(
+                params![project.as_str(), f.action, f.actor_type, f.actor_id, f.target, f.since, f.until, limit, offset],
+                event_from,
+            )?;
             Ok((rows.collect::<Result<Vec<_>, _>>()?, total))
         })
         .await
