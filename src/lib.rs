@@ -19,6 +19,7 @@ pub mod keys;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;
+pub mod preflight;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -118,7 +118,7 @@ impl AppState {
     }
 
     pub fn session_limits(&self) -> SessionLimits {
-        self.config.auth.session_limits()
+        crate::auth::rules::SessionLimits::of(&self.config.auth)
     }
 
     /// The login flow, with what it needs from here.

@@ -48,7 +48,7 @@ pub struct Login<'a> {
 
 impl Login<'_> {
     fn session_limits(&self) -> crate::store::sessions::SessionLimits {
-        self.config.auth.session_limits()
+        crate::auth::rules::SessionLimits::of(&self.config.auth)
     }
 }
 

@@ -9,12 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::check::check;
 use crate::config::load::CliOverrides;
 use crate::config::local::{
     ensure_data_dir, fill_local_secrets, read_local_secrets, LOCAL_SECRETS_FILE,
 };
 use crate::config::{self, ConfigSources, Finding, Mode, Report};
+use crate::preflight::check;
 use crate::startup::{Application, StopSignals, Stopped};
 use crate::store::dir_lock::{DataDirLock, LockError};
 

@@ -421,17 +421,6 @@ pub struct AuthConfig {
     pub refresh_reuse_grace_secs: u64,
 }
 
-impl AuthConfig {
-    /// The session lifetimes these settings give.
-    pub fn session_limits(&self) -> crate::auth::rules::SessionLimits {
-        crate::auth::rules::SessionLimits {
-            idle_secs: self.session_idle_secs as i64,
-            max_secs: self.session_max_secs as i64,
-            reuse_grace_secs: self.refresh_reuse_grace_secs as i64,
-        }
-    }
-}
-
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {

@@ -1,7 +1,7 @@
 //! Plans from Stripe behind the storage interface.
 //!
 //! What a verified event does is decided by `billing::Action` (parsed from
-//! the event) and the reconciliation rules in `billing` (`billing::link`
+//! the event) and the reconciliation rules in `billing` (`store::billing_link`
 //! decides which project a customer pays for; the effects of a plan change
 //! or a link); the backend records the event id
 //! and applies the change in one transaction, so an event is applied once
@@ -10,10 +10,23 @@
 use async_trait::async_trait;
 
 use super::audit::Actor;
+use super::billing_link::{LinkDecision, LinkOutcome, PlanChange};
 use super::effects::{AuditEntry, Effects, WebhookEvent};
 use super::{ProjectId, StoreResult};
-use crate::billing::link::{LinkDecision, LinkOutcome, PlanChange};
-use crate::billing::Action;
+
+/// What a Stripe event asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `checkout.session.completed`: this customer pays for this project.
+    Link {
+        project_id: String,
+        customer: String,
+    },
+    /// A subscription changed: the customer's project moves to `plan`.
+    SetPlan { customer: String, plan: String },
+    /// Acknowledged and logged, nothing changes.
+    Ignore(String),
+}
 
 #[async_trait]
 pub trait BillingRepo: Send + Sync {
@@ -25,7 +38,7 @@ pub trait BillingRepo: Send + Sync {
     ) -> StoreResult<StripeOutcome>;
 
     /// `gatehouse billing link`: links a Stripe customer to a project by
-    /// hand under the rules of `billing::link` (a project's customer may be
+    /// hand under the rules of `store::billing_link` (a project's customer may be
     /// replaced; a customer of another project is taken only with `force`),
     /// audited on every project it concerns.
     /// `default_plan` is what a project left without a customer goes back to.

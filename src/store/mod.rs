@@ -43,6 +43,7 @@
 
 pub mod audit;
 pub mod billing;
+pub mod billing_link;
 pub mod copy;
 pub mod dir_lock;
 pub mod directory;
@@ -53,6 +54,7 @@ pub mod maintenance;
 pub mod migrate;
 pub mod open;
 pub mod postgres;
+pub mod session_rules;
 pub mod sessions;
 pub mod spend;
 pub mod sqlite;

@@ -1,7 +1,7 @@
 //! Login codes, sessions and their tokens behind the storage interface.
 //!
 //! The rules (throttles, code attempts, refresh rotation and its grace,
-//! session lifetimes) are the plain functions of `auth::rules`; each
+//! session lifetimes) are the plain functions of `store::session_rules`; each
 //! backend reads the rows they need inside one transaction and calls them.
 //! How each backend keeps them true under concurrency:
 //!
@@ -33,7 +33,7 @@ pub trait SessionRepo: Send + Sync {
     /// personal project for a user without one) and the session. Every
     /// failure does the same work (see `store::sessions::login_with_code`).
     async fn login_with_code(&self, req: LoginRequest) -> StoreResult<LoginOutcome>;
-    /// Exchanges a refresh token for a new pair (`auth::rules::refresh_decision`).
+    /// Exchanges a refresh token for a new pair (`store::session_rules::refresh_decision`).
     async fn refresh_session(
         &self,
         presented: [u8; 32],
@@ -59,7 +59,7 @@ pub trait SessionRepo: Send + Sync {
     ) -> StoreResult<Option<SessionAuth>>;
 }
 
-pub use crate::auth::rules::{
+pub use crate::store::session_rules::{
     judge_code, CodeLimits, CodeRequestHistory, CodeVerdict, RefreshDecision, SessionLimits,
 };
 
@@ -160,7 +160,7 @@ pub enum LoginPlan {
     Accept,
 }
 
-/// Judges a `verify-code` request: the code (`auth::rules::judge_code`),
+/// Judges a `verify-code` request: the code (`store::session_rules::judge_code`),
 /// and whether the address may log in at all (known, or signup is open).
 pub fn plan_login(
     stored: Option<&StoredCode>,
@@ -168,7 +168,7 @@ pub fn plan_login(
     req: &LoginRequest,
     now: i64,
 ) -> LoginPlan {
-    use crate::auth::rules::burns_code;
+    use crate::store::session_rules::burns_code;
     let verdict = judge_code(
         stored.map(|c| (c.hash.as_slice(), c.attempts, c.expires_at)),
         &req.presented_hash,

@@ -8,6 +8,9 @@ use async_trait::async_trait;
 
 use super::{ProjectId, StoreResult};
 
+/// Sent by "send test event"; delivered only to the endpoint asked for.
+pub const TEST_EVENT: &str = "webhook.test";
+
 #[async_trait]
 pub trait WebhookRepo: Send + Sync {
     async fn create_webhook(

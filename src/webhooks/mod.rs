@@ -24,8 +24,7 @@ pub const EVENTS: &[&str] = &[
     "billing.plan_changed",
 ];
 
-/// Sent by "send test event"; delivered only to the endpoint asked for.
-pub const TEST_EVENT: &str = "webhook.test";
+pub use crate::store::work::TEST_EVENT;
 
 /// A signing secret: `whsec_` + base64 of 32 random bytes.
 pub fn new_secret() -> String {

@@ -3,13 +3,13 @@
 //! change, in one transaction.
 
 use super::{effects, PgError, PgStore};
-use crate::billing::link::{
-    self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
-};
-use crate::billing::Action;
+use crate::store::billing::Action;
 use crate::store::billing::{
     link_event_outcome, plan_changed_effects, plan_kept_for_later, plan_set, BillingRepo,
     StripeOutcome,
+};
+use crate::store::billing_link::{
+    self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
 };
 use crate::store::StoreResult;
 use async_trait::async_trait;
@@ -119,7 +119,7 @@ fn customer_lock(customer: &str) -> String {
 }
 
 /// Links `customer` to `project_id` as `request` asks, if the rules allow
-/// ([`link::decide`]), in the caller's transaction. The customer's advisory
+/// ([`billing_link::decide`]), in the caller's transaction. The customer's advisory
 /// lock and the project rows' locks order two links of one customer or of
 /// one project, on any node.
 async fn link_customer(
@@ -164,7 +164,7 @@ async fn link_customer(
         holder,
         waiting_plan,
     };
-    let decision = link::decide(project_id, request, &state);
+    let decision = billing_link::decide(project_id, request, &state);
     let mut plan_changes = Vec::new();
     if let LinkDecision::Link { taken_from, .. } = &decision {
         if let Some(other) = taken_from {
@@ -183,7 +183,7 @@ async fn link_customer(
     // The link's audit entries come before the plan changes it causes.
     effects::write(
         tx,
-        &link::effects(project_id, customer, request, &decision),
+        &billing_link::effects(project_id, customer, request, &decision),
         now,
     )
     .await?;
@@ -230,7 +230,7 @@ impl BillingRepo for PgStore {
         &self,
         event_id: String,
         event_type: String,
-        action: crate::billing::Action,
+        action: crate::store::billing::Action,
     ) -> StoreResult<StripeOutcome> {
         let mut client = self.client().await?;
         Ok(apply_stripe_event(
@@ -249,8 +249,8 @@ impl BillingRepo for PgStore {
         customer: String,
         force: bool,
         default_plan: String,
-    ) -> StoreResult<crate::billing::link::LinkOutcome> {
-        let request = crate::billing::link::LinkRequest::Manual {
+    ) -> StoreResult<crate::store::billing_link::LinkOutcome> {
+        let request = crate::store::billing_link::LinkRequest::Manual {
             force,
             default_plan,
         };

@@ -1,5 +1,5 @@
 //! Login codes, sessions and tokens in PostgreSQL. The rules are
-//! `auth::rules`; what keeps them true across nodes is said per function.
+//! `store::session_rules`; what keeps them true across nodes is said per function.
 
 use super::directory::{
     find_or_create_user, find_user_by_email, insert_membership, insert_project, lock_name,
@@ -7,11 +7,11 @@ use super::directory::{
 };
 use super::effects::enqueue_mail;
 use super::{PgError, PgStore};
-use crate::auth::rules::{
+use crate::store::audit::Actor;
+use crate::store::session_rules::{
     refresh_decision, send_code_throttle, session_alive, should_touch_session, CodeRequestHistory,
     RefreshDecision,
 };
-use crate::store::audit::Actor;
 use crate::store::sessions::{
     logged_out, login_succeeded, plan_login, token_reused, CodeRequest, CodeRequestOutcome,
     LoginOutcome, LoginPlan, LoginRequest, NewTokens, RefreshOutcome, SessionAuth, SessionLimits,

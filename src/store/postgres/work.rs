@@ -131,7 +131,7 @@ pub async fn send_test_event(
     effects::queue(
         &tx,
         project_id,
-        crate::webhooks::TEST_EVENT,
+        crate::store::work::TEST_EVENT,
         serde_json::json!({ "endpoint_id": endpoint_id }),
         &[endpoint_id.to_string()],
         now,

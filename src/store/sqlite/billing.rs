@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{DbResult, SqliteStore};
-use crate::billing::link::{
+use crate::store::billing::Action;
+use crate::store::billing_link::{
     self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
 };
-use crate::billing::Action;
 
 fn set_plan(
     conn: &Connection,
@@ -45,7 +45,7 @@ fn set_plan(
 }
 
 /// Links `customer` to `project_id` as `request` asks, if the rules allow
-/// ([`link::decide`]), in the caller's transaction.
+/// ([`billing_link::decide`]), in the caller's transaction.
 fn link_customer(
     tx: &Connection,
     project_id: &str,
@@ -81,7 +81,7 @@ fn link_customer(
             )
             .optional()?,
     };
-    let decision = link::decide(project_id, request, &state);
+    let decision = billing_link::decide(project_id, request, &state);
     let mut plan_changes = Vec::new();
     if let LinkDecision::Link { taken_from, .. } = &decision {
         if let Some(other) = taken_from {
@@ -98,7 +98,7 @@ fn link_customer(
     // The link's audit entries come before the plan changes it causes.
     super::effects::write(
         tx,
-        &link::effects(project_id, customer, request, &decision),
+        &billing_link::effects(project_id, customer, request, &decision),
         now,
     )?;
     if let LinkDecision::Link { plans, .. } = &decision {
@@ -177,7 +177,7 @@ impl BillingRepo for SqliteStore {
     }
 
     /// `gatehouse billing link`: links `customer` to the project by hand
-    /// (see `billing::link`), in one transaction.
+    /// (see `store::billing_link`), in one transaction.
     async fn link_stripe_customer(
         &self,
         project: ProjectId,

@@ -14,7 +14,7 @@ use super::{DbResult, SqliteStore};
 use crate::store::audit::Actor;
 use crate::types::Role;
 
-use crate::auth::rules::{
+use crate::store::session_rules::{
     refresh_decision, send_code_throttle, session_alive, should_touch_session,
 };
 
@@ -436,7 +436,7 @@ mod tests {
 
     fn attempt(c: &mut Connection, req: LoginRequest) -> (LoginOutcome, Work) {
         STATEMENTS.with(|s| s.borrow_mut().clear());
-        crate::auth::rules::CODE_COMPARISONS.with(|n| n.set(0));
+        crate::store::session_rules::CODE_COMPARISONS.with(|n| n.set(0));
         let before = c.total_changes();
         c.profile(Some(record_statement));
         let outcome = login_with_code(c, req, NOW).unwrap();
@@ -444,7 +444,7 @@ mod tests {
         let work = Work {
             statements: STATEMENTS.with(|s| s.borrow().clone()),
             rows_changed: c.total_changes() - before,
-            comparisons: crate::auth::rules::CODE_COMPARISONS.with(|n| n.get()),
+            comparisons: crate::store::session_rules::CODE_COMPARISONS.with(|n| n.get()),
         };
         (outcome, work)
     }

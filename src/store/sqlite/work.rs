@@ -178,7 +178,7 @@ impl WebhookRepo for SqliteStore {
             queue(
                 &tx,
                 &project_id,
-                crate::webhooks::TEST_EVENT,
+                crate::store::work::TEST_EVENT,
                 serde_json::json!({ "endpoint_id": endpoint_id }),
                 std::slice::from_ref(&endpoint_id),
                 now,

@@ -115,6 +115,17 @@ pub struct SessionLimits {
     pub reuse_grace_secs: i64,
 }
 
+impl SessionLimits {
+    /// The session lifetimes the `[auth]` settings give.
+    pub fn of(auth: &crate::config::AuthConfig) -> SessionLimits {
+        SessionLimits {
+            idle_secs: auth.session_idle_secs as i64,
+            max_secs: auth.session_max_secs as i64,
+            reuse_grace_secs: auth.refresh_reuse_grace_secs as i64,
+        }
+    }
+}
+
 /// Whether a session may still be used: not revoked, not past its absolute
 /// lifetime, not idle longer than allowed.
 pub fn session_alive(
