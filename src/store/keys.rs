@@ -7,8 +7,7 @@ use async_trait::async_trait;
 
 use super::effects::Effects;
 use super::{KeyHash, KeyId, ProjectId, StoreResult};
-use crate::keys::events::RotationRefusal;
-use crate::keys::record::KeyRecord;
+use crate::store::key_record::KeyRecord;
 
 /// Applies an edit to a key (its `updated_at` already set) and returns the
 /// effects to write with it.
@@ -143,6 +142,45 @@ pub enum Rotated {
     Refused(RotationRefusal),
 }
 
+/// Why a key may not be rotated now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotationRefusal {
+    /// Revoked or expired: only an active key can be rotated.
+    Inactive,
+    /// It already has a successor; rotate that one.
+    AlreadyRotated(std::sync::Arc<str>),
+    /// Keeping the old key through a grace period would exceed `max_keys`.
+    PlanLimit,
+}
+
+/// The rotation rules (a line of rotations never has more than two live
+/// keys, and never multiplies what a key may do), decided on what the
+/// backend read inside its transaction: `active` counts the project's
+/// active keys, the old one and its live predecessor included.
+pub fn check_rotation(
+    old: &KeyRecord,
+    predecessor_live: bool,
+    active: i64,
+    max_keys: Option<u64>,
+    keeps_old: bool,
+    now: i64,
+) -> Result<(), RotationRefusal> {
+    if let Some(successor) = &old.rotated_to {
+        return Err(RotationRefusal::AlreadyRotated(successor.clone()));
+    }
+    if !old.is_active(now) {
+        return Err(RotationRefusal::Inactive);
+    }
+    if let (Some(max), true) = (max_keys, keeps_old) {
+        // The new key is added; an ended grace frees a slot.
+        let after = active + 1 - i64::from(predecessor_live);
+        if after > i64::try_from(max).unwrap_or(i64::MAX) {
+            return Err(RotationRefusal::PlanLimit);
+        }
+    }
+    Ok(())
+}
+
 /// What a rotation writes: `old` as it is afterwards (revoked, or expiring
 /// after the grace, and pointing at its successor), `new` (carrying the
 /// balance of the line), and the predecessor of `old` whose grace this
@@ -157,7 +195,7 @@ pub struct RotationPlan {
 /// The rotation of `old` into `new`, decided on what a backend read in its
 /// transaction: the live predecessor of `old` (a key still in the grace of
 /// its rotation into `old`), and the project's active keys. Refused under
-/// the rules of [`crate::keys::events::check_rotation`]. `old_expires_at`:
+/// the rules of [`crate::store::keys::check_rotation`]. `old_expires_at`:
 /// `None` revokes `old` now; a time ends its grace then (never later than
 /// it would have expired anyway).
 pub fn plan_rotation(
@@ -170,7 +208,7 @@ pub fn plan_rotation(
     now: i64,
 ) -> Result<RotationPlan, RotationRefusal> {
     let predecessor = predecessor.filter(|p| p.is_active(now));
-    crate::keys::events::check_rotation(
+    check_rotation(
         &old,
         predecessor.is_some(),
         active,
@@ -292,7 +330,7 @@ impl KeyRow {
     /// Gatehouse never writes.
     pub fn into_record(self) -> Result<KeyRecord, UnreadableColumn> {
         use crate::config::{Cidr, RateLimitConfig};
-        use crate::keys::credits::{Balance, Interval, Refill};
+        use crate::store::credits::{Balance, Interval, Refill};
         let bad = UnreadableColumn;
         let refill = match (
             self.credits_refill_amount,
@@ -329,7 +367,7 @@ impl KeyRow {
             hash: self.key_hash.try_into().map_err(|_| bad("key_hash"))?,
             prefix: self.prefix,
             name: self.name,
-            kind: crate::keys::KeyType::parse(&self.kind).ok_or(bad("type"))?,
+            kind: crate::store::key_record::KeyType::parse(&self.kind).ok_or(bad("type"))?,
             environment: self.environment,
             scopes: serde_json::from_str(&self.scopes).map_err(|_| bad("scopes"))?,
             rate_limit,
@@ -357,14 +395,14 @@ mod tests {
     use super::*;
 
     fn record() -> KeyRecord {
-        use crate::keys::credits::{Balance, Interval, Refill};
+        use crate::store::credits::{Balance, Interval, Refill};
         KeyRecord {
             id: "key_1".into(),
             project_id: "prj_1".into(),
             hash: [7; 32],
             prefix: "gh_live_sk_ab".into(),
             name: "ci".into(),
-            kind: crate::keys::KeyType::parse("secret").unwrap(),
+            kind: crate::store::key_record::KeyType::parse("secret").unwrap(),
             environment: "live".into(),
             scopes: vec!["read".into(), "write".into()],
             rate_limit: Some(crate::config::RateLimitConfig {

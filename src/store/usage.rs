@@ -6,7 +6,7 @@ use super::{KeyId, ProjectId, StoreError, StoreResult};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::keys::credits::Balance;
+use crate::store::credits::Balance;
 
 #[async_trait]
 pub trait UsageRepo: Send + Sync {

@@ -2,8 +2,8 @@
 //! repository is built from. Rows hold the same columns as SQLite's.
 
 use super::{effects, PgError, PgStore};
-use crate::keys::record::KeyRecord;
 use crate::store::effects::Effects;
+use crate::store::key_record::KeyRecord;
 use crate::store::keys::{
     plan_rotation, FeedEntry, FeedHorizon, FeedRead, ImportEffects, KeyChange, KeyFilter, KeyRepo,
     KeyRow, LeakEffects, Rotated, RotationEffects, RotationPlan, UnreadableColumn, KEY_COLUMNS,

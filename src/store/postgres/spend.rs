@@ -6,7 +6,7 @@
 //! and moves on to the successor, which holds the balance from then on.
 
 use super::{PgError, PgStore};
-use crate::keys::credits::{Balance, Interval, Refill};
+use crate::store::credits::{Balance, Interval, Refill};
 use crate::store::spend::{period_starts, settle, CreditSpend, QuotaSpend, SpendRepo};
 use crate::store::{KeyId, ProjectId, StoreResult};
 use async_trait::async_trait;

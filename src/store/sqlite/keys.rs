@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{effects, DbError, DbResult, SqliteStore};
-use crate::keys::record::KeyRecord;
 use crate::store::effects::Effects;
+use crate::store::key_record::KeyRecord;
 use crate::store::keys::{
     plan_rotation, FeedEntry, FeedHorizon, FeedRead, ImportEffects, KeyChange,
     KeyChangeSubscription, KeyFilter, KeyRepo, KeyRow, LeakEffects, Rotated, RotationEffects,

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
 use super::{DbResult, SqliteStore};
-use crate::keys::credits::{Balance, Interval, Refill};
+use crate::store::credits::{Balance, Interval, Refill};
 use crate::store::spend::{period_starts, settle, CreditSpend, QuotaSpend};
 
 /// One verification counted against a month's quota, unless the limit is
