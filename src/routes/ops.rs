@@ -34,15 +34,19 @@ pub async fn healthz() -> HttpResponse {
         (status = 200, description = "Ready to serve", body = Health),
         (status = 503, description = "The database (or the configured Redis) does not answer", body = ErrorEnvelope)))]
 pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    // Like every 503 `unavailable` (SPEC section 5), with Retry-After.
+    let not_ready = || {
+        ApiError::new(ErrorCode::Unavailable).with_header(header::RETRY_AFTER, HeaderValue::from(1))
+    };
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        ApiError::new(ErrorCode::Unavailable)
+        not_ready()
     })?;
     if let Some(shared) = &state.shared_windows {
         // Checks still answer (on this node's own windows), but a load
         // balancer should prefer nodes that share them.
         if !shared.ping().await {
-            return Err(ApiError::new(ErrorCode::Unavailable)
+            return Err(not_ready()
                 .with_message("Redis, which shares rate limits between nodes, does not answer."));
         }
     }
