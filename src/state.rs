@@ -42,6 +42,8 @@ pub struct AppState {
     pub traces: Option<crate::telemetry::traces::Tracing>,
     /// The webhook and mail batches in progress, finished before exit.
     pub work: Arc<crate::drain::Drain>,
+    /// The connections a graceful stop lets the proxy close first.
+    pub http: Arc<crate::drain::HttpDrain>,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ impl AppState {
             catalog,
             traces: None,
             work: Arc::default(),
+            http: Arc::default(),
         }
     }
 
