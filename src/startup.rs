@@ -414,12 +414,20 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
     }
     let usage_state = state.clone();
     actix_web::rt::spawn(async move {
+        // Every interval, and at once when a batch has many keys (checks of
+        // many distinct keys): it is written in chunks (`keys::usage`).
         let every = std::time::Duration::from_secs(usage_state.config.usage.flush_interval_secs);
         let mut tick = tokio::time::interval(every);
+        let usage = &usage_state.keys.usage;
         loop {
-            tick.tick().await;
-            if let Err(e) = usage_state.keys.usage.flush(&*usage_state.store).await {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = usage.filled() => {}
+            }
+            if let Err(e) = usage.flush(&*usage_state.store).await {
                 tracing::warn!(error = %e, "usage flush failed; will retry");
+                // A failing store: wait for the interval before trying again.
+                tick.tick().await;
             }
         }
     });
