@@ -26,12 +26,13 @@ pub const BATCH_KEYS: usize = 8192;
 
 /// Keys written per transaction. A flush takes its keys out of the pending
 /// batch a chunk at a time, so the memory it holds beyond the batch itself
-/// is one chunk (and its copy for a retry), not a second copy of a batch
-/// of 100,000 keys: under checks of many distinct keys a batch takes
-/// about 15 MiB, and taking it whole (with its copy) while the next one
-/// filled up held three of them at once, over the memory bound of SPEC
-/// section 13.
-pub const FLUSH_CHUNK_KEYS: usize = 4096;
+/// is one chunk (and its copy for a retry, about 2 MiB), not a second copy
+/// of a batch of 100,000 keys: under checks of many distinct keys a batch
+/// takes about 15 MiB, and taking it whole (with its copy) while the next
+/// one filled up held three of them at once, over the memory bound of SPEC
+/// section 13. Smaller chunks mean more commits (each one synced to disk
+/// with `synchronous=FULL`), which slows a large flush down.
+pub const FLUSH_CHUNK_KEYS: usize = 8192;
 
 #[derive(Default)]
 pub struct Usage {
@@ -106,7 +107,7 @@ impl Usage {
                 budget -= n;
                 take_chunk(&mut p, n)
             };
-            if let Err((e, chunk)) = repo.write_usage(chunk).await {
+            if let Err((e, chunk)) = write_chunk(repo, chunk).await {
                 self.pending.lock().expect("usage lock").merge_older(chunk);
                 return Err(e);
             }
@@ -120,6 +121,41 @@ impl Usage {
         }
         Ok(())
     }
+}
+
+/// Writes a chunk, trying again (twice at most, after a few milliseconds)
+/// when the database refused it for the moment: a deadlock with another
+/// node's flush, or a lock held past the busy timeout. The transaction was
+/// undone then, so writing the chunk again counts nothing twice.
+async fn write_chunk(
+    repo: &dyn UsageRepo,
+    mut chunk: UsageBatch,
+) -> Result<(), (StoreError, UsageBatch)> {
+    let mut tries = 0;
+    loop {
+        match repo.write_usage(chunk).await {
+            Ok(()) => return Ok(()),
+            Err((e, back)) if tries < 2 && busy(&e) => {
+                tries += 1;
+                chunk = back;
+                let pause = 10 + fastrand::u64(..40);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            Err(failed) => return Err(failed),
+        }
+    }
+}
+
+/// Whether the database refused the work only for the moment.
+fn busy(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Contended
+            | StoreError::Unavailable {
+                kind: crate::store::Unavailable::Busy,
+                ..
+            }
+    )
 }
 
 /// Moves up to `n` keys' usage (and every pending credit balance) out of
@@ -151,11 +187,22 @@ mod tests {
 
     /// A usage repository that keeps what it is given and fails the
     /// writes numbered in `fail`.
-    #[derive(Default)]
     struct Recorder {
         chunks: Mutex<Vec<UsageBatch>>,
         calls: Mutex<usize>,
         fail: Vec<usize>,
+        refusal: Unavailable,
+    }
+
+    impl Default for Recorder {
+        fn default() -> Self {
+            Recorder {
+                chunks: Mutex::default(),
+                calls: Mutex::default(),
+                fail: vec![],
+                refusal: Unavailable::Busy,
+            }
+        }
     }
 
     #[async_trait::async_trait]
@@ -168,7 +215,7 @@ mod tests {
             };
             if self.fail.contains(&call) {
                 let e = StoreError::Unavailable {
-                    kind: Unavailable::CannotWrite,
+                    kind: self.refusal,
                     cause: "test".into(),
                 };
                 return Err((e, batch));
@@ -201,6 +248,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_chunk_refused_for_the_moment_is_written_again() {
+        let usage = Usage::default();
+        let project: Arc<str> = Arc::from("prj_1");
+        usage.record(&Arc::from("key_1"), &project, UsageKind::Valid, 7200, true);
+        // The first write is refused as busy (a deadlock), the second lands.
+        let repo = Recorder {
+            fail: vec![1],
+            ..Recorder::default()
+        };
+        usage.flush(&repo).await.unwrap();
+        let chunks = repo.chunks.lock().unwrap().clone();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(valid_counts(&chunks), 1);
+        // Refused three times in a row: kept for the next flush.
+        let usage = Usage::default();
+        usage.record(&Arc::from("key_2"), &project, UsageKind::Valid, 7200, true);
+        let repo = Recorder {
+            fail: vec![1, 2, 3],
+            ..Recorder::default()
+        };
+        assert!(usage.flush(&repo).await.is_err());
+        usage.flush(&repo).await.unwrap();
+        assert_eq!(valid_counts(&repo.chunks.lock().unwrap()), 1);
+    }
+
+    #[tokio::test]
     async fn a_flush_writes_in_chunks_and_keeps_a_failed_chunk() {
         let usage = Usage::default();
         let project: Arc<str> = Arc::from("prj_1");
@@ -212,6 +285,7 @@ mod tests {
         // The second chunk fails: the first stays written, the rest waits.
         let repo = Recorder {
             fail: vec![2],
+            refusal: Unavailable::CannotWrite,
             ..Recorder::default()
         };
         assert!(usage.flush(&repo).await.is_err());
