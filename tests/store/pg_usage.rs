@@ -191,7 +191,13 @@ fn flushes_of_the_same_keys_from_two_nodes_do_not_deadlock() {
                  VALUES ('key_{k}', 'proj_u', '\\x{k:04x}', 'p', 'n', 'secret', 'production', 0, 0);"
             ));
         }
-        setup.get().await.unwrap().batch_execute(&sql).await.unwrap();
+        setup
+            .get()
+            .await
+            .unwrap()
+            .batch_execute(&sql)
+            .await
+            .unwrap();
         let tasks: Vec<_> = (0..2)
             .map(|_| {
                 let url = db.url.clone();
