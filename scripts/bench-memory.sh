@@ -10,7 +10,10 @@
 #   KEPT_DIR is the directory bench.sh printed ("bench: kept ..."); it holds
 #   data/ and keys.txt. The data directory is copied, never changed.
 # Knobs: BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_MEMORY_DURATION (10),
-#   BENCH_WORKERS (1); GATEHOUSE_* variables pass through to the server.
+#   BENCH_WORKERS (default: the server's default, one per core),
+#   BENCH_MEMORY_PASSES (1: verify every key this many times over; past
+#   keys.cache_ttl_secs, 60 s, cached keys are read again as they are used);
+#   GATEHOUSE_* variables pass through to the server.
 
 set -euo pipefail
 KEPT=${1:?usage: bench-memory.sh KEPT_DIR [BINARY]}
@@ -19,7 +22,8 @@ BIN=${2:-$REPO/target/release/gatehouse}
 THREADS=${BENCH_THREADS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 DURATION=${BENCH_MEMORY_DURATION:-10}
-WORKERS=${BENCH_WORKERS:-1}
+WORKERS=${BENCH_WORKERS:-}
+PASSES=${BENCH_MEMORY_PASSES:-1}
 [[ -d "$KEPT/data" && -f "$KEPT/keys.txt" ]] || { echo "bench-memory: $KEPT has no data/ and keys.txt" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "bench-memory: needs wrk" >&2; exit 1; }
 KEYS=$(wc -l <"$KEPT/keys.txt")
@@ -32,7 +36,8 @@ cleanup() {
 trap cleanup EXIT
 cp -a "$KEPT/data" "$WORK/data"
 
-GATEHOUSE_HTTP__WORKERS=$WORKERS "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" \
+# The default worker count (one per core) unless BENCH_WORKERS is given.
+env ${WORKERS:+GATEHOUSE_HTTP__WORKERS=$WORKERS} "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" \
     >"$WORK/out" 2>"$WORK/err" &
 PID=$!
 PORT=""
@@ -59,19 +64,33 @@ threads() { ls "/proc/$PID/task" | wc -l; }
 
 echo "idle: RSS $(rss) MiB ($(breakdown)); $(threads) threads"
 covered=0
-for _ in $(seq 1 12); do
-    (( covered < KEYS )) || break
+for _ in $(seq 1 $(( 12 * PASSES ))); do
+    (( covered < KEYS * PASSES )) || break
     GATEHOUSE_BENCH_KEYS_FILE="$KEPT/keys.txt" GATEHOUSE_BENCH_THREADS="$THREADS" \
-    GATEHOUSE_BENCH_KEYS_START="$covered" \
+    GATEHOUSE_BENCH_KEYS_START="$(( covered % KEYS ))" \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -s "$REPO/scripts/bench-verify-many.lua" \
         "$URL/api/v1/keys/verify" >"$WORK/wrk.txt"
+    before=$covered
     covered=$(( covered + $(sed -n 's/^keys covered: \([0-9]*\)$/\1/p' "$WORK/wrk.txt") ))
+    if (( covered / KEYS > before / KEYS && covered < KEYS * PASSES )); then
+        echo "after pass $(( covered / KEYS )) over the keys: RSS $(rss) MiB ($(breakdown))"
+    fi
     if grep -q 'Non-2xx\|Socket errors' "$WORK/wrk.txt"; then
         echo "bench-memory: $(grep 'Non-2xx\|Socket errors' "$WORK/wrk.txt")" >&2; exit 1
     fi
     : >"$WORK/out"
 done
-(( covered >= KEYS )) || { echo "bench-memory: only $covered of $KEYS keys verified" >&2; exit 1; }
-sleep 5  # as bench.sh: the freed heap is returned 3 s after the fills stop
-echo "after verifying $KEYS keys: RSS $(rss) MiB ($(breakdown)); $(threads) threads"
+(( covered >= KEYS * PASSES )) || { echo "bench-memory: only $covered of $(( KEYS * PASSES )) key checks made" >&2; exit 1; }
+# As bench.sh: read once RSS has stopped falling (usage written in chunks,
+# freed heap returned 3 s after the fills stop), 5 to 30 s after the load.
+sleep 5
+settle=5 steady=0 low=$(awk '/^VmRSS:/ { print $2 }' "/proc/$PID/status")
+while (( steady < 3 && settle < 30 )); do
+    sleep 1; settle=$(( settle + 1 ))
+    r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$PID/status")
+    if (( r < low * 99 / 100 )); then steady=0; else steady=$(( steady + 1 )); fi
+    (( r < low )) && low=$r
+done
+echo "settled $settle s after the load"
+echo "after verifying $KEYS keys ($PASSES pass(es)): RSS $(rss) MiB ($(breakdown)); $(threads) threads"
 if [[ -n "${BENCH_MEMORY_HOOK:-}" ]]; then PID=$PID bash -c "$BENCH_MEMORY_HOOK"; echo "after the hook: RSS $(rss) MiB ($(breakdown))"; fi

@@ -8,7 +8,9 @@
 #      (examples/floor.rs), both with the same number of workers;
 #   2. verification with ~1,000 vs ~1,000,000 stored keys;
 #   3. memory: 1,000,000 keys stored, 100,000 distinct ones verified (the
-#      cache full at its default size): ready time, RSS before and after;
+#      cache full at its default size), with the default worker count (one
+#      per core): ready time, RSS before, at its highest during the load
+#      and after;
 #   4. verify on the PostgreSQL backend against the SQLite one, alternately
 #      (a cache hit touches neither: the two should cost the same).
 #
@@ -22,6 +24,9 @@
 #   BENCH_THREADS=2          wrk threads
 #   BENCH_CONNECTIONS=32     wrk connections
 #   BENCH_WORKERS=1          worker threads of Gatehouse and of the floor
+#                            (the memory run uses Gatehouse's default, one
+#                            per core, unless BENCH_MEMORY_WORKERS is set)
+#   BENCH_MEMORY_WORKERS=N   worker threads of the memory run's server
 #   BENCH_BASE_KEYS=1000     keys stored for the small-table verify runs
 #   BENCH_SCALE_KEYS=1000000 keys stored for the large-table and memory runs
 #   BENCH_MEMORY_KEYS=100000 distinct keys verified in the memory run
@@ -55,6 +60,7 @@ SCALE_KEYS=${BENCH_SCALE_KEYS:-1000000}
 WORKERS=${BENCH_WORKERS:-1}
 MEMORY_KEYS=${BENCH_MEMORY_KEYS:-100000}
 MEMORY_DURATION=${BENCH_MEMORY_DURATION:-10}
+MEMORY_WORKERS=${BENCH_MEMORY_WORKERS:-}
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
@@ -159,17 +165,19 @@ post_json() { curl -sS --max-time 10 -X POST -H 'Content-Type: application/json'
 
 median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-# start_server NAME DATA_DIR: starts Gatehouse in its default configuration
+# start_server NAME DATA_DIR [WORKERS]: starts Gatehouse in its default
+# configuration with WORKERS worker threads ($WORKERS when not given; the
+# default, one per core, when given empty)
 # (local mode, access log at info) on a free loopback port, waits until
 # /readyz answers 200, and records the time from spawn to ready. Its stdout
 # (the access log) goes to a file, as it would to a log file or journald.
 start_server() {
-    local name=$1 dir=$2 out="$WORK/server-$1.out" err="$WORK/server-$1.err"
+    local name=$1 dir=$2 out="$WORK/server-$1.out" err="$WORK/server-$1.err" workers=${3-$WORKERS}
     local t0 deadline code port="" pid
     t0=$(now_ms)
     env "${SERVER_ENV[@]}" \
     GATEHOUSE_DEV__EXPOSE_CODES=true \
-    GATEHOUSE_HTTP__WORKERS=$WORKERS \
+    ${workers:+GATEHOUSE_HTTP__WORKERS=$workers} \
     GATEHOUSE_AUTH__SEND_CODE_INTERVAL_SECS=1 \
         "$BIN" serve --listen 127.0.0.1:0 --data-dir "$dir" >>"$out" 2>"$err" &
     pid=$!
@@ -550,11 +558,20 @@ if [[ "${BENCH_SKIP_SCALE:-0}" != 1 ]]; then
 
     # ------------------------------------------------------------ memory
     say "== memory: $SCALE_KEYS keys stored, $MEMORY_KEYS distinct ones verified (the cache's default capacity is 100,000)"
-    start_server memory "$DATA"
+    start_server memory "$DATA" "$MEMORY_WORKERS"
     sleep 1
     MEM_READY_MS=${STARTUP_MS[memory]}
     MEM_BEFORE_KB=$(rss_kb "${PID[memory]}")
-    say "  fresh server on the $SCALE_KEYS-key database: ready after $MEM_READY_MS ms, idle RSS $(mib "$MEM_BEFORE_KB") MiB"
+    MEM_THREADS=$(ls "/proc/${PID[memory]}/task" | wc -l)
+    say "  fresh server on the $SCALE_KEYS-key database (${MEMORY_WORKERS:-default} workers, $MEM_THREADS threads): ready after $MEM_READY_MS ms, idle RSS $(mib "$MEM_BEFORE_KB") MiB"
+    # RSS sampled every 0.2 s during the load: its highest value.
+    echo 0 >"$WORK/rss-peak"
+    ( peak=0; while kill -0 "${PID[memory]}" 2>/dev/null; do
+          r=$(rss_kb "${PID[memory]}" 2>/dev/null || echo 0)
+          (( r > peak )) && { peak=$r; echo "$peak" >"$WORK/rss-peak"; }
+          sleep 0.2
+      done ) &
+    RSS_SAMPLER=$!
     read -r mv0 mo0 <<<"$(verification_counts memory)"
     # Runs of $MEMORY_DURATION s, each continuing where the last one left
     # off, until every key was checked (at most 12 runs).
@@ -580,9 +597,13 @@ if [[ "${BENCH_SKIP_SCALE:-0}" != 1 ]]; then
     # (keys::store::return_freed_heap): RSS is read 5 s after the load.
     sleep 5
     MEM_AFTER_KB=$(rss_kb "${PID[memory]}")
+    kill "$RSS_SAMPLER" 2>/dev/null || true
+    wait "$RSS_SAMPLER" 2>/dev/null || true
+    MEM_PEAK_KB=$(cat "$WORK/rss-peak")
+    (( MEM_PEAK_KB >= MEM_AFTER_KB )) || MEM_PEAK_KB=$MEM_AFTER_KB
     MEM_PER_KEY=$(awk -v a="$MEM_AFTER_KB" -v b="$MEM_BEFORE_KB" -v n="$MEM_DISTINCT" 'BEGIN { printf "%.0f", (a - b) * 1024 / (n > 0 ? n : 1) }')
     say "  $MEM_REQS verifications in $MEM_SECS s, $(( mv1 - mv0 )) valid, $(( mo1 - mo0 )) not valid; distinct keys checked: $MEM_DISTINCT"
-    say "  RSS: $(mib "$MEM_BEFORE_KB") MiB before, $(mib "$MEM_AFTER_KB") MiB after (about $MEM_PER_KEY bytes per key checked)"
+    say "  RSS: $(mib "$MEM_BEFORE_KB") MiB before, $(mib "$MEM_PEAK_KB") MiB at most during the load, $(mib "$MEM_AFTER_KB") MiB after (about $MEM_PER_KEY bytes per key checked)"
     if (( MEM_DISTINCT < MEMORY_KEYS )); then
         say "  !! memory: only $MEM_DISTINCT of $MEMORY_KEYS keys were checked in $MEM_SECS s"; FAILED=1
     fi
@@ -622,6 +643,8 @@ if [[ -n "$L" ]]; then
         "$(verdict "$(( LARGE_IDLE_KB > SMALL_IDLE_KB ? LARGE_IDLE_KB : SMALL_IDLE_KB ))" $(( $(kb_of_mb 30) - 1 )))"
     target "RSS < 100 MB, $SCALE_KEYS keys, $MEMORY_KEYS cached" "$(mib "$MEM_AFTER_KB") MiB (idle $(mib "$MEM_BEFORE_KB") MiB)" \
         "$(verdict "$MEM_AFTER_KB" $(( $(kb_of_mb 100) - 1 )))"
+    target "RSS < 100 MB during the load that fills the cache" "$(mib "$MEM_PEAK_KB") MiB at most (${MEMORY_WORKERS:-default} workers)" \
+        "$(verdict "$MEM_PEAK_KB" $(( $(kb_of_mb 100) - 1 )))"
 fi
 target "release binary < 25 MB" "$(mib $(( BIN_BYTES / 1024 ))) MiB" "$(verdict "$BIN_BYTES" $(( 25 * 1000 * 1000 - 1 )))"
 say "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -66,6 +66,67 @@ impl Drain {
     }
 }
 
+/// The HTTP side of a graceful stop, for nodes behind a proxy that keeps
+/// connections open (nginx's upstream `keepalive`).
+///
+/// Closing an idle kept-alive connection races with the proxy sending the
+/// next request on it; the proxy then sees an error after sending, and
+/// must not send a POST again (the node may have acted on it), so the
+/// client gets a 502. A stop therefore first refuses new connections
+/// (which a proxy retries elsewhere, for any method: nothing was sent),
+/// answers every request on the connections it has with `Connection:
+/// close` (the proxy does not reuse them), and leaves idle ones for the
+/// proxy to close, for a bounded time, before the server itself stops.
+#[derive(Default)]
+pub struct HttpDrain {
+    draining: AtomicBool,
+    open: AtomicUsize,
+}
+
+/// Counts one open connection until dropped (with the connection).
+pub struct OpenConnection(std::sync::Arc<HttpDrain>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl HttpDrain {
+    /// Counts a new connection (see [`OpenConnection`]).
+    pub fn opened(self: &std::sync::Arc<Self>) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        OpenConnection(self.clone())
+    }
+
+    /// From now on every response closes its connection, and `/readyz`
+    /// answers 503.
+    pub fn start(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no connection is open, or `grace` has passed; returns
+    /// whether all were closed.
+    pub async fn closed(&self, grace: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.open_connections() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +145,27 @@ mod tests {
         assert!(drain.begin().is_none(), "no new batch once stopping");
         drop(busy);
         assert!(stopper.await.unwrap(), "every batch finished");
+    }
+
+    #[tokio::test]
+    async fn the_http_drain_counts_open_connections() {
+        let drain = std::sync::Arc::new(HttpDrain::default());
+        assert!(!drain.is_draining());
+        let first = drain.opened();
+        let second = drain.opened();
+        assert_eq!(drain.open_connections(), 2);
+        drain.start();
+        assert!(drain.is_draining());
+        assert!(!drain.closed(Duration::from_millis(30)).await);
+        drop(first);
+        let waiting = {
+            let drain = drain.clone();
+            tokio::spawn(async move { drain.closed(Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "one is still open");
+        drop(second);
+        assert!(waiting.await.unwrap());
     }
 
     #[tokio::test]

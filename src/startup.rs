@@ -2,6 +2,7 @@
 //! middleware order and routes, in one place.
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
@@ -130,9 +131,14 @@ impl Application {
     pub fn start(self) -> std::io::Result<Running> {
         let state = self.state.clone();
         let http = &state.config.http;
+        let drain = state.http.clone();
         let mut server = HttpServer::new({
             let state = state.clone();
             move || build_app(state.clone())
+        })
+        // Counted while open, for the drain of a graceful stop.
+        .on_connect(move |_, extensions| {
+            extensions.insert(drain.opened());
         })
         .shutdown_timeout(http.shutdown_timeout_secs)
         .disable_signals()
@@ -143,16 +149,35 @@ impl Application {
         if http.workers > 0 {
             server = server.workers(http.workers);
         }
+        let listener = raw_fd(&self.listener);
         let server = server.listen(self.listener)?.run();
         spawn_background_tasks(&state);
-        Ok(Running { server, state })
+        Ok(Running {
+            server,
+            state,
+            listener,
+        })
     }
+}
+
+#[cfg(unix)]
+fn raw_fd(listener: &TcpListener) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    Some(listener.as_raw_fd())
+}
+
+#[cfg(not(unix))]
+fn raw_fd(_: &TcpListener) -> Option<i32> {
+    None
 }
 
 /// A serving application.
 pub struct Running {
     server: Server,
     state: web::Data<AppState>,
+    /// The listening socket (the server owns it), to refuse new
+    /// connections when a graceful stop begins.
+    listener: Option<i32>,
 }
 
 impl Running {
@@ -178,6 +203,7 @@ impl Running {
     pub async fn serve_until_stopped(self, mut signals: StopSignals) -> std::io::Result<Stopped> {
         let handle = self.server.handle();
         let state = self.state.clone();
+        let listener = self.listener;
         let mut serving = std::pin::pin!(self.wait());
         let first = tokio::select! {
             result = &mut serving => return result.map(|()| Stopped::Graceful),
@@ -188,6 +214,30 @@ impl Running {
             first.name(),
             first.name()
         );
+        // First the connections: new ones are refused (a proxy sends them
+        // to another node), open ones close after their next answer, idle
+        // ones are left to the proxy for a while (`drain::HttpDrain`).
+        let grace = Duration::from_secs(state.config.http.shutdown_timeout_secs);
+        let drained = async {
+            state.http.start();
+            handle.pause().await;
+            refuse_new_connections(listener);
+            state.http.closed(grace.min(DRAIN_AT_MOST)).await
+        };
+        tokio::select! {
+            result = &mut serving => return result.map(|()| Stopped::Graceful),
+            _ = drained => {}
+            second = signals.next() => {
+                tracing::warn!(
+                    "{} received again; stopping at once (requests in flight are cut off)",
+                    second.name()
+                );
+                if let Err(e) = state.keys.usage.flush(&*state.store).await {
+                    tracing::error!(error = %e, "usage could not be written at shutdown");
+                }
+                return Ok(Stopped::Forced(second));
+            }
+        }
         // The command is sent now; the server's own future (polled by
         // `serving`) carries it out.
         drop(handle.stop(true));
@@ -205,6 +255,27 @@ impl Running {
             }
         }
     }
+}
+
+/// How long a graceful stop waits for the proxy to close idle kept-alive
+/// connections: past Gatehouse's own keep-alive (5 s), after which the
+/// server closes them anyway.
+const DRAIN_AT_MOST: Duration = Duration::from_secs(6);
+
+/// Makes the listening socket refuse new connections at once (the server
+/// stops accepting first: `ServerHandle::pause`). A refused connection is
+/// one a proxy may send to another node whatever the method.
+fn refuse_new_connections(listener: Option<i32>) {
+    #[cfg(unix)]
+    if let Some(fd) = listener {
+        // SAFETY: `fd` is the server's listening socket, open until the
+        // server stops (after this); shutdown only changes its state.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RD);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = listener;
 }
 
 /// How the server stopped.
@@ -283,8 +354,12 @@ fn build_app(
 > {
     let limit = state.config.http.max_body_bytes;
     let origins = state.config.cors.allowed_origins.clone();
-    let conventions =
-        crate::http::Conventions::new(state.config.clone(), state.https, state.metrics.clone());
+    let conventions = crate::http::Conventions::new(
+        state.config.clone(),
+        state.https,
+        state.metrics.clone(),
+        state.http.clone(),
+    );
     let traced = state.traces.is_some();
     let local_hosts = crate::http::host::LocalHosts::new(&state.public_url);
     let local = state.config.mode.is_local();
@@ -340,12 +415,20 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
     }
     let usage_state = state.clone();
     actix_web::rt::spawn(async move {
+        // Every interval, and at once when a batch has many keys (checks of
+        // many distinct keys): it is written in chunks (`keys::usage`).
         let every = std::time::Duration::from_secs(usage_state.config.usage.flush_interval_secs);
         let mut tick = tokio::time::interval(every);
+        let usage = &usage_state.keys.usage;
         loop {
-            tick.tick().await;
-            if let Err(e) = usage_state.keys.usage.flush(&*usage_state.store).await {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = usage.filled() => {}
+            }
+            if let Err(e) = usage.flush(&*usage_state.store).await {
                 tracing::warn!(error = %e, "usage flush failed; will retry");
+                // A failing store: wait for the interval before trying again.
+                tick.tick().await;
             }
         }
     });

@@ -40,6 +40,8 @@ pub struct AppState {
     pub work: Arc<crate::drain::Drain>,
     /// `[ui]` as the pages use it: the name, the theme and the logo.
     pub branding: Arc<crate::ui::branding::Branding>,
+    /// The connections a graceful stop lets the proxy close first.
+    pub http: Arc<crate::drain::HttpDrain>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             catalog,
             traces: None,
             work: Arc::default(),
+            http: Arc::default(),
         }
     }
 

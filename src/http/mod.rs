@@ -115,21 +115,28 @@ pub struct Conventions {
 }
 
 /// What the conventions read: the configuration (trusted proxies, the body
-/// limit), whether browsers reach Gatehouse over https (HSTS), and the
-/// request metrics.
+/// limit), whether browsers reach Gatehouse over https (HSTS), the
+/// request metrics, and whether a graceful stop is draining connections.
 struct Settings {
     config: Arc<Config>,
     https: bool,
     metrics: Arc<Metrics>,
+    drain: Arc<crate::drain::HttpDrain>,
 }
 
 impl Conventions {
-    pub fn new(config: Arc<Config>, https: bool, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        https: bool,
+        metrics: Arc<Metrics>,
+        drain: Arc<crate::drain::HttpDrain>,
+    ) -> Self {
         Conventions {
             settings: Rc::new(Settings {
                 config,
                 https,
                 metrics,
+                drain,
             }),
         }
     }
@@ -228,6 +235,13 @@ where
                 res
             };
             finish_headers(&mut res, state.https, id_header);
+            if state.drain.is_draining() {
+                // Stopping: the client (a proxy) must not send another
+                // request on this connection (see `drain::HttpDrain`).
+                res.response_mut()
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+            }
             let status = res.status();
             let elapsed = started.elapsed();
             let req = res.request();

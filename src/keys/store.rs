@@ -711,11 +711,16 @@ impl KeyStore {
             }
             return Ok(Some(handle));
         }
-        if self
-            .unknown
-            .get(&hash)
-            .is_some_and(|until| Instant::now() < until)
-        {
+        // A key remembered as unknown is a cached answer too: trusted only
+        // while the change feed vouches for its age, else read again (and a
+        // failed read is a 503, never `invalid_key` from a stale entry).
+        if self.unknown.get(&hash).is_some_and(|until| {
+            let now = Instant::now();
+            now < until
+                && self
+                    .feed
+                    .vouches_for(self.negative_ttl.saturating_sub(until - now))
+        }) {
             return Ok(None);
         }
         for _ in 0..8 {

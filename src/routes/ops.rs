@@ -28,21 +28,29 @@ pub async fn healthz() -> HttpResponse {
     res
 }
 
-/// The database answers queries, and so does Redis when `redis.url` is set.
+/// The database answers queries, and so does Redis when `redis.url` is set;
+/// the node is not stopping.
 #[utoipa::path(get, path = "/readyz", tag = "ops", operation_id = "checkReadiness",
     responses(
         (status = 200, description = "Ready to serve", body = Health),
-        (status = 503, description = "The database (or the configured Redis) does not answer", body = ErrorEnvelope)))]
+        (status = 503, description = "The database (or the configured Redis) does not answer, or the node is stopping", body = ErrorEnvelope)))]
 pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    // Like every 503 `unavailable` (SPEC section 5), with Retry-After.
+    let not_ready = || {
+        ApiError::new(ErrorCode::Unavailable).with_header(header::RETRY_AFTER, HeaderValue::from(1))
+    };
+    if state.http.is_draining() {
+        return Err(not_ready().with_message("The node is stopping."));
+    }
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        ApiError::new(ErrorCode::Unavailable)
+        not_ready()
     })?;
     if let Some(shared) = &state.shared_windows {
         // Checks still answer (on this node's own windows), but a load
         // balancer should prefer nodes that share them.
         if !shared.ping().await {
-            return Err(ApiError::new(ErrorCode::Unavailable)
+            return Err(not_ready()
                 .with_message("Redis, which shares rate limits between nodes, does not answer."));
         }
     }

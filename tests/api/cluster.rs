@@ -59,13 +59,13 @@ fn unique_prefix(test: &str) -> String {
 }
 
 /// A `redis-server` of the test's own, on a free loopback port.
-struct OwnRedis {
+pub(crate) struct OwnRedis {
     port: u16,
     child: Option<Child>,
 }
 
 impl OwnRedis {
-    fn start() -> Option<OwnRedis> {
+    pub(crate) fn start() -> Option<OwnRedis> {
         let found = Command::new("redis-server")
             .arg("--version")
             .output()
@@ -81,11 +81,11 @@ impl OwnRedis {
         Some(redis)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let child = crate::helpers::dies_with_the_test(&mut Command::new("redis-server"))
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -101,7 +101,7 @@ impl OwnRedis {
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -117,16 +117,16 @@ impl Drop for OwnRedis {
 
 /// A data directory with one project and one key, its limits set in the
 /// database before any node reads it.
-struct Fixture {
+pub(crate) struct Fixture {
     dir: tempfile::TempDir,
-    key: String,
+    pub(crate) key: String,
     key_id: String,
     /// The nodes' shared PostgreSQL database when the suite runs on it
     /// (`tests/api_postgres`); else its one node uses the SQLite file.
     _pg: Option<crate::pg::TestDb>,
 }
 
-fn fixture(rate_limit: u32, credits: Option<i64>) -> Fixture {
+pub(crate) fn fixture(rate_limit: u32, credits: Option<i64>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let pg = (crate::helpers::backend() == crate::helpers::Backend::Postgres).then(|| {
         let db = crate::pg::TestDb::create().expect("PostgreSQL for the cluster tests");
@@ -176,7 +176,7 @@ fn fixture(rate_limit: u32, credits: Option<i64>) -> Fixture {
 
 impl Fixture {
     /// A node serving this data directory, with Redis at `redis` if given.
-    fn node(&self, redis: Option<(&str, &str)>) -> Server {
+    pub(crate) fn node(&self, redis: Option<(&str, &str)>) -> Server {
         let mut cmd = gatehouse(self.dir.path());
         cmd.args(["serve", "--data-dir", "data", "--listen", "127.0.0.1:0"])
             .env("GATEHOUSE_HTTP__WORKERS", "2");
@@ -206,7 +206,7 @@ fn verify(base: &str, key: &str) -> serde_json::Value {
 }
 
 /// A metric's value from `/metrics` (local mode: no token needed).
-fn metric(node: &Server, line_start: &str) -> f64 {
+pub(crate) fn metric(node: &Server, line_start: &str) -> f64 {
     let text = node.get("/metrics").body;
     text.lines()
         .find(|l| l.starts_with(line_start))
@@ -215,11 +215,11 @@ fn metric(node: &Server, line_start: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {line_start} in:\n{text}"))
 }
 
-fn on_redis(node: &Server) -> bool {
+pub(crate) fn on_redis(node: &Server) -> bool {
     metric(node, "gatehouse_rate_limit_backend{backend=\"redis\"}") == 1.0
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -26,6 +26,7 @@ mod config;
 mod conventions;
 mod copy_data;
 mod docs;
+mod drills;
 mod fuzzing;
 mod key_state;
 mod keys;

@@ -56,6 +56,7 @@ mod webhooks;
 
 #[path = "../api/cluster.rs"]
 mod cluster;
+mod drills;
 mod feed;
 mod nodes;
 mod outage;

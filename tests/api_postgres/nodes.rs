@@ -57,11 +57,23 @@ impl Node {
 
     /// [`Node::start`] with more `GATEHOUSE_*` settings in its environment.
     pub(crate) fn start_with(root: &Path, name: &str, db_url: &str, env: &[(&str, &str)]) -> Node {
+        Self::start_at(root, name, db_url, "127.0.0.1:0", env)
+    }
+
+    /// [`Node::start_with`] listening on `listen` (a node restarted where
+    /// a proxy expects it).
+    pub(crate) fn start_at(
+        root: &Path,
+        name: &str,
+        db_url: &str,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Node {
         let config = config(root);
         let mut cmd = gatehouse(root);
         cmd.env("GATEHOUSE_DATABASE__URL", db_url)
             .envs(env.iter().copied())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", listen, "--config"])
             .arg(&config)
             .arg("--data-dir")
             .arg(root.join(name));
@@ -384,7 +396,7 @@ fn sessions_webhooks_and_usage_are_shared_by_the_nodes() {
 
 /// nginx with `deploy/nginx-gatehouse-cluster.conf`, its two servers
 /// pointed at `nodes`.
-fn nginx_before(nodes: [&Node; 2]) -> Option<crate::proxies::Proxy> {
+pub(crate) fn nginx_before(nodes: [&Node; 2]) -> Option<crate::proxies::Proxy> {
     let bin = crate::proxies::find_program("nginx")?;
     let dir = tempfile::tempdir().unwrap();
     let port = crate::helpers::free_port();
@@ -412,7 +424,7 @@ fn nginx_before(nodes: [&Node; 2]) -> Option<crate::proxies::Proxy> {
 }
 
 /// Valid verifications a node has answered (its own /metrics).
-fn valid_checks(node: &Node) -> f64 {
+pub(crate) fn valid_checks(node: &Node) -> f64 {
     let metrics = node.server.get("/metrics").body;
     metrics
         .lines()
