@@ -847,6 +847,29 @@ pub fn early_in_a_minute() {
     }
 }
 
+/// Polls `done` until it holds; fails the test, saying `what`, when it has
+/// not within `within` (a bound for a stuck run, never a measure of speed:
+/// pick one far beyond what a slow machine needs).
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    wait_for(what, within, || done().then_some(()))
+}
+
+/// Polls `found` until it gives a value, and returns it; fails the test,
+/// saying `what`, when it has not within `within`.
+pub fn wait_for<T>(what: &str, within: Duration, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A free loopback port for a peer that must be told its port (nginx,
 /// Caddy, an SMTP server, Redis).
 ///
@@ -881,16 +904,45 @@ pub fn free_port() -> u16 {
 /// or a test binary that is killed leaves no server, proxy or mail server
 /// behind (normal ends stop them gracefully first).
 pub fn dies_with_the_test(cmd: &mut Command) -> &mut Command {
+    parent_death_signal(cmd, libc::SIGKILL)
+}
+
+/// The kernel sends `signal` to the child when the thread that started it
+/// ends (PR_SET_PDEATHSIG).
+fn parent_death_signal(cmd: &mut Command, signal: libc::c_int) -> &mut Command {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only this process.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
+    cmd
+}
+
+/// A command for `program` that runs, with all it starts, in a process
+/// group of its own that dies with the test, however the test ends.
+///
+/// [`dies_with_the_test`] reaches only the test's own child: nginx's master
+/// gets the signal, but its workers are the master's children and would
+/// live on once the master is killed. So the child here is a small shell,
+/// leader of the new group, which runs the program and kills the whole
+/// group (SIGKILL to group 0) when the program exits for any reason
+/// (a SIGKILLed master included) or when the shell itself is told to stop:
+/// SIGTERM from the kernel when the test's thread ends (a panic, a test
+/// binary killed), or from a test that stops the group.
+pub fn group_dies_with_the_test(program: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"trap 'kill -KILL 0' TERM INT HUP; "$@" & wait $!; kill -KILL 0"#)
+        .arg("sh")
+        .arg(program)
+        .process_group(0);
+    parent_death_signal(&mut cmd, libc::SIGTERM);
     cmd
 }
 
