@@ -340,8 +340,9 @@ pub fn run(cmd: &mut Command) -> Output {
 pub struct Server {
     child: Option<Child>,
     pub base: String,
-    /// The lines printed after "Listening on", up to the storage line.
-    banner: Vec<String>,
+    /// The stdout lines read so far after "Listening on" (the banner up to
+    /// the storage line, then whatever [`Server::wait_for_line`] read).
+    seen: std::sync::Mutex<Vec<String>>,
     // In a mutex so a server can be shared between test threads.
     stdout_lines: std::sync::Mutex<mpsc::Receiver<String>>,
     stderr: std::thread::JoinHandle<String>,
@@ -429,7 +430,7 @@ impl Server {
         Server {
             child: Some(child),
             base,
-            banner,
+            seen: std::sync::Mutex::new(banner),
             stdout_lines: std::sync::Mutex::new(rx),
             stderr,
         }
@@ -441,6 +442,30 @@ impl Server {
 
     pub fn request(&self, method: &str, path: &str) -> ureq::Request {
         agent().request(method, &format!("{}{path}", self.base))
+    }
+
+    /// Waits for a stdout line that `wanted` accepts (a log line, which the
+    /// server writes after it answered), at most 30 s; returns it. The
+    /// lines stay in what [`Server::terminate`] returns.
+    pub fn wait_for_line(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = self.seen.lock().unwrap();
+        if let Some(line) = seen.iter().find(|l| wanted(l)) {
+            return line.clone();
+        }
+        let lines = self.stdout_lines.lock().unwrap();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no line {what} on stdout ({e:?}) in:\n{}", seen.join("\n")),
+            }
+        }
     }
 
     /// The server's process id.
@@ -468,7 +493,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut lines = std::mem::take(&mut self.banner);
+        let mut lines = std::mem::take(self.seen.get_mut().unwrap());
         while let Ok(line) = self
             .stdout_lines
             .get_mut()
