@@ -281,19 +281,51 @@ fn into_resp(r: ureq::Response) -> Resp {
 }
 
 pub fn send(req: ureq::Request) -> Resp {
-    match req.call() {
+    let result = match req.clone().call() {
+        Err(e) if closed_before_answering(&e) => req.call(),
+        result => result,
+    };
+    answer(result)
+}
+
+pub fn send_body(req: ureq::Request, body: &str) -> Resp {
+    let result = match req.clone().send_string(body) {
+        Err(e) if closed_before_answering(&e) => req.send_string(body),
+        result => result,
+    };
+    answer(result)
+}
+
+/// The answer to a request, whatever its status.
+///
+/// A pooled connection the server closes as a request goes out (its idle
+/// keep-alive of 5 s ran out at that moment) ends before any answer, and
+/// the request never reached the server's handlers. ureq sends such a
+/// request again by itself only when it has no body; [`send`] and
+/// [`send_body`] send the others again, once (the stale connection has
+/// left the pool). A server that is gone fails the second try too.
+fn answer(result: Result<ureq::Response, ureq::Error>) -> Resp {
+    match result {
         Ok(r) => into_resp(r),
         Err(ureq::Error::Status(_, r)) => into_resp(r),
         Err(e) => panic!("transport error: {e}"),
     }
 }
 
-pub fn send_body(req: ureq::Request, body: &str) -> Resp {
-    match req.send_string(body) {
-        Ok(r) => into_resp(r),
-        Err(ureq::Error::Status(_, r)) => into_resp(r),
-        Err(e) => panic!("transport error: {e}"),
-    }
+/// Whether the connection ended before an answer began (how ureq reports
+/// an end of stream where the status line should be, or a reset).
+fn closed_before_answering(e: &ureq::Error) -> bool {
+    let ureq::Error::Transport(t) = e else {
+        return false;
+    };
+    std::error::Error::source(t)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+            )
+        })
 }
 
 // ---------------------------------------------------------------------------
@@ -880,9 +912,12 @@ pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
 }
 
 /// Polls `found` until it gives a value, and returns it; fails the test,
-/// saying `what`, when it has not within `within`.
+/// saying `what`, when it has not within `within`. Asks again after 10 ms,
+/// then less and less often, to every 100 ms: a quick condition is seen
+/// at once, a slow one does not load the machine that has to bring it.
 pub fn wait_for<T>(what: &str, within: Duration, mut found: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(10);
     loop {
         if let Some(value) = found() {
             return value;
@@ -891,7 +926,8 @@ pub fn wait_for<T>(what: &str, within: Duration, mut found: impl FnMut() -> Opti
             Instant::now() < deadline,
             "timed out after {within:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
+        pause = (pause * 3 / 2).min(Duration::from_millis(100));
     }
 }
 
