@@ -46,7 +46,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VERSION=27.1.0
 FILES=(
-    src/auth/rules.rs
+    src/store/session_rules.rs
     src/auth/redirect.rs
     src/auth/throttle.rs
     src/keys/format.rs
@@ -55,7 +55,7 @@ FILES=(
     src/keys/credits.rs
     src/store/spend.rs
     src/store/maintenance.rs
-    src/billing/link.rs
+    src/store/billing_link.rs
 )
 JOBS=${MUTANTS_JOBS:-1}
 NICE=${MUTANTS_NICE:-19}

@@ -3,7 +3,10 @@
 //!
 //! Times are stored as whole seconds since the Unix epoch (UTC); the clock
 //! also answers in milliseconds for what is finer (rate-limit windows,
-//! retry schedules). A [`Clock::system`] clock reads the system time; a
+//! retry schedules). A lifetime starts at the next whole second
+//! ([`Clock::expires_after`]) and ends when the second-truncated time
+//! reaches it, so a thing said to live N seconds lives at least N and
+//! less than N + 1, never less than promised. A [`Clock::system`] clock reads the system time; a
 //! [`Clock::manual`] one reads the system time plus an offset the test
 //! moves forward with [`Clock::advance`], so a code that lives 2 seconds
 //! is expired by advancing 3, whatever the machine's speed.
@@ -49,6 +52,16 @@ impl Clock {
         self.now_ms().div_euclid(1000)
     }
 
+    /// When something that lives `secs` from now expires: `secs` after the
+    /// next whole second (a time already on a whole second counts as the
+    /// next). Compared with [`Clock::now`] (`now >= expires_at` = expired),
+    /// it lives at least `secs` seconds and less than `secs + 1`; counted
+    /// from the truncated `now()` instead it would live between `secs - 1`
+    /// and `secs`.
+    pub fn expires_after(&self, secs: i64) -> i64 {
+        self.now_ms().div_euclid(1000) + 1 + secs
+    }
+
     /// Moves a manual clock forward.
     ///
     /// # Panics
@@ -76,6 +89,20 @@ mod tests {
         assert!(after - before >= 3_600_000, "{before} -> {after}");
         assert!(after - before < 3_700_000, "{before} -> {after}");
         assert_eq!(other.now(), after.div_euclid(1000));
+    }
+
+    #[test]
+    fn a_lifetime_never_falls_short() {
+        let clock = Clock::manual();
+        for _ in 0..50 {
+            let start_ms = clock.now_ms();
+            let expires_at = clock.expires_after(2);
+            // Expired once the truncated time reaches expires_at: the first
+            // millisecond of that second.
+            let lived_ms = expires_at * 1000 - start_ms;
+            assert!((2_000..3_000).contains(&lived_ms), "{lived_ms}");
+            clock.advance(Duration::from_millis(37));
+        }
     }
 
     #[test]

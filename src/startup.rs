@@ -103,7 +103,7 @@ impl Application {
         }
         let traces = crate::telemetry::init_traces(&config.telemetry)?;
         let openapi = crate::openapi::document_json(&crate::catalog::Catalog::from_config(&config));
-        let mut state = AppState::new(config, opened.store, opened.sqlite, openapi);
+        let mut state = AppState::new(config, opened.store, openapi);
         state.traces = traces;
         state
             .keys
@@ -391,6 +391,7 @@ fn spawn_background_tasks(state: &web::Data<AppState>) {
         store: state.store.clone(),
         smtp: state.config.smtp.clone(),
         message_id_domain: crate::mail::compose::message_id_domain(&state.config),
+        look: crate::mail::compose::Look::from_config(&state.config),
         wake: state.mailer.wake_handle(),
         traces: state.traces.clone(),
         work: state.work.clone(),

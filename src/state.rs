@@ -6,11 +6,10 @@ use std::sync::Arc;
 use crate::auth::tokens::Keyring;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::db::sessions::SessionLimits;
-use crate::db::Db;
 use crate::keys::store::KeyStore;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::store::sessions::SessionLimits;
 use crate::store::Store;
 
 pub struct AppState {
@@ -21,9 +20,6 @@ pub struct AppState {
     pub https: bool,
     /// The storage interface: everything reads and writes through it.
     pub store: Arc<dyn Store>,
-    /// The SQLite handle when SQLite is the backend (its own operations:
-    /// online backup, pragmas, the storage-fault drills of the tests).
-    pub sqlite: Option<Db>,
     /// Shared with the conventions middleware.
     pub metrics: Arc<Metrics>,
     /// Rate-limit windows in Redis, when `redis.url` is set.
@@ -42,6 +38,8 @@ pub struct AppState {
     pub traces: Option<crate::telemetry::traces::Tracing>,
     /// The webhook and mail batches in progress, finished before exit.
     pub work: Arc<crate::drain::Drain>,
+    /// `[ui]` as the pages use it: the name, the theme and the logo.
+    pub branding: Arc<crate::ui::branding::Branding>,
     /// The connections a graceful stop lets the proxy close first.
     pub http: Arc<crate::drain::HttpDrain>,
 }
@@ -49,12 +47,7 @@ pub struct AppState {
 impl AppState {
     /// `config` must have passed the startup checks; in particular
     /// `secrets.session_key` is set (local mode generates one).
-    pub fn new(
-        config: Config,
-        store: Arc<dyn Store>,
-        sqlite: Option<Db>,
-        openapi_json: String,
-    ) -> Self {
+    pub fn new(config: Config, store: Arc<dyn Store>, openapi_json: String) -> Self {
         let catalog = Catalog::from_config(&config);
         let session_key = config
             .secrets
@@ -80,9 +73,9 @@ impl AppState {
             quotas,
             keyring: Keyring::new(&session_key),
             mailer: Mailer::new(config.clone()),
+            branding: Arc::new(crate::ui::branding::Branding::new(&config.ui)),
             config,
             store,
-            sqlite,
             metrics: Arc::new(metrics),
             shared_windows,
             openapi_json,
@@ -128,7 +121,7 @@ impl AppState {
     }
 
     pub fn session_limits(&self) -> SessionLimits {
-        self.config.auth.session_limits()
+        crate::auth::rules::SessionLimits::of(&self.config.auth)
     }
 
     /// The login flow, with what it needs from here.

@@ -64,7 +64,8 @@ export async function api(method, path, options = {}) {
       cache: "no-store",
     });
   } catch {
-    throw new ApiError(0, "network", "Gatehouse could not be reached. Check your connection and try again.", null);
+    const product = document.querySelector('meta[name="application-name"]')?.getAttribute("content") || "Gatehouse";
+    throw new ApiError(0, "network", `${product} could not be reached. Check your connection and try again.`, null);
   }
   const text = await res.text();
   let data = null;

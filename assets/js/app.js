@@ -4,12 +4,13 @@
 // then draw the header, the project switcher and the page itself.
 
 import { api, ApiError, onSessionExpired, setCsrfToken, setProject } from "./api.js";
-import { clear, h } from "./dom.js";
+import { clear, h, PRODUCT } from "./dom.js";
 
 const PAGES = {
   "/login": { module: "./pages/login.js", title: "Log in", public: true },
   "/dev/mailbox": { module: "./pages/mailbox.js", title: "Local mailbox", public: true },
   "/keys": { module: "./pages/keys.js", title: "API keys", nav: "keys" },
+  "/keys/*": { module: "./pages/key.js", title: "API key", nav: "keys" },
   "/members": { module: "./pages/members.js", title: "Members", nav: "members" },
   "/usage": { module: "./pages/usage.js", title: "Usage", nav: "usage" },
   "/audit": { module: "./pages/audit.js", title: "Audit log", nav: "audit" },
@@ -37,7 +38,7 @@ function showSessionExpired() {
   main.hidden = true;
   topbar.hidden = true;
   expiredPanel.hidden = false;
-  document.title = "Session expired · Gatehouse";
+  document.title = `Session expired · ${PRODUCT}`;
   form.querySelector("button").focus();
 }
 
@@ -132,7 +133,9 @@ function fillSwitcher() {
 }
 
 function drawChrome(info) {
-  document.getElementById("account-email").textContent = ctx.me.user.email;
+  const account = document.getElementById("account-email");
+  account.textContent = ctx.me.user.email;
+  account.title = `Signed in as ${ctx.me.user.email}`;
   for (const link of topbar.querySelectorAll("nav a")) {
     if (link.dataset.page === info.nav) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -162,9 +165,10 @@ async function renderPage() {
 }
 
 async function boot() {
-  const info = PAGES[location.pathname] || PAGES["/keys"];
+  const info = PAGES[location.pathname]
+    || (/^\/keys\/[^/]+$/.test(location.pathname) ? PAGES["/keys/*"] : PAGES["/keys"]);
   pageInfo = info;
-  document.title = `${info.title} · Gatehouse`;
+  document.title = `${info.title} · ${PRODUCT}`;
   document.body.classList.toggle("plain", Boolean(info.public));
   try {
     page = await import(info.module);

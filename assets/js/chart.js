@@ -1,7 +1,9 @@
-// The usage chart: stacked bars of verifications per time bucket (valid,
-// invalid, rate-limited), drawn as inline SVG. Colours come from CSS classes,
-// not attributes, so the stylesheet owns them. Every bucket carries its
-// counts as data attributes and a <title> (the tooltip).
+// The usage chart: verifications per time bucket in every series the
+// totals show (valid, invalid, rate-limited, other refusals), drawn as
+// inline SVG, either as stacked bars or as one line per series (easier to
+// read over long periods). Colours come from CSS classes, not attributes,
+// so the stylesheet owns them (and the dark theme). Every bucket carries
+// its counts as data attributes and a <title> (the tooltip).
 
 import { formatNumber, s } from "./dom.js";
 
@@ -9,7 +11,10 @@ export const SERIES = [
   { key: "valid", label: "Valid" },
   { key: "invalid", label: "Invalid" },
   { key: "rate_limited", label: "Rate-limited" },
+  { key: "refused", label: "Other refusals" },
 ];
+
+const cls = (key) => key.replace("_", "-");
 
 /** A round upper bound for the y axis and its tick step. */
 function scale(max) {
@@ -21,20 +26,22 @@ function scale(max) {
 }
 
 /**
- * `series`: [{t, valid, invalid, rate_limited}], `granularity`: "hour" | "day".
+ * `series`: [{t, valid, invalid, rate_limited, refused}], `granularity`:
+ * "hour" | "day", `kind`: "bar" (stacked, the default) or "line".
  * Returns an <svg> sized `width` x `height` pixels.
  */
-export function usageChart(series, { width, height, granularity, label }) {
+export function usageChart(series, { width, height, granularity, label, kind = "bar" }) {
   const pad = { top: 12, right: 12, bottom: 28, left: 44 };
   const plotW = Math.max(10, width - pad.left - pad.right);
   const plotH = Math.max(10, height - pad.top - pad.bottom);
-  const totals = { valid: 0, invalid: 0, rate_limited: 0 };
+  const totals = { valid: 0, invalid: 0, rate_limited: 0, refused: 0 };
   let max = 0;
   for (const p of series) {
     let sum = 0;
     for (const { key } of SERIES) {
-      totals[key] += p[key];
-      sum += p[key];
+      const v = p[key] || 0;
+      totals[key] += v;
+      sum = kind === "line" ? Math.max(sum, v) : sum + v;
     }
     max = Math.max(max, sum);
   }
@@ -48,7 +55,14 @@ export function usageChart(series, { width, height, granularity, label }) {
     viewBox: `0 0 ${width} ${height}`,
     role: "img",
     "aria-label": label,
-    dataset: { valid: totals.valid, invalid: totals.invalid, rateLimited: totals.rate_limited, buckets: series.length },
+    dataset: {
+      kind,
+      valid: totals.valid,
+      invalid: totals.invalid,
+      rateLimited: totals.rate_limited,
+      refused: totals.refused,
+      buckets: series.length,
+    },
   });
   svg.append(s("title", null, label));
 
@@ -76,24 +90,43 @@ export function usageChart(series, { width, height, granularity, label }) {
     const when = new Date(p.t);
     const group = s("g", {
       class: "bucket",
-      dataset: { t: p.t, valid: p.valid, invalid: p.invalid, rateLimited: p.rate_limited },
+      dataset: { t: p.t, valid: p.valid, invalid: p.invalid, rateLimited: p.rate_limited, refused: p.refused || 0 },
     });
     group.append(s("title", null,
       `${longFmt.format(when)}${granularity === "day" ? " (UTC)" : ""}: ${SERIES.map(({ key, label: l }) => `${l.toLowerCase()} ${formatNumber(p[key])}`).join(", ")}`));
     // A transparent full-height target so the tooltip works on empty buckets too.
     group.append(s("rect", { class: "bucket-hit", x: pad.left + i * slot, y: pad.top, width: slot, height: plotH }));
-    let base = 0;
-    for (const { key } of SERIES) {
-      const v = p[key];
-      if (!v) continue;
-      const y0 = y(base);
-      const y1 = y(base + v);
-      group.append(s("rect", { class: `bar bar-${key.replace("_", "-")}`, x, y: y1, width: barW, height: Math.max(1, y0 - y1) }));
-      base += v;
+    if (kind === "bar") {
+      let base = 0;
+      for (const { key } of SERIES) {
+        const v = p[key];
+        if (!v) continue;
+        const y0 = y(base);
+        const y1 = y(base + v);
+        group.append(s("rect", { class: `bar bar-${cls(key)}`, x, y: y1, width: barW, height: Math.max(1, y0 - y1) }));
+        base += v;
+      }
     }
     bars.append(group);
   });
   svg.append(bars);
+
+  if (kind === "line") {
+    const cx = (i) => pad.left + i * slot + slot / 2;
+    const lines = s("g", { class: "chart-lines" });
+    for (const { key } of SERIES) {
+      // A series with nothing in the period stays on the axis, drawn once.
+      const points = series.map((p, i) => `${cx(i).toFixed(1)},${y(p[key] || 0).toFixed(1)}`);
+      if (points.length) lines.append(s("polyline", { class: `line line-${cls(key)}`, points: points.join(" "), dataset: { series: key } }));
+      // Dots where there is something, when they fit.
+      if (slot >= 6) {
+        series.forEach((p, i) => {
+          if (p[key]) lines.append(s("circle", { class: `dot dot-${cls(key)}`, cx: cx(i), cy: y(p[key]), r: 2.5 }));
+        });
+      }
+    }
+    svg.insertBefore(lines, bars);
+  }
 
   const axis = s("g", { class: "chart-axis" });
   axis.append(s("line", { x1: pad.left, x2: pad.left + plotW, y1: pad.top + plotH, y2: pad.top + plotH }));

@@ -4,6 +4,9 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
+/** The product's name (`ui.product_name`), put into every page by the server. */
+export const PRODUCT = document.querySelector('meta[name="application-name"]')?.getAttribute("content") || "Gatehouse";
+
 function apply(el, attrs) {
   for (const [name, value] of Object.entries(attrs || {})) {
     if (value === null || value === undefined || value === false) continue;
@@ -131,6 +134,15 @@ export function timeEl(iso, empty = "Never") {
   if (!iso) return h("span", { class: "muted" }, empty);
   const d = new Date(iso);
   return h("time", { datetime: iso, title: d.toISOString() }, dateTime.format(d));
+}
+
+const dateOnly = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric" });
+
+/** A date on one line; the time of day is in its title (for tables). */
+export function dateEl(iso, empty = "Never") {
+  if (!iso) return h("span", { class: "muted" }, empty);
+  const d = new Date(iso);
+  return h("time", { datetime: iso, class: "date", title: dateTime.format(d) }, dateOnly.format(d));
 }
 
 export function formatDateTime(iso) {

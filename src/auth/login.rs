@@ -6,15 +6,15 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use crate::auth::tokens::Keyring;
 use crate::auth::tokens::{generate_code, new_access_token, new_refresh_token, new_session_id};
 use crate::config::Config;
-use crate::db::audit::{Actor, ActorType};
-use crate::db::sessions::{
-    CodeLimits, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens,
-    RefreshOutcome,
-};
-use crate::db::users::User;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::RequestContext;
 use crate::mail::Mailer;
+use crate::store::audit::{Actor, ActorType};
+use crate::store::directory::User;
+use crate::store::sessions::{
+    CodeLimits, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens,
+    RefreshOutcome,
+};
 use crate::store::Store;
 use crate::types::Email;
 
@@ -47,8 +47,8 @@ pub struct Login<'a> {
 }
 
 impl Login<'_> {
-    fn session_limits(&self) -> crate::db::sessions::SessionLimits {
-        self.config.auth.session_limits()
+    fn session_limits(&self) -> crate::store::sessions::SessionLimits {
+        crate::auth::rules::SessionLimits::of(&self.config.auth)
     }
 }
 
@@ -58,7 +58,10 @@ fn mint(state: &Login<'_>) -> (String, String, NewTokens) {
     let tokens = NewTokens {
         access_hash: state.keyring.token_hash(&access),
         refresh_hash: state.keyring.token_hash(&refresh),
-        access_expires_at: state.store.clock().now() + state.config.auth.access_ttl_secs as i64,
+        access_expires_at: state
+            .store
+            .clock()
+            .expires_after(state.config.auth.access_ttl_secs as i64),
     };
     (access, refresh, tokens)
 }
@@ -97,9 +100,9 @@ pub async fn send_code(
                 interval_secs: a.send_code_interval_secs as i64,
                 per_hour: a.send_code_per_hour as i64,
                 per_ip_per_hour: a.send_code_per_ip_per_hour as i64,
-                ttl_secs: a.code_ttl_secs as i64,
             },
             open_signup: a.signup == crate::config::Signup::Open,
+            expires_at: state.store.clock().expires_after(a.code_ttl_secs as i64),
             message: message.clone(),
         })
         .await?;
@@ -129,7 +132,7 @@ fn stand_in_hash() -> [u8; 32] {
 /// Checks the code and opens a session. Every failure is the same 401
 /// `invalid_code`, after the same work (the hashes here are computed
 /// before storage is asked anything, on every path; storage does the
-/// same statements on every failure: `db::sessions::login_with_code`).
+/// same statements on every failure: `store::sessions::login_with_code`).
 pub async fn verify_code(
     state: &Login<'_>,
     email: Email,
@@ -153,6 +156,10 @@ pub async fn verify_code(
             via_cookie,
             tokens,
             limits: state.session_limits(),
+            session_expires_at: state
+                .store
+                .clock()
+                .expires_after(state.session_limits().max_secs),
             personal_project: ("Personal".into(), state.config.billing.default_plan.clone()),
             actor: anonymous_actor(ctx),
             user_agent,

@@ -4,7 +4,9 @@ pub mod cookies;
 pub mod login;
 pub mod principal;
 pub mod redirect;
-pub mod rules;
+/// The rules of codes and sessions live with their storage (the backends
+/// decide with them inside their transactions).
+pub use crate::store::session_rules as rules;
 pub mod throttle;
 pub mod tokens;
 

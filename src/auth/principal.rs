@@ -13,8 +13,6 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::Method;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
-use crate::db::audit::{Actor, ActorType};
-use crate::db::users::{Membership, Project, User};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::bearer_token;
 use crate::http::ratelimit::RateHeaders;
@@ -24,6 +22,8 @@ use crate::keys::looks_like_key;
 use crate::keys::record::KeyRecord;
 use crate::keys::store::{CheckInput, Denial, Purpose};
 use crate::state::AppState;
+use crate::store::audit::{Actor, ActorType};
+use crate::store::directory::{Membership, Project, User};
 use crate::types::Role;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //! parameter grants nothing (`link` decides which project a customer pays
 //! for; moving a customer by hand moves the plan Stripe reported for it).
 
-pub mod link;
+/// Which project a customer pays for: decided with the billing storage.
+pub use crate::store::billing_link as link;
 pub mod quota;
 
 use ring::hmac;
@@ -92,19 +93,7 @@ pub fn verify_signature(header: &str, body: &[u8], secret: &str, now: i64) -> bo
     matched
 }
 
-/// What a Stripe event asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// `checkout.session.completed`: this customer pays for this project.
-    Link {
-        project_id: String,
-        customer: String,
-    },
-    /// A subscription changed: the customer's project moves to `plan`.
-    SetPlan { customer: String, plan: String },
-    /// Acknowledged and logged, nothing changes.
-    Ignore(String),
-}
+pub use crate::store::billing::Action;
 
 fn plan_for_price<'a>(plans: &'a [PlanConfig], price: &str) -> Option<&'a PlanConfig> {
     plans

@@ -14,14 +14,14 @@ use serde::Deserialize;
 use crate::catalog::Catalog;
 use crate::config::{Cidr, Config};
 use crate::crypto::new_id;
-use crate::db::audit::Actor;
-use crate::db::keys::KeyFilter;
 use crate::keys::admin::KeyService;
 use crate::keys::credits::Balance;
 use crate::keys::events::KeyEvents;
 use crate::keys::input::{self, KeySpec};
 use crate::keys::record::KeyRecord;
 use crate::keys::KeyType;
+use crate::store::audit::Actor;
+use crate::store::keys::KeyFilter;
 use crate::store::Store;
 use crate::types::rfc3339;
 

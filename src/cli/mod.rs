@@ -9,13 +9,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::check::check;
 use crate::config::load::CliOverrides;
 use crate::config::local::{
     ensure_data_dir, fill_local_secrets, read_local_secrets, LOCAL_SECRETS_FILE,
 };
 use crate::config::{self, ConfigSources, Finding, Mode, Report};
-use crate::db;
+use crate::preflight::check;
 use crate::startup::{Application, StopSignals, Stopped};
 use crate::store::dir_lock::{DataDirLock, LockError};
 
@@ -366,10 +365,7 @@ fn print_banner(config: &config::Config, port: u16, local_secrets: &[&str]) {
         }
     };
     let version = env!("CARGO_PKG_VERSION");
-    let storage = match config.postgres_url() {
-        Some(url) => format!("PostgreSQL at {}", crate::store::postgres::redact_url(url)),
-        None => format!("SQLite at {}", config.database_path().display()),
-    };
+    let storage = crate::store::open::location(config);
     println!("Listening on {}:{port}", config.listen.ip());
     if config.mode.is_local() {
         println!("Gatehouse {version} is serving a local demo (local mode: not for production).");
@@ -465,10 +461,7 @@ fn check_config(
             }
         }
     }
-    findings.extend(match config.postgres_url() {
-        None => database_findings(&config.database_path()),
-        Some(url) => postgres_findings(url),
-    });
+    findings.extend(database_findings(&config));
     let report = Report::new(config.mode, findings);
     eprint!("{}", report.render_check());
     if report.refuses() {
@@ -486,19 +479,39 @@ fn check_config(
     }
 }
 
-fn database_findings(path: &Path) -> Vec<Finding> {
-    if !path.exists() {
-        return vec![not_created_yet(
-            "data_dir",
-            &format!("there is no database at {} yet", path.display()),
+/// Whether the configured database holds a schema this build can use
+/// (nothing is changed).
+fn database_findings(config: &config::Config) -> Vec<Finding> {
+    use crate::store::open::SchemaCheck;
+    let key = if config.uses_postgres() {
+        "database.url"
+    } else {
+        "data_dir"
+    };
+    match crate::store::open::check_schema(config) {
+        SchemaCheck::Usable { .. } => Vec::new(),
+        SchemaCheck::NotCreated(location) if config.uses_postgres() => vec![not_created_yet(
+            key,
+            &format!("there is no Gatehouse schema in {location} yet"),
+            "the schema there",
+        )],
+        SchemaCheck::NotCreated(location) => vec![not_created_yet(
+            key,
+            &format!("there is no database at {location} yet"),
             "it there",
-        )];
-    }
-    match db::check_version(path) {
-        Ok(_) => Vec::new(),
-        Err(e) => vec![Finding::error(
-            "data_dir",
-            format!("{}: {e}", path.display()),
+        )],
+        SchemaCheck::TooNew { found, supported } => vec![Finding::error(
+            key,
+            format!(
+                "the database is at schema version {found}, newer than this Gatehouse supports ({supported}); run the newer release"
+            ),
+        )],
+        SchemaCheck::Unreadable(why) => vec![Finding::error(key, why)],
+        // Whether the configuration is right does not depend on the server
+        // being up, but serve would fail: say so without refusing.
+        SchemaCheck::NoAnswer(why) => vec![Finding::warning(
+            key,
+            format!("the database does not answer now: {why}"),
         )],
     }
 }
@@ -515,39 +528,6 @@ fn not_created_yet(key: &str, what: &str, created: &str) -> Finding {
     } else {
         "if the data belongs elsewhere, check database.url"
     })
-}
-
-/// Whether the PostgreSQL database answers and holds a schema this build
-/// can use (nothing is changed).
-fn postgres_findings(url: &str) -> Vec<Finding> {
-    use crate::store::postgres;
-    let location = postgres::redact_url(url);
-    let url = url.to_string();
-    let version = crate::store::open::on_own_runtime(async move {
-        let pool = postgres::pool(&url, 1)?;
-        postgres::migrate::applied_schema_version(&pool).await
-    });
-    match version {
-        Ok(v) if v > postgres::latest_version() => vec![Finding::error(
-            "database.url",
-            format!(
-                "the database is at schema version {v}, newer than this Gatehouse supports ({}); run the newer release",
-                postgres::latest_version()
-            ),
-        )],
-        Ok(0) => vec![not_created_yet(
-            "database.url",
-            &format!("there is no Gatehouse schema in {location} yet"),
-            "the schema there",
-        )],
-        Ok(_) => Vec::new(),
-        // Whether the configuration is right does not depend on the server
-        // being up, but serve would fail: say so without refusing.
-        Err(e) => vec![Finding::warning(
-            "database.url",
-            format!("the database does not answer now: {e}"),
-        )],
-    }
 }
 
 fn migrate(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>) -> ExitCode {
@@ -627,7 +607,9 @@ fn backup(config_file: &Option<PathBuf>, data_dir: &Option<PathBuf>, args: Backu
     if let Err(code) = existing_database(&config) {
         return code;
     }
-    match db::backup(&config.database_path(), &args.out) {
+    match crate::store::open::backup(&config, &args.out)
+        .unwrap_or_else(|| Err("this configuration's backend has no backup of its own".into()))
+    {
         Ok(o) => {
             println!(
                 "Backup of {} written to {} ({} pages, {} bytes, integrity ok).",
@@ -647,12 +629,11 @@ fn copy_data(
     data_dir: &Option<PathBuf>,
     args: CopyDataArgs,
 ) -> ExitCode {
-    use crate::store::postgres;
     let config = match load(config_file, data_dir, CliOverrides::default()) {
         Ok(l) => l.config,
         Err(code) => return code,
     };
-    if !postgres::is_postgres_url(&args.to) {
+    if !crate::store::open::is_postgres_url(&args.to) {
         return fail("--to must be a postgres:// or postgresql:// URL");
     }
     let path = match existing_database(&config) {
@@ -669,24 +650,8 @@ fn copy_data(
         Ok(lock) => lock,
         Err(code) => return code,
     };
-    let source = match db::Db::open(&path, &config.database).and_then(|db| {
-        db.migrate()?;
-        Ok(db)
-    }) {
-        Ok(db) => db,
-        Err(e) => return fail(format!("{}: {e}", path.display())),
-    };
-    let target = postgres::redact_url(&args.to);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
-    match runtime.block_on(crate::store::copy::copy_sqlite_to_postgres(
-        &source, &args.to,
-    )) {
+    let target = crate::store::open::redact_url(&args.to);
+    match crate::store::copy::copy_file_to_postgres(&path, &config.database, &args.to) {
         Ok(report) => {
             println!("Copied {} into {target}:", path.display());
             for (table, rows) in &report.tables {

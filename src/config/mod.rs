@@ -11,6 +11,7 @@ pub mod load;
 pub mod local;
 mod ranges;
 mod secret;
+pub mod ui;
 mod unknown;
 
 use std::net::SocketAddr;
@@ -74,6 +75,7 @@ pub struct Config {
     pub forward_auth: ForwardAuthConfig,
     pub telemetry: TelemetryConfig,
     pub cluster: ClusterConfig,
+    pub ui: ui::UiConfig,
     pub dev: DevConfig,
 }
 
@@ -102,6 +104,7 @@ impl Default for Config {
             forward_auth: ForwardAuthConfig::default(),
             telemetry: TelemetryConfig::default(),
             cluster: ClusterConfig::default(),
+            ui: ui::UiConfig::default(),
             dev: DevConfig::default(),
         }
     }
@@ -416,17 +419,6 @@ pub struct AuthConfig {
     pub session_idle_secs: u64,
     pub session_max_secs: u64,
     pub refresh_reuse_grace_secs: u64,
-}
-
-impl AuthConfig {
-    /// The session lifetimes these settings give.
-    pub fn session_limits(&self) -> crate::auth::rules::SessionLimits {
-        crate::auth::rules::SessionLimits {
-            idle_secs: self.session_idle_secs as i64,
-            max_secs: self.session_max_secs as i64,
-            reuse_grace_secs: self.refresh_reuse_grace_secs as i64,
-        }
-    }
 }
 
 impl Default for AuthConfig {

@@ -10,9 +10,6 @@ use std::sync::Arc;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::crypto::new_id;
-use crate::db::audit::{Actor, ActorType};
-use crate::db::keys::Rotated;
-use crate::db::users::Project;
 use crate::error::{ApiError, ErrorCode};
 use crate::keys::credits::Balance;
 use crate::keys::events::{KeyEvents, RotationRefusal};
@@ -20,7 +17,10 @@ use crate::keys::input::{self, KeySpec, PatchKeyBody};
 use crate::keys::record::KeyRecord;
 use crate::keys::store::KeyStore;
 use crate::keys::ApiKey;
+use crate::store::audit::{Actor, ActorType};
+use crate::store::directory::Project;
 use crate::store::keys::KeyRepo;
+use crate::store::keys::Rotated;
 use crate::store::{KeyHash, KeyId, ProjectId};
 
 /// A fresh key and its stored record. The plaintext lives only in the
@@ -211,7 +211,7 @@ impl<'a> KeyService<'a> {
         };
         let created_by = actor.id.clone().filter(|_| actor.kind == ActorType::User);
         let (new, key) = mint(spec, &project.id, created_by, &self.config.keys.prefix, now);
-        let old_expires = (grace_secs > 0).then_some(now + grace_secs);
+        let old_expires = (grace_secs > 0).then(|| self.store.clock().expires_after(grace_secs));
         let max_keys = self.max_keys(&project.plan);
         let events = self.events();
         let rotated = self

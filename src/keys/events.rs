@@ -4,9 +4,9 @@
 //! transaction.
 
 use crate::config::RateLimitConfig;
-use crate::db::audit::Actor;
 use crate::keys::record::KeyRecord;
 use crate::keys::view::key_json;
+use crate::store::audit::Actor;
 use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
 
 /// Builds the effects of key changes; needs the default rate limit, which
@@ -121,44 +121,7 @@ impl KeyEvents {
     }
 }
 
-/// Why a key may not be rotated now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RotationRefusal {
-    /// Revoked or expired: only an active key can be rotated.
-    Inactive,
-    /// It already has a successor; rotate that one.
-    AlreadyRotated(std::sync::Arc<str>),
-    /// Keeping the old key through a grace period would exceed `max_keys`.
-    PlanLimit,
-}
-
-/// The rotation rules (a line of rotations never has more than two live
-/// keys, and never multiplies what a key may do), decided on what the
-/// backend read inside its transaction: `active` counts the project's
-/// active keys, the old one and its live predecessor included.
-pub fn check_rotation(
-    old: &KeyRecord,
-    predecessor_live: bool,
-    active: i64,
-    max_keys: Option<u64>,
-    keeps_old: bool,
-    now: i64,
-) -> Result<(), RotationRefusal> {
-    if let Some(successor) = &old.rotated_to {
-        return Err(RotationRefusal::AlreadyRotated(successor.clone()));
-    }
-    if !old.is_active(now) {
-        return Err(RotationRefusal::Inactive);
-    }
-    if let (Some(max), true) = (max_keys, keeps_old) {
-        // The new key is added; an ended grace frees a slot.
-        let after = active + 1 - i64::from(predecessor_live);
-        if after > i64::try_from(max).unwrap_or(i64::MAX) {
-            return Err(RotationRefusal::PlanLimit);
-        }
-    }
-    Ok(())
-}
+pub use crate::store::keys::{check_rotation, RotationRefusal};
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
 //! Following the key change feed: every change that can make a key refuse
 //! is written to `key_changes` in the transaction that makes it (see
-//! `db::keys`, `store::postgres::keys`). This task reads new entries and
+//! `store::sqlite::keys`, `store::postgres::keys`). This task reads new entries and
 //! drops this node's cached copy of each key named (its window and balance
 //! are kept), so a change made by another node or by `gatehouse keys
 //! revoke` is refused here too.

@@ -8,9 +8,6 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use crate::crypto::{random_base62, sha256};
 
 const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -19,36 +16,7 @@ pub const CHECKSUM_LEN: usize = 6;
 /// Characters of the key shown as its display `prefix` in metadata.
 pub const DISPLAY_PREFIX_LEN: usize = 16;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyType {
-    /// `sk`: for servers.
-    Secret,
-    /// `pk`: read-only, safe to embed in clients.
-    Publishable,
-}
-
-impl KeyType {
-    pub fn tag(self) -> &'static str {
-        match self {
-            KeyType::Secret => "sk",
-            KeyType::Publishable => "pk",
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyType::Secret => "secret",
-            KeyType::Publishable => "publishable",
-        }
-    }
-    pub fn parse(s: &str) -> Option<KeyType> {
-        match s {
-            "secret" => Some(KeyType::Secret),
-            "publishable" => Some(KeyType::Publishable),
-            _ => None,
-        }
-    }
-}
+pub use crate::store::key_record::KeyType;
 
 /// The CRC-32 of `data` as 6 base62 digits (ASCII).
 pub fn checksum_digits(data: &[u8]) -> [u8; CHECKSUM_LEN] {

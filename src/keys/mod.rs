@@ -4,7 +4,8 @@
 //! current (`feed`) and write-behind usage (`usage`).
 
 pub mod admin;
-pub mod credits;
+/// Credit balances and their refills live with their storage.
+pub use crate::store::credits;
 pub mod events;
 pub mod feed;
 pub mod feed_health;
@@ -12,7 +13,8 @@ pub mod format;
 pub mod forward;
 pub mod input;
 pub mod limiter;
-pub mod record;
+/// A stored key lives with its storage.
+pub use crate::store::key_record as record;
 pub mod store;
 pub mod usage;
 pub mod view;

@@ -1312,11 +1312,12 @@ mod memory_tests {
         });
         // The record becomes the cached key; its other parts are freed.
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::db::Db::open(&dir.path().join("g.db"), &Default::default()).unwrap();
-        let store = KeyStore::new(
-            &Config::default(),
-            Arc::new(crate::store::sqlite::SqliteStore::new(db)),
-        );
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let opened = crate::store::open::open(&config).unwrap();
+        let store = KeyStore::new(&config, opened.store);
         let (handles, conversion_bytes) = heap(|| {
             // Pushed into a new Vec: collecting in place would keep the
             // records' buffer alive and count it.

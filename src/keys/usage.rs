@@ -8,8 +8,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::db::keys::{KeyUsage, UsageBatch};
 use crate::store::usage::UsageRepo;
+use crate::store::usage::{KeyUsage, UsageBatch};
 use crate::store::StoreError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,7 +182,7 @@ fn take_chunk(batch: &mut UsageBatch, n: usize) -> UsageBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::keys::UsageCounts;
+    use crate::store::usage::UsageCounts;
     use crate::store::{KeyId, ProjectId, StoreResult, Unavailable};
 
     /// A usage repository that keeps what it is given and fails the

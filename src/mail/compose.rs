@@ -18,6 +18,91 @@ pub struct Content<'a> {
     pub html: Option<&'a str>,
 }
 
+/// How the HTML part of every message looks (`[ui]`): the product's name,
+/// its logo (when the team set one, linked from `public_url`) and accent.
+#[derive(Clone, Debug)]
+pub struct Look {
+    pub product_name: String,
+    pub accent_color: String,
+    /// `{public_url}/branding/logo` when `ui.logo_file` is set.
+    pub logo_url: Option<String>,
+}
+
+impl Look {
+    pub fn from_config(config: &Config) -> Look {
+        let site = config.effective_public_url();
+        Look {
+            product_name: config.ui.product_name.clone(),
+            accent_color: config.ui.accent_color.clone(),
+            logo_url: config
+                .ui
+                .logo_file
+                .as_ref()
+                .map(|_| format!("{}/branding/logo", site.as_str().trim_end_matches('/'))),
+        }
+    }
+
+    /// The HTML alternative of a plain-text message: the same words,
+    /// escaped, under a header in the product's colour. An indented line
+    /// (a login code) is set large; web addresses become links.
+    pub fn html(&self, subject: &str, text: &str) -> String {
+        let esc = crate::ui::branding::escape_html;
+        let accent = esc(&self.accent_color);
+        let mut body = String::new();
+        for para in text.trim_end().split("\n\n") {
+            if para.starts_with("    ") && !para.trim().contains(char::is_whitespace) {
+                body.push_str(&format!(
+                    "<p style=\"font-size:28px;letter-spacing:6px;font-family:monospace;margin:16px 0\"><strong>{}</strong></p>\n",
+                    esc(para.trim())
+                ));
+            } else {
+                let lines: Vec<String> = para.lines().map(|l| linkify(&esc(l), &accent)).collect();
+                body.push_str(&format!(
+                    "<p style=\"margin:0 0 14px\">{}</p>\n",
+                    lines.join("<br>\n")
+                ));
+            }
+        }
+        let logo = self
+            .logo_url
+            .as_ref()
+            .map(|u| {
+                format!(
+                    "<img src=\"{}\" alt=\"\" width=\"28\" height=\"28\" style=\"vertical-align:middle;margin-right:8px\">",
+                    esc(u)
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+             <body style=\"margin:0;padding:24px;background:#f5f6f8;font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;color:#1b2130\">\n\
+             <div style=\"max-width:560px;margin:0 auto;background:#ffffff;border:1px solid #dfe3ea;border-radius:8px;overflow:hidden\">\n\
+             <div style=\"background:{accent};color:#ffffff;padding:14px 20px;font-size:18px;font-weight:bold\">{logo}{name}</div>\n\
+             <div style=\"padding:20px;font-size:15px;line-height:1.5\">\n{body}</div>\n</div>\n</body></html>\n",
+            title = esc(subject),
+            name = esc(&self.product_name),
+        )
+    }
+}
+
+/// Escaped text with its http(s) addresses made into links.
+fn linkify(escaped: &str, accent: &str) -> String {
+    let mut out = String::new();
+    for (i, word) in escaped.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.starts_with("https://") || word.starts_with("http://") {
+            out.push_str(&format!(
+                "<a href=\"{word}\" style=\"color:{accent}\">{word}</a>"
+            ));
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 /// The domain Message-IDs are made on: the host of `public_url` when it is
 /// a domain name, else the domain of `smtp.from`, else `localhost`.
 pub fn message_id_domain(config: &Config) -> String {
@@ -109,6 +194,42 @@ mod tests {
         let plain = text.find("Content-Type: text/plain").expect("a text part");
         let html = text.find("Content-Type: text/html").expect("an HTML part");
         assert!(plain < html, "the text part comes first (least preferred)");
+    }
+
+    #[test]
+    fn the_html_part_carries_the_brand_and_escapes_the_text() {
+        let mut config = Config {
+            public_url: Some("https://keys.acme.test/".parse().unwrap()),
+            ..Default::default()
+        };
+        config.ui.product_name = "Acme <API>".into();
+        config.ui.accent_color = "#0b6e4f".into();
+        let look = Look::from_config(&config);
+        assert_eq!(look.logo_url, None);
+        let html = look.html(
+            "Your Acme <API> login code",
+            "Your code is:\n\n    123456\n\nIt <expires> soon.\n\nAcme at https://keys.acme.test\n",
+        );
+        assert!(html.contains("background:#0b6e4f"), "{html}");
+        assert!(html.contains("Acme &lt;API&gt;"), "{html}");
+        assert!(
+            !html.contains("<API>") && !html.contains("<expires>"),
+            "{html}"
+        );
+        assert!(html.contains("<strong>123456</strong>"), "{html}");
+        assert!(
+            html.contains("<a href=\"https://keys.acme.test\""),
+            "{html}"
+        );
+        config.ui.logo_file = Some("/etc/gatehouse/logo.svg".into());
+        let look = Look::from_config(&config);
+        assert_eq!(
+            look.logo_url.as_deref(),
+            Some("https://keys.acme.test/branding/logo")
+        );
+        assert!(look
+            .html("s", "t")
+            .contains("src=\"https://keys.acme.test/branding/logo\""));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::db::mail::{Outgoing, Transport};
+use crate::store::work::{Outgoing, Transport};
 use crate::types::Email;
 
 /// How long an invitation keeps being retried.
@@ -69,19 +69,25 @@ impl Mailer {
             .to_string()
     }
 
+    /// The name the mail goes out under (`ui.product_name`).
+    fn product(&self) -> &str {
+        &self.config.ui.product_name
+    }
+
     pub fn login_code(&self, to: &Email, code: &str, now: i64) -> Outgoing {
         let ttl = self.config.auth.code_ttl_secs;
         let lifetime = lifetime(ttl);
+        let product = self.product();
         Outgoing {
             transports: self.transports(),
             to: to.as_str().to_string(),
-            subject: "Your Gatehouse login code".into(),
+            subject: format!("Your {product} login code"),
             body: format!(
-                "Your Gatehouse login code is:\n\n    {code}\n\n\
+                "Your {product} login code is:\n\n    {code}\n\n\
                  It expires in {lifetime} and works once. A newer code replaces it.\n\n\
                  If you did not try to log in, you can ignore this email: nobody can\n\
                  log in without the code.\n\n\
-                 Gatehouse at {site}\n",
+                 {product} at {site}\n",
                 site = self.site()
             ),
             expires_at: now + ttl as i64,
@@ -99,7 +105,7 @@ impl Mailer {
         Outgoing {
             transports: self.transports(),
             to: to.as_str().to_string(),
-            subject: format!("You were added to {project} on Gatehouse"),
+            subject: format!("You were added to {project} on {}", self.product()),
             body: format!(
                 "{by} added you to the project \"{project}\" as {role}.\n\n\
                  Log in with this email address at {site}/login\n\
@@ -133,7 +139,29 @@ impl Mailer {
 
 #[cfg(test)]
 mod tests {
-    use super::lifetime;
+    use super::{lifetime, Mailer};
+    use crate::config::Config;
+    use crate::types::Email;
+    use std::sync::Arc;
+
+    #[test]
+    fn mail_goes_out_under_the_product_name() {
+        let mut config = Config::default();
+        config.ui.product_name = "Acme API".into();
+        let mailer = Mailer::new(Arc::new(config));
+        let to = Email::parse("alice@acme.test").unwrap();
+        let code = mailer.login_code(&to, "123456", 0);
+        assert_eq!(code.subject, "Your Acme API login code");
+        assert!(
+            code.body.starts_with("Your Acme API login code is:"),
+            "{}",
+            code.body
+        );
+        assert!(code.body.contains("\nAcme API at http://"), "{}", code.body);
+        assert!(!code.body.contains("Gatehouse"), "{}", code.body);
+        let invite = mailer.member_added(&to, "Shop", "bob@acme.test", "member", 0);
+        assert_eq!(invite.subject, "You were added to Shop on Acme API");
+    }
 
     #[test]
     fn a_lifetime_reads_in_minutes_when_whole() {

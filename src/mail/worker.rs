@@ -9,8 +9,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{SmtpConfig, SmtpTls};
-use crate::db::mail::PendingMail;
 use crate::drain::Drain;
+use crate::store::work::PendingMail;
 use crate::store::Store;
 use crate::telemetry::traces::{self, Tracing};
 use opentelemetry::KeyValue;
@@ -50,11 +50,13 @@ fn build_message(
     from: &str,
     mail: &PendingMail,
     message_id_domain: &str,
+    look: &super::compose::Look,
 ) -> Result<Message, String> {
+    let html = look.html(&mail.subject, &mail.body);
     let content = super::compose::Content {
         subject: &mail.subject,
         text: &mail.body,
-        html: None,
+        html: Some(&html),
     };
     super::compose::compose(
         from,
@@ -74,6 +76,8 @@ pub struct Worker {
     pub smtp: SmtpConfig,
     /// The right-hand side of every Message-ID ([`super::compose::message_id_domain`]).
     pub message_id_domain: String,
+    /// The brand of the HTML part (`[ui]`).
+    pub look: super::compose::Look,
     /// Notified when a message is queued ([`super::Mailer::wake_handle`]).
     pub wake: Arc<tokio::sync::Notify>,
     pub traces: Option<Tracing>,
@@ -152,7 +156,7 @@ async fn deliver(
             ],
         )
     });
-    let result = match build_message(&cfg.from, &mail, &worker.message_id_domain) {
+    let result = match build_message(&cfg.from, &mail, &worker.message_id_domain, &worker.look) {
         Ok(message) => transport
             .send(message)
             .await

@@ -7,11 +7,11 @@ use utoipa::ToSchema;
 
 use crate::auth::ProjectAccess;
 use crate::billing::{interpret, limits, verify_signature};
-use crate::db::billing::StripeOutcome;
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::keys::credits::Interval;
 use crate::routes::views::ProjectHeader;
 use crate::state::AppState;
+use crate::store::billing::StripeOutcome;
 use crate::types::Role;
 
 #[derive(Serialize, ToSchema)]

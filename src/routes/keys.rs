@@ -85,7 +85,7 @@ pub async fn list(
         limit: query.limit,
     }
     .paging()?;
-    let filter = crate::db::keys::KeyFilter {
+    let filter = crate::store::keys::KeyFilter {
         include_inactive: query.include_inactive,
         owner_id: query.owner_id.clone(),
     };

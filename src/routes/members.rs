@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::ProjectAccess;
-use crate::db::users::MemberChangeError;
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::RequestContext;
 use crate::routes::views::{Empty, MemberView, ObjectBody, PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
+use crate::store::directory::MemberChangeError;
 use crate::store::{ProjectId, UserId};
 use crate::types::PathId;
 use crate::types::{Email, Role};

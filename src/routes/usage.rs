@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::ProjectAccess;
-use crate::db::keys::UsageCounts;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::routes::views::{PageQuery, Pagination, ProjectHeader};
 use crate::state::AppState;
+use crate::store::audit::AuditFilter;
+use crate::store::usage::UsageCounts;
 use crate::store::{KeyId, ProjectId};
 use crate::types::{rfc3339, Role};
 
@@ -163,6 +164,77 @@ pub async fn usage(
     }))
 }
 
+/// Which entries the audit log shows; every filter is optional and they
+/// apply together.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only this action, e.g. `key.created`.
+    #[param(max_length = 64)]
+    pub action: Option<String>,
+    /// Only entries by this kind of actor: `user`, `key` or `system`.
+    #[param(pattern = "^(user|key|system)$")]
+    pub actor_type: Option<String>,
+    /// Only entries by this actor (a user or key id).
+    #[param(max_length = 128)]
+    pub actor_id: Option<String>,
+    /// Only entries about this target (a key, user, project or session id).
+    #[param(max_length = 128)]
+    pub target: Option<String>,
+    /// RFC 3339: only entries recorded at or after this time.
+    pub from: Option<String>,
+    /// RFC 3339: only entries recorded before this time.
+    pub to: Option<String>,
+}
+
+impl AuditQuery {
+    /// The filter, or a 422 naming the first parameter that cannot be one.
+    fn filter(&self) -> ApiResult<AuditFilter> {
+        let text = |field: &str, value: &Option<String>, max: usize| -> ApiResult<Option<String>> {
+            match value.as_deref() {
+                None => Ok(None),
+                Some(v) if v.is_empty() || v.len() > max || v.chars().any(char::is_control) => Err(
+                    ApiError::validation(field, format!("must be 1 to {max} printable characters")),
+                ),
+                Some(v) => Ok(Some(v.to_string())),
+            }
+        };
+        let actor_type = match self.actor_type.as_deref() {
+            None => None,
+            Some(t @ ("user" | "key" | "system")) => Some(t.to_string()),
+            Some(_) => {
+                return Err(ApiError::validation(
+                    "actor_type",
+                    "must be user, key or system",
+                ))
+            }
+        };
+        let since = self
+            .from
+            .as_deref()
+            .map(|t| parse_time("from", t))
+            .transpose()?;
+        let until = self
+            .to
+            .as_deref()
+            .map(|t| parse_time("to", t))
+            .transpose()?;
+        if let (Some(since), Some(until)) = (since, until) {
+            if since >= until {
+                return Err(ApiError::validation("from", "must be before `to`"));
+            }
+        }
+        Ok(AuditFilter {
+            action: text("action", &self.action, 64)?,
+            actor_type,
+            actor_id: text("actor_id", &self.actor_id, 128)?,
+            target: text("target", &self.target, 128)?,
+            since,
+            until,
+        })
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ActorView {
     /// `user`, `key` or `system`.
@@ -190,24 +262,29 @@ pub struct AuditPage {
     pub pagination: Pagination,
 }
 
-/// The audit log, newest first (owner/admin, or a key with `analytics:read`).
+/// The audit log, newest first (owner/admin, or a key with `analytics:read`),
+/// narrowed by the optional filters.
 #[utoipa::path(get, path = "/api/v1/audit-log", tag = "usage", operation_id = "listAuditLog",
-    params(PageQuery, ProjectHeader),
+    params(PageQuery, AuditQuery, ProjectHeader),
     security(("bearer" = []), ("api_key" = []), ("cookie" = [])),
     responses(
         (status = 200, description = "One page of events", body = AuditPage),
-        (status = 403, description = "forbidden or insufficient_scope", body = ErrorEnvelope)))]
+        (status = 403, description = "forbidden or insufficient_scope", body = ErrorEnvelope),
+        (status = 422, description = "A filter that cannot be one", body = ErrorEnvelope)))]
 pub async fn audit_log(
     state: web::Data<AppState>,
     access: ProjectAccess,
     query: web::Query<PageQuery>,
+    filters: web::Query<AuditQuery>,
 ) -> ApiResult<HttpResponse> {
     access.require_role_or_scope(Role::Admin, "analytics:read")?;
     let paging = query.paging()?;
+    let filter = filters.filter()?;
     let (rows, total) = state
         .store
         .audit_page(
             ProjectId::from(access.project.id.as_str()),
+            filter,
             paging.offset(),
             paging.limit,
         )

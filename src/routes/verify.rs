@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::principal::denial_error;
-use crate::db::audit::{Actor, ActorType};
 use crate::error::{ApiError, ApiResult, ErrorCode, ErrorEnvelope};
 use crate::http::extract::bearer_token;
 use crate::http::ratelimit::rate_limit_headers;
@@ -20,6 +19,7 @@ use crate::keys::forward::original_request;
 use crate::keys::store::{CheckInput, Denial, Purpose, Rendered};
 use crate::routes::views::{whole_number, ObjectBody};
 use crate::state::AppState;
+use crate::store::audit::{Actor, ActorType};
 
 #[derive(Deserialize, ToSchema)]
 pub struct VerifyBody<'a> {

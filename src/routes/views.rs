@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::db::users::{Member, Membership, Project, User};
 use crate::error::ApiError;
+use crate::store::directory::{Member, Membership, Project, User};
 use crate::types::{rfc3339, Role};
 
 #[derive(Serialize, ToSchema)]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::ProjectAccess;
-use crate::db::webhooks::Endpoint;
+use crate::store::work::Endpoint;
 use crate::store::ProjectId;
 use crate::types::PathId;
 

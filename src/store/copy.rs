@@ -19,7 +19,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::postgres::{self, PgError};
-use crate::db::Db;
+use super::sqlite::SqliteStore;
 
 /// What was copied: each table and its row count (equal on both sides).
 #[derive(Debug, Default)]
@@ -49,12 +49,36 @@ impl From<tokio_postgres::Error> for CopyError {
     }
 }
 
+/// `gatehouse copy-data`: opens the SQLite database at `path` (migrating
+/// it to the newest schema first), and copies it into the PostgreSQL
+/// database at `url` on a runtime of its own.
+pub fn copy_file_to_postgres(
+    path: &std::path::Path,
+    config: &crate::config::DatabaseConfig,
+    url: &str,
+) -> Result<CopyReport, CopyError> {
+    let source = SqliteStore::open(path, config)
+        .and_then(|db| {
+            db.migrate()?;
+            Ok(db)
+        })
+        .map_err(|e| CopyError::Sqlite(format!("{}: {e}", path.display())))?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CopyError::Refused(format!("cannot start a runtime: {e}")))?
+        .block_on(copy_sqlite_to_postgres(&source, url))
+}
+
 /// Rows sent per `COPY` write between awaits.
 const BATCH: usize = 1000;
 
 /// Copies the SQLite database `source` (already migrated to the newest
 /// schema) into the PostgreSQL database at `url`.
-pub async fn copy_sqlite_to_postgres(source: &Db, url: &str) -> Result<CopyReport, CopyError> {
+pub async fn copy_sqlite_to_postgres(
+    source: &SqliteStore,
+    url: &str,
+) -> Result<CopyReport, CopyError> {
     let pool = postgres::pool(url, 1)?;
     postgres::migrate(&pool).await?;
     let mut client = pool.get().await.map_err(PgError::from)?;

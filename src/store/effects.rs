@@ -3,8 +3,8 @@
 //! writes them inside the transaction of the change, so an audit row, a
 //! webhook event or a message exists exactly when its change committed.
 
-use crate::db::audit::Actor;
-use crate::db::mail::Outgoing;
+use super::audit::Actor;
+use crate::store::work::Outgoing;
 
 /// One audit log row.
 #[derive(Clone, Debug)]

@@ -18,6 +18,11 @@ pub const QUOTA_COUNTER_RETENTION_SECS: i64 = 40 * 86_400;
 
 #[async_trait]
 pub trait Maintenance: Send + Sync {
+    /// Which backend this is (for messages, metrics and checks).
+    fn backend(&self) -> super::open::Backend;
+    /// The backend itself, for what only it can do (the SQLite backend's
+    /// pragmas and simulated faults, used by reliability tests).
+    fn as_any(&self) -> &dyn std::any::Any;
     /// The database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
     /// Removes expired codes, throttle records, past months' quota

@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
+use super::migrate::MigrateOutcome;
 use super::postgres::{self, PgError, PgStore};
 use super::sqlite::SqliteStore;
 use super::{KeyHash, Store, StoreError};
 use crate::config::Config;
-use crate::db::{Db, MigrateOutcome};
 
 /// Which backend a configuration selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,9 +39,6 @@ impl Backend {
 /// An open, migrated store.
 pub struct Opened {
     pub store: Arc<dyn Store>,
-    /// The SQLite handle when SQLite is the backend (its own operations:
-    /// online backup, pragmas).
-    pub sqlite: Option<Db>,
     pub backend: Backend,
     pub migrated: MigrateOutcome,
     /// Where the data is, for messages: the SQLite file, or the
@@ -64,12 +61,11 @@ pub fn open_with_clock(config: &Config, clock: crate::clock::Clock) -> Result<Op
     match config.postgres_url() {
         None => {
             let path = config.database_path();
-            let db = Db::open(&path, &config.database)?.with_clock(clock);
+            let db = SqliteStore::open(&path, &config.database)?.with_clock(clock);
             let migrated = db.migrate()?;
-            let imported = db.imported_key_hashes()?.into_iter().map(KeyHash).collect();
+            let imported = db.imported_key_hashes_now()?;
             Ok(Opened {
-                store: Arc::new(SqliteStore::new(db.clone())),
-                sqlite: Some(db),
+                store: Arc::new(db),
                 backend: Backend::Sqlite,
                 migrated,
                 location: path.display().to_string(),
@@ -91,7 +87,6 @@ pub fn open_with_clock(config: &Config, clock: crate::clock::Clock) -> Result<Op
             let pool = postgres::pool(&url, config.database.pool_size as usize)?;
             Ok(Opened {
                 store: Arc::new(PgStore::new(pool, &url).with_clock(clock)),
-                sqlite: None,
                 backend: Backend::Postgres,
                 migrated,
                 location: postgres::redact_url(&url),
@@ -117,4 +112,107 @@ pub fn on_own_runtime<T: Send>(
         .join()
         .unwrap_or_else(|_| Err(PgError::Pool("the migration thread panicked".into())))
     })
+}
+
+/// Where the configured data lives, for messages: the SQLite file, or the
+/// PostgreSQL URL without its password.
+pub fn location(config: &Config) -> String {
+    match config.postgres_url() {
+        Some(url) => format!("PostgreSQL at {}", postgres::redact_url(url)),
+        None => format!("SQLite at {}", config.database_path().display()),
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    postgres::redact_url(url)
+}
+
+/// Whether `url` names a database the PostgreSQL backend serves
+/// (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    postgres::is_postgres_url(url)
+}
+
+/// Why `url` cannot be used to reach PostgreSQL (an unknown `sslmode`, a
+/// malformed host...), found without connecting. The words never quote
+/// the URL, which may hold a password.
+pub fn url_problem(url: &str) -> Option<String> {
+    match postgres::pool(url, 1) {
+        Ok(_) => None,
+        Err(PgError::Config(why)) => Some(why),
+        Err(other) => Some(other.to_string()),
+    }
+}
+
+/// What the configured database holds, read without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaCheck {
+    /// No database (SQLite) or no Gatehouse schema (PostgreSQL) yet:
+    /// `serve` or `migrate` creates it at the location given.
+    NotCreated(String),
+    /// This build can use it (pending steps are applied at start).
+    Usable { version: u32 },
+    /// Written by a newer Gatehouse: refused at start.
+    TooNew { found: u32, supported: u32 },
+    /// The SQLite file is there but cannot be read as a database.
+    Unreadable(String),
+    /// PostgreSQL does not answer now (the configuration may still be right).
+    NoAnswer(String),
+}
+
+/// Checks the configured database's schema version (`check-config`).
+pub fn check_schema(config: &Config) -> SchemaCheck {
+    match config.postgres_url() {
+        None => {
+            let path = config.database_path();
+            if !path.exists() {
+                return SchemaCheck::NotCreated(path.display().to_string());
+            }
+            match super::sqlite::check_version(&path) {
+                Ok(version) => SchemaCheck::Usable { version },
+                Err(super::sqlite::DbError::TooNew { found, supported }) => {
+                    SchemaCheck::TooNew { found, supported }
+                }
+                Err(e) => SchemaCheck::Unreadable(format!("{}: {e}", path.display())),
+            }
+        }
+        Some(url) => {
+            let location = postgres::redact_url(url);
+            let url = url.to_string();
+            let version = on_own_runtime(async move {
+                let pool = postgres::pool(&url, 1)?;
+                postgres::migrate::applied_schema_version(&pool).await
+            });
+            let supported = postgres::latest_version();
+            match version {
+                Ok(found) if found > supported => SchemaCheck::TooNew { found, supported },
+                Ok(0) => SchemaCheck::NotCreated(location),
+                Ok(version) => SchemaCheck::Usable { version },
+                Err(e) => SchemaCheck::NoAnswer(e.to_string()),
+            }
+        }
+    }
+}
+
+/// The newest schema version this build knows, for the configured backend.
+pub fn latest_schema_version(config: &Config) -> u32 {
+    match Backend::of(config) {
+        Backend::Sqlite => super::sqlite::latest_version(),
+        Backend::Postgres => postgres::latest_version(),
+    }
+}
+
+pub use super::sqlite::BackupOutcome;
+
+/// `gatehouse backup`: an online, consistent copy of the SQLite database
+/// into `out` (see [`super::sqlite::backup`]). `None` on PostgreSQL, whose
+/// own tools back it up.
+pub fn backup(config: &Config, out: &std::path::Path) -> Option<Result<BackupOutcome, String>> {
+    match Backend::of(config) {
+        Backend::Postgres => None,
+        Backend::Sqlite => {
+            Some(super::sqlite::backup(&config.database_path(), out).map_err(|e| e.to_string()))
+        }
+    }
 }

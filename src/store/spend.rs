@@ -3,12 +3,12 @@
 //! update (`... WHERE remaining >= cost`): two nodes can never both take
 //! the last credit, and nothing is held in a node's memory that a crash or
 //! a second node could contradict. A refill (daily or monthly) is applied
-//! by the same statement, by the rule of [`crate::keys::credits::Balance`].
+//! by the same statement, by the rule of [`crate::store::credits::Balance`].
 
 use async_trait::async_trait;
 
 use super::{KeyId, ProjectId, StoreResult};
-use crate::keys::credits::{Balance, Interval};
+use crate::store::credits::{Balance, Interval};
 
 /// What spending a key's credits did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub trait SpendRepo: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::credits::Refill;
+    use crate::store::credits::Refill;
 
     const NOV_22_2026_NOON: i64 = 1_795_348_800; // 2026-11-22T12:00:00Z
     const NOV_22: i64 = 1_795_305_600; // 2026-11-22T00:00Z

@@ -1,7 +1,7 @@
 //! Outgoing webhooks: the events, endpoint validation, Standard Webhooks
 //! signatures, and the server-side request forgery rule. Events are written
 //! to an outbox in the transaction of the change that causes them
-//! (`db::webhooks::emit`); `worker` delivers them.
+//! (`store::work::emit`); `worker` delivers them.
 
 pub mod connect;
 pub mod worker;
@@ -24,8 +24,7 @@ pub const EVENTS: &[&str] = &[
     "billing.plan_changed",
 ];
 
-/// Sent by "send test event"; delivered only to the endpoint asked for.
-pub const TEST_EVENT: &str = "webhook.test";
+pub use crate::store::work::TEST_EVENT;
 
 /// A signing secret: `whsec_` + base64 of 32 random bytes.
 pub fn new_secret() -> String {

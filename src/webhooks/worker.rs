@@ -12,8 +12,8 @@ use futures_util::future::join_all;
 use opentelemetry::KeyValue;
 
 use crate::config::WebhooksConfig;
-use crate::db::webhooks::{Attempt, AttemptOutcome, DueDelivery};
 use crate::drain::Drain;
+use crate::store::work::{Attempt, AttemptOutcome, DueDelivery};
 use crate::store::Store;
 use crate::telemetry::traces::{self, Tracing};
 

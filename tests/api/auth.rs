@@ -659,7 +659,7 @@ fn cleanup_removes_expired_codes_and_dead_sessions() {
 
 /// Invite-only: a failed login leaves the same traces whether or not the
 /// address exists or has a code (the statement-by-statement comparison is
-/// the unit test `db::sessions::tests::every_failed_login_does_the_same_work`).
+/// the unit test `store::sessions::tests::every_failed_login_does_the_same_work`).
 #[test]
 fn failed_logins_do_the_same_work_for_known_and_unknown_addresses() {
     let app = spawn_app_with(|c| c.auth.signup = gatehouse::config::Signup::Invite);

@@ -469,7 +469,7 @@ fn backup_while_serving_is_consistent_and_holds_the_data() {
         let version: u32 = copy
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, gatehouse::db::latest_version());
+        assert_eq!(version, gatehouse::store::sqlite::latest_version());
     }
     let out = run(gatehouse(dir.path()).args(["backup", "after.db"]));
     assert_eq!(out.code, Some(1), "never overwrites");
@@ -489,14 +489,12 @@ fn json_logs_carry_the_request_id() {
             .set("X-Request-Id", "log-check-1"),
     );
     assert_eq!(res.status, 200);
-    std::thread::sleep(Duration::from_millis(300));
-    let (code, lines, _) = server.terminate();
+    let line = server.wait_for_line("with the request id", |l| l.contains("log-check-1"));
+    let (code, _, _) = server.terminate();
     assert_eq!(code, Some(0));
-    let entry = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["request_id"] == "log-check-1")
-        .unwrap_or_else(|| panic!("no JSON access log line in {lines:#?}"));
+    let entry: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("not a JSON access log line ({e}): {line}"));
+    assert_eq!(entry["request_id"], "log-check-1");
     assert_eq!(entry["status"], 200);
     assert_eq!(entry["path"], "/healthz");
     assert_eq!(entry["method"], "GET");

@@ -372,3 +372,56 @@ fn check_config_in_local_mode_knows_the_secrets_local_mode_generated() {
         out.stderr
     );
 }
+
+/// `[ui]` is checked like every other table: a colour white text cannot be
+/// read on, a logo that is not an image and an unknown key are refused
+/// (in every mode for the values, outside local mode for the typo), and a
+/// good branding passes.
+#[test]
+fn branding_settings_are_checked_and_a_typo_names_the_nearest_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "logo.txt", "not an image");
+    let config = format!(
+        "{}\n[ui]\nproduct_name = \"Acme API\"\naccent_color = \"#ffcc00\"\nlogo_file = \"{}\"\naccent_colour = \"#000000\"\n",
+        production_toml(dir.path()),
+        dir.path().join("logo.txt").display()
+    );
+    let out = check(dir.path(), &config, &[]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    for expected in [
+        "error: ui.accent_color: `#ffcc00` is too light",
+        "error: ui.logo_file:",
+        "is neither an SVG nor a PNG image",
+        "error: ui.accent_colour",
+        "`ui.accent_color`",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}:\n{}", out.stderr);
+    }
+
+    write(
+        dir.path(),
+        "logo.svg",
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 8 8"><rect width="8" height="8"/></svg>"#,
+    );
+    let config = format!(
+        "{}\n[ui]\nproduct_name = \"Acme API\"\naccent_color = \"#0b6e4f\"\nlogo_file = \"{}\"\n",
+        production_toml(dir.path()),
+        dir.path().join("logo.svg").display()
+    );
+    let out = check(dir.path(), &config, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+
+    // The same checks from the environment, in local mode too.
+    let path = write(dir.path(), "local.toml", "listen = \"127.0.0.1:8080\"\n");
+    let out = run(gatehouse(dir.path())
+        .args(["check-config", "--data-dir", "data", "--config"])
+        .arg(path)
+        .env("GATEHOUSE_UI__ACCENT_COLOR", "blue"));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("ui.accent_color: `blue` is not a colour written as #rrggbb"),
+        "{}",
+        out.stderr
+    );
+}

@@ -148,7 +148,7 @@ pub fn spawn_app_at(root: &Path, customize: impl FnOnce(&mut Config)) -> TestApp
     let state = app.state();
     if backend() == Backend::Postgres {
         assert!(
-            state.sqlite.is_none(),
+            state.store.backend() == gatehouse::store::open::Backend::Postgres,
             "an app of the PostgreSQL suite runs on SQLite"
         );
     }
@@ -281,19 +281,51 @@ fn into_resp(r: ureq::Response) -> Resp {
 }
 
 pub fn send(req: ureq::Request) -> Resp {
-    match req.call() {
+    let result = match req.clone().call() {
+        Err(e) if closed_before_answering(&e) => req.call(),
+        result => result,
+    };
+    answer(result)
+}
+
+pub fn send_body(req: ureq::Request, body: &str) -> Resp {
+    let result = match req.clone().send_string(body) {
+        Err(e) if closed_before_answering(&e) => req.send_string(body),
+        result => result,
+    };
+    answer(result)
+}
+
+/// The answer to a request, whatever its status.
+///
+/// A pooled connection the server closes as a request goes out (its idle
+/// keep-alive of 5 s ran out at that moment) ends before any answer, and
+/// the request never reached the server's handlers. ureq sends such a
+/// request again by itself only when it has no body; [`send`] and
+/// [`send_body`] send the others again, once (the stale connection has
+/// left the pool). A server that is gone fails the second try too.
+fn answer(result: Result<ureq::Response, ureq::Error>) -> Resp {
+    match result {
         Ok(r) => into_resp(r),
         Err(ureq::Error::Status(_, r)) => into_resp(r),
         Err(e) => panic!("transport error: {e}"),
     }
 }
 
-pub fn send_body(req: ureq::Request, body: &str) -> Resp {
-    match req.send_string(body) {
-        Ok(r) => into_resp(r),
-        Err(ureq::Error::Status(_, r)) => into_resp(r),
-        Err(e) => panic!("transport error: {e}"),
-    }
+/// Whether the connection ended before an answer began (how ureq reports
+/// an end of stream where the status line should be, or a reset).
+fn closed_before_answering(e: &ureq::Error) -> bool {
+    let ureq::Error::Transport(t) = e else {
+        return false;
+    };
+    std::error::Error::source(t)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+            )
+        })
 }
 
 // ---------------------------------------------------------------------------
@@ -340,8 +372,9 @@ pub fn run(cmd: &mut Command) -> Output {
 pub struct Server {
     child: Option<Child>,
     pub base: String,
-    /// The lines printed after "Listening on", up to the storage line.
-    banner: Vec<String>,
+    /// The stdout lines read so far after "Listening on" (the banner up to
+    /// the storage line, then whatever [`Server::wait_for_line`] read).
+    seen: std::sync::Mutex<Vec<String>>,
     // In a mutex so a server can be shared between test threads.
     stdout_lines: std::sync::Mutex<mpsc::Receiver<String>>,
     stderr: std::thread::JoinHandle<String>,
@@ -429,7 +462,7 @@ impl Server {
         Server {
             child: Some(child),
             base,
-            banner,
+            seen: std::sync::Mutex::new(banner),
             stdout_lines: std::sync::Mutex::new(rx),
             stderr,
         }
@@ -441,6 +474,30 @@ impl Server {
 
     pub fn request(&self, method: &str, path: &str) -> ureq::Request {
         agent().request(method, &format!("{}{path}", self.base))
+    }
+
+    /// Waits for a stdout line that `wanted` accepts (a log line, which the
+    /// server writes after it answered), at most 30 s; returns it. The
+    /// lines stay in what [`Server::terminate`] returns.
+    pub fn wait_for_line(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = self.seen.lock().unwrap();
+        if let Some(line) = seen.iter().find(|l| wanted(l)) {
+            return line.clone();
+        }
+        let lines = self.stdout_lines.lock().unwrap();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no line {what} on stdout ({e:?}) in:\n{}", seen.join("\n")),
+            }
+        }
     }
 
     /// The server's process id.
@@ -468,7 +525,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut lines = std::mem::take(&mut self.banner);
+        let mut lines = std::mem::take(self.seen.get_mut().unwrap());
         while let Ok(line) = self
             .stdout_lines
             .get_mut()
@@ -847,6 +904,33 @@ pub fn early_in_a_minute() {
     }
 }
 
+/// Polls `done` until it holds; fails the test, saying `what`, when it has
+/// not within `within` (a bound for a stuck run, never a measure of speed:
+/// pick one far beyond what a slow machine needs).
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    wait_for(what, within, || done().then_some(()))
+}
+
+/// Polls `found` until it gives a value, and returns it; fails the test,
+/// saying `what`, when it has not within `within`. Asks again after 10 ms,
+/// then less and less often, to every 100 ms: a quick condition is seen
+/// at once, a slow one does not load the machine that has to bring it.
+pub fn wait_for<T>(what: &str, within: Duration, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 3 / 2).min(Duration::from_millis(100));
+    }
+}
+
 /// A free loopback port for a peer that must be told its port (nginx,
 /// Caddy, an SMTP server, Redis).
 ///
@@ -881,16 +965,45 @@ pub fn free_port() -> u16 {
 /// or a test binary that is killed leaves no server, proxy or mail server
 /// behind (normal ends stop them gracefully first).
 pub fn dies_with_the_test(cmd: &mut Command) -> &mut Command {
+    parent_death_signal(cmd, libc::SIGKILL)
+}
+
+/// The kernel sends `signal` to the child when the thread that started it
+/// ends (PR_SET_PDEATHSIG).
+fn parent_death_signal(cmd: &mut Command, signal: libc::c_int) -> &mut Command {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only this process.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
+    cmd
+}
+
+/// A command for `program` that runs, with all it starts, in a process
+/// group of its own that dies with the test, however the test ends.
+///
+/// [`dies_with_the_test`] reaches only the test's own child: nginx's master
+/// gets the signal, but its workers are the master's children and would
+/// live on once the master is killed. So the child here is a small shell,
+/// leader of the new group, which runs the program and kills the whole
+/// group (SIGKILL to group 0) when the program exits for any reason
+/// (a SIGKILLed master included) or when the shell itself is told to stop:
+/// SIGTERM from the kernel when the test's thread ends (a panic, a test
+/// binary killed), or from a test that stops the group.
+pub fn group_dies_with_the_test(program: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"trap 'kill -KILL 0' TERM INT HUP; "$@" & wait $!; kill -KILL 0"#)
+        .arg("sh")
+        .arg(program)
+        .process_group(0);
+    parent_death_signal(&mut cmd, libc::SIGTERM);
     cmd
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 use serde_json::json;
 
-use crate::helpers::{gatehouse, send, send_body, spawn_app_with, Server, TestApp};
+use crate::helpers::{gatehouse, send, send_body, spawn_app_with, wait_until, Server, TestApp};
 use crate::keys::create_key;
 use crate::proxies::Proxy;
 use crate::webhooks::add_webhook;
@@ -45,6 +45,8 @@ impl Posted {
 struct Collector {
     base: String,
     got: Arc<Mutex<Vec<Posted>>>,
+    /// Connections accepted so far.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Collector {
@@ -53,9 +55,12 @@ impl Collector {
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let got: Arc<Mutex<Vec<Posted>>> = Arc::default();
         let record = got.clone();
+        let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let count = accepted.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let record = record.clone();
                 // Exporters keep connections alive: serve each on its own thread.
                 std::thread::spawn(move || {
@@ -71,7 +76,15 @@ impl Collector {
                 });
             }
         });
-        Collector { base, got }
+        Collector {
+            base,
+            got,
+            accepted,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn posted(&self, path: &str) -> Vec<Posted> {
@@ -238,14 +251,6 @@ fn find<'a>(spans: &'a [Span], name: &str) -> &'a Span {
     })
 }
 
-fn wait_until(done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PROXY_SPAN_ID: &str = "00f067aa0ba902b7";
 
@@ -306,7 +311,7 @@ fn request_and_webhook_spans_arrive_with_their_parents_and_no_secrets() {
         .unwrap_or_else(|| panic!("no delivery in the proxy's trace: {traceparents:?}"))
         .to_string();
     // The attempts are recorded after their spans end.
-    wait_until(|| {
+    wait_until("both attempts recorded", Duration::from_secs(10), || {
         app.query_i64("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 2
     });
 
@@ -439,7 +444,7 @@ fn smtp_sends_are_children_of_the_request_that_queued_them() {
     let message = smtp.wait_for("smtp-trace@acme.test", Duration::from_secs(15));
     let code = crate::helpers::code_in(&message).expect("a code in the message");
     // The send is marked after its span ends.
-    wait_until(|| {
+    wait_until("the send recorded", Duration::from_secs(10), || {
         app.query_i64(
             "SELECT count(*) FROM mail_outbox WHERE transport = 'smtp' AND sent_at IS NOT NULL",
         ) == 1
@@ -496,7 +501,17 @@ fn the_binary_honours_the_standard_otel_variables() {
     assert_eq!(server.get("/healthz").status, 200);
     let (code, _, _) = server.terminate();
     assert_eq!(code, Some(0));
-    std::thread::sleep(Duration::from_millis(300));
+    // The server has exited: any connection it made is queued before this
+    // one, which the collector accepts after it.
+    let _marker = TcpStream::connect(quiet.base.trim_start_matches("http://")).unwrap();
+    wait_until("the collector to accept", Duration::from_secs(10), || {
+        quiet.accepted() >= 1
+    });
+    assert_eq!(
+        quiet.accepted(),
+        1,
+        "the server never connected to the collector"
+    );
     assert!(quiet.posted("/v1/traces").is_empty());
 
     // A protocol Gatehouse does not speak is refused at start, by name.

@@ -5,14 +5,15 @@
 //! Each proxy runs in a process group of its own, stopped whole.
 
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{e2e_available, free_port, send, spawn_app_with, TestApp};
+use crate::helpers::{
+    e2e_available, free_port, group_dies_with_the_test, send, spawn_app_with, TestApp,
+};
 use crate::keys::create_key;
 
 pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
@@ -60,19 +61,17 @@ fn signal_group(pgid: u32, signal: &str) -> bool {
 }
 
 /// Stops a proxy and everything it started: SIGTERM to its process group
-/// (nginx's master then stops its workers), SIGKILL to whatever is left.
+/// (whose leader, the shell of [`group_dies_with_the_test`], then kills the
+/// group), SIGKILL to whatever is left.
 fn stop_group(child: &mut Child) {
     let pgid = child.id();
     signal_group(pgid, "-TERM");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    signal_group(pgid, "-KILL");
     let _ = child.wait();
-    // Workers re-parented elsewhere may take a moment to go.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while signal_group(pgid, "-0") && Instant::now() < deadline {
+    signal_group(pgid, "-KILL");
+    // The workers were the master's children: once killed they are reaped
+    // by another parent, maybe later; wait until none of them runs.
+    let gone = Instant::now() + Duration::from_secs(10);
+    while !group_members(pgid).is_empty() && Instant::now() < gone {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -151,11 +150,10 @@ http {{
 "#
     );
     std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-    let mut child = crate::helpers::dies_with_the_test(&mut Command::new(bin))
+    let mut child = group_dies_with_the_test(&bin)
         .arg("-p")
         .arg(dir.path())
         .args(["-c", "nginx.conf", "-g", "daemon off;"])
-        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -195,13 +193,12 @@ pub(crate) fn caddy(gatehouse_port: u16) -> Option<Proxy> {
     let file = dir.path().join("Caddyfile");
     std::fs::write(&file, conf).unwrap();
     let log = dir.path().join("caddy.log");
-    let mut child = crate::helpers::dies_with_the_test(&mut Command::new(bin))
+    let mut child = group_dies_with_the_test(&bin)
         .args(["run", "--adapter", "caddyfile", "--config"])
         .arg(&file)
         .env("HOME", dir.path())
         .env("XDG_DATA_HOME", dir.path())
         .env("XDG_CONFIG_HOME", dir.path())
-        .process_group(0)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -635,13 +632,100 @@ fn a_stopped_proxy_leaves_no_process_behind() {
     let listening = proxy.port;
     assert!(signal_group(pgid, "-0"), "nginx runs");
     drop(proxy);
+    let left = group_members(pgid);
     assert!(
-        !signal_group(pgid, "-0"),
-        "a process of nginx's group is left"
+        left.is_empty(),
+        "processes of nginx's group are left: {left:?}"
     );
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", listening)).is_err(),
         "still listening on {listening}"
+    );
+}
+
+/// The live processes of process group `pgid` (from /proc; a zombie has
+/// ended and only waits for its parent to read its status).
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // After the command in parentheses: state, parent, group.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, after)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
+        })
+        .collect()
+}
+
+/// Nothing of a proxy outlives the test, however it ends: when the thread
+/// that started nginx ends without stopping it (a test that panics past
+/// its cleanup, a test binary that is killed), and when nginx's master is
+/// killed outright (its workers are its children, not the test's).
+#[test]
+fn a_proxy_dies_with_the_test_whatever_ends_it() {
+    let app = gatehouse_for_proxies();
+    let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
+    let within = Duration::from_secs(10);
+
+    // Started on a thread that ends without stopping it (its Drop never
+    // runs, as when the test binary is killed).
+    let started = std::thread::spawn(move || {
+        let proxy = nginx(port)?;
+        let started = (proxy.child.id(), proxy.port, proxy._dir.path().to_owned());
+        std::mem::forget(proxy);
+        Some(started)
+    })
+    .join()
+    .unwrap();
+    let Some((pgid, listening, dir)) = started else {
+        return;
+    };
+    crate::helpers::wait_until("nginx's group to die with its thread", within, || {
+        group_members(pgid).is_empty()
+    });
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", listening)).is_err(),
+        "still listening on {listening}"
+    );
+    // What the forgotten Proxy would have cleaned: the shell's exit status
+    // (this process is its parent) and the directory.
+    // SAFETY: waits for one child of this process, which nothing else waits for.
+    unsafe {
+        libc::waitpid(pgid as libc::pid_t, std::ptr::null_mut(), 0);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+
+    // The master killed with SIGKILL: the workers go with it.
+    let Some(mut proxy) = nginx(port) else { return };
+    let pgid = proxy.child.id();
+    let master = std::fs::read_to_string(proxy._dir.path().join("nginx.pid")).unwrap();
+    let master: u32 = master.trim().parse().unwrap();
+    let members = group_members(pgid);
+    assert!(
+        members.len() >= 3 && members.contains(&master),
+        "the shell, the master and a worker: {members:?}"
+    );
+    assert!(Command::new("kill")
+        .args(["-KILL", &master.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    crate::helpers::wait_until("nginx's workers to die with their master", within, || {
+        matches!(proxy.child.try_wait(), Ok(Some(_))) && group_members(pgid).is_empty()
+    });
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", proxy.port)).is_err(),
+        "still listening on {}",
+        proxy.port
     );
 }
 

@@ -67,6 +67,21 @@ impl Served {
         panic!("no line with {needle:?} in:\n{}", self.seen.join("\n"));
     }
 
+    /// Every line the process wrote, once it has ended: the readers stop
+    /// at end of output, and the channel closes with them (a process that
+    /// just exited may still have lines in transit).
+    fn all_lines(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.seen.clone()
+    }
+
     fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the child this test started.
         let done = unsafe { libc::kill(self.child.id() as i32, signal) };
@@ -163,14 +178,13 @@ fn a_second_sigint_stops_at_once() {
     assert_eq!(status.code(), Some(130), "{status}");
     let answer = finish_upload(upload);
     assert!(!answer.contains("HTTP/1.1 200"), "cut off: {answer}");
+    let lines = server.all_lines();
     assert!(
-        server
-            .seen
+        lines
             .iter()
-            .chain(server.lines.try_iter().collect::<Vec<_>>().iter())
             .any(|l| l.contains("SIGINT received again; stopping at once")),
         "{}",
-        server.seen.join("\n")
+        lines.join("\n")
     );
 }
 

@@ -110,6 +110,8 @@ fn smtp_app(root: &Path, port: u16) -> TestApp {
         c.smtp.retry_base_secs = 1;
         c.smtp.retry_max_secs = 2;
         c.smtp.timeout_secs = 2;
+        c.ui.product_name = "Acme API".into();
+        c.ui.accent_color = "#0b6e4f".into();
     })
 }
 
@@ -125,10 +127,8 @@ fn login_codes_arrive_over_smtp() {
 
     assert_eq!(app.send_code("smtp@acme.test").status, 202);
     let mail = smtp.wait_for("smtp@acme.test", Duration::from_secs(20));
-    assert!(
-        mail.contains("Subject: Your Gatehouse login code"),
-        "{mail}"
-    );
+    // Under the team's own name (ui.product_name).
+    assert!(mail.contains("Subject: Your Acme API login code"), "{mail}");
     assert!(
         mail.contains("keys@acme.test"),
         "From is taken from smtp.from:\n{mail}"
@@ -145,9 +145,20 @@ fn login_codes_arrive_over_smtp() {
         .unwrap_or_else(|e| panic!("Date {date:?} is not RFC 5322: {e}"));
     let age = (time::OffsetDateTime::now_utc() - sent).abs();
     assert!(age < time::Duration::minutes(5), "Date {date:?} is now");
-    assert_eq!(
-        header(&mail, "Content-Type").as_deref(),
-        Some("text/plain; charset=utf-8")
+    // A plain-text part and, as its alternative, HTML in the team's colour.
+    let content_type = header(&mail, "Content-Type").unwrap();
+    assert!(
+        content_type.starts_with("multipart/alternative;"),
+        "{content_type}"
+    );
+    let plain = mail.find("Content-Type: text/plain").expect("a text part");
+    let html = mail.find("Content-Type: text/html").expect("an HTML part");
+    assert!(plain < html, "the text part comes first:\n{mail}");
+    let unfolded = mail.replace("=\r\n", "").replace("=\n", "");
+    assert!(unfolded.contains("#0b6e4f"), "the accent colour:\n{mail}");
+    assert!(
+        unfolded.contains("Acme API at https://keys.acme.test"),
+        "{mail}"
     );
     let code = code_in(&mail).expect("the code is in the message");
     let res = app.verify("smtp@acme.test", &code);

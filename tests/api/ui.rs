@@ -3,8 +3,11 @@
 //! headless Chromium (tests/ui/admin.mjs, playwright-core with Debian's
 //! /usr/bin/chromium). The browser test is skipped when node,
 //! tests/ui/node_modules or Chromium is missing, unless GATEHOUSE_REQUIRE_E2E
-//! is set (as in CI). Screenshots land in target/ui-screenshots/<script>/,
-//! emptied before each run so only this run's files are checked.
+//! is set (as in CI). It checks every page with axe-core (pinned in
+//! tests/ui/package.json) and for horizontal overflow at 1280, 390 and 360 px
+//! wide, light and dark (tests/ui/a11y.mjs). Screenshots land in
+//! target/ui-screenshots/<script>/, emptied before each run so only this
+//! run's files are checked.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -229,7 +232,10 @@ fn browser_prerequisites() -> Option<PathBuf> {
     if !node_ok {
         missing.push("node (apt-get install nodejs npm)".to_string());
     }
-    if !ui_dir.join("node_modules/playwright-core").is_dir() {
+    if !["playwright-core", "axe-core"]
+        .iter()
+        .all(|m| ui_dir.join("node_modules").join(m).is_dir())
+    {
         missing.push("tests/ui/node_modules (run `npm ci` in tests/ui)".to_string());
     }
     if !Path::new(CHROMIUM).is_file() {
@@ -260,11 +266,23 @@ fn run_browser_script(
     base: &str,
     shots: &Path,
 ) -> (bool, String, String) {
+    run_browser_script_with(ui_dir, script, base, shots, &[])
+}
+
+/// The same, with more arguments after the screenshot directory.
+fn run_browser_script_with(
+    ui_dir: &Path,
+    script: &str,
+    base: &str,
+    shots: &Path,
+    extra: &[&str],
+) -> (bool, String, String) {
     std::fs::create_dir_all(shots).unwrap();
     let mut child = crate::helpers::dies_with_the_test(&mut Command::new("node"))
         .arg(ui_dir.join(script))
         .arg(base)
         .arg(shots)
+        .args(extra)
         .env("CHROMIUM_PATH", CHROMIUM)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -284,7 +302,7 @@ fn run_browser_script(
         s
     });
     // The script has its own timeouts; this only guards against a hung browser.
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(600);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break Some(status);
@@ -300,7 +318,7 @@ fn run_browser_script(
     let stderr = err.join().unwrap_or_default();
     println!("{stdout}");
     eprintln!("{stderr}");
-    let status = status.unwrap_or_else(|| panic!("{script} finished within 300 s"));
+    let status = status.unwrap_or_else(|| panic!("{script} finished within 600 s"));
     (status.success(), stdout, stderr)
 }
 
@@ -314,10 +332,84 @@ fn the_admin_ui_works_in_headless_chromium() {
     let (ok, stdout, stderr) = run_browser_script(&ui_dir, "admin.mjs", &app.base, &shots);
     assert!(ok, "the browser test failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ui: all steps passed"), "{stdout}");
-    for shot in ["login.png", "keys-create-dialog.png", "usage.png"] {
-        let meta = std::fs::metadata(shots.join(shot))
+    // Every page was checked with axe-core and for overflow, and
+    // photographed, at both widths in both themes.
+    assert!(
+        stdout.contains("pass axe-core (no serious or critical violation) and fit their width"),
+        "{stdout}"
+    );
+    let mut expected = vec![
+        "keys-created.png".to_string(),
+        "usage.png".to_string(),
+        "session-expired-1280-light.png".to_string(),
+        "session-expired-390-dark.png".to_string(),
+    ];
+    for page in [
+        "login",
+        "keys",
+        "key",
+        "members",
+        "usage",
+        "audit",
+        "webhooks",
+        "billing",
+        "projects",
+        "mailbox",
+        "docs",
+        "keys-create-dialog",
+    ] {
+        for width in [1280, 390] {
+            for theme in ["light", "dark"] {
+                expected.push(format!("{page}-{width}-{theme}.png"));
+            }
+        }
+    }
+    for shot in expected {
+        let meta = std::fs::metadata(shots.join(&shot))
             .unwrap_or_else(|_| panic!("screenshot {shot} was written"));
         assert!(meta.len() > 1000, "{shot} is not empty");
+    }
+}
+
+/// The login page and /docs under a team's brand, in the browser: its name,
+/// logo and accent, in both themes at both widths, passing axe-core and
+/// fitting the width (tests/ui/branding.mjs).
+#[test]
+fn a_branded_login_page_and_reference_in_headless_chromium() {
+    let Some(ui_dir) = browser_prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("logo.svg");
+    std::fs::write(
+        &logo,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><circle cx="16" cy="16" r="15" fill="#0b6e4f"/><path d="M9 22 16 8l7 14z" fill="#fff"/></svg>"##,
+    )
+    .unwrap();
+    let app = spawn_app_with(|c| {
+        c.ui.product_name = "Acme API".into();
+        c.ui.accent_color = "#0b6e4f".into();
+        c.ui.logo_file = Some(logo.clone());
+    });
+    let shots = fresh_screenshots_dir("branding");
+    let (ok, stdout, stderr) = run_browser_script_with(
+        &ui_dir,
+        "branding.mjs",
+        &app.base,
+        &shots,
+        &["Acme API", "#0b6e4f"],
+    );
+    assert!(ok, "the branding test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("branding: all steps passed"), "{stdout}");
+    for page in ["login", "docs"] {
+        for width in [1280, 390] {
+            for theme in ["light", "dark"] {
+                let shot = format!("{page}-{width}-{theme}.png");
+                let meta = std::fs::metadata(shots.join(&shot))
+                    .unwrap_or_else(|_| panic!("screenshot {shot} was written"));
+                assert!(meta.len() > 1000, "{shot} is not empty");
+            }
+        }
     }
 }
 
@@ -383,4 +475,73 @@ fn the_api_reference_page_is_embedded_and_under_the_csp() {
     assert_eq!(app.get("/assets/docs.html").status, 404);
     assert_eq!(app.get("/assets/index.html").status, 404);
     assert_eq!(app.get("/docs/").status, 404);
+}
+
+/// `[ui]`: the product name in every page (escaped), the accent colour's
+/// shades in /branding/theme.css, and the team's logo, read at start,
+/// served from /branding/logo as the image it is.
+#[test]
+fn the_pages_carry_the_teams_name_colour_and_logo() {
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("logo.png");
+    // The smallest PNG: a signature and an IHDR chunk are all the check reads.
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+    std::fs::write(&logo, png).unwrap();
+    let app = spawn_app_with(|c| {
+        c.ui.product_name = "Acme <API>".into();
+        c.ui.accent_color = "#0b6e4f".into();
+        c.ui.logo_file = Some(logo.clone());
+    });
+    for page in ["/login", "/keys", "/keys/key_anything", "/docs"] {
+        let res = app.get(page);
+        assert_eq!(res.status, 200, "{page}");
+        assert!(
+            res.body.contains("Acme &lt;API&gt;"),
+            "{page}: {}",
+            res.body
+        );
+        assert!(
+            !res.body.contains("<API>") && !res.body.contains("{{"),
+            "{page}"
+        );
+        assert!(res.body.contains(r#"href="/branding/theme.css""#), "{page}");
+        assert!(res.body.contains(r#"src="/branding/logo""#), "{page}");
+    }
+    assert!(app
+        .get("/docs")
+        .body
+        .contains("<title>API reference · Acme &lt;API&gt;</title>"));
+    let css = app.get("/branding/theme.css");
+    assert_eq!(css.status, 200);
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    assert!(css.body.contains("--accent: #0b6e4f;"), "{}", css.body);
+    assert!(
+        css.body.contains("prefers-color-scheme: dark"),
+        "{}",
+        css.body
+    );
+    let res = app.get("/branding/logo");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type"), Some("image/png"));
+    // The body is read as text: compare what survives that.
+    assert_eq!(res.body, String::from_utf8_lossy(png));
+    // Not a page: the API's CSP, under which nothing in it can run.
+    assert!(res
+        .header("content-security-policy")
+        .unwrap()
+        .starts_with("default-src 'none'"));
+
+    // Without [ui]: the built-in name, colour and mark.
+    let plain = spawn_app();
+    assert!(plain
+        .get("/login")
+        .body
+        .contains("<title>Gatehouse</title>"));
+    assert!(plain
+        .get("/branding/theme.css")
+        .body
+        .contains("--accent: #1f4fd1;"));
+    let mark = plain.get("/branding/logo");
+    assert_eq!(mark.header("content-type"), Some("image/svg+xml"));
+    assert!(mark.body.contains("<svg"));
 }

@@ -5,13 +5,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    query_i64_at, send, send_body, spawn_app, spawn_app_at, spawn_app_with, TestApp, Tokens,
+    query_i64_at, send, send_body, spawn_app, spawn_app_at, spawn_app_with, wait_for, wait_until,
+    TestApp, Tokens,
 };
 use crate::keys::create_key;
 
@@ -34,6 +35,8 @@ impl Received {
 pub struct Receiver {
     pub url: String,
     got: Arc<Mutex<Vec<Received>>>,
+    /// Whether answers may go out (see [`Receiver::start_held`]).
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl Receiver {
@@ -41,15 +44,15 @@ impl Receiver {
         Self::start_on("127.0.0.1", statuses)
     }
 
-    /// A receiver that takes `delay` to answer each request (recorded as
-    /// soon as it arrived).
-    pub fn start_slow(statuses: Vec<u16>, delay: Duration) -> Receiver {
-        Self::listen("127.0.0.1", statuses, delay, String::new())
+    /// A receiver that records each request as soon as it arrived and
+    /// answers none until [`Receiver::release`].
+    pub fn start_held(statuses: Vec<u16>) -> Receiver {
+        Self::listen("127.0.0.1", statuses, false, String::new())
     }
 
     /// A receiver on the loopback address `ip` (`127.0.0.1` or `::1`).
     pub fn start_on(ip: &str, statuses: Vec<u16>) -> Receiver {
-        Self::listen(ip, statuses, Duration::ZERO, String::new())
+        Self::listen(ip, statuses, true, String::new())
     }
 
     /// A receiver that answers every request 302 to `location`.
@@ -57,9 +60,16 @@ impl Receiver {
         Self::listen(
             "127.0.0.1",
             vec![302],
-            Duration::ZERO,
+            true,
             format!("Location: {location}\r\n"),
         )
+    }
+
+    /// Lets a held receiver answer (what it holds and all that follows).
+    pub fn release(&self) {
+        let (open, opened) = &*self.gate;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
     }
 
     /// How many requests have arrived so far.
@@ -67,7 +77,7 @@ impl Receiver {
         self.got.lock().unwrap().len()
     }
 
-    fn listen(ip: &str, statuses: Vec<u16>, delay: Duration, extra: String) -> Receiver {
+    fn listen(ip: &str, statuses: Vec<u16>, open: bool, extra: String) -> Receiver {
         let addr: std::net::IpAddr = ip.parse().unwrap();
         let listener = TcpListener::bind((addr, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -77,6 +87,8 @@ impl Receiver {
         };
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let record = got.clone();
+        let gate = Arc::new((Mutex::new(open), std::sync::Condvar::new()));
+        let held = gate.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { break };
@@ -117,30 +129,27 @@ impl Receiver {
                     .or(statuses.last())
                     .copied()
                     .unwrap_or(200);
-                std::thread::sleep(delay);
+                let (open, opened) = &*held;
+                drop(
+                    opened
+                        .wait_while(open.lock().unwrap(), |open| !*open)
+                        .unwrap(),
+                );
                 let _ = write!(
                     stream,
                     "HTTP/1.1 {status} X\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
                 );
             }
         });
-        Receiver { url, got }
+        Receiver { url, got, gate }
     }
 
-    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
+    /// Everything received, once there are at least `n` requests.
+    pub fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        wait_for(&format!("{n} deliveries"), within, || {
             let got = self.got.lock().unwrap().clone();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "received {} of {n} deliveries",
-                got.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            (got.len() >= n).then_some(got)
+        })
     }
 }
 
@@ -223,15 +232,14 @@ fn key_created_is_delivered_signed_and_retried_with_a_stable_id() {
         assert!(payload["data"].get("plaintext_key").is_none());
     }
     // The deliveries list shows the three attempts.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let list = loop {
-        let list = deliveries(&app, &t, &hook_id);
-        if list["items"][0]["status"] == "delivered" {
-            break list;
-        }
-        assert!(Instant::now() < deadline, "{list}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let list = wait_for(
+        "the delivery recorded as delivered",
+        Duration::from_secs(10),
+        || {
+            let list = deliveries(&app, &t, &hook_id);
+            (list["items"][0]["status"] == "delivered").then_some(list)
+        },
+    );
     let attempts = list["items"][0]["attempts"].as_array().unwrap();
     let statuses: Vec<u64> = attempts
         .iter()
@@ -290,36 +298,43 @@ fn gone_disables_the_endpoint_and_failures_stop_after_the_schedule() {
     create_key(&app, &t, json!({ "name": "one" }));
     gone.wait_for(1, Duration::from_secs(10));
     failing.wait_for(2, Duration::from_secs(10));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let hooks = send(app.authed("GET", "/api/v1/webhooks", &t.access)).json();
-        let g = hooks["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["id"] == gone_id.as_str())
-            .unwrap()
-            .clone();
-        let f = deliveries(&app, &t, &failing_id);
-        if g["is_active"] == false && f["items"][0]["status"] == "failed" {
-            assert!(g["disabled_reason"].as_str().unwrap().contains("410"));
-            assert_eq!(
-                f["items"][0]["attempts"].as_array().unwrap().len(),
-                2,
-                "one try and one retry"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{g} {f}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    create_key(&app, &t, json!({ "name": "two" }));
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        gone.got.lock().unwrap().len(),
-        1,
-        "nothing more is sent to a gone endpoint"
+    let (g, f) = wait_for(
+        "the gone endpoint disabled and the failing delivery failed",
+        Duration::from_secs(10),
+        || {
+            let hooks = send(app.authed("GET", "/api/v1/webhooks", &t.access)).json();
+            let g = hooks["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["id"] == gone_id.as_str())
+                .unwrap()
+                .clone();
+            let f = deliveries(&app, &t, &failing_id);
+            (g["is_active"] == false && f["items"][0]["status"] == "failed").then_some((g, f))
+        },
     );
+    assert!(g["disabled_reason"].as_str().unwrap().contains("410"));
+    assert_eq!(
+        f["items"][0]["attempts"].as_array().unwrap().len(),
+        2,
+        "one try and one retry"
+    );
+    create_key(&app, &t, json!({ "name": "two" }));
+    // Deliveries are queued with the change that causes them: once the
+    // active endpoint has its first try of "two" and nothing is pending for
+    // the gone one, nothing can be sent to it any more.
+    failing.wait_for(3, Duration::from_secs(10));
+    wait_until(
+        "nothing pending for the gone endpoint",
+        Duration::from_secs(10),
+        || {
+            app.query_i64(&format!(
+                "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '{gone_id}' AND status = 'pending'"
+            )) == 0
+        },
+    );
+    assert_eq!(gone.count(), 1, "nothing more is sent to a gone endpoint");
 }
 
 #[test]
@@ -334,14 +349,11 @@ fn a_pending_delivery_is_sent_after_a_restart() {
         receiver.wait_for(1, Duration::from_secs(10));
         // The first attempt is on record before the node stops: a node that
         // stops between sending and recording holds its lease until it runs out.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while app.query_i64("SELECT COUNT(*) FROM webhook_deliveries WHERE attempts = 1") != 1 {
-            assert!(
-                Instant::now() < deadline,
-                "the first attempt was never recorded"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            "the first attempt recorded",
+            Duration::from_secs(10),
+            || app.query_i64("SELECT COUNT(*) FROM webhook_deliveries WHERE attempts = 1") == 1,
+        );
         t
     }; // stopped with the retry pending
     let app = spawn_app_at(root.path(), |c| c.webhooks.retry_delays_secs = vec![2]);
@@ -353,15 +365,23 @@ fn a_pending_delivery_is_sent_after_a_restart() {
 #[test]
 fn a_graceful_stop_finishes_and_records_the_delivery_in_progress() {
     let root = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start_slow(vec![200], Duration::from_millis(1500));
-    {
+    let receiver = Arc::new(Receiver::start_held(vec![200]));
+    let t = {
         let app = spawn_app_at(root.path(), |_| {});
         let t = app.login("stop@acme.test");
         add_webhook(&app, &t, &receiver.url, &["key.created"]);
         create_key(&app, &t, json!({ "name": "during a stop" }));
-        // The request has arrived; its answer comes 1.5 s later.
+        // The request has arrived; it is answered once the stop has begun.
         receiver.wait_for(1, Duration::from_secs(10));
-    } // stopped gracefully while the receiver is still answering
+        let (state, held) = (app.state.clone(), receiver.clone());
+        std::thread::spawn(move || {
+            wait_until("the app to stop", Duration::from_secs(30), || {
+                state.work.is_stopping()
+            });
+            held.release();
+        });
+        t
+    }; // stopped gracefully while the receiver is still answering
     assert_eq!(
         query_i64_at(
             root.path(),
@@ -370,10 +390,16 @@ fn a_graceful_stop_finishes_and_records_the_delivery_in_progress() {
         1,
         "the attempt in progress was finished and recorded before the process stopped"
     );
-    // Nothing is sent again after a restart.
-    let _app = spawn_app_at(root.path(), |_| {});
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(receiver.got.lock().unwrap().len(), 1);
+    // Nothing is sent again after a restart: a change made after it is
+    // delivered, and once the app has stopped (finishing any attempt in
+    // progress) that is the only request added.
+    let app = spawn_app_at(root.path(), |_| {});
+    create_key(&app, &t, json!({ "name": "after the restart" }));
+    receiver.wait_for(2, Duration::from_secs(10));
+    drop(app);
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "the first delivery was not sent again");
+    assert!(got[1].body.contains("after the restart"), "{}", got[1].body);
 }
 
 #[test]
@@ -514,42 +540,34 @@ fn an_ipv6_literal_target_is_delivered_and_checked_again_at_delivery() {
         assert_signed(&got[0], &secret);
         let payload: Value = serde_json::from_str(&got[0].body).unwrap();
         assert_eq!(payload["data"]["id"], key_id.as_str());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while deliveries(&app, &t, &hook_id)["items"][0]["status"] != "delivered" {
-            assert!(
-                Instant::now() < deadline,
-                "the delivery is recorded as delivered"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            "the delivery recorded as delivered",
+            Duration::from_secs(10),
+            || deliveries(&app, &t, &hook_id)["items"][0]["status"] == "delivered",
+        );
         (t, hook_id)
     };
     // The same endpoint, private targets no longer allowed: nothing is sent,
     // and the attempt says why.
     let app = spawn_app_at(root.path(), production(false));
     create_key(&app, &t, json!({ "name": "refused" }));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let attempt = loop {
+    let attempt = wait_for("an attempt recorded", Duration::from_secs(10), || {
         let list = deliveries(&app, &t, &hook_id);
         let attempts = list["items"][0]["attempts"].clone();
-        if attempts.as_array().is_some_and(|a| !a.is_empty()) {
-            break attempts[0].clone();
-        }
-        assert!(Instant::now() < deadline, "{list}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        attempts
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then(|| attempts[0].clone())
+    });
     assert!(attempt["response_status"].is_null(), "{attempt}");
     let error = attempt["error"].as_str().unwrap();
     assert!(
         error.contains("target refused") && error.contains("loopback"),
         "{error}"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        receiver.got.lock().unwrap().len(),
-        1,
-        "nothing more reached the receiver"
-    );
+    // Stopped, the app has finished every attempt it began.
+    drop(app);
+    assert_eq!(receiver.count(), 1, "nothing more reached the receiver");
 }
 
 /// Every event type a team can subscribe to besides `key.created` and
@@ -692,15 +710,14 @@ fn a_redirect_is_not_followed_and_counts_as_a_failure() {
     let redirecting = Receiver::start_redirecting(&elsewhere.url);
     let (hook_id, _) = add_webhook(&app, &t, &redirecting.url, &["key.created"]);
     create_key(&app, &t, json!({ "name": "redirected" }));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let list = loop {
-        let list = deliveries(&app, &t, &hook_id);
-        if list["items"][0]["status"] == "failed" {
-            break list;
-        }
-        assert!(Instant::now() < deadline, "{list}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let list = wait_for(
+        "the delivery recorded as failed",
+        Duration::from_secs(20),
+        || {
+            let list = deliveries(&app, &t, &hook_id);
+            (list["items"][0]["status"] == "failed").then_some(list)
+        },
+    );
     let statuses: Vec<Value> = list["items"][0]["attempts"]
         .as_array()
         .unwrap()
@@ -784,15 +801,14 @@ fn a_name_that_resolves_to_loopback_is_refused_at_delivery() {
     let t = crate::helpers::login_directly(&app, "prod@acme.test");
     let (hook_id, _) = add_webhook(&app, &t, &url, &["key.created"]);
     create_key(&app, &t, json!({ "name": "refused" }));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let list = loop {
-        let list = deliveries(&app, &t, &hook_id);
-        if list["items"][0]["status"] == "failed" {
-            break list;
-        }
-        assert!(Instant::now() < deadline, "{list}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let list = wait_for(
+        "the delivery recorded as failed",
+        Duration::from_secs(20),
+        || {
+            let list = deliveries(&app, &t, &hook_id);
+            (list["items"][0]["status"] == "failed").then_some(list)
+        },
+    );
     for attempt in list["items"][0]["attempts"].as_array().unwrap() {
         assert!(attempt["response_status"].is_null(), "{attempt}");
         let error = attempt["error"].as_str().unwrap();

@@ -3,11 +3,11 @@
 //! `Retry-After` (never 500), keeps answering cached keys, and recovers by
 //! itself when the database is back.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{send, spawn_app};
+use crate::helpers::{send, spawn_app, wait_until};
 use crate::keys::{code_of, create_key, verify};
 use crate::pg::admin_sql;
 
@@ -63,14 +63,11 @@ fn a_database_outage_is_503_and_the_node_recovers_by_itself() {
     }
 
     restore(&db);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while app.get("/readyz").status != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "ready again once the database is back"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "ready again once the database is back",
+        Duration::from_secs(15),
+        || app.get("/readyz").status == 200,
+    );
     let v = verify(&app, json!({ "key": unknown }));
     assert_eq!(code_of(&v), "invalid_key", "{v}");
     assert_eq!(

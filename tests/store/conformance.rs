@@ -6,14 +6,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use gatehouse::db::audit::Actor;
-use gatehouse::db::keys::{KeyFilter, Rotated};
-use gatehouse::db::keys::{KeyUsage, UsageBatch};
 use gatehouse::keys::credits::Balance;
 use gatehouse::keys::events::{KeyEvents, RotationRefusal};
 use gatehouse::keys::record::KeyRecord;
 use gatehouse::keys::{ApiKey, KeyType};
+use gatehouse::store::audit::Actor;
+use gatehouse::store::keys::{KeyFilter, Rotated};
 use gatehouse::store::spend::CreditSpend;
+use gatehouse::store::usage::{KeyUsage, UsageBatch};
 use gatehouse::store::{KeyHash, KeyId, ProjectId, Store};
 
 use crate::pg::{block_on, TestDb};
@@ -42,11 +42,11 @@ impl Backend {
 fn sqlite() -> Option<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gatehouse.db");
-    let db = gatehouse::db::Db::open(&path, &Default::default()).unwrap();
+    let db = gatehouse::store::sqlite::SqliteStore::open(&path, &Default::default()).unwrap();
     db.migrate().unwrap();
     let conn_path = path.clone();
     Some(Backend {
-        store: Arc::new(gatehouse::store::sqlite::SqliteStore::new(db)),
+        store: Arc::new(db),
         sql: Box::new(move |s| {
             let conn = rusqlite::Connection::open(&conn_path).unwrap();
             if s.trim_start().to_ascii_uppercase().starts_with("SELECT") {
@@ -520,7 +520,7 @@ async fn the_audit_page_shows_the_project_and_its_members_sign_ins(b: Arc<Backen
     create(&b, "proj_au", "b").await;
     let (page, total) = b
         .store
-        .audit_page(ProjectId::from("proj_au"), 0, 2)
+        .audit_page(ProjectId::from("proj_au"), Default::default(), 0, 2)
         .await
         .unwrap();
     assert_eq!(total, 3, "two key events and the member's sign-in");
@@ -530,11 +530,71 @@ async fn the_audit_page_shows_the_project_and_its_members_sign_ins(b: Arc<Backen
     assert_eq!(page[0].details["name"], "b");
     let (rest, _) = b
         .store
-        .audit_page(ProjectId::from("proj_au"), 2, 2)
+        .audit_page(ProjectId::from("proj_au"), Default::default(), 2, 2)
         .await
         .unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].actor_id.as_deref(), Some("usr_m"));
+
+    // Filters narrow the page and its total, together.
+    use gatehouse::store::audit::AuditFilter;
+    let page_of = |filter: AuditFilter| {
+        let b = b.clone();
+        async move {
+            let (page, total) = b
+                .store
+                .audit_page(ProjectId::from("proj_au"), filter, 0, 10)
+                .await
+                .unwrap();
+            assert_eq!(page.len() as i64, total);
+            page.into_iter()
+                .map(|e| (e.action, e.actor_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    let sign_ins = page_of(AuditFilter {
+        action: Some("login.succeeded".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        sign_ins,
+        vec![("login.succeeded".into(), Some("usr_m".into()))]
+    );
+    let by_member = page_of(AuditFilter {
+        actor_type: Some("user".into()),
+        actor_id: Some("usr_m".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_member.len(), 1);
+    // The sign-in was recorded at 1; the key events now.
+    let early = page_of(AuditFilter {
+        until: Some(2),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(early, sign_ins);
+    let late = page_of(AuditFilter {
+        since: Some(2),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(late.len(), 2);
+    assert!(late.iter().all(|(action, _)| action == "key.created"));
+    let none = page_of(AuditFilter {
+        action: Some("key.created".into()),
+        until: Some(2),
+        ..Default::default()
+    })
+    .await;
+    assert!(none.is_empty());
+    let about_nothing = page_of(AuditFilter {
+        target: Some("key_none".into()),
+        ..Default::default()
+    })
+    .await;
+    assert!(about_nothing.is_empty());
 }
 
 async fn webhook_endpoints_and_their_deliveries(b: Arc<Backend>) {
@@ -578,7 +638,7 @@ async fn webhook_endpoints_and_their_deliveries(b: Arc<Backend>) {
     assert!(first.payload.contains("\"key.created\""));
     b.store
         .record_attempt(
-            gatehouse::db::webhooks::Attempt {
+            gatehouse::store::work::Attempt {
                 delivery_id: first.id,
                 endpoint_id: e.id.clone(),
                 number: 1,
@@ -586,7 +646,7 @@ async fn webhook_endpoints_and_their_deliveries(b: Arc<Backend>) {
                 error: None,
                 duration_ms: 12,
             },
-            gatehouse::db::webhooks::AttemptOutcome::Retry(5_000),
+            gatehouse::store::work::AttemptOutcome::Retry(5_000),
         )
         .await
         .unwrap();
@@ -655,7 +715,7 @@ async fn due_deliveries_are_claimed_by_one_worker_with_a_lease(b: Arc<Backend>) 
     let gone = &again[0];
     b.store
         .record_attempt(
-            gatehouse::db::webhooks::Attempt {
+            gatehouse::store::work::Attempt {
                 delivery_id: gone.id,
                 endpoint_id: e.id.clone(),
                 number: 1,
@@ -663,7 +723,7 @@ async fn due_deliveries_are_claimed_by_one_worker_with_a_lease(b: Arc<Backend>) 
                 error: None,
                 duration_ms: 3,
             },
-            gatehouse::db::webhooks::AttemptOutcome::Gone,
+            gatehouse::store::work::AttemptOutcome::Gone,
         )
         .await
         .unwrap();
@@ -684,10 +744,10 @@ async fn mail_is_claimed_by_one_worker_and_erased_once_sent(b: Arc<Backend>) {
     let now = gatehouse::clock::Clock::system().now();
     let mut effects = gatehouse::store::effects::Effects::default();
     for i in 0..4 {
-        effects.mail.push(gatehouse::db::mail::Outgoing {
+        effects.mail.push(gatehouse::store::work::Outgoing {
             transports: vec![
-                gatehouse::db::mail::Transport::Mailbox,
-                gatehouse::db::mail::Transport::Smtp,
+                gatehouse::store::work::Transport::Mailbox,
+                gatehouse::store::work::Transport::Smtp,
             ],
             to: format!("user{i}@acme.test"),
             subject: "Your code".into(),
@@ -823,7 +883,7 @@ async fn throttles_count_every_hit_and_slide_across_windows(b: Arc<Backend>) {
 }
 
 async fn concurrent_demotions_never_leave_a_project_without_an_owner(b: Arc<Backend>) {
-    use gatehouse::db::users::MemberChangeError;
+    use gatehouse::store::directory::MemberChangeError;
     use gatehouse::types::Role;
     for round in 0..5 {
         let project = format!("proj_o{round}");
@@ -843,8 +903,8 @@ async fn concurrent_demotions_never_leave_a_project_without_an_owner(b: Arc<Back
                 let b = b.clone();
                 let project = project.clone();
                 tokio::spawn(async move {
-                    let actor = gatehouse::db::audit::Actor {
-                        kind: gatehouse::db::audit::ActorType::User,
+                    let actor = gatehouse::store::audit::Actor {
+                        kind: gatehouse::store::audit::ActorType::User,
                         id: Some(format!("usr_{actor}{round}")),
                         ip: None,
                         request_id: None,
@@ -889,12 +949,12 @@ mod sessions {
 
     use std::sync::Arc;
 
-    use gatehouse::db::audit::Actor;
-    use gatehouse::db::mail::{Outgoing, Transport};
-    use gatehouse::db::sessions::{
+    use gatehouse::store::audit::Actor;
+    use gatehouse::store::sessions::{
         CodeLimits, CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens,
         RefreshOutcome, SessionLimits,
     };
+    use gatehouse::store::work::{Outgoing, Transport};
     use gatehouse::types::Email;
 
     use super::Backend;
@@ -922,9 +982,9 @@ mod sessions {
                 interval_secs: 60,
                 per_hour: 5,
                 per_ip_per_hour: 20,
-                ttl_secs: 600,
             },
             open_signup: true,
+            expires_at: gatehouse::clock::Clock::system().expires_after(600),
             message: Outgoing {
                 transports: vec![Transport::Mailbox],
                 to: email.into(),
@@ -946,6 +1006,7 @@ mod sessions {
             via_cookie: false,
             tokens: tokens(seed),
             limits: LIMITS,
+            session_expires_at: gatehouse::clock::Clock::system().expires_after(LIMITS.max_secs),
             personal_project: ("Personal".into(), "free".into()),
             actor: Actor::system(),
             user_agent: None,
@@ -1326,7 +1387,7 @@ async fn quotas_are_never_exceeded(b: Arc<Backend>) {
 async fn a_customer_pays_for_one_project_under_concurrent_checkouts(b: Arc<Backend>) {
     use gatehouse::billing::link::{LinkDecision, Refusal};
     use gatehouse::billing::Action;
-    use gatehouse::db::billing::StripeOutcome;
+    use gatehouse::store::billing::StripeOutcome;
 
     async fn deliver_at_once(
         b: &Arc<Backend>,

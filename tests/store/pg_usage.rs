@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use gatehouse::db::audit::{Actor, AuditEvent};
-use gatehouse::db::keys::{KeyUsage, UsageBatch};
-use gatehouse::db::mail::{Outgoing, Transport};
+use gatehouse::store::audit::{Actor, AuditEvent};
 use gatehouse::store::postgres::{self, effects, usage};
+use gatehouse::store::usage::{KeyUsage, UsageBatch};
+use gatehouse::store::work::{Outgoing, Transport};
 
 use crate::pg::{block_on, TestDb};
 
@@ -45,10 +45,8 @@ fn increments_from_many_nodes_add_up() {
                     let pool = postgres::pool(&url, 2).unwrap();
                     for i in 0..10 {
                         let mut client = pool.get().await.unwrap();
-                        let tx = client.transaction().await.unwrap();
                         let b = batch("key_u", 3600, 7, 1000 + node * 100 + i);
-                        usage::add_usage(&tx, &b).await.unwrap();
-                        tx.commit().await.unwrap();
+                        usage::write_usage(&mut client, &b).await.unwrap();
                     }
                 })
             })
@@ -66,8 +64,8 @@ fn increments_from_many_nodes_add_up() {
     );
     block_on(async {
         let pool = postgres::pool(&db.url, 1).unwrap();
-        let client = pool.get().await.unwrap();
-        usage::add_usage(&client, &batch("key_u", 7200, 1, 9000))
+        let mut client = pool.get().await.unwrap();
+        usage::write_usage(&mut client, &batch("key_u", 7200, 1, 9000))
             .await
             .unwrap();
     });
@@ -164,5 +162,71 @@ fn effects_are_written_with_the_change_or_not_at_all() {
             "SELECT count(*) FROM mail_outbox WHERE transport = 'mailbox' AND sent_at = 100"
         ),
         1
+    );
+}
+
+/// Two nodes flushing usage of the same keys at the same time must not
+/// deadlock: each batch is a HashMap, iterated in its own order, and the
+/// rows were once locked in that order (found by scripts/soak.sh: `GET
+/// /api/v1/usage`, which flushes first, answered 503 "deadlock detected").
+/// `store::postgres::usage::write_usage` now writes keys (and each key's
+/// hours) sorted, so every transaction locks rows in one order.
+#[test]
+fn flushes_of_the_same_keys_from_two_nodes_do_not_deadlock() {
+    let Some(db) = TestDb::create() else { return };
+    const KEYS: usize = 200;
+    let deadlocks = block_on(async {
+        let setup = postgres::pool(&db.url, 1).unwrap();
+        postgres::migrate(&setup).await.unwrap();
+        let mut sql = String::from(
+            "INSERT INTO projects (id, name, plan, created_at) VALUES ('proj_u', 'u', 'free', 0);",
+        );
+        for k in 0..KEYS {
+            sql.push_str(&format!(
+                "INSERT INTO api_keys (id, project_id, key_hash, prefix, name, type, environment, created_at, updated_at)
+                 VALUES ('key_{k}', 'proj_u', '\\x{k:04x}', 'p', 'n', 'secret', 'production', 0, 0);"
+            ));
+        }
+        setup
+            .get()
+            .await
+            .unwrap()
+            .batch_execute(&sql)
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let url = db.url.clone();
+                tokio::spawn(async move {
+                    let pool = postgres::pool(&url, 1).unwrap();
+                    let mut failures = Vec::new();
+                    for round in 0..10 {
+                        // A new map per batch: its own iteration order.
+                        let mut b = UsageBatch::default();
+                        for k in 0..KEYS {
+                            let mut u = KeyUsage::new(Arc::from("proj_u"));
+                            u.hour(3600)[0] = 1;
+                            u.last_used = Some(4000 + round);
+                            b.keys.insert(Arc::from(format!("key_{k}")), u);
+                        }
+                        let mut client = pool.get().await.unwrap();
+                        if let Err(e) = usage::write_usage(&mut client, &b).await {
+                            failures.push(e.to_string());
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    assert!(deadlocks.is_empty(), "{deadlocks:?}");
+    assert_eq!(
+        db.query_i64("SELECT CAST(sum(valid) AS BIGINT) FROM usage_hourly"),
+        (2 * 10 * KEYS) as i64
     );
 }

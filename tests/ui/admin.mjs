@@ -13,6 +13,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { launch } from "./chromium.mjs";
+import { axeViolations, NARROWEST, outOfReach, overflow, THEMES, WIDTHS } from "./a11y.mjs";
 
 const [base, shotDir] = process.argv.slice(2);
 if (!base || !shotDir) {
@@ -77,11 +78,11 @@ function assertNoProblems(step) {
 
 // --- API calls made by the test itself (outside the browser) ---------------
 
-async function verify(key, scopes) {
+async function verify(key, scopes, extra = {}) {
   const res = await fetch(`${base}/api/v1/keys/verify`, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ key, scopes }),
+    body: JSON.stringify({ key, scopes, ...extra }),
   });
   check(res.status === 200, `verify answered ${res.status}`);
   return res.json();
@@ -108,10 +109,84 @@ async function cookieLogin(email) {
   });
 }
 
+/** The newest login code mailed to `email`, read from the JSON mailbox. */
+async function mailedCode(email) {
+  const box = await (await fetch(`${base}/api/v1/dev/mailbox`)).json();
+  const mail = box.items.find((m) => m.to === email);
+  check(mail, `a message to ${email} in the mailbox`);
+  return mail.body.split("\n").map((l) => l.trim()).find((l) => /^[0-9]{6,10}$/.test(l));
+}
+
+/** Calls the API from inside the page, with its session, CSRF token and project. */
+function apiInPage(page, method, url, body) {
+  return page.evaluate(async ({ method, url, body }) => {
+    const me = await (await fetch("/api/v1/me")).json();
+    const project = localStorage.getItem("gatehouse.project") || me.memberships[0].project.id;
+    const res = await fetch(url, {
+      method,
+      headers: { "content-type": "application/json", "x-csrf-token": me.csrf_token, "x-project-id": project },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: await res.json() };
+  }, { method, url, body });
+}
+
+// --- Keyboard only ---------------------------------------------------------
+
+/** What has the focus: its tag, accessible text and whether its focus shows. */
+function focused(page) {
+  return page.evaluate(() => {
+    const el = document.activeElement;
+    if (!el || el === document.body) return { tag: "body", text: "", visible: false };
+    const text = (el.getAttribute("aria-label") || el.labels?.[0]?.textContent || el.textContent || el.value || "").trim();
+    return { tag: el.tagName.toLowerCase(), id: el.id, text, visible: el.matches(":focus-visible") };
+  });
+}
+
+/** Presses Tab until `wanted(focus)` holds; fails after `max` presses. */
+async function tabTo(page, what, wanted, max = 60) {
+  for (let i = 0; i < max; i += 1) {
+    const f = await focused(page);
+    if (wanted(f)) {
+      check(f.visible, `${what} shows that it has the keyboard focus`);
+      return f;
+    }
+    await page.keyboard.press("Tab");
+  }
+  throw new Failure(`${what} cannot be reached with the Tab key`);
+}
+
+// --- Every page, both widths, both themes -----------------------------------
+
+/** Loads `url` and waits until the page has drawn what it loads. */
+async function settle(page, url) {
+  await page.goto(`${base}${url}`);
+  await page.waitForLoadState("networkidle");
+  await page.locator("#boot-status, #docs-status").waitFor({ state: "detached" });
+  await page.waitForFunction(() => !document.querySelector("[aria-busy=true]"));
+}
+
+const failures = [];
+
+/** Checks the page as it is now and photographs it as `name`. */
+async function inspect(page, name, { width, theme, shoot = true }) {
+  const label = `${name} at ${width} px, ${theme}`;
+  const violations = await axeViolations(page);
+  for (const v of violations) {
+    failures.push(`${label}: axe ${v.impact} ${v.id} (${v.help})\n      ${v.nodes.join("\n      ")}`);
+  }
+  const wide = await overflow(page);
+  if (wide) failures.push(`${label}: the page is ${wide.document} px wide in a ${wide.viewport} px window: ${wide.culprits.join(", ")}`);
+  if (width < 800) {
+    for (const p of await outOfReach(page)) failures.push(`${label}: ${p}`);
+  }
+  if (shoot) await page.screenshot({ path: path.join(shotDir, `${name}-${width}-${theme}.png`), fullPage: true });
+}
+
 // --- The run -----------------------------------------------------------------
 
 const { context, close } = await launch({
-  viewport: { width: 1280, height: 860 },
+  viewport: { width: 1280, height: 900 },
   onCspViolation: (text) => problems.push(text),
 });
 
@@ -205,6 +280,91 @@ try {
   await page.locator("tr", { hasText: "Billing service" }).getByText("Revoked").waitFor();
   passed("revoked the key through the UI; verify answers invalid_key");
 
+  // 4b. The keys table at 1280 px: the whole display prefix on one line,
+  //     dates on one line, and the use of each key over 30 days.
+  const reporting = await apiInPage(page, "POST", "/api/v1/api-keys", {
+    name: "Reporting",
+    scopes: ["analytics:read"],
+    environment: "staging",
+    credits: { remaining: 500, refill: { amount: 500, interval: "monthly" } },
+    metadata: { team: "finance" },
+  });
+  check(reporting.status === 201, `a second key is created: ${JSON.stringify(reporting.body)}`);
+  const reportingKey = reporting.body.plaintext_key;
+  for (let i = 0; i < 3; i += 1) check((await verify(reportingKey, ["analytics:read"])).valid, "the second key verifies");
+  const wrongScope = await verify(reportingKey, ["webhooks:manage"]);
+  check(wrongScope.code === "insufficient_scope", `a check for a scope it lacks is refused: ${JSON.stringify(wrongScope)}`);
+  await page.goto(`${base}/keys`);
+  const reportingRow = page.locator(`tr[data-key-id="${reporting.body.id}"]`);
+  await reportingRow.waitFor();
+  await page.waitForLoadState("networkidle");
+  const layout = await reportingRow.evaluate((tr) => {
+    const code = tr.querySelector(".key-cell code");
+    const times = [...tr.querySelectorAll("time")];
+    const lineHeight = (el) => parseFloat(getComputedStyle(el).lineHeight) || 20;
+    return {
+      prefix: code.textContent,
+      prefixCut: code.scrollWidth > code.clientWidth + 1 || code.getBoundingClientRect().right > tr.closest(".table-wrap").getBoundingClientRect().right,
+      prefixLines: Math.round(code.getBoundingClientRect().height / lineHeight(code)),
+      dateLines: times.map((t) => Math.round(t.getBoundingClientRect().height / lineHeight(t))),
+      usage: tr.querySelector("[data-key-usage]").textContent,
+    };
+  });
+  check(layout.prefix.startsWith(reportingKey.slice(0, 16)) && !layout.prefixCut && layout.prefixLines === 1,
+    `the display prefix shows whole on one line: ${JSON.stringify(layout)}`);
+  check(layout.dateLines.length >= 1 && layout.dateLines.every((n) => n === 1), `dates take one line: ${JSON.stringify(layout)}`);
+  check(/^3\b/.test(layout.usage) && layout.usage.includes("1 refused"), `the row shows the key's use over 30 days: ${JSON.stringify(layout)}`);
+  passed(`the keys table shows the whole prefix, one-line dates and use per key (${layout.usage})`);
+
+  // 4c. A key's own page: a click on the row opens it.
+  await reportingRow.locator("td").nth(1).click();
+  await page.waitForURL((u) => u.pathname === `/keys/${reporting.body.id}`);
+  await page.getByRole("heading", { name: "Reporting", level: 1 }).waitFor();
+  await page.waitForLoadState("networkidle");
+  const keyPage = await page.evaluate(() => ({
+    balance: document.getElementById("key-balance").textContent,
+    settings: document.querySelector("[aria-labelledby=settings-title]").textContent,
+    limits: document.querySelector("[aria-labelledby=limits-title]").textContent,
+    chart: (() => {
+      const svg = document.querySelector("#key-usage-chart svg.chart");
+      return svg ? { ...svg.dataset, lines: svg.querySelectorAll("polyline").length } : null;
+    })(),
+    audit: [...document.querySelectorAll("#key-audit tbody tr")].map((tr) => tr.textContent),
+  }));
+  check(keyPage.balance.includes("497") && keyPage.balance.includes("credits left"), `the balance, less the 3 valid checks: ${keyPage.balance}`);
+  check(keyPage.limits.includes("100 requests per minute") && keyPage.limits.includes("every month"), `limits: ${keyPage.limits}`);
+  check(keyPage.settings.includes("analytics:read") && keyPage.settings.includes("team"), `settings: ${keyPage.settings}`);
+  check(keyPage.chart && keyPage.chart.valid === "3" && keyPage.chart.refused === "1" && keyPage.chart.lines === 4,
+    `the key's usage chart: ${JSON.stringify(keyPage.chart)}`);
+  check(keyPage.audit.some((t) => t.includes("Key created")), `recent activity lists the creation: ${JSON.stringify(keyPage.audit)}`);
+  passed("a key's page shows its settings, limits, balance, usage chart and recent activity");
+
+  await page.getByRole("button", { name: "Edit", exact: true }).click();
+  const editor = page.locator("dialog[open]");
+  await editor.getByLabel("Name", { exact: true }).fill("Reporting v2");
+  await editor.getByLabel("Balance").fill("250");
+  await editor.getByRole("button", { name: "Save changes" }).click();
+  await page.locator("dialog").waitFor({ state: "detached" });
+  await page.getByRole("heading", { name: "Reporting v2", level: 1 }).waitFor();
+  check((await page.locator("#key-balance").textContent()).includes("250"), "the new balance shows");
+  await page.locator("#key-audit tbody tr", { hasText: "Key updated" }).first().waitFor();
+  const stored = await apiInPage(page, "GET", `/api/v1/api-keys/${reporting.body.id}`);
+  check(stored.body.name === "Reporting v2" && stored.body.credits.remaining === 250, `the edit is stored: ${JSON.stringify(stored.body)}`);
+  passed("edited the key on its page; the change is stored and in its activity");
+
+  await page.getByRole("button", { name: "Rotate", exact: true }).click();
+  await page.locator("dialog[open]").getByRole("button", { name: "Rotate key" }).click();
+  const rotatedSecret = page.locator("dialog[open] #secret-value");
+  await rotatedSecret.waitFor();
+  const rotatedKey = (await rotatedSecret.textContent()).trim();
+  await page.locator("dialog[open]").getByRole("button", { name: "Done" }).click();
+  await page.waitForURL((u) => u.pathname.startsWith("/keys/") && u.pathname !== `/keys/${reporting.body.id}`);
+  await page.getByRole("heading", { name: "Reporting v2", level: 1 }).waitFor();
+  check((await verify(rotatedKey, [])).valid, "the rotated key verifies");
+  check((await verify(reportingKey, [])).code === "invalid_key", "the previous key no longer does");
+  const newKeyPage = new URL(page.url()).pathname;
+  passed("rotated the key from its page; the new key's page opened");
+
   // 5. Invite a member; the list shows them. Then look through their eyes:
   //    controls a member may not use are disabled or absent.
   await page.getByRole("link", { name: "Members" }).click();
@@ -248,15 +408,30 @@ try {
   const chart = page.locator("#usage-chart svg.chart");
   await chart.waitFor();
   const totals = await chart.evaluate((svg) => ({
+    kind: svg.dataset.kind,
     valid: Number(svg.dataset.valid),
     invalid: Number(svg.dataset.invalid),
+    refused: Number(svg.dataset.refused),
     bars: svg.querySelectorAll("rect.bar").length,
+    refusedBars: svg.querySelectorAll("rect.bar-refused").length,
     buckets: svg.querySelectorAll("g.bucket").length,
   }));
-  check(totals.valid >= 1, `the chart counts the valid verification: ${JSON.stringify(totals)}`);
+  check(totals.kind === "bar" && totals.valid >= 1, `the chart counts the valid verifications: ${JSON.stringify(totals)}`);
+  check(totals.refused >= 1 && totals.refusedBars >= 1, `"other refusals" are a series of the chart: ${JSON.stringify(totals)}`);
   check(totals.bars >= 1 && totals.buckets >= 24, `the chart draws bars over the period: ${JSON.stringify(totals)}`);
+  const legend = await page.locator(".legend li").allTextContents();
+  check(JSON.stringify(legend) === JSON.stringify(["Valid", "Invalid", "Rate-limited", "Other refusals"]), `the legend names every series the totals show: ${legend}`);
   await page.screenshot({ path: path.join(shotDir, "usage.png"), fullPage: true });
-  passed(`usage chart drawn (${totals.buckets} buckets, ${totals.valid} valid, ${totals.invalid} invalid)`);
+  await page.getByLabel("Period").selectOption("90d");
+  await page.waitForFunction(() => document.querySelector("#usage-chart svg.chart")?.dataset.buckets >= 90);
+  check((await page.locator("#usage-chart svg.chart").getAttribute("data-kind")) === "line", "a long period is drawn as lines");
+  await page.getByRole("group", { name: "Chart style" }).getByRole("button", { name: "Bars" }).click();
+  await page.waitForFunction(() => document.querySelector("#usage-chart svg.chart")?.dataset.kind === "bar");
+  await page.getByRole("group", { name: "Chart style" }).getByRole("button", { name: "Lines" }).click();
+  await page.waitForFunction(() => document.querySelector("#usage-chart svg.chart")?.dataset.kind === "line");
+  check((await page.locator("#usage-chart svg.chart polyline").count()) === 4, "one line per series");
+  check(new URL(page.url()).search.includes("chart=line"), "the choice is kept in the address");
+  passed(`usage chart drawn with every series (${totals.buckets} buckets, ${totals.valid} valid, ${totals.refused} other refusals), as bars or lines`);
 
   // 7. The other pages load without errors.
   for (const [name, heading] of [["audit", "Audit log"], ["webhooks", "Webhooks"], ["billing", "Billing"], ["projects", "Projects"]]) {
@@ -267,6 +442,36 @@ try {
   await page.goto(`${base}/audit`);
   await page.locator("table.data code", { hasText: "key.revoked" }).first().waitFor();
   passed("audit, webhooks, billing and projects pages render");
+
+  // 7a. The audit log names targets and filters by action, actor, target and period.
+  check((await page.locator("#audit-list tbody tr", { hasText: "Billing service" }).count()) >= 1, "a key is named in the audit log, not only by id");
+  const filtered = (query) => page.waitForFunction((q) => new URL(location.href).search === q
+    && !document.querySelector("#audit-list[aria-busy]"), query);
+  await page.getByLabel("Action").selectOption("key.revoked");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await filtered("?action=key.revoked");
+  const revokedRows = await page.locator("#audit-list tbody tr").allTextContents();
+  check(revokedRows.length >= 1 && revokedRows.every((t) => t.includes("key.revoked")), `only revocations: ${revokedRows.length}`);
+  await page.getByLabel("Action").selectOption("");
+  await page.getByLabel("Target").fill("Reporting v2");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await filtered("?target=Reporting+v2");
+  const targetRows = await page.locator("#audit-list tbody tr").allTextContents();
+  check(targetRows.length >= 3 && targetRows.every((t) => t.includes("Reporting v2")), `only entries about that key: ${JSON.stringify(targetRows.map((t) => t.slice(0, 60)))}`);
+  await page.getByLabel("Actor").selectOption("system");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await filtered("?actor=system&target=Reporting+v2");
+  await page.locator("#audit-list .empty").waitFor();
+  await page.getByLabel("Actor").selectOption("");
+  await page.getByLabel("Target").fill("");
+  const tomorrow = new Date(Date.now() + 86400000).toISOString().slice(0, 10);
+  await page.getByLabel("From").fill(tomorrow);
+  await page.getByRole("button", { name: "Filter" }).click();
+  await filtered(`?from=${tomorrow}`);
+  await page.locator("#audit-list .empty").waitFor();
+  await page.getByRole("button", { name: "Clear" }).click();
+  await page.waitForFunction(() => document.getElementById("audit-filter-note").textContent === "" && document.querySelectorAll("#audit-list tbody tr").length > 3);
+  passed("audit log filters by action, actor, target and period");
 
   // 7b. Webhooks and billing against the real routes.
   await page.goto(`${base}/billing`);
@@ -313,6 +518,13 @@ try {
   await panel.waitFor({ state: "visible" });
   check((await panel.getByRole("heading").textContent()).includes("Session expired"), "the panel says the session expired");
   check((await page.locator("#session-expired-form input[name=next]").inputValue()) === target, "the panel returns to the same page");
+  await inspect(page, "session-expired", { width: 1280, theme: "light" });
+  await page.emulateMedia({ colorScheme: "dark" });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await inspect(page, "session-expired", { width: 390, theme: "dark" });
+  await page.emulateMedia({ colorScheme: "light" });
+  await page.setViewportSize({ width: 1280, height: 900 });
+  check(failures.length === 0, `the session-expired panel:\n  ${failures.join("\n  ")}`);
   await panel.getByRole("button", { name: "Continue" }).click();
   await page.waitForURL((u) => u.pathname + u.search === target);
   await page.locator("#usage-chart svg.chart").waitFor();
@@ -321,15 +533,93 @@ try {
   check((await context.cookies(base)).some((c) => c.name === "gatehouse_access"), "a fresh access cookie is set");
   passed("expired session: the panel renewed it and returned to the same page");
 
-  // 9. A phone-width look at the keys page, then log out.
-  await page.setViewportSize({ width: 390, height: 844 });
-  await page.goto(`${base}/keys?show=all`);
-  await page.locator("tr", { hasText: "Billing service" }).waitFor();
-  await page.screenshot({ path: path.join(shotDir, "keys-phone.png"), fullPage: true });
-  await page.setViewportSize({ width: 1280, height: 860 });
+  // 9. Every page at 1280x900 and 390x844, light and dark: no serious or
+  //    critical axe-core violation, no horizontal overflow, every section in
+  //    reach; each photographed. Then the same at 360 px without photographs.
+  const sweep = [
+    ["login", "/login"],
+    ["keys", "/keys?show=all"],
+    ["key", newKeyPage],
+    ["members", "/members"],
+    ["usage", "/usage"],
+    ["audit", "/audit"],
+    ["webhooks", "/webhooks"],
+    ["billing", "/billing"],
+    ["projects", "/projects"],
+    ["mailbox", "/dev/mailbox"],
+    ["docs", "/docs"],
+  ];
+  let inspected = 0;
+  for (const theme of THEMES) {
+    await page.emulateMedia({ colorScheme: theme });
+    for (const size of [...WIDTHS, NARROWEST]) {
+      await page.setViewportSize({ width: size.width, height: size.height });
+      const shoot = size !== NARROWEST;
+      for (const [name, url] of sweep) {
+        await settle(page, url);
+        await inspect(page, name, { width: size.width, theme, shoot });
+        inspected += 1;
+      }
+      // The create-key dialog, open.
+      await settle(page, "/keys");
+      await page.getByRole("button", { name: "Create key" }).click();
+      await page.locator("dialog[open]").waitFor();
+      await inspect(page, "keys-create-dialog", { width: size.width, theme, shoot });
+      await page.keyboard.press("Escape");
+      await page.locator("dialog").waitFor({ state: "detached" });
+      inspected += 1;
+    }
+  }
+  await page.emulateMedia({ colorScheme: "light" });
+  check(failures.length === 0, `pages that fail:\n  ${failures.join("\n  ")}`);
+  passed(`${inspected} page views pass axe-core (no serious or critical violation) and fit their width, light and dark, at 1280, 390 and 360 px`);
+
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.goto(`${base}/keys`);
   await page.getByRole("button", { name: "Log out" }).click();
   await page.waitForURL((u) => u.pathname === "/login");
   passed("logged out");
+
+  // 10. Keyboard only: log in, create a key, revoke it.
+  const kbEmail = `keyboard-${Date.now().toString(36)}@acme.test`;
+  await page.goto(`${base}/login`);
+  await tabTo(page, "the email field", (f) => f.tag === "input" && f.text === "Email address");
+  await page.keyboard.type(kbEmail);
+  await page.keyboard.press("Enter");
+  await page.getByLabel("Login code").waitFor();
+  await tabTo(page, "the code field", (f) => f.tag === "input" && f.text === "Login code");
+  await page.keyboard.type(await mailedCode(kbEmail));
+  await page.keyboard.press("Enter");
+  await page.waitForURL((u) => u.pathname === "/keys");
+  await page.locator(".list-area .empty").waitFor();
+  passed("keyboard only: logged in");
+
+  await tabTo(page, "the Create key button", (f) => f.tag === "button" && f.text === "Create key");
+  await page.keyboard.press("Enter");
+  await page.locator("dialog[open]").waitFor();
+  check((await focused(page)).text === "Name", "the dialog opens with the focus on the name");
+  await page.keyboard.type("Keyboard key");
+  await tabTo(page, "the dialog's Create key button", (f) => f.tag === "button" && f.text === "Create key");
+  await page.keyboard.press("Enter");
+  const kbSecret = page.locator("dialog[open] #secret-value");
+  await kbSecret.waitFor();
+  const kbKey = (await kbSecret.textContent()).trim();
+  check((await focused(page)).text === "Done", "the secret dialog puts the focus on Done");
+  await page.keyboard.press("Enter");
+  await page.locator("dialog").waitFor({ state: "detached" });
+  check((await verify(kbKey, [])).valid, "the key made with the keyboard verifies");
+  check((await focused(page)).text === "Create key", "the focus returns to Create key");
+  passed("keyboard only: created a key");
+
+  await tabTo(page, "the key's Revoke button", (f) => f.tag === "button" && f.text === "Revoke Keyboard key");
+  await page.keyboard.press("Enter");
+  await page.locator("dialog[open]").getByRole("heading", { name: "Revoke this key?" }).waitFor();
+  await tabTo(page, "the Revoke key button", (f) => f.tag === "button" && f.text === "Revoke key");
+  await page.keyboard.press("Enter");
+  await page.locator("dialog").waitFor({ state: "detached" });
+  const kbRevoked = await verify(kbKey, []);
+  check(kbRevoked.code === "invalid_key", `the key revoked with the keyboard no longer verifies: ${JSON.stringify(kbRevoked)}`);
+  passed("keyboard only: revoked the key");
 
   passed("no JavaScript errors, console errors or CSP violations on any page");
   console.log("ui: all steps passed");

@@ -4,7 +4,7 @@
 // Content-Security-Policy as the admin UI, and text from the document can
 // never become markup.
 
-import { clear, h } from "../dom.js";
+import { clear, h, PRODUCT } from "../dom.js";
 import { constraints, groups, matches, properties, refName, resolve, securityNames, typeParts } from "./model.js";
 
 const DOCUMENT_URL = "/api/v1/openapi.json";
@@ -227,7 +227,8 @@ function securitySection(doc) {
 
 function render(doc) {
   const info = doc.info || {};
-  document.title = `${info.title || "API"} reference`;
+  // The page carries the team's name (ui.product_name), as the UI does.
+  document.title = `API reference \u00b7 ${PRODUCT}`;
   document.getElementById("docs-version").textContent = `version ${info.version || "?"} · OpenAPI ${doc.openapi || "?"}`;
   const tagGroups = groups(doc);
   // operationId -> anchor, for response links (the first operation wins).
@@ -239,7 +240,7 @@ function render(doc) {
 
   clear(main);
   main.append(
-    h("h1", null, info.title || "API reference"),
+    h("h1", null, "API reference"),
     ...prose(info.description, "docs-lead"),
     h("p", { class: "muted", id: "docs-count" }, `${count} operations in ${tagGroups.length} groups.`),
     securitySection(doc) || "",

@@ -3,7 +3,7 @@
 // Until the server has the billing route (it answers 404) the page says so.
 
 import { api, isMissingRoute } from "../api.js";
-import { add, clear, errorBox, formatNumber, h } from "../dom.js";
+import { add, clear, errorBox, formatNumber, h, PRODUCT } from "../dom.js";
 import { badge, dataTable, messageOf, pageHeader, unavailable } from "../ui.js";
 
 function limitText(limit) {
@@ -58,7 +58,7 @@ export async function render(ctx) {
     if (isMissingRoute(err)) {
       clear(area).append(
         unavailable("Billing",
-          `Billing is not configured on this Gatehouse server, so ${ctx.project.name} has no plan limits (plan \u201c${ctx.project.plan}\u201d).`),
+          `Billing is not configured on this ${PRODUCT} server, so ${ctx.project.name} has no plan limits (plan \u201c${ctx.project.plan}\u201d).`),
       );
       const plans = await plansTable();
       if (plans) area.append(plans);

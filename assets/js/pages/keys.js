@@ -1,10 +1,27 @@
-// API keys: the project's keys (revoked and expired ones on request), the
-// create dialog, and rotate/revoke behind a confirmation. A new key's
+// API keys: the project's keys (revoked and expired ones on request) with
+// their use over the last 30 days, the create dialog, and rotate/revoke
+// behind a confirmation. A row leads to the key's own page. A new key's
 // plaintext is shown once and leaves the document when its dialog closes.
 
 import { api } from "../api.js";
-import { add, busy, clear, errorBox, field, h, statusBox, timeEl } from "../dom.js";
-import { badge, confirmAction, dataTable, messageOf, modal, pageHeader, pager, revealSecret } from "../ui.js";
+import { add, busy, clear, dateEl, errorBox, field, formatNumber, h, s, statusBox } from "../dom.js";
+import { dataTable, messageOf, modal, pageHeader, pager } from "../ui.js";
+import {
+  confirmRevoke, confirmRotate, eachLimited, isLive, keyHref, keyUsage, radio, scopesCell, showPlaintext, statusBadge,
+} from "../keyparts.js";
+
+/** Verifications per day as a row of small bars (valid ones). */
+function sparkline(series) {
+  const width = 84;
+  const height = 18;
+  const max = Math.max(1, ...series.map((p) => p.valid));
+  const w = width / Math.max(1, series.length);
+  return s("svg", { class: "spark", width, height, viewBox: `0 0 ${width} ${height}`, "aria-hidden": "true" },
+    series.map((p, i) => {
+      const bh = p.valid ? Math.max(1, (p.valid / max) * height) : 0;
+      return s("rect", { x: (i * w).toFixed(2), y: (height - bh).toFixed(2), width: Math.max(0.5, w - 0.6).toFixed(2), height: bh.toFixed(2) });
+    }));
+}
 
 const EXPIRY_CHOICES = [
   ["", "Never"],
@@ -14,48 +31,6 @@ const EXPIRY_CHOICES = [
   ["180", "In 180 days"],
   ["365", "In 1 year"],
 ];
-
-const GRACE_CHOICES = [
-  [0, "Now", "The current key stops working at once."],
-  [3600, "In 1 hour", "Both keys work for an hour while you deploy the new one."],
-  [86400, "In 24 hours", "Both keys work for a day."],
-  [604800, "In 7 days", "Both keys work for a week."],
-];
-
-function keyStatus(key) {
-  if (key.revoked_at) return ["Revoked", "danger"];
-  if (key.expires_at && new Date(key.expires_at) <= new Date()) return ["Expired", "muted"];
-  if (!key.is_active) return ["Inactive", "muted"];
-  return ["Active", "ok"];
-}
-
-function scopesCell(scopes) {
-  if (!scopes.length) return h("span", { class: "muted" }, "None");
-  return h("ul", { class: "chips" }, scopes.map((sc) => h("li", null, h("code", null, sc))));
-}
-
-const WARNING = "Copy this key now and store it somewhere safe. Gatehouse keeps only a hash of it: it will not be shown again, and if you lose it you will need to rotate the key.";
-
-function showPlaintext(created, title) {
-  return revealSecret({
-    title,
-    label: `Secret for \u201c${created.name}\u201d`,
-    secret: created.plaintext_key,
-    warning: WARNING,
-    details: h("dl", { class: "facts" },
-      h("dt", null, "Prefix"), h("dd", null, h("code", null, created.prefix)),
-      h("dt", null, "Type"), h("dd", null, created.type),
-      h("dt", null, "Scopes"), h("dd", null, scopesCell(created.scopes))),
-  });
-}
-
-function radio(name, value, label, description, checked) {
-  const input = h("input", { type: "radio", name, value, checked, id: `${name}-${value}` });
-  return h("div", { class: "choice" },
-    input,
-    h("label", { for: input.id }, h("span", { class: "choice-title" }, label),
-      description ? h("span", { class: "choice-text" }, description) : null));
-}
 
 function createDialog(catalog, onCreated) {
   const error = errorBox();
@@ -230,39 +205,21 @@ export async function render(ctx) {
   }
 
   function actions(key) {
-    if (!canManage || key.revoked_at || !key.is_active) return h("span", { class: "muted" }, "\u2014");
+    if (!canManage || !isLive(key)) return h("span", { class: "muted" }, "\u2014");
     return h("div", { class: "row-actions" },
       h("button", { type: "button", class: "button button-small", "aria-label": `Rotate ${key.name}`, onclick: () => rotate(key) }, "Rotate"),
       h("button", { type: "button", class: "button button-small button-danger-quiet", "aria-label": `Revoke ${key.name}`, onclick: () => revoke(key) }, "Revoke"));
   }
 
   async function revoke(key) {
-    const done = await confirmAction({
-      title: "Revoke this key?",
-      message: h("p", null, "Requests with ", h("strong", null, key.name), " (", h("code", null, key.prefix), "\u2026) will be refused as soon as you confirm. This cannot be undone."),
-      confirmLabel: "Revoke key",
-      danger: true,
-      action: () => api("DELETE", `/api/v1/api-keys/${encodeURIComponent(key.id)}`),
-    });
-    if (done) {
+    if (await confirmRevoke(key)) {
       status.show(`Key \u201c${key.name}\u201d revoked.`);
       await load();
     }
   }
 
   async function rotate(key) {
-    const grace = h("fieldset", { class: "choices" },
-      h("legend", null, "Retire the current key"),
-      GRACE_CHOICES.map(([secs, label, text], i) => radio("grace", secs, label, text, i === 0)));
-    const created = await confirmAction({
-      title: "Rotate this key?",
-      message: h("p", null, "A new key with the same settings replaces ", h("strong", null, key.name), " (", h("code", null, key.prefix), "\u2026)."),
-      extra: grace,
-      confirmLabel: "Rotate key",
-      action: (form) => api("POST", `/api/v1/api-keys/${encodeURIComponent(key.id)}/rotate`, {
-        body: { expire_previous_in_secs: Number(form.elements.grace.value) },
-      }),
-    });
+    const created = await confirmRotate(key);
     if (created) {
       await load();
       await showPlaintext(created, "Key rotated");
@@ -284,17 +241,30 @@ export async function render(ctx) {
       listArea.removeAttribute("aria-busy");
       return;
     }
+    const usageCells = new Map();
     const columns = [
-      { label: "Name", cell: (k) => h("strong", { class: "key-name" }, k.name) },
-      { label: "Prefix", cell: (k) => h("code", { class: "nowrap" }, `${k.prefix}\u2026`) },
-      { label: "Type", cell: (k) => k.type },
-      { label: "Environment", cell: (k) => k.environment },
+      {
+        label: "Name",
+        cell: (k) => h("div", { class: "key-cell" },
+          h("a", { href: keyHref(k), class: "key-link" }, k.name),
+          h("code", { title: "Display prefix" }, `${k.prefix}\u2026`)),
+      },
+      { label: "Type", cell: (k) => h("span", { class: "kind" }, k.type, h("span", { class: "muted" }, k.environment)) },
       { label: "Scopes", cell: (k) => scopesCell(k.scopes) },
       { label: "Owner", cell: (k) => (k.owner_id ? h("code", null, k.owner_id) : h("span", { class: "muted" }, "\u2014")) },
-      { label: "Created", cell: (k) => timeEl(k.created_at) },
-      { label: "Last used", cell: (k) => timeEl(k.last_used_at) },
-      { label: "Expires", cell: (k) => timeEl(k.expires_at) },
-      { label: "Status", cell: (k) => badge(...keyStatus(k)) },
+      {
+        label: "30 days",
+        className: "usage",
+        cell: (k) => {
+          const cell = h("span", { class: "usage-figure", dataset: { keyUsage: k.id } }, h("span", { class: "muted" }, "\u2026"));
+          usageCells.set(k.id, cell);
+          return cell;
+        },
+      },
+      { label: "Created", cell: (k) => dateEl(k.created_at) },
+      { label: "Last used", cell: (k) => dateEl(k.last_used_at) },
+      { label: "Expires", cell: (k) => dateEl(k.expires_at) },
+      { label: "Status", cell: (k) => statusBadge(k) },
     ];
     if (canManage) columns.push({ label: "Actions", cell: actions, className: "actions" });
     add(clear(listArea), 
@@ -302,7 +272,17 @@ export async function render(ctx) {
         caption: "API keys",
         columns,
         items: list.items,
-        rowAttrs: (k) => ({ "data-key-id": k.id, class: k.is_active && !k.revoked_at ? null : "inactive" }),
+        rowAttrs: (k) => ({
+          "data-key-id": k.id,
+          class: ["clickable", isLive(k) ? null : "inactive"],
+          // The whole row opens the key's page with a pointer; the name is
+          // the link for the keyboard and screen readers.
+          onclick: (event) => {
+            if (event.target.closest("a, button, input, select, summary")) return;
+            if (window.getSelection().toString()) return;
+            location.assign(keyHref(k));
+          },
+        }),
         empty: state.owner
           ? "No keys for that owner."
           : canManage ? "No keys yet. Create one to let a service call your API." : "No keys yet.",
@@ -313,6 +293,21 @@ export async function render(ctx) {
       }),
     );
     listArea.removeAttribute("aria-busy");
+    // Each key's use over the last 30 days, filled in as it arrives.
+    eachLimited(list.items, 4, async (k) => {
+      const cell = usageCells.get(k.id);
+      try {
+        const report = await keyUsage(k.id, 30);
+        const t = report.totals;
+        const refused = t.invalid + t.rate_limited + t.refused;
+        add(clear(cell), 
+          h("span", { title: `${formatNumber(t.valid)} valid, ${formatNumber(refused)} refused in the last 30 days` },
+            formatNumber(t.valid), refused ? h("span", { class: "muted" }, ` (+${formatNumber(refused)} refused)`) : null),
+          sparkline(report.series));
+      } catch {
+        clear(cell).append(h("span", { class: "muted" }, "\u2014"));
+      }
+    });
   }
 
   await load();

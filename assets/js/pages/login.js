@@ -4,7 +4,7 @@
 // only) or to the keys page.
 
 import { api, ApiError } from "../api.js";
-import { add, busy, clear, errorBox, field, h } from "../dom.js";
+import { add, busy, clear, errorBox, field, h, PRODUCT } from "../dom.js";
 import { messageOf } from "../ui.js";
 
 const PENDING_KEY = "gatehouse.login.email";
@@ -68,8 +68,8 @@ export async function render(ctx) {
   add(ctx.main, 
     h("div", { class: "auth-wrap" },
       h("div", { class: "auth-brand" },
-        h("img", { src: "/assets/favicon.svg", alt: "", width: 40, height: 40 }),
-        h("span", null, "Gatehouse")),
+        h("img", { src: "/branding/logo", alt: "", width: 40, height: 40 }),
+        h("span", null, PRODUCT)),
       card,
       local),
   );
@@ -85,7 +85,7 @@ export async function render(ctx) {
     } else if (state === "remote") {
       local.append(
         h("strong", null, "Local mode. "),
-        "Login codes go to the local mailbox, which can be read only on the machine Gatehouse runs on.");
+        `Login codes go to the local mailbox, which can be read only on the machine ${PRODUCT} runs on.`);
       local.hidden = false;
     }
   });

@@ -2,7 +2,7 @@
 // newest first, with the login code picked out. Polls while open.
 
 import { api, ApiError } from "../api.js";
-import { add, clear, errorBox, formatDateTime, h } from "../dom.js";
+import { add, clear, errorBox, formatDateTime, h, PRODUCT } from "../dom.js";
 import { messageOf } from "../ui.js";
 
 /** The login code in a message body: a line of digits only. */
@@ -33,7 +33,7 @@ export async function render(ctx) {
       h("div", { class: "page-header" },
         h("div", null,
           h("h1", null, "Local mailbox"),
-          h("p", { class: "lead" }, "In local mode Gatehouse delivers mail here instead of sending it. Newest first; this page refreshes by itself.")),
+          h("p", { class: "lead" }, `In local mode ${PRODUCT} delivers mail here instead of sending it. Newest first; this page refreshes by itself.`)),
         h("div", { class: "page-actions" },
           h("a", { class: "button", href: "/login" }, "Back to log in"))),
       error.el,
@@ -57,7 +57,7 @@ export async function render(ctx) {
       if (err instanceof ApiError && err.status === 404) {
         clear(list).append(h("div", { class: "panel notice" },
           h("h2", null, "Not in local mode"),
-          h("p", null, "The local mailbox exists only when Gatehouse runs in local mode. Mail is delivered by SMTP.")));
+          h("p", null, `The local mailbox exists only when ${PRODUCT} runs in local mode. Mail is delivered by SMTP.`)));
       } else {
         error.show(messageOf(err));
       }

@@ -1,8 +1,9 @@
-// Usage: verifications over time for the project or one key, as a chart,
-// totals, and the same figures as a table.
+// Usage: verifications over time for the project or one key, as a chart
+// (stacked bars, or lines for long periods), totals, and the same figures
+// as a table.
 
 import { api } from "../api.js";
-import { add, clear, errorBox, field, formatDateTime, formatNumber, h } from "../dom.js";
+import { add, clear, errorBox, field, formatDateTime, formatNumber, h, PRODUCT } from "../dom.js";
 import { SERIES, usageChart } from "../chart.js";
 import { dataTable, messageOf, pageHeader } from "../ui.js";
 
@@ -24,7 +25,11 @@ export async function render(ctx) {
   const state = {
     key: params.get("key"),
     range: RANGES[params.get("range")] ? params.get("range") : "24h",
+    // Bars read best over a day or a week; lines over months. The choice
+    // made here is kept in the address.
+    kind: ["bar", "line"].includes(params.get("chart")) ? params.get("chart") : null,
   };
+  const kindOf = () => state.kind || (RANGES[state.range].granularity === "day" ? "line" : "bar");
   const error = errorBox();
   const keySelect = h("select", { id: "usage-key", name: "key" }, h("option", { value: "" }, "All keys"));
   const rangeSelect = h("select", { id: "usage-range", name: "range" },
@@ -32,21 +37,33 @@ export async function render(ctx) {
   const totalsArea = h("div", { class: "stats" });
   const chartArea = h("div", { class: "chart-area", id: "usage-chart" });
   const tableArea = h("div");
+  const kindButtons = [["bar", "Bars"], ["line", "Lines"]].map(([kind, label]) =>
+    h("button", { type: "button", dataset: { kind }, "aria-pressed": String(kindOf() === kind), onclick: () => {
+      state.kind = kind;
+      syncKind();
+      syncUrl();
+      draw();
+    } }, label));
+  function syncKind() {
+    for (const b of kindButtons) b.setAttribute("aria-pressed", String(b.dataset.kind === kindOf()));
+  }
   const filters = h("form", { class: "toolbar" },
     field("Key", keySelect),
     field("Period", rangeSelect));
   filters.addEventListener("submit", (event) => event.preventDefault());
 
   add(ctx.main, 
-    pageHeader("Usage", `Key verifications for ${ctx.project.name}, through the verify API, forward-auth and calls to Gatehouse's own API.`),
+    pageHeader("Usage", `Key verifications for ${ctx.project.name}, through the verify API, forward-auth and calls to ${PRODUCT}'s own API.`),
     error.el,
     filters,
     totalsArea,
     h("section", { class: "card chart-card", "aria-labelledby": "chart-title" },
       h("div", { class: "chart-head" },
         h("h2", { id: "chart-title" }, "Verifications over time"),
-        h("ul", { class: "legend" }, SERIES.map(({ key, label }) =>
-          h("li", null, h("span", { class: `swatch swatch-${key.replace("_", "-")}`, "aria-hidden": "true" }), label)))),
+        h("div", { class: "chart-tools" },
+          h("ul", { class: "legend" }, SERIES.map(({ key, label }) =>
+            h("li", null, h("span", { class: `swatch swatch-${key.replace("_", "-")}`, "aria-hidden": "true" }), label))),
+          h("div", { class: "segmented", role: "group", "aria-label": "Chart style", id: "chart-kind" }, kindButtons))),
       chartArea,
       h("details", { class: "chart-table" }, h("summary", null, "Show the figures as a table"), tableArea)),
   );
@@ -75,16 +92,23 @@ export async function render(ctx) {
       width,
       height,
       granularity: range.granularity,
-      label: `Verifications for ${keyName}, ${range.label.toLowerCase()}: ${t.valid} valid, ${t.invalid} invalid, ${t.rate_limited} rate-limited.`,
+      kind: kindOf(),
+      label: `Verifications for ${keyName}, ${range.label.toLowerCase()}: ${t.valid} valid, ${t.invalid} invalid, ${t.rate_limited} rate-limited, ${t.refused} other refusals.`,
     }));
+  }
+
+  function syncUrl() {
+    const q = new URLSearchParams();
+    if (state.key) q.set("key", state.key);
+    if (state.range !== "24h") q.set("range", state.range);
+    if (state.kind) q.set("chart", state.kind);
+    history.replaceState(null, "", q.toString() ? `${location.pathname}?${q}` : location.pathname);
   }
 
   async function load() {
     const range = RANGES[state.range];
-    const q = new URLSearchParams();
-    if (state.key) q.set("key", state.key);
-    if (state.range !== "24h") q.set("range", state.range);
-    history.replaceState(null, "", q.toString() ? `${location.pathname}?${q}` : location.pathname);
+    syncUrl();
+    syncKind();
     error.clear();
     chartArea.setAttribute("aria-busy", "true");
     const to = new Date();

@@ -3,7 +3,7 @@
 // server has the webhooks routes (they answer 404) the page says so.
 
 import { api, isMissingRoute } from "../api.js";
-import { add, busy, clear, errorBox, field, h, statusBox, timeEl } from "../dom.js";
+import { add, busy, clear, errorBox, field, h, statusBox, timeEl, PRODUCT } from "../dom.js";
 import { badge, confirmAction, dataTable, messageOf, modal, pageHeader, revealSecret, unavailable } from "../ui.js";
 
 const EVENTS = [
@@ -77,7 +77,7 @@ export async function render(ctx) {
   const listArea = h("div", { class: "list-area" });
   const formArea = h("div");
   add(ctx.main, 
-    pageHeader("Webhooks", `Gatehouse posts signed events about ${ctx.project.name} to your endpoints (Standard Webhooks signatures).`),
+    pageHeader("Webhooks", `${PRODUCT} posts signed events about ${ctx.project.name} to your endpoints (Standard Webhooks signatures).`),
     status.el,
     error.el,
     formArea,
@@ -129,7 +129,7 @@ export async function render(ctx) {
   async function remove(hook) {
     const done = await confirmAction({
       title: "Delete this endpoint?",
-      message: h("p", null, "Gatehouse stops sending events to ", h("code", null, hook.url), "."),
+      message: h("p", null, `${PRODUCT} stops sending events to `, h("code", null, hook.url), "."),
       confirmLabel: "Delete endpoint",
       danger: true,
       action: () => api("DELETE", `/api/v1/webhooks/${encodeURIComponent(hook.id)}`).then(() => true),
@@ -149,7 +149,7 @@ export async function render(ctx) {
       clear(formArea);
       if (isMissingRoute(err)) {
         add(clear(listArea), unavailable("Webhooks",
-          "This Gatehouse server does not offer outgoing webhooks yet. Once it does, you can add endpoints here."));
+          `This ${PRODUCT} server does not offer outgoing webhooks yet. Once it does, you can add endpoints here.`));
       } else {
         clear(listArea);
         error.show(messageOf(err));

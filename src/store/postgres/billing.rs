@@ -2,15 +2,18 @@
 //! primary key decides which node applies a redelivered event), then the
 //! change, in one transaction.
 
-use deadpool_postgres::GenericClient;
-
-use super::effects;
-use super::PgError;
-use crate::billing::link::{
+use super::{effects, PgError, PgStore};
+use crate::store::billing::Action;
+use crate::store::billing::{
+    link_event_outcome, plan_changed_effects, plan_kept_for_later, plan_set, BillingRepo,
+    StripeOutcome,
+};
+use crate::store::billing_link::{
     self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
 };
-use crate::billing::Action;
-use crate::db::billing::{link_event_outcome, plan_changed_effects, StripeOutcome};
+use crate::store::StoreResult;
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 
 async fn set_plan(
     client: &impl GenericClient,
@@ -97,19 +100,11 @@ pub async fn apply_stripe_event(
                         &[&customer, &plan, &now],
                     )
                     .await?;
-                    StripeOutcome::NotApplied(format!(
-                        "customer {customer} is not linked to a project; its plan {plan} applies when a checkout (or `gatehouse billing link`) links it"
-                    ))
+                    plan_kept_for_later(&customer, &plan)
                 }
                 Some(project_id) => {
-                    match set_plan(&tx, &project_id, &plan, Some(event_id), now).await? {
-                        Some(from) => StripeOutcome::PlanChanged {
-                            project_id,
-                            from,
-                            to: plan,
-                        },
-                        None => StripeOutcome::Recorded("plan unchanged".into()),
-                    }
+                    let from = set_plan(&tx, &project_id, &plan, Some(event_id), now).await?;
+                    plan_set(project_id, from, plan)
                 }
             }
         }
@@ -124,7 +119,7 @@ fn customer_lock(customer: &str) -> String {
 }
 
 /// Links `customer` to `project_id` as `request` asks, if the rules allow
-/// ([`link::decide`]), in the caller's transaction. The customer's advisory
+/// ([`billing_link::decide`]), in the caller's transaction. The customer's advisory
 /// lock and the project rows' locks order two links of one customer or of
 /// one project, on any node.
 async fn link_customer(
@@ -169,7 +164,7 @@ async fn link_customer(
         holder,
         waiting_plan,
     };
-    let decision = link::decide(project_id, request, &state);
+    let decision = billing_link::decide(project_id, request, &state);
     let mut plan_changes = Vec::new();
     if let LinkDecision::Link { taken_from, .. } = &decision {
         if let Some(other) = taken_from {
@@ -188,7 +183,7 @@ async fn link_customer(
     // The link's audit entries come before the plan changes it causes.
     effects::write(
         tx,
-        &link::effects(project_id, customer, request, &decision),
+        &billing_link::effects(project_id, customer, request, &decision),
         now,
     )
     .await?;
@@ -227,4 +222,46 @@ pub async fn link_stripe_customer(
     let outcome = link_customer(&tx, project_id, customer, &request, now).await?;
     tx.commit().await?;
     Ok(outcome)
+}
+
+#[async_trait]
+impl BillingRepo for PgStore {
+    async fn apply_stripe_event(
+        &self,
+        event_id: String,
+        event_type: String,
+        action: crate::store::billing::Action,
+    ) -> StoreResult<StripeOutcome> {
+        let mut client = self.client().await?;
+        Ok(apply_stripe_event(
+            &mut client,
+            &event_id,
+            &event_type,
+            action,
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn link_stripe_customer(
+        &self,
+        project: crate::store::ProjectId,
+        customer: String,
+        force: bool,
+        default_plan: String,
+    ) -> StoreResult<crate::store::billing_link::LinkOutcome> {
+        let request = crate::store::billing_link::LinkRequest::Manual {
+            force,
+            default_plan,
+        };
+        let mut client = self.client().await?;
+        Ok(link_stripe_customer(
+            &mut client,
+            project.as_str(),
+            &customer,
+            request,
+            self.clock.now(),
+        )
+        .await?)
+    }
 }

@@ -1,17 +1,19 @@
 //! Users, projects and memberships in PostgreSQL.
 
+use super::{PgError, PgStore};
+use crate::crypto::new_id;
+use crate::store::audit::Actor;
+use crate::store::directory::{
+    bootstrap_membership, bootstrap_project, may_change, member_added, member_change_effects,
+    project_created, BootstrapOutcome, DirectoryRepo, Member, MemberChangeError, Membership,
+    Project, User,
+};
+use crate::store::work::Outgoing;
+use crate::store::{ProjectId, StoreResult, UserId};
+use crate::types::{Email, Role};
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
-
-use super::effects::{emit, enqueue_mail, record_audit};
-use super::PgError;
-use crate::crypto::new_id;
-use crate::db::audit::{Actor, AuditEvent};
-use crate::db::mail::Outgoing;
-use crate::db::users::{
-    may_change, member_json, BootstrapOutcome, Member, MemberChangeError, Membership, Project, User,
-};
-use crate::types::{Email, Role};
 
 pub const USER_COLUMNS: &str = "u.id, u.email, u.full_name, u.created_at";
 const PROJECT_COLUMNS: &str = "p.id, p.name, p.plan, p.created_at";
@@ -262,18 +264,7 @@ pub async fn create_project(
     let tx = client.transaction().await?;
     let project = insert_project(&tx, name, plan, now).await?;
     insert_membership(&tx, &project.id, owner, Role::Owner, now).await?;
-    record_audit(
-        &tx,
-        &AuditEvent {
-            project_id: Some(&project.id),
-            action: "project.created",
-            actor,
-            target: Some(&project.id),
-            details: serde_json::json!({ "name": name }),
-        },
-        now,
-    )
-    .await?;
+    super::effects::write(&tx, &project_created(&project, actor), now).await?;
     tx.commit().await?;
     Ok(project)
 }
@@ -353,23 +344,11 @@ pub async fn add_member(
     if !insert_membership(&tx, project_id, &user.id, role, now).await? {
         return Ok(Err(MemberChangeError::AlreadyMember));
     }
-    record_audit(
-        &tx,
-        &AuditEvent {
-            project_id: Some(project_id),
-            action: "member.added",
-            actor,
-            target: Some(&user.id),
-            details: serde_json::json!({ "email": user.email, "role": role.as_str() }),
-        },
-        now,
-    )
-    .await?;
-    enqueue_mail(&tx, notify, now).await?;
     let member = member_row(&tx, project_id, &user.id)
         .await?
         .ok_or_else(|| PgError::Corrupt("memberships".into()))?;
-    emit(&tx, project_id, "member.added", member_json(&member), now).await?;
+    let effects = member_added(project_id, &member, actor, notify.clone());
+    super::effects::write(&tx, &effects, now).await?;
     tx.commit().await?;
     Ok(Ok(member))
 }
@@ -400,46 +379,225 @@ pub async fn bootstrap_user(
                 &[&name],
             )
             .await?;
-        let (project, created) = match rows.as_slice() {
-            [] => (insert_project(&tx, &name, plan, now).await?, true),
-            [one] => (project_from(one, 0)?, false),
-            many => {
-                return Ok(Err(format!(
-                    "{} projects are named {name:?}; rename one first",
-                    many.len()
-                )))
-            }
+        let named = rows
+            .iter()
+            .map(|r| project_from(r, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (project, created) = match bootstrap_project(&name, named) {
+            Ok(Some(p)) => (p, false),
+            Ok(None) => (insert_project(&tx, &name, plan, now).await?, true),
+            Err(why) => return Ok(Err(why)),
         };
-        let role = role.unwrap_or(if created { Role::Owner } else { Role::Member });
-        match member_row(&tx, &project.id, &outcome.user.id).await? {
-            Some(existing) if existing.role != role => {
-                return Ok(Err(format!(
-                    "{} is already a {} of {name:?}",
-                    outcome.user.email,
-                    existing.role.as_str()
-                )))
-            }
-            Some(_) => {}
-            None => {
+        let held = member_row(&tx, &project.id, &outcome.user.id)
+            .await?
+            .map(|m| m.role);
+        let role = match bootstrap_membership(&outcome.user, &project, created, role, held) {
+            Ok((role, None)) => role,
+            Ok((role, Some(effects))) => {
                 insert_membership(&tx, &project.id, &outcome.user.id, role, now).await?;
-                record_audit(
-                    &tx,
-                    &AuditEvent {
-                        project_id: Some(&project.id),
-                        action: "member.added",
-                        actor: &Actor::system(),
-                        target: Some(&outcome.user.id),
-                        details: serde_json::json!({ "email": outcome.user.email, "role": role.as_str(), "via": "cli" }),
-                    },
-                    now,
-                )
-                .await?;
+                super::effects::write(&tx, &effects, now).await?;
+                role
             }
-        }
+            Err(why) => return Ok(Err(why)),
+        };
         outcome.project = Some(project);
         outcome.project_created = created;
         outcome.role = Some(role);
     }
     tx.commit().await?;
     Ok(Ok(outcome))
+}
+
+#[async_trait]
+impl DirectoryRepo for PgStore {
+    async fn find_project(&self, id_or_name: String) -> StoreResult<Result<Project, String>> {
+        let client = self.client().await?;
+        Ok(find_project(&client, &id_or_name).await?)
+    }
+
+    async fn memberships(&self, user: UserId) -> StoreResult<Vec<Membership>> {
+        let client = self.client().await?;
+        Ok(memberships_of(&client, user.as_str()).await?)
+    }
+
+    async fn project_role(
+        &self,
+        user: UserId,
+        project: ProjectId,
+    ) -> StoreResult<Option<Membership>> {
+        let client = self.client().await?;
+        Ok(project_role(&client, user.as_str(), project.as_str()).await?)
+    }
+
+    async fn create_project(
+        &self,
+        owner: UserId,
+        name: String,
+        plan: String,
+        actor: Actor,
+    ) -> StoreResult<Project> {
+        let mut client = self.client().await?;
+        Ok(create_project(
+            &mut client,
+            owner.as_str(),
+            &name,
+            &plan,
+            &actor,
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn projects_page(
+        &self,
+        user: UserId,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<Membership>, i64)> {
+        let client = self.client().await?;
+        Ok(projects_page(&client, user.as_str(), offset, limit).await?)
+    }
+
+    async fn members_page(
+        &self,
+        project: ProjectId,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<Member>, i64)> {
+        let client = self.client().await?;
+        Ok(members_page(&client, project.as_str(), offset, limit).await?)
+    }
+
+    async fn add_member(
+        &self,
+        project: ProjectId,
+        email: Email,
+        role: Role,
+        actor_role: Role,
+        actor: Actor,
+        notify: Outgoing,
+    ) -> StoreResult<Result<Member, MemberChangeError>> {
+        let mut client = self.client().await?;
+        Ok(add_member(
+            &mut client,
+            project.as_str(),
+            &email,
+            role,
+            actor_role,
+            &actor,
+            &notify,
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn bootstrap_user(
+        &self,
+        email: Email,
+        project: Option<(String, Option<Role>)>,
+        plan: String,
+    ) -> StoreResult<Result<BootstrapOutcome, String>> {
+        let mut client = self.client().await?;
+        Ok(bootstrap_user(&mut client, &email, project, &plan, self.clock.now()).await?)
+    }
+
+    async fn project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, name, plan, created_at FROM projects WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(row
+            .map(|r| -> Result<Project, PgError> {
+                Ok(Project {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    plan: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                })
+            })
+            .transpose()?)
+    }
+
+    /// The last-owner rule holds across nodes: every membership row of
+    /// the project is locked before the owners are counted, so two
+    /// demotions (or removals) of the last two owners take turns and the
+    /// second sees one owner left.
+    async fn change_member(
+        &self,
+        project: ProjectId,
+        user: UserId,
+        to: Option<Role>,
+        actor_role: Role,
+        actor: Actor,
+    ) -> StoreResult<Result<Option<Member>, MemberChangeError>> {
+        let now = self.clock.now();
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            let roles = tx
+                .query(
+                    "SELECT user_id, role FROM memberships WHERE project_id = $1 FOR UPDATE",
+                    &[&project.as_str()],
+                )
+                .await?;
+            let owners = roles
+                .iter()
+                .filter(|r| r.get::<_, &str>(1) == "owner")
+                .count();
+            let row = tx
+                .query_opt(
+                    "SELECT u.id, u.email, u.full_name, u.created_at, m.role, m.created_at
+                     FROM memberships m JOIN users u ON u.id = m.user_id
+                     WHERE m.project_id = $1 AND m.user_id = $2",
+                    &[&project.as_str(), &user.as_str()],
+                )
+                .await?;
+            let Some(row) = row else {
+                return Ok(Err(MemberChangeError::NotFound));
+            };
+            let current = Member {
+                user: User {
+                    id: row.try_get(0)?,
+                    email: row.try_get(1)?,
+                    full_name: row.try_get(2)?,
+                    created_at: row.try_get(3)?,
+                },
+                role: Role::parse(row.try_get(4)?)
+                    .ok_or_else(|| PgError::Corrupt("memberships.role".into()))?,
+                created_at: row.try_get(5)?,
+            };
+            let actor_is_target = actor.id.as_deref() == Some(user.as_str());
+            if !may_change(actor_role, actor_is_target, Some(current.role), to) {
+                return Ok(Err(MemberChangeError::Forbidden));
+            }
+            if current.role == Role::Owner && to != Some(Role::Owner) && owners <= 1 {
+                return Ok(Err(MemberChangeError::LastOwner));
+            }
+            match to {
+                Some(role) => {
+                    tx.execute(
+                        "UPDATE memberships SET role = $3 WHERE project_id = $1 AND user_id = $2",
+                        &[&project.as_str(), &user.as_str(), &role.as_str()],
+                    )
+                    .await?
+                }
+                None => {
+                    tx.execute(
+                        "DELETE FROM memberships WHERE project_id = $1 AND user_id = $2",
+                        &[&project.as_str(), &user.as_str()],
+                    )
+                    .await?
+                }
+            };
+            let effects_of = member_change_effects(project.as_str(), &current, to, &actor);
+            super::effects::write(&tx, &effects_of, now).await?;
+            tx.commit().await?;
+            Ok::<_, PgError>(Ok(to.map(|role| Member { role, ..current })))
+        };
+        Ok(run.await?)
+    }
 }

@@ -6,8 +6,8 @@ use deadpool_postgres::GenericClient;
 
 use super::PgError;
 use crate::crypto::new_id;
-use crate::db::audit::AuditEvent;
-use crate::db::mail::{Outgoing, Transport};
+use crate::store::audit::AuditEvent;
+use crate::store::work::{Outgoing, Transport};
 use crate::telemetry::traces::current_traceparent;
 
 pub async fn record_audit(

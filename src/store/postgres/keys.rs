@@ -1,106 +1,52 @@
 //! API keys in PostgreSQL: the row codec and the statements the key
 //! repository is built from. Rows hold the same columns as SQLite's.
 
-use std::sync::Arc;
-
+use super::{effects, PgError, PgStore};
+use crate::store::effects::Effects;
+use crate::store::key_record::KeyRecord;
+use crate::store::keys::{
+    plan_rotation, FeedEntry, FeedHorizon, FeedRead, ImportEffects, KeyChange, KeyFilter, KeyRepo,
+    KeyRow, LeakEffects, Rotated, RotationEffects, RotationPlan, UnreadableColumn, KEY_COLUMNS,
+};
+use crate::store::{KeyHash, KeyId, ProjectId, StoreResult};
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{effects, PgError};
-use crate::config::{Cidr, RateLimitConfig};
-use crate::db::keys::{KeyFilter, Rotated};
-use crate::keys::credits::{Balance, Interval, Refill};
-use crate::keys::events::check_rotation;
-use crate::keys::record::KeyRecord;
-use crate::keys::KeyType;
-use crate::store::effects::Effects;
-use crate::store::keys::{FeedEntry, FeedHorizon, FeedRead};
-use crate::store::KeyHash;
-
-/// The columns [`key_from`] reads, in order.
-pub const KEY_COLUMNS: &str =
-    "id, project_id, key_hash, prefix, name, type, environment, scopes, rate_limit, \
-    rate_window_secs, owner_id, credits_remaining, credits_refill_amount, credits_refill_interval, \
-    credits_period_start, allowed_ips, metadata, created_at, updated_at, last_used_at, expires_at, \
-    revoked_at, created_by, rotated_to";
-
-fn corrupt(what: &str) -> PgError {
-    PgError::Corrupt(format!("api_keys.{what}"))
+fn unreadable(column: UnreadableColumn) -> PgError {
+    PgError::Corrupt(format!("api_keys.{}", column.0))
 }
 
 /// A stored key from a row of [`KEY_COLUMNS`].
 pub fn key_from(r: &Row) -> Result<KeyRecord, PgError> {
-    let hash: Vec<u8> = r.try_get(2)?;
-    let kind: String = r.try_get(5)?;
-    let scopes: String = r.try_get(7)?;
-    let limit: Option<i64> = r.try_get(8)?;
-    let window: Option<i64> = r.try_get(9)?;
-    let remaining: Option<i64> = r.try_get(11)?;
-    let refill_amount: Option<i64> = r.try_get(12)?;
-    let refill_interval: Option<String> = r.try_get(13)?;
-    let period_start: Option<i64> = r.try_get(14)?;
-    let allowed_ips: Option<String> = r.try_get(15)?;
-    let metadata: String = r.try_get(16)?;
-    let refill = match (
-        refill_amount,
-        refill_interval.as_deref().and_then(Interval::parse),
-    ) {
-        (Some(amount), Some(interval)) => Some(Refill { amount, interval }),
-        _ => None,
-    };
-    let rate_limit = match (limit, window) {
-        (Some(limit), Some(window)) => Some(RateLimitConfig {
-            limit: u32::try_from(limit).map_err(|_| corrupt("rate_limit"))?,
-            window_secs: u32::try_from(window).map_err(|_| corrupt("rate_window_secs"))?,
-        }),
-        _ => None,
-    };
-    let allowed_ips = match allowed_ips {
-        None => None,
-        Some(text) => {
-            let raw: Vec<String> =
-                serde_json::from_str(&text).map_err(|_| corrupt("allowed_ips"))?;
-            Some(
-                raw.iter()
-                    .map(|s| s.parse::<Cidr>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| corrupt("allowed_ips"))?,
-            )
-        }
-    };
-    Ok(KeyRecord {
-        id: Arc::from(r.try_get::<_, String>(0)?),
-        project_id: Arc::from(r.try_get::<_, String>(1)?),
-        hash: hash.try_into().map_err(|_| corrupt("key_hash"))?,
+    KeyRow {
+        id: r.try_get(0)?,
+        project_id: r.try_get(1)?,
+        key_hash: r.try_get(2)?,
         prefix: r.try_get(3)?,
         name: r.try_get(4)?,
-        kind: KeyType::parse(&kind).ok_or_else(|| corrupt("type"))?,
+        kind: r.try_get(5)?,
         environment: r.try_get(6)?,
-        scopes: serde_json::from_str(&scopes).map_err(|_| corrupt("scopes"))?,
-        rate_limit,
+        scopes: r.try_get(7)?,
+        rate_limit: r.try_get(8)?,
+        rate_window_secs: r.try_get(9)?,
         owner_id: r.try_get(10)?,
-        credits: remaining.map(|remaining| Balance {
-            remaining,
-            refill,
-            period_start: period_start.unwrap_or(0),
-        }),
-        allowed_ips,
-        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
+        credits_remaining: r.try_get(11)?,
+        credits_refill_amount: r.try_get(12)?,
+        credits_refill_interval: r.try_get(13)?,
+        credits_period_start: r.try_get(14)?,
+        allowed_ips: r.try_get(15)?,
+        metadata: r.try_get(16)?,
         created_at: r.try_get(17)?,
         updated_at: r.try_get(18)?,
         last_used_at: r.try_get(19)?,
         expires_at: r.try_get(20)?,
         revoked_at: r.try_get(21)?,
         created_by: r.try_get(22)?,
-        rotated_to: r.try_get::<_, Option<String>>(23)?.map(Arc::from),
-    })
-}
-
-fn allowed_ips_text(k: &KeyRecord) -> Option<String> {
-    k.allowed_ips.as_ref().map(|ips| {
-        serde_json::to_string(&ips.iter().map(|c| String::from(*c)).collect::<Vec<_>>())
-            .expect("strings serialize")
-    })
+        rotated_to: r.try_get(23)?,
+    }
+    .into_record()
+    .map_err(unreadable)
 }
 
 /// Inserts a key row.
@@ -110,6 +56,7 @@ pub async fn insert_key(
     imported: bool,
     rotated_from: Option<&str>,
 ) -> Result<(), PgError> {
+    let row = KeyRow::of(k);
     client
         .execute(
             &format!(
@@ -118,30 +65,30 @@ pub async fn insert_key(
                          $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
             ),
             &[
-                &&*k.id,
-                &&*k.project_id,
-                &&k.hash[..],
-                &k.prefix,
-                &k.name,
-                &k.kind.as_str(),
-                &k.environment,
-                &serde_json::to_string(&k.scopes).expect("strings serialize"),
-                &k.rate_limit.map(|r| i64::from(r.limit)),
-                &k.rate_limit.map(|r| i64::from(r.window_secs)),
-                &k.owner_id,
-                &k.credits.map(|c| c.remaining),
-                &k.refill().map(|r| r.amount),
-                &k.refill().map(|r| r.interval.as_str()),
-                &k.credits.map(|c| c.period_start),
-                &allowed_ips_text(k),
-                &k.metadata.to_string(),
-                &k.created_at,
-                &k.updated_at,
-                &k.last_used_at,
-                &k.expires_at,
-                &k.revoked_at,
-                &k.created_by,
-                &k.rotated_to.as_deref(),
+                &row.id,
+                &row.project_id,
+                &row.key_hash,
+                &row.prefix,
+                &row.name,
+                &row.kind,
+                &row.environment,
+                &row.scopes,
+                &row.rate_limit,
+                &row.rate_window_secs,
+                &row.owner_id,
+                &row.credits_remaining,
+                &row.credits_refill_amount,
+                &row.credits_refill_interval,
+                &row.credits_period_start,
+                &row.allowed_ips,
+                &row.metadata,
+                &row.created_at,
+                &row.updated_at,
+                &row.last_used_at,
+                &row.expires_at,
+                &row.revoked_at,
+                &row.created_by,
+                &row.rotated_to,
                 &imported,
                 &rotated_from,
             ],
@@ -152,6 +99,7 @@ pub async fn insert_key(
 
 /// Writes a key's settings back (the fields an edit, revocation or rotation changes).
 pub async fn store_key(client: &impl GenericClient, k: &KeyRecord) -> Result<(), PgError> {
+    let row = KeyRow::of(k);
     client
         .execute(
             "UPDATE api_keys SET name = $3, scopes = $4, rate_limit = $5, rate_window_secs = $6,
@@ -161,23 +109,23 @@ pub async fn store_key(client: &impl GenericClient, k: &KeyRecord) -> Result<(),
                 rotated_to = $17
              WHERE project_id = $1 AND id = $2",
             &[
-                &&*k.project_id,
-                &&*k.id,
-                &k.name,
-                &serde_json::to_string(&k.scopes).expect("strings serialize"),
-                &k.rate_limit.map(|r| i64::from(r.limit)),
-                &k.rate_limit.map(|r| i64::from(r.window_secs)),
-                &k.owner_id,
-                &k.credits.map(|c| c.remaining),
-                &k.refill().map(|r| r.amount),
-                &k.refill().map(|r| r.interval.as_str()),
-                &k.credits.map(|c| c.period_start),
-                &allowed_ips_text(k),
-                &k.metadata.to_string(),
-                &k.expires_at,
-                &k.revoked_at,
-                &k.updated_at,
-                &k.rotated_to.as_deref(),
+                &row.project_id,
+                &row.id,
+                &row.name,
+                &row.scopes,
+                &row.rate_limit,
+                &row.rate_window_secs,
+                &row.owner_id,
+                &row.credits_remaining,
+                &row.credits_refill_amount,
+                &row.credits_refill_interval,
+                &row.credits_period_start,
+                &row.allowed_ips,
+                &row.metadata,
+                &row.expires_at,
+                &row.revoked_at,
+                &row.updated_at,
+                &row.rotated_to,
             ],
         )
         .await?;
@@ -326,7 +274,7 @@ pub async fn rotate_key<F>(
     client: &mut deadpool_postgres::Client,
     project_id: &str,
     old_id: &str,
-    mut new: KeyRecord,
+    new: KeyRecord,
     old_expires_at: Option<i64>,
     max_keys: Option<u64>,
     effects: F,
@@ -339,7 +287,7 @@ where
     if !lock_project(&tx, project_id).await? {
         return Ok(Rotated::NotFound);
     }
-    let Some(mut old) = key_by_id(&tx, project_id, old_id, true).await? else {
+    let Some(old) = key_by_id(&tx, project_id, old_id, true).await? else {
         return Ok(Rotated::NotFound);
     };
     let predecessor = tx
@@ -352,39 +300,20 @@ where
         .await?
         .as_ref()
         .map(key_from)
-        .transpose()?
-        .filter(|p| p.is_active(now));
+        .transpose()?;
     let active = active_keys(&tx, project_id, now).await?;
-    if let Err(refusal) = check_rotation(
-        &old,
-        predecessor.is_some(),
-        active,
-        max_keys,
-        old_expires_at.is_some(),
-        now,
-    ) {
-        return Ok(Rotated::Refused(refusal));
-    }
-    let ended_grace = match predecessor {
-        Some(mut p) => {
-            p.revoked_at = Some(now);
-            p.updated_at = now;
-            store_key(&tx, &p).await?;
-            publish_change(&tx, &p.hash, now).await?;
-            Some(p)
-        }
-        None => None,
+    let RotationPlan {
+        old,
+        new,
+        ended_grace,
+    } = match plan_rotation(old, predecessor, active, max_keys, new, old_expires_at, now) {
+        Ok(plan) => plan,
+        Err(refusal) => return Ok(Rotated::Refused(refusal)),
     };
-    match old_expires_at {
-        None => old.revoked_at = Some(now),
-        Some(at) => old.expires_at = Some(old.expires_at.map_or(at, |e| e.min(at))),
+    if let Some(p) = &ended_grace {
+        store_key(&tx, p).await?;
+        publish_change(&tx, &p.hash, now).await?;
     }
-    old.updated_at = now;
-    old.rotated_to = Some(new.id.clone());
-    new.rotated_to = None;
-    // The balance moves with the line, read under this transaction's lock
-    // (spends are made in the row itself; see store::spend).
-    new.credits = old.credits;
     insert_key(&tx, &new, false, Some(&old.id)).await?;
     store_key(&tx, &old).await?;
     publish_change(&tx, &old.hash, now).await?;
@@ -572,4 +501,158 @@ pub async fn read_key_changes(
         entries,
         next: FeedHorizon(next),
     })
+}
+
+#[async_trait]
+impl KeyRepo for PgStore {
+    async fn find_key_by_hash(&self, hash: KeyHash) -> StoreResult<Option<KeyRecord>> {
+        let client = self.client().await?;
+        Ok(key_by_hash(&client, &hash.0, false).await?)
+    }
+
+    async fn find_key_by_id(&self, id: KeyId) -> StoreResult<Option<KeyRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {} FROM api_keys WHERE id = $1", KEY_COLUMNS),
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(row.as_ref().map(key_from).transpose()?)
+    }
+
+    async fn key(&self, project: ProjectId, id: KeyId) -> StoreResult<Option<KeyRecord>> {
+        let client = self.client().await?;
+        Ok(key_by_id(&client, project.as_str(), id.as_str(), false).await?)
+    }
+
+    async fn keys_page(
+        &self,
+        project: ProjectId,
+        filter: KeyFilter,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<KeyRecord>, i64)> {
+        let client = self.client().await?;
+        Ok(keys_page(
+            &client,
+            project.as_str(),
+            &filter,
+            offset,
+            limit,
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn create_key(
+        &self,
+        key: KeyRecord,
+        max_keys: Option<u64>,
+        effects: Effects,
+    ) -> StoreResult<Option<KeyRecord>> {
+        let mut client = self.client().await?;
+        Ok(create_key(&mut client, &key, max_keys, &effects)
+            .await?
+            .map(|()| key))
+    }
+
+    async fn update_key(
+        &self,
+        project: ProjectId,
+        id: KeyId,
+        change: KeyChange,
+    ) -> StoreResult<Option<KeyRecord>> {
+        let mut client = self.client().await?;
+        Ok(update_key(
+            &mut client,
+            project.as_str(),
+            id.as_str(),
+            change,
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn rotate_key(
+        &self,
+        project: ProjectId,
+        old: KeyId,
+        new: KeyRecord,
+        old_expires_at: Option<i64>,
+        max_keys: Option<u64>,
+        effects: RotationEffects,
+    ) -> StoreResult<Rotated> {
+        let mut client = self.client().await?;
+        Ok(rotate_key(
+            &mut client,
+            project.as_str(),
+            old.as_str(),
+            new,
+            old_expires_at,
+            max_keys,
+            effects,
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn revoke_leaked(
+        &self,
+        hash: KeyHash,
+        effects: LeakEffects,
+    ) -> StoreResult<Option<(KeyRecord, bool)>> {
+        let mut client = self.client().await?;
+        Ok(revoke_leaked(&mut client, &hash.0, effects, self.clock.now()).await?)
+    }
+
+    async fn import_keys(
+        &self,
+        keys_to_import: Vec<KeyRecord>,
+        effects: ImportEffects,
+    ) -> StoreResult<Result<usize, String>> {
+        let mut client = self.client().await?;
+        Ok(import_keys(&mut client, &keys_to_import, effects).await?)
+    }
+
+    async fn subscribe_key_changes(
+        &self,
+    ) -> StoreResult<Option<Box<dyn crate::store::keys::KeyChangeSubscription>>> {
+        let listener = super::listen::Listener::connect(&self.url).await?;
+        Ok(Some(Box::new(listener)))
+    }
+
+    async fn count_active_keys(&self, project: ProjectId) -> StoreResult<i64> {
+        let client = self.client().await?;
+        Ok(active_keys(&client, project.as_str(), self.clock.now()).await?)
+    }
+
+    async fn imported_key_hashes(&self) -> StoreResult<Vec<KeyHash>> {
+        let client = self.client().await?;
+        Ok(imported_key_hashes(&client)
+            .await?
+            .into_iter()
+            .map(KeyHash)
+            .collect())
+    }
+
+    async fn key_feed_horizon(&self) -> StoreResult<FeedHorizon> {
+        let client = self.client().await?;
+        Ok(FeedHorizon(key_feed_horizon(&client).await?))
+    }
+
+    async fn prune_key_changes(&self, before: i64) -> StoreResult<usize> {
+        let client = self.client().await?;
+        let n = client
+            .execute("DELETE FROM key_changes WHERE changed_at < $1", &[&before])
+            .await
+            .map_err(PgError::from)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    async fn read_key_changes(&self, from: FeedHorizon) -> StoreResult<FeedRead> {
+        let mut client = self.client().await?;
+        Ok(read_key_changes(&mut client, from.0).await?)
+    }
 }

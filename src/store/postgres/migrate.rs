@@ -7,7 +7,7 @@
 use deadpool_postgres::Pool;
 
 use super::PgError;
-use crate::db::migrate::{parse_steps, MigrateOutcome, Migration};
+use crate::store::migrate::{parse_steps, MigrateOutcome, Migration};
 
 const SCHEMA: &str = include_str!("../../../schema.postgres.sql");
 
@@ -131,7 +131,7 @@ mod tests {
                 .collect()
         };
         let pg: String = steps.iter().map(|s| s.sql).collect();
-        let sqlite: String = crate::db::migrate::migrations()
+        let sqlite: String = crate::store::sqlite::migrate::migrations()
             .iter()
             .map(|s| s.sql)
             .collect();

@@ -1,24 +1,26 @@
 //! Login codes, sessions and tokens in PostgreSQL. The rules are
-//! `auth::rules`; what keeps them true across nodes is said per function.
-
-use deadpool_postgres::GenericClient;
+//! `store::session_rules`; what keeps them true across nodes is said per function.
 
 use super::directory::{
     find_or_create_user, find_user_by_email, insert_membership, insert_project, lock_name,
     memberships_of, user_from, USER_COLUMNS,
 };
-use super::effects::{enqueue_mail, record_audit};
-use super::PgError;
-use crate::auth::rules::{
-    burns_code, judge_code, refresh_decision, send_code_throttle, session_alive,
-    should_touch_session, CodeRequestHistory, CodeVerdict, RefreshDecision,
+use super::effects::enqueue_mail;
+use super::{PgError, PgStore};
+use crate::store::audit::Actor;
+use crate::store::session_rules::{
+    refresh_decision, send_code_throttle, session_alive, should_touch_session, CodeRequestHistory,
+    RefreshDecision,
 };
-use crate::db::audit::{Actor, AuditEvent};
-use crate::db::sessions::{
-    CodeRequest, CodeRequestOutcome, LoginOutcome, LoginRequest, NewTokens, RefreshOutcome,
-    SessionAuth, SessionLimits,
+use crate::store::sessions::{
+    logged_out, login_succeeded, plan_login, token_reused, CodeRequest, CodeRequestOutcome,
+    LoginOutcome, LoginPlan, LoginRequest, NewTokens, RefreshOutcome, SessionAuth, SessionLimits,
+    SessionRepo, StoredCode,
 };
+use crate::store::StoreResult;
 use crate::types::Role;
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 
 async fn count_since(
     client: &impl GenericClient,
@@ -78,7 +80,7 @@ pub async fn request_login_code(
             "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES ($1, $2, 0, $3, $4)
              ON CONFLICT (email) DO UPDATE SET code_hash = excluded.code_hash, attempts = 0,
                  expires_at = excluded.expires_at, created_at = excluded.created_at",
-            &[&email, &&req.code_hash[..], &(now + l.ttl_secs), &now],
+            &[&email, &&req.code_hash[..], &req.expires_at, &now],
         )
         .await?;
         enqueue_mail(&tx, &req.message, now).await?;
@@ -90,7 +92,7 @@ pub async fn request_login_code(
     Ok(outcome)
 }
 
-/// `verify-code`: the same steps as SQLite's `db::sessions::login_with_code`
+/// `verify-code`: the same steps as SQLite's `store::sessions::login_with_code`
 /// (every failure does the same work), under the address's advisory lock:
 /// attempts on one code from several nodes take turns, so a code is spent
 /// once and burned after exactly `max_attempts` wrong tries.
@@ -102,51 +104,29 @@ pub async fn login_with_code(
     let email = req.email.as_str();
     let tx = client.transaction().await?;
     lock_name(&tx, &format!("gatehouse:email:{email}")).await?;
-    let stored: Option<(Vec<u8>, i64, i64)> = tx
+    let stored = tx
         .query_opt(
             "SELECT code_hash, attempts, expires_at FROM login_codes WHERE email = $1",
             &[&email],
         )
         .await?
-        .map(|r| -> Result<_, PgError> { Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)) })
+        .map(|r| -> Result<_, PgError> {
+            Ok(StoredCode {
+                hash: r.try_get(0)?,
+                attempts: r.try_get(1)?,
+                expires_at: r.try_get(2)?,
+            })
+        })
         .transpose()?;
     let existing = find_user_by_email(&tx, email).await?;
-    let verdict = judge_code(
-        stored.as_ref().map(|(h, a, e)| (h.as_slice(), *a, *e)),
-        &req.presented_hash,
-        now,
-        req.max_attempts,
-    );
-    let may_log_in = existing.is_some() || req.open_signup;
-    if verdict != CodeVerdict::Accepted || !may_log_in {
+    if let LoginPlan::Refuse(effects) = plan_login(stored.as_ref(), existing.as_ref(), req, now) {
         tx.execute(
             "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES ($1, $2, 1, $3, $3)
              ON CONFLICT (email) DO UPDATE SET attempts = login_codes.attempts + 1",
             &[&email, &&req.stand_in_hash[..], &now],
         )
         .await?;
-        let burned = burns_code(
-            verdict,
-            stored.as_ref().map(|(_, attempts, _)| *attempts),
-            req.max_attempts,
-        );
-        record_audit(
-            &tx,
-            &AuditEvent {
-                project_id: None,
-                action: "login.failed",
-                actor: &Actor {
-                    id: existing.map(|u| u.id),
-                    ..req.actor.clone()
-                },
-                target: Some(email),
-                details: serde_json::json!({
-                    "reason": if burned { "wrong_code_burned" } else { verdict.reason() }
-                }),
-            },
-            now,
-        )
-        .await?;
+        super::effects::write(&tx, &effects, now).await?;
         tx.commit().await?;
         return Ok(LoginOutcome::Failed);
     }
@@ -169,28 +149,14 @@ pub async fn login_with_code(
             &user.id,
             &req.via_cookie,
             &now,
-            &(now + req.limits.max_secs),
+            &req.session_expires_at,
             &req.actor.ip,
             &req.user_agent,
         ],
     )
     .await?;
     insert_tokens(&tx, &req.session_id, &req.tokens, None, now).await?;
-    record_audit(
-        &tx,
-        &AuditEvent {
-            project_id: None,
-            action: "login.succeeded",
-            actor: &Actor {
-                id: Some(user.id.clone()),
-                ..req.actor.clone()
-            },
-            target: Some(&user.id),
-            details: serde_json::json!({ "session_id": req.session_id, "new_user": created, "cookie": req.via_cookie }),
-        },
-        now,
-    )
-    .await?;
+    super::effects::write(&tx, &login_succeeded(&user, created, req), now).await?;
     tx.commit().await?;
     Ok(LoginOutcome::Success { user, created })
 }
@@ -290,21 +256,8 @@ pub async fn refresh_session(
     match refresh_decision(used_at, spent_children, now, limits) {
         RefreshDecision::Reuse => {
             revoke(&tx, &session_id, "token_reused", now).await?;
-            record_audit(
-                &tx,
-                &AuditEvent {
-                    project_id: None,
-                    action: "session.token_reused",
-                    actor: &Actor {
-                        id: Some(user.id.clone()),
-                        ..actor
-                    },
-                    target: Some(&session_id),
-                    details: serde_json::json!({ "spent_at": used_at }),
-                },
-                now,
-            )
-            .await?;
+            let effects = token_reused(&user, &session_id, used_at, actor);
+            super::effects::write(&tx, &effects, now).await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::Reused);
         }
@@ -361,18 +314,7 @@ pub async fn revoke_session(
 ) -> Result<(), PgError> {
     let tx = client.transaction().await?;
     revoke(&tx, session_id, reason, now).await?;
-    record_audit(
-        &tx,
-        &AuditEvent {
-            project_id: None,
-            action: "logout",
-            actor,
-            target: Some(session_id),
-            details: serde_json::json!({}),
-        },
-        now,
-    )
-    .await?;
+    super::effects::write(&tx, &logged_out(session_id, actor), now).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -423,4 +365,60 @@ pub async fn authenticate_access_token(
         via_cookie: row.try_get(1)?,
         user: user_from(&row, 5)?,
     }))
+}
+
+#[async_trait]
+impl SessionRepo for PgStore {
+    async fn request_login_code(&self, req: CodeRequest) -> StoreResult<CodeRequestOutcome> {
+        let mut client = self.client().await?;
+        Ok(request_login_code(&mut client, &req, self.clock.now()).await?)
+    }
+
+    async fn login_with_code(&self, req: LoginRequest) -> StoreResult<LoginOutcome> {
+        let mut client = self.client().await?;
+        Ok(login_with_code(&mut client, &req, self.clock.now()).await?)
+    }
+
+    async fn refresh_session(
+        &self,
+        presented: [u8; 32],
+        tokens: NewTokens,
+        limits: SessionLimits,
+        actor: Actor,
+    ) -> StoreResult<RefreshOutcome> {
+        let mut client = self.client().await?;
+        Ok(refresh_session(
+            &mut client,
+            &presented,
+            &tokens,
+            &limits,
+            actor,
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn revoke_by_refresh_token(&self, presented: [u8; 32]) -> StoreResult<Option<String>> {
+        let mut client = self.client().await?;
+        Ok(revoke_by_refresh_token(&mut client, &presented, self.clock.now()).await?)
+    }
+
+    async fn revoke_session(
+        &self,
+        session_id: String,
+        reason: &'static str,
+        actor: Actor,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        Ok(revoke_session(&mut client, &session_id, reason, &actor, self.clock.now()).await?)
+    }
+
+    async fn authenticate_access_token(
+        &self,
+        presented: [u8; 32],
+        limits: SessionLimits,
+    ) -> StoreResult<Option<SessionAuth>> {
+        let client = self.client().await?;
+        Ok(authenticate_access_token(&client, &presented, &limits, self.clock.now()).await?)
+    }
 }

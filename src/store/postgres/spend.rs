@@ -5,13 +5,14 @@
 //! spent twice; a spend that waited on a rotation finds `rotated_to` set
 //! and moves on to the successor, which holds the balance from then on.
 
+use super::{PgError, PgStore};
+use crate::store::credits::{Balance, Interval, Refill};
+use crate::store::spend::{period_starts, settle, CreditSpend, QuotaSpend, SpendRepo};
+use crate::store::{KeyId, ProjectId, StoreResult};
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
-use super::PgError;
-use crate::keys::credits::{Balance, Interval, Refill};
-use crate::store::spend::{period_starts, settle, CreditSpend, QuotaSpend};
-
-/// See `db::spend`: the refill a spend applies first.
+/// See `store::sqlite::spend`: the refill a spend applies first.
 const REFILL_DUE: &str = "(credits_refill_amount IS NOT NULL AND credits_refill_interval IS NOT NULL
      AND coalesce(credits_period_start, 0) < (CASE credits_refill_interval WHEN 'daily' THEN $2::BIGINT ELSE $3::BIGINT END))";
 
@@ -146,4 +147,28 @@ pub async fn spend_quota(
     } else {
         QuotaSpend::PlanChanged
     })
+}
+
+#[async_trait]
+impl SpendRepo for PgStore {
+    async fn spend_credits(&self, key: KeyId, cost: i64, now: i64) -> StoreResult<CreditSpend> {
+        let client = self.client().await?;
+        Ok(spend_credits(&client, key.as_str(), cost, now).await?)
+    }
+
+    async fn refund_credits(&self, key: KeyId, cost: i64, period_start: i64) -> StoreResult<()> {
+        let client = self.client().await?;
+        Ok(refund_credits(&client, key.as_str(), cost, period_start).await?)
+    }
+
+    async fn spend_quota(
+        &self,
+        project: ProjectId,
+        plan: String,
+        limit: u64,
+        now: i64,
+    ) -> StoreResult<QuotaSpend> {
+        let client = self.client().await?;
+        Ok(spend_quota(&client, project.as_str(), &plan, limit, now).await?)
+    }
 }

@@ -2,19 +2,29 @@
 //! counted since its last flush and never overwrites a total, and
 //! `last_used_at` only moves forward, so the counts of all nodes add up.
 
+use super::{PgError, PgStore};
+use crate::store::audit::{AuditFilter, AUDIT_COLUMNS, AUDIT_PAGE_ROWS};
+use crate::store::audit::{AuditRepo, StoredEvent};
+use crate::store::usage::{UsageBatch, UsageCounts, UsageRepo};
+use crate::store::{KeyId, ProjectId, StoreError, StoreResult};
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 
-use deadpool_postgres::GenericClient;
-
-use super::PgError;
-use crate::db::audit::StoredEvent;
-use crate::db::keys::{UsageBatch, UsageCounts};
-
-/// Adds a batch's counts and `last_used_at` values in the caller's
-/// transaction. Credit balances are not written here: they are decided by
-/// the node that spends them (see the cluster design), not summed.
-pub async fn add_usage(client: &impl GenericClient, batch: &UsageBatch) -> Result<(), PgError> {
-    let upsert = client
+/// Writes a usage batch in one transaction: counts are added to what is
+/// stored, last use moves forward, balances are set.
+///
+/// Rows are locked in one order whatever the batch's own: key by key in
+/// ascending id, for each its hourly rows (ascending hour) and then its
+/// key row. Two nodes flushing usage of the same keys at once then wait
+/// for each other instead of deadlocking (a batch is a `HashMap`, whose
+/// order differs from one map to the next).
+pub async fn write_usage(
+    client: &mut deadpool_postgres::Client,
+    batch: &UsageBatch,
+) -> Result<(), PgError> {
+    let tx = client.transaction().await?;
+    let upsert = tx
         .prepare_cached(
             "INSERT INTO usage_hourly (key_id, project_id, hour, valid, invalid, rate_limited, refused)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -25,16 +35,24 @@ pub async fn add_usage(client: &impl GenericClient, batch: &UsageBatch) -> Resul
                 refused = usage_hourly.refused + excluded.refused",
         )
         .await?;
-    let used = client
+    let used = tx
         .prepare_cached(
             "UPDATE api_keys SET last_used_at = GREATEST(coalesce(last_used_at, 0), $2) WHERE id = $1",
         )
         .await?;
+    let credits = tx
+        .prepare_cached(
+            "UPDATE api_keys SET credits_remaining = $2, credits_period_start = $3
+             WHERE id = $1 AND credits_remaining IS NOT NULL",
+        )
+        .await?;
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    for (key_id, u) in &batch.keys {
-        for (hour, c) in &u.hours {
-            client
-                .execute(
+    for key_id in batch.key_ids_in_order() {
+        if let Some(u) = batch.keys.get(key_id) {
+            let mut hours: Vec<_> = u.hours.iter().collect();
+            hours.sort_unstable_by_key(|(hour, _)| *hour);
+            for (hour, c) in hours {
+                tx.execute(
                     &upsert,
                     &[
                         &&**key_id,
@@ -47,31 +65,15 @@ pub async fn add_usage(client: &impl GenericClient, batch: &UsageBatch) -> Resul
                     ],
                 )
                 .await?;
+            }
+            if let Some(at) = u.last_used {
+                tx.execute(&used, &[&&**key_id, &at]).await?;
+            }
         }
-        if let Some(at) = u.last_used {
-            client.execute(&used, &[&&**key_id, &at]).await?;
+        if let Some(b) = batch.credits.get(key_id) {
+            tx.execute(&credits, &[&&**key_id, &b.remaining, &b.period_start])
+                .await?;
         }
-    }
-    Ok(())
-}
-
-/// Writes a usage batch in one transaction: counts as increments, and the
-/// credit balances the batch carries.
-pub async fn write_usage(
-    client: &mut deadpool_postgres::Client,
-    batch: &UsageBatch,
-) -> Result<(), PgError> {
-    let tx = client.transaction().await?;
-    add_usage(&tx, batch).await?;
-    let credits = tx
-        .prepare_cached(
-            "UPDATE api_keys SET credits_remaining = $2, credits_period_start = $3
-             WHERE id = $1 AND credits_remaining IS NOT NULL",
-        )
-        .await?;
-    for (key_id, b) in &batch.credits {
-        tx.execute(&credits, &[&&**key_id, &b.remaining, &b.period_start])
-            .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -143,26 +145,42 @@ pub async fn project_verifications_since(
 pub async fn audit_page(
     client: &impl GenericClient,
     project_id: &str,
+    f: &AuditFilter,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<StoredEvent>, i64), PgError> {
-    let cond = "project_id = $1 OR (project_id IS NULL
-         AND action IN ('login.succeeded', 'login.failed', 'logout', 'session.token_reused')
-         AND actor_id IN (SELECT user_id FROM memberships WHERE project_id = $1))";
     let total: i64 = client
         .query_one(
-            &format!("SELECT count(*) FROM audit_events WHERE {cond}"),
-            &[&project_id],
+            &format!("SELECT count(*) FROM audit_events WHERE {AUDIT_PAGE_ROWS}"),
+            &[
+                &project_id,
+                &f.action,
+                &f.actor_type,
+                &f.actor_id,
+                &f.target,
+                &f.since,
+                &f.until,
+            ],
         )
         .await?
         .try_get(0)?;
     let rows = client
         .query(
             &format!(
-                "SELECT id, project_id, action, actor_type, actor_id, target, ip, request_id, details, created_at
-                 FROM audit_events WHERE {cond} ORDER BY id DESC LIMIT $2 OFFSET $3"
+                "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {AUDIT_PAGE_ROWS}
+                 ORDER BY id DESC LIMIT $8 OFFSET $9"
             ),
-            &[&project_id, &limit, &offset],
+            &[
+                &project_id,
+                &f.action,
+                &f.actor_type,
+                &f.actor_id,
+                &f.target,
+                &f.since,
+                &f.until,
+                &limit,
+                &offset,
+            ],
         )
         .await?;
     let mut events = Vec::with_capacity(rows.len());
@@ -182,4 +200,61 @@ pub async fn audit_page(
         });
     }
     Ok((events, total))
+}
+
+#[async_trait]
+impl UsageRepo for PgStore {
+    async fn write_usage(&self, batch: UsageBatch) -> Result<(), (StoreError, UsageBatch)> {
+        let mut client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => return Err((e.into(), batch)),
+        };
+        match write_usage(&mut client, &batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err((e.into(), batch)),
+        }
+    }
+
+    async fn usage_series(
+        &self,
+        project: ProjectId,
+        key: Option<KeyId>,
+        from: i64,
+        to: i64,
+        bucket_secs: i64,
+    ) -> StoreResult<Vec<(i64, UsageCounts)>> {
+        let client = self.client().await?;
+        Ok(usage_series(
+            &client,
+            project.as_str(),
+            key.as_ref().map(|k| k.as_str()),
+            from,
+            to,
+            bucket_secs,
+        )
+        .await?)
+    }
+
+    async fn project_verifications_since(
+        &self,
+        project: ProjectId,
+        since: i64,
+    ) -> StoreResult<u64> {
+        let client = self.client().await?;
+        Ok(project_verifications_since(&client, project.as_str(), since).await?)
+    }
+}
+
+#[async_trait]
+impl AuditRepo for PgStore {
+    async fn audit_page(
+        &self,
+        project: ProjectId,
+        filter: AuditFilter,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<StoredEvent>, i64)> {
+        let client = self.client().await?;
+        Ok(audit_page(&client, project.as_str(), &filter, offset, limit).await?)
+    }
 }

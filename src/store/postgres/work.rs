@@ -5,15 +5,16 @@
 //! mid-send leaves it due again once the lease runs out (with the same
 //! `webhook-id`: the message id never changes).
 
+use super::{effects, PgError, PgStore};
+use crate::crypto::new_id;
+use crate::store::work::{
+    Attempt, AttemptOutcome, AttemptView, DeliveryView, DueDelivery, Endpoint, MailRepo,
+    MailboxMessage, PendingMail, WebhookRepo,
+};
+use crate::store::{ProjectId, StoreResult};
+use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
-
-use super::{effects, PgError};
-use crate::crypto::new_id;
-use crate::db::mail::{MailboxMessage, PendingMail};
-use crate::db::webhooks::{
-    Attempt, AttemptOutcome, AttemptView, DeliveryView, DueDelivery, Endpoint,
-};
 
 const ENDPOINT_COLUMNS: &str =
     "id, project_id, url, events, secret, is_active, disabled_reason, created_at";
@@ -130,7 +131,7 @@ pub async fn send_test_event(
     effects::queue(
         &tx,
         project_id,
-        crate::webhooks::TEST_EVENT,
+        crate::store::work::TEST_EVENT,
         serde_json::json!({ "endpoint_id": endpoint_id }),
         &[endpoint_id.to_string()],
         now,
@@ -415,4 +416,124 @@ pub async fn next_mail_due(client: &impl GenericClient) -> Result<Option<i64>, P
         )
         .await?
         .try_get(0)?)
+}
+
+#[async_trait]
+impl WebhookRepo for PgStore {
+    async fn create_webhook(
+        &self,
+        project: ProjectId,
+        url: String,
+        events: Vec<String>,
+        secret: String,
+        created_by: Option<String>,
+    ) -> StoreResult<Endpoint> {
+        let client = self.client().await?;
+        Ok(create_webhook(
+            &client,
+            project.as_str(),
+            &url,
+            &events,
+            &secret,
+            created_by.as_deref(),
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn webhooks(&self, project: ProjectId) -> StoreResult<Vec<Endpoint>> {
+        let client = self.client().await?;
+        Ok(webhooks(&client, project.as_str()).await?)
+    }
+
+    async fn webhook(&self, project: ProjectId, id: String) -> StoreResult<Option<Endpoint>> {
+        let client = self.client().await?;
+        Ok(webhook(&client, project.as_str(), &id).await?)
+    }
+
+    async fn delete_webhook(&self, project: ProjectId, id: String) -> StoreResult<bool> {
+        let client = self.client().await?;
+        Ok(delete_webhook(&client, project.as_str(), &id).await?)
+    }
+
+    async fn send_test_event(&self, project: ProjectId, endpoint_id: String) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        Ok(send_test_event(
+            &mut client,
+            project.as_str(),
+            &endpoint_id,
+            self.clock.now(),
+        )
+        .await?)
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: i64,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let mut client = self.client().await?;
+        Ok(claim_due_deliveries(&mut client, now_ms, limit, lease_ms).await?)
+    }
+
+    async fn record_attempt(&self, attempt: Attempt, outcome: AttemptOutcome) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        Ok(record_attempt(&mut client, &attempt, &outcome, self.clock.now()).await?)
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint_id: String,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<DeliveryView>, i64)> {
+        let client = self.client().await?;
+        Ok(deliveries(&client, &endpoint_id, offset, limit).await?)
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<i64>> {
+        let client = self.client().await?;
+        Ok(next_delivery_due(&client).await?)
+    }
+}
+
+#[async_trait]
+impl MailRepo for PgStore {
+    async fn mailbox(&self, limit: i64) -> StoreResult<Vec<MailboxMessage>> {
+        let client = self.client().await?;
+        Ok(mailbox(&client, limit).await?)
+    }
+
+    async fn claim_due_mail(
+        &self,
+        now: i64,
+        limit: i64,
+        lease_secs: i64,
+    ) -> StoreResult<Vec<PendingMail>> {
+        let client = self.client().await?;
+        Ok(claim_due_mail(&client, now, limit, lease_secs).await?)
+    }
+
+    async fn mail_sent(&self, id: i64, now: i64) -> StoreResult<()> {
+        let client = self.client().await?;
+        Ok(mail_sent(&client, id, now).await?)
+    }
+
+    async fn mail_failed(
+        &self,
+        id: i64,
+        error: String,
+        next_attempt_at: i64,
+        give_up: bool,
+        now: i64,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        Ok(mail_failed(&client, id, &error, next_attempt_at, give_up, now).await?)
+    }
+
+    async fn next_mail_due(&self) -> StoreResult<Option<i64>> {
+        let client = self.client().await?;
+        Ok(next_mail_due(&client).await?)
+    }
 }

@@ -3,9 +3,42 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::credits::{Balance, Refill};
 use crate::config::{Cidr, RateLimitConfig};
-use crate::keys::credits::{Balance, Refill};
-use crate::keys::KeyType;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A key's type, named in its text (`sk` or `pk`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// `sk`: for servers.
+    Secret,
+    /// `pk`: read-only, safe to embed in clients.
+    Publishable,
+}
+
+impl KeyType {
+    pub fn tag(self) -> &'static str {
+        match self {
+            KeyType::Secret => "sk",
+            KeyType::Publishable => "pk",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Secret => "secret",
+            KeyType::Publishable => "publishable",
+        }
+    }
+    pub fn parse(s: &str) -> Option<KeyType> {
+        match s {
+            "secret" => Some(KeyType::Secret),
+            "publishable" => Some(KeyType::Publishable),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyRecord {

@@ -1,18 +1,21 @@
-//! Storage: one narrow layer over SQLite. The rest of the code calls the
-//! async methods of [`Db`] (named for what they do) and never sees rusqlite;
-//! the SQLite work runs on the blocking thread pool, never on the async
-//! executor's threads.
+//! The SQLite backend (rusqlite + r2d2), the embedded default: one file in
+//! the data directory. Each feature file implements its trait of the
+//! storage interface directly; every method runs its statements on the
+//! blocking thread pool ([`SqliteStore::call`]), never on the async
+//! executor's threads, and every mutating method is one `BEGIN IMMEDIATE`
+//! transaction, so writers take turns.
 
 pub mod audit;
 pub mod billing;
+pub mod directory;
 pub mod effects;
 pub mod keys;
-pub mod mail;
+pub mod maintenance;
 pub mod migrate;
 pub mod sessions;
 pub mod spend;
-pub mod users;
-pub mod webhooks;
+pub mod usage;
+pub mod work;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -24,8 +27,10 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::DatabaseConfig;
+use crate::store::{StoreError, StoreResult, Unavailable};
 
-pub use migrate::{latest_version, MigrateOutcome};
+pub use crate::store::migrate::MigrateOutcome;
+pub use migrate::latest_version;
 
 /// Why the database cannot take work right now: a condition of the
 /// machine, not of the request. Answered with 503 `unavailable` and
@@ -119,8 +124,27 @@ impl From<r2d2::Error> for DbError {
 
 pub type DbResult<T> = Result<T, DbError>;
 
+/// SQLite's errors as the storage interface classifies them.
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        if let DbError::TooNew { found, supported } = e {
+            return StoreError::TooNew { found, supported };
+        }
+        match e.fault() {
+            Some(fault) => StoreError::Unavailable {
+                kind: match fault {
+                    Fault::Busy => Unavailable::Busy,
+                    Fault::Full | Fault::ReadOnly | Fault::Io => Unavailable::CannotWrite,
+                },
+                cause: e.to_string(),
+            },
+            None => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
 #[derive(Clone)]
-pub struct Db {
+pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
     path: PathBuf,
     drill: Arc<FaultDrill>,
@@ -176,12 +200,12 @@ impl FaultDrill {
 /// storage at all.
 const CONNECTION_CACHE_KIB: u32 = 512;
 
-impl Db {
+impl SqliteStore {
     /// Opens (creating if needed) the database file, switches it to WAL and
     /// builds the pool; every pooled connection gets foreign keys, the busy
     /// timeout, the configured `synchronous` level and a page cache of
     /// [`CONNECTION_CACHE_KIB`].
-    pub fn open(path: &Path, cfg: &DatabaseConfig) -> DbResult<Db> {
+    pub fn open(path: &Path, cfg: &DatabaseConfig) -> DbResult<SqliteStore> {
         let max_pages: u64 = {
             let conn = Connection::open(path)?;
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -209,7 +233,7 @@ impl Db {
             .build(manager)?;
         let drill = FaultDrill::default();
         drill.max_pages.store(max_pages, Ordering::Relaxed);
-        Ok(Db {
+        Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
             drill: Arc::new(drill),
@@ -218,13 +242,9 @@ impl Db {
     }
 
     /// The same database read through `clock` (tests move it).
-    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Db {
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> SqliteStore {
         self.clock = clock;
         self
-    }
-
-    pub fn clock(&self) -> &crate::clock::Clock {
-        &self.clock
     }
 
     /// Simulates a storage fault on every pooled connection until called
@@ -259,7 +279,7 @@ impl Db {
     }
 
     /// Runs `f` with a pooled connection on the blocking thread pool.
-    pub async fn call<T, F>(&self, f: F) -> DbResult<T>
+    pub async fn call<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> DbResult<T> + Send + 'static,
@@ -276,24 +296,23 @@ impl Db {
             f(&mut conn)
         })
         .await
-        .map_err(|_| DbError::TaskFailed)?
+        .map_err(|_| DbError::TaskFailed)
+        .and_then(|r| r)
+        .map_err(StoreError::from)
     }
 
     pub fn migrate(&self) -> DbResult<MigrateOutcome> {
         self.blocking(migrate::migrate)
     }
 
-    /// Whether the database answers a query.
-    pub async fn ping(&self) -> DbResult<()> {
-        self.call(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))?;
-            Ok(())
-        })
-        .await
+    /// [`crate::store::keys::KeyRepo::imported_key_hashes`], on the
+    /// current thread (start-up runs before the server's runtime).
+    pub fn imported_key_hashes_now(&self) -> DbResult<Vec<crate::store::KeyHash>> {
+        self.blocking(|c| keys::imported_key_hashes(c))
     }
 
     /// The values of the connection-level pragmas, as a pooled connection sees them.
-    pub async fn pragmas(&self) -> DbResult<Pragmas> {
+    pub async fn pragmas(&self) -> StoreResult<Pragmas> {
         self.call(|c| {
             Ok(Pragmas {
                 journal_mode: c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
@@ -395,4 +414,10 @@ pub fn backup(source: &Path, out: &Path) -> DbResult<BackupOutcome> {
         .map_err(|e| DbError::Io(format!("cannot write {}: {e}", out.display())))?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     Ok(BackupOutcome { pages, bytes })
+}
+
+impl crate::store::Clocked for SqliteStore {
+    fn clock(&self) -> &crate::clock::Clock {
+        &self.clock
+    }
 }

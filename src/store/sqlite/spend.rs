@@ -2,10 +2,13 @@
 //! spend is one statement, so it is atomic even when several processes
 //! share the database file.
 
+use crate::store::spend::SpendRepo;
+use crate::store::{KeyId, ProjectId, StoreResult};
+use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
-use super::{Db, DbResult};
-use crate::keys::credits::{Balance, Interval, Refill};
+use super::{DbResult, SqliteStore};
+use crate::store::credits::{Balance, Interval, Refill};
 use crate::store::spend::{period_starts, settle, CreditSpend, QuotaSpend};
 
 /// One verification counted against a month's quota, unless the limit is
@@ -60,13 +63,10 @@ fn stored_balance(c: &rusqlite::Connection, id: &str) -> DbResult<Option<StoredB
     .optional()?)
 }
 
-impl Db {
-    pub async fn spend_credits(
-        &self,
-        key_id: String,
-        cost: i64,
-        now: i64,
-    ) -> DbResult<CreditSpend> {
+#[async_trait]
+impl SpendRepo for SqliteStore {
+    async fn spend_credits(&self, key: KeyId, cost: i64, now: i64) -> StoreResult<CreditSpend> {
+        let key_id = key.to_string();
         self.call(move |c| {
             let (day, month) = period_starts(now);
             let mut id = key_id;
@@ -103,12 +103,8 @@ impl Db {
         .await
     }
 
-    pub async fn refund_credits(
-        &self,
-        key_id: String,
-        cost: i64,
-        period_start: i64,
-    ) -> DbResult<()> {
+    async fn refund_credits(&self, key: KeyId, cost: i64, period_start: i64) -> StoreResult<()> {
+        let key_id = key.to_string();
         self.call(move |c| {
             c.prepare_cached(
                 "UPDATE api_keys SET credits_remaining = credits_remaining + ?2
@@ -121,13 +117,14 @@ impl Db {
         .await
     }
 
-    pub async fn spend_quota(
+    async fn spend_quota(
         &self,
-        project_id: String,
+        project: ProjectId,
         plan: String,
         limit: u64,
         now: i64,
-    ) -> DbResult<QuotaSpend> {
+    ) -> StoreResult<QuotaSpend> {
+        let project_id = project.to_string();
         self.call(move |c| {
             let month = Interval::Monthly.period_start(now);
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);

@@ -2,93 +2,21 @@
 //! is one immediate transaction, so concurrent requests cannot both spend a
 //! code or a refresh token.
 
+use crate::store::sessions::SessionRepo;
+use crate::store::sessions::*;
+use crate::store::StoreResult;
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::audit::{self, Actor, AuditEvent};
-use super::mail::{self, Outgoing};
-use super::users::{self, User, USER_COLUMNS};
-use super::{Db, DbResult};
-use crate::types::{Email, Role};
+use super::directory::{self, USER_COLUMNS};
+use super::work;
+use super::{DbResult, SqliteStore};
+use crate::store::audit::Actor;
+use crate::types::Role;
 
-use crate::auth::rules::{
-    burns_code, refresh_decision, send_code_throttle, session_alive, should_touch_session,
+use crate::store::session_rules::{
+    refresh_decision, send_code_throttle, session_alive, should_touch_session,
 };
-pub use crate::auth::rules::{
-    judge_code, CodeLimits, CodeRequestHistory, CodeVerdict, RefreshDecision, SessionLimits,
-};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CodeRequestOutcome {
-    /// A code was stored and its message queued.
-    Sent,
-    /// Nothing was sent (invite-only and the address is unknown); the
-    /// client gets the same answer as for `Sent`.
-    Suppressed,
-    Throttled {
-        retry_after_secs: i64,
-    },
-}
-
-pub struct CodeRequest {
-    pub email: Email,
-    /// The client as the per-address limit counts it
-    /// ([`crate::auth::throttle::ThrottleSubject`]: its /64 on IPv6).
-    pub ip: String,
-    pub code_hash: [u8; 32],
-    pub limits: CodeLimits,
-    /// Whether an unknown address may sign up (`auth.signup = "open"`).
-    pub open_signup: bool,
-    pub message: Outgoing,
-}
-
-/// Tokens minted for a session; only their hashes are stored.
-pub struct NewTokens {
-    pub access_hash: [u8; 32],
-    pub refresh_hash: [u8; 32],
-    pub access_expires_at: i64,
-}
-
-pub struct LoginRequest {
-    pub email: Email,
-    pub presented_hash: [u8; 32],
-    /// Random bytes written as the hash of the stand-in code a failed
-    /// attempt on an address without a code leaves (see [`login_with_code`]).
-    pub stand_in_hash: [u8; 32],
-    pub max_attempts: i64,
-    pub open_signup: bool,
-    pub session_id: String,
-    pub via_cookie: bool,
-    pub tokens: NewTokens,
-    pub limits: SessionLimits,
-    pub personal_project: (String, String),
-    pub actor: Actor,
-    pub user_agent: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub enum LoginOutcome {
-    Success { user: User, created: bool },
-    Failed,
-}
-
-#[derive(Debug, Clone)]
-pub enum RefreshOutcome {
-    Rotated {
-        user: User,
-        session_id: String,
-        via_cookie: bool,
-    },
-    Invalid,
-    Reused,
-}
-
-/// The session behind a valid access token.
-#[derive(Debug, Clone)]
-pub struct SessionAuth {
-    pub session_id: String,
-    pub user: User,
-    pub via_cookie: bool,
-}
 
 fn count_since(
     conn: &Connection,
@@ -147,60 +75,39 @@ fn revoke(conn: &Connection, session_id: &str, reason: &str, now: i64) -> DbResu
 pub fn login_with_code(c: &mut Connection, req: LoginRequest, now: i64) -> DbResult<LoginOutcome> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let email = req.email.as_str();
-    let stored: Option<(Vec<u8>, i64, i64)> = tx
+    let stored = tx
         .query_row(
             "SELECT code_hash, attempts, expires_at FROM login_codes WHERE email = ?1",
             [email],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| {
+                Ok(StoredCode {
+                    hash: r.get(0)?,
+                    attempts: r.get(1)?,
+                    expires_at: r.get(2)?,
+                })
+            },
         )
         .optional()?;
-    let existing = users::find_user_by_email(&tx, email)?;
-    let verdict = judge_code(
-        stored.as_ref().map(|(h, a, e)| (h.as_slice(), *a, *e)),
-        &req.presented_hash,
-        now,
-        req.max_attempts,
-    );
-    let may_log_in = existing.is_some() || req.open_signup;
-    if verdict != CodeVerdict::Accepted || !may_log_in {
+    let existing = directory::find_user_by_email(&tx, email)?;
+    if let LoginPlan::Refuse(effects) = plan_login(stored.as_ref(), existing.as_ref(), &req, now) {
         tx.execute(
             "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES (?1, ?2, 1, ?3, ?3)
              ON CONFLICT (email) DO UPDATE SET attempts = attempts + 1",
             params![email, &req.stand_in_hash[..], now],
         )?;
-        let burned = burns_code(
-            verdict,
-            stored.as_ref().map(|(_, attempts, _)| *attempts),
-            req.max_attempts,
-        );
-        audit::record(
-            &tx,
-            &AuditEvent {
-                project_id: None,
-                action: "login.failed",
-                actor: &Actor {
-                    id: existing.map(|u| u.id),
-                    ..req.actor.clone()
-                },
-                target: Some(email),
-                details: serde_json::json!({
-                    "reason": if burned { "wrong_code_burned" } else { verdict.reason() }
-                }),
-            },
-            now,
-        )?;
+        super::effects::write(&tx, &effects, now)?;
         tx.commit()?;
         return Ok(LoginOutcome::Failed);
     }
     tx.execute("DELETE FROM login_codes WHERE email = ?1", [email])?;
     let (user, created) = match existing {
         Some(u) => (u, false),
-        None => users::find_or_create_user(&tx, &req.email, now)?,
+        None => directory::find_or_create_user(&tx, &req.email, now)?,
     };
-    if users::memberships_of(&tx, &user.id)?.is_empty() {
+    if directory::memberships_of(&tx, &user.id)?.is_empty() {
         let (name, plan) = &req.personal_project;
-        let project = users::insert_project(&tx, name, plan, now)?;
-        users::insert_membership(&tx, &project.id, &user.id, Role::Owner, now)?;
+        let project = directory::insert_project(&tx, name, plan, now)?;
+        directory::insert_membership(&tx, &project.id, &user.id, Role::Owner, now)?;
     }
     tx.execute(
         "INSERT INTO sessions (id, user_id, via_cookie, created_at, last_used_at, expires_at, ip, user_agent)
@@ -210,35 +117,23 @@ pub fn login_with_code(c: &mut Connection, req: LoginRequest, now: i64) -> DbRes
             user.id,
             req.via_cookie,
             now,
-            now + req.limits.max_secs,
+            req.session_expires_at,
             req.actor.ip,
             req.user_agent
         ],
     )?;
     insert_tokens(&tx, &req.session_id, &req.tokens, None, now)?;
-    audit::record(
-        &tx,
-        &AuditEvent {
-            project_id: None,
-            action: "login.succeeded",
-            actor: &Actor {
-                id: Some(user.id.clone()),
-                ..req.actor.clone()
-            },
-            target: Some(&user.id),
-            details: serde_json::json!({ "session_id": req.session_id, "new_user": created, "cookie": req.via_cookie }),
-        },
-        now,
-    )?;
+    super::effects::write(&tx, &login_succeeded(&user, created, &req), now)?;
     tx.commit()?;
     Ok(LoginOutcome::Success { user, created })
 }
 
-impl Db {
+#[async_trait]
+impl SessionRepo for SqliteStore {
     /// `send-code`: throttles, then (when the address may log in) replaces
     /// the address's code and queues its message, all in one transaction.
     /// The request counts against the throttles whether or not a code is sent.
-    pub async fn request_login_code(&self, req: CodeRequest) -> DbResult<CodeRequestOutcome> {
+    async fn request_login_code(&self, req: CodeRequest) -> StoreResult<CodeRequestOutcome> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -263,15 +158,15 @@ impl Db {
                 "INSERT INTO code_requests (email, ip, created_at) VALUES (?1, ?2, ?3)",
                 params![email, req.ip, now],
             )?;
-            let may_log_in = req.open_signup || users::find_user_by_email(&tx, email)?.is_some();
+            let may_log_in = req.open_signup || directory::find_user_by_email(&tx, email)?.is_some();
             let outcome = if may_log_in {
                 tx.execute(
                     "INSERT INTO login_codes (email, code_hash, attempts, expires_at, created_at) VALUES (?1, ?2, 0, ?3, ?4)
                      ON CONFLICT (email) DO UPDATE SET code_hash = excluded.code_hash, attempts = 0,
                          expires_at = excluded.expires_at, created_at = excluded.created_at",
-                    params![email, &req.code_hash[..], now + l.ttl_secs, now],
+                    params![email, &req.code_hash[..], req.expires_at, now],
                 )?;
-                mail::enqueue(&tx, &req.message, now)?;
+                work::enqueue(&tx, &req.message, now)?;
                 CodeRequestOutcome::Sent
             } else {
                 CodeRequestOutcome::Suppressed
@@ -283,7 +178,7 @@ impl Db {
     }
 
     /// `verify-code`: see [`login_with_code`].
-    pub async fn login_with_code(&self, req: LoginRequest) -> DbResult<LoginOutcome> {
+    async fn login_with_code(&self, req: LoginRequest) -> StoreResult<LoginOutcome> {
         let clock = self.clock.clone();
         self.call(move |c| login_with_code(c, req, clock.now()))
             .await
@@ -292,13 +187,13 @@ impl Db {
     /// Exchanges a refresh token for a new pair (rotation). A spent token is
     /// reuse, which revokes the whole session, except the immediate parent of
     /// a live token presented within the grace period.
-    pub async fn refresh_session(
+    async fn refresh_session(
         &self,
         presented: [u8; 32],
         tokens: NewTokens,
         limits: SessionLimits,
         actor: Actor,
-    ) -> DbResult<RefreshOutcome> {
+    ) -> StoreResult<RefreshOutcome> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -319,7 +214,7 @@ impl Db {
                             r.get::<_, i64>(3)?,
                             r.get::<_, i64>(4)?,
                             r.get::<_, Option<i64>>(5)?,
-                            users::user_from(r, 6)?,
+                            directory::user_from(r, 6)?,
                         ))
                     },
                 )
@@ -341,20 +236,8 @@ impl Db {
             match refresh_decision(used_at, spent_children, now, &limits) {
                 RefreshDecision::Reuse => {
                     revoke(&tx, &session_id, "token_reused", now)?;
-                    audit::record(
-                        &tx,
-                        &AuditEvent {
-                            project_id: None,
-                            action: "session.token_reused",
-                            actor: &Actor {
-                                id: Some(user.id.clone()),
-                                ..actor
-                            },
-                            target: Some(&session_id),
-                            details: serde_json::json!({ "spent_at": used_at }),
-                        },
-                        now,
-                    )?;
+                    let effects = token_reused(&user, &session_id, used_at, actor);
+                    super::effects::write(&tx, &effects, now)?;
                     tx.commit()?;
                     return Ok(RefreshOutcome::Reused);
                 }
@@ -379,7 +262,7 @@ impl Db {
     }
 
     /// Revokes the session a refresh token (spent or not) belongs to.
-    pub async fn revoke_by_refresh_token(&self, presented: [u8; 32]) -> DbResult<Option<String>> {
+    async fn revoke_by_refresh_token(&self, presented: [u8; 32]) -> StoreResult<Option<String>> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -400,28 +283,18 @@ impl Db {
         .await
     }
 
-    pub async fn revoke_session(
+    async fn revoke_session(
         &self,
         session_id: String,
         reason: &'static str,
         actor: Actor,
-    ) -> DbResult<()> {
+    ) -> StoreResult<()> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             revoke(&tx, &session_id, reason, now)?;
-            audit::record(
-                &tx,
-                &AuditEvent {
-                    project_id: None,
-                    action: "logout",
-                    actor: &actor,
-                    target: Some(&session_id),
-                    details: serde_json::json!({}),
-                },
-                now,
-            )?;
+            super::effects::write(&tx, &logged_out(&session_id, &actor), now)?;
             tx.commit()?;
             Ok(())
         })
@@ -430,11 +303,11 @@ impl Db {
 
     /// The live session behind an access token. Marks the session used at
     /// most once a minute, so authenticated reads rarely write.
-    pub async fn authenticate_access_token(
+    async fn authenticate_access_token(
         &self,
         presented: [u8; 32],
         limits: SessionLimits,
-    ) -> DbResult<Option<SessionAuth>> {
+    ) -> StoreResult<Option<SessionAuth>> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -453,7 +326,7 @@ impl Db {
                             r.get::<_, i64>(2)?,
                             r.get::<_, i64>(3)?,
                             r.get::<_, Option<i64>>(4)?,
-                            users::user_from(r, 5)?,
+                            directory::user_from(r, 5)?,
                         ))
                     },
                 )
@@ -485,38 +358,6 @@ impl Db {
         })
         .await
     }
-
-    /// Deletes what can no longer be used: expired codes, old throttle
-    /// records, past months' quota counters, expired access tokens, dead
-    /// sessions and old mail.
-    pub async fn cleanup(&self, limits: SessionLimits) -> DbResult<usize> {
-        let clock = self.clock.clone();
-        self.call(move |c| {
-            let now = clock.now();
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut n = 0;
-            n += tx.execute("DELETE FROM login_codes WHERE expires_at <= ?1", [now])?;
-            n += tx.execute("DELETE FROM code_requests WHERE created_at < ?1", [now - 86_400])?;
-            n += tx.execute("DELETE FROM throttles WHERE window_start < ?1", [now - 86_400])?;
-            n += tx.execute(
-                "DELETE FROM quota_counters WHERE period_start < ?1",
-                [now - crate::store::maintenance::QUOTA_COUNTER_RETENTION_SECS],
-            )?;
-            n += tx.execute("DELETE FROM access_tokens WHERE expires_at <= ?1", [now])?;
-            n += tx.execute(
-                "DELETE FROM sessions WHERE expires_at <= ?1 OR last_used_at < ?2 OR revoked_at < ?3",
-                params![now, now - limits.idle_secs, now - 86_400],
-            )?;
-            n += tx.execute(
-                "DELETE FROM mail_outbox WHERE (transport = 'mailbox' AND created_at < ?1)
-                    OR (sent_at IS NOT NULL AND sent_at < ?2) OR (failed_at IS NOT NULL AND failed_at < ?2)",
-                params![now - 86_400, now - 7 * 86_400],
-            )?;
-            tx.commit()?;
-            Ok(n)
-        })
-        .await
-    }
 }
 
 #[cfg(test)]
@@ -525,7 +366,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::db::audit::ActorType;
+    use crate::store::audit::ActorType;
+    use crate::types::Email;
 
     thread_local! {
         static STATEMENTS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
@@ -540,7 +382,7 @@ mod tests {
 
     fn database() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
-        crate::db::migrate::migrate(&mut c).unwrap();
+        crate::store::sqlite::migrate::migrate(&mut c).unwrap();
         c
     }
 
@@ -563,6 +405,7 @@ mod tests {
                 max_secs: 7 * 86_400,
                 reuse_grace_secs: 10,
             },
+            session_expires_at: NOW + 7 * 86_400,
             personal_project: ("Personal".into(), "free".into()),
             actor: Actor {
                 kind: ActorType::User,
@@ -593,7 +436,7 @@ mod tests {
 
     fn attempt(c: &mut Connection, req: LoginRequest) -> (LoginOutcome, Work) {
         STATEMENTS.with(|s| s.borrow_mut().clear());
-        crate::auth::rules::CODE_COMPARISONS.with(|n| n.set(0));
+        crate::store::session_rules::CODE_COMPARISONS.with(|n| n.set(0));
         let before = c.total_changes();
         c.profile(Some(record_statement));
         let outcome = login_with_code(c, req, NOW).unwrap();
@@ -601,7 +444,7 @@ mod tests {
         let work = Work {
             statements: STATEMENTS.with(|s| s.borrow().clone()),
             rows_changed: c.total_changes() - before,
-            comparisons: crate::auth::rules::CODE_COMPARISONS.with(|n| n.get()),
+            comparisons: crate::store::session_rules::CODE_COMPARISONS.with(|n| n.get()),
         };
         (outcome, work)
     }
@@ -614,7 +457,7 @@ mod tests {
         let right = [9; 32];
         let wrong = [8; 32];
         let known = |c: &Connection, email: &str| {
-            users::find_or_create_user(c, &Email::parse(email).unwrap(), NOW).unwrap();
+            directory::find_or_create_user(c, &Email::parse(email).unwrap(), NOW).unwrap();
         };
         known(&c, "nocode@acme.test");
         known(&c, "wrong@acme.test");

@@ -16,7 +16,7 @@
 
 use serde_json::json;
 
-use crate::db::audit::Actor;
+use crate::store::audit::Actor;
 use crate::store::effects::{AuditEntry, Effects};
 
 /// Who asks for the link.
@@ -252,7 +252,7 @@ pub fn effects(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::audit::ActorType;
+    use crate::store::audit::ActorType;
 
     fn checkout() -> LinkRequest {
         LinkRequest::Checkout {

@@ -1,40 +1,18 @@
 //! Users, projects and memberships.
 
+use crate::store::directory::DirectoryRepo;
+use crate::store::directory::{
+    bootstrap_membership, bootstrap_project, may_change, member_added, member_change_effects,
+    project_created, BootstrapOutcome, Member, MemberChangeError, Membership, Project, User,
+};
+use crate::store::{ProjectId, StoreResult, UserId};
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use super::audit::{self, Actor, AuditEvent};
-use super::{Db, DbResult};
+use super::{DbResult, SqliteStore};
 use crate::crypto::new_id;
+use crate::store::audit::Actor;
 use crate::types::{Email, Role};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    pub id: String,
-    pub email: String,
-    pub full_name: Option<String>,
-    pub created_at: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Project {
-    pub id: String,
-    pub name: String,
-    pub plan: String,
-    pub created_at: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Membership {
-    pub project: Project,
-    pub role: Role,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub user: User,
-    pub role: Role,
-    pub created_at: i64,
-}
 
 pub(crate) const USER_COLUMNS: &str = "u.id, u.email, u.full_name, u.created_at";
 const PROJECT_COLUMNS: &str = "p.id, p.name, p.plan, p.created_at";
@@ -167,20 +145,6 @@ fn member_row(conn: &Connection, project_id: &str, user_id: &str) -> DbResult<Op
         .optional()?)
 }
 
-/// A member as webhook payloads show it.
-pub(crate) fn member_json(m: &Member) -> serde_json::Value {
-    serde_json::json!({
-        "user": {
-            "id": m.user.id,
-            "email": m.user.email,
-            "full_name": m.user.full_name,
-            "created_at": crate::types::rfc3339(m.user.created_at),
-        },
-        "role": m.role.as_str(),
-        "created_at": crate::types::rfc3339(m.created_at),
-    })
-}
-
 fn owner_count(conn: &Connection, project_id: &str) -> DbResult<i64> {
     Ok(conn.query_row(
         "SELECT count(*) FROM memberships WHERE project_id = ?1 AND role = 'owner'",
@@ -189,74 +153,10 @@ fn owner_count(conn: &Connection, project_id: &str) -> DbResult<i64> {
     )?)
 }
 
-/// What a role change or removal records and announces (both backends).
-pub fn member_change_effects(
-    project_id: &str,
-    current: &Member,
-    to: Option<Role>,
-    actor: &Actor,
-) -> crate::store::effects::Effects {
-    use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
-    let effects = Effects::default().audit(AuditEntry {
-        project_id: Some(project_id.to_string()),
-        action: if to.is_some() {
-            "member.role_changed"
-        } else {
-            "member.removed"
-        },
-        actor: actor.clone(),
-        target: Some(current.user.id.clone()),
-        details: serde_json::json!({
-            "email": current.user.email,
-            "from": current.role.as_str(),
-            "to": to.map(Role::as_str),
-        }),
-    });
-    match to {
-        Some(_) => effects,
-        None => effects.webhook(WebhookEvent {
-            project_id: project_id.to_string(),
-            event: "member.removed",
-            data: member_json(current),
-        }),
-    }
-}
-
-/// Why a membership change was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberChangeError {
-    NotFound,
-    AlreadyMember,
-    /// The project would be left without an owner.
-    LastOwner,
-    /// The acting role may not do this to that member.
-    Forbidden,
-}
-
-/// The role rules of SPEC section 7, without storage: whether `actor` may
-/// set a member's role from `from` (None = not a member yet) to `to`
-/// (None = remove).
-pub fn may_change(
-    actor: Role,
-    actor_is_target: bool,
-    from: Option<Role>,
-    to: Option<Role>,
-) -> bool {
-    match (from, to) {
-        // Adding: owners add anyone; admins add admins and members.
-        (None, Some(to)) => actor == Role::Owner || (actor == Role::Admin && to != Role::Owner),
-        // Changing a role: owners only.
-        (Some(_), Some(_)) => actor == Role::Owner,
-        // Removing: anyone may leave; owners remove anyone; admins remove admins and members.
-        (Some(from), None) => {
-            actor_is_target || actor == Role::Owner || (actor == Role::Admin && from != Role::Owner)
-        }
-        (None, None) => false,
-    }
-}
-
-impl Db {
-    pub async fn project(&self, id: String) -> DbResult<Option<Project>> {
+#[async_trait]
+impl DirectoryRepo for SqliteStore {
+    async fn project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
+        let id = id.to_string();
         self.call(move |c| {
             Ok(c.query_row(
                 &format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = ?1"),
@@ -269,7 +169,7 @@ impl Db {
     }
 
     /// A project by id, or by name when exactly one project has it (CLI).
-    pub async fn find_project(&self, id_or_name: String) -> DbResult<Result<Project, String>> {
+    async fn find_project(&self, id_or_name: String) -> StoreResult<Result<Project, String>> {
         self.call(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = ?1 OR p.name = ?1 ORDER BY p.id = ?1 DESC"
@@ -287,16 +187,19 @@ impl Db {
         .await
     }
 
-    pub async fn memberships(&self, user_id: String) -> DbResult<Vec<Membership>> {
+    async fn memberships(&self, user: UserId) -> StoreResult<Vec<Membership>> {
+        let user_id = user.to_string();
         self.call(move |c| memberships_of(c, &user_id)).await
     }
 
     /// The user's role in the project, or `None` when not a member.
-    pub async fn project_role(
+    async fn project_role(
         &self,
-        user_id: String,
-        project_id: String,
-    ) -> DbResult<Option<Membership>> {
+        user: UserId,
+        project: ProjectId,
+    ) -> StoreResult<Option<Membership>> {
+        let project_id = project.to_string();
+        let user_id = user.to_string();
         self.call(move |c| {
             Ok(c.query_row(
                 &format!(
@@ -317,30 +220,21 @@ impl Db {
     }
 
     /// Creates a project with `user_id` as its owner.
-    pub async fn create_project(
+    async fn create_project(
         &self,
-        user_id: String,
+        user: UserId,
         name: String,
         plan: String,
         actor: Actor,
-    ) -> DbResult<Project> {
+    ) -> StoreResult<Project> {
+        let user_id = user.to_string();
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let project = insert_project(&tx, &name, &plan, now)?;
             insert_membership(&tx, &project.id, &user_id, Role::Owner, now)?;
-            audit::record(
-                &tx,
-                &AuditEvent {
-                    project_id: Some(&project.id),
-                    action: "project.created",
-                    actor: &actor,
-                    target: Some(&project.id),
-                    details: serde_json::json!({ "name": name }),
-                },
-                now,
-            )?;
+            super::effects::write(&tx, &project_created(&project, &actor), now)?;
             tx.commit()?;
             Ok(project)
         })
@@ -348,12 +242,13 @@ impl Db {
     }
 
     /// One page of the user's projects with their role, and the total count.
-    pub async fn projects_page(
+    async fn projects_page(
         &self,
-        user_id: String,
+        user: UserId,
         offset: i64,
         limit: i64,
-    ) -> DbResult<(Vec<Membership>, i64)> {
+    ) -> StoreResult<(Vec<Membership>, i64)> {
+        let user_id = user.to_string();
         self.call(move |c| {
             let total: i64 =
                 c.query_row("SELECT count(*) FROM memberships WHERE user_id = ?1", [&user_id], |r| r.get(0))?;
@@ -372,12 +267,13 @@ impl Db {
         .await
     }
 
-    pub async fn members_page(
+    async fn members_page(
         &self,
-        project_id: String,
+        project: ProjectId,
         offset: i64,
         limit: i64,
-    ) -> DbResult<(Vec<Member>, i64)> {
+    ) -> StoreResult<(Vec<Member>, i64)> {
+        let project_id = project.to_string();
         self.call(move |c| {
             let total: i64 = c.query_row(
                 "SELECT count(*) FROM memberships WHERE project_id = ?1",
@@ -402,15 +298,16 @@ impl Db {
 
     /// Adds `email` (creating the user if needed) with `role`; `notify` is
     /// queued in the same transaction.
-    pub async fn add_member(
+    async fn add_member(
         &self,
-        project_id: String,
+        project: ProjectId,
         email: Email,
         role: Role,
         actor_role: Role,
         actor: Actor,
-        notify: super::mail::Outgoing,
-    ) -> DbResult<Result<Member, MemberChangeError>> {
+        notify: crate::store::work::Outgoing,
+    ) -> StoreResult<Result<Member, MemberChangeError>> {
+        let project_id = project.to_string();
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -423,20 +320,9 @@ impl Db {
                 return Ok(Err(MemberChangeError::AlreadyMember));
             }
             insert_membership(&tx, &project_id, &user.id, role, now)?;
-            audit::record(
-                &tx,
-                &AuditEvent {
-                    project_id: Some(&project_id),
-                    action: "member.added",
-                    actor: &actor,
-                    target: Some(&user.id),
-                    details: serde_json::json!({ "email": user.email, "role": role.as_str() }),
-                },
-                now,
-            )?;
-            super::mail::enqueue(&tx, &notify, now)?;
             let member = member_row(&tx, &project_id, &user.id)?.expect("just inserted");
-            super::webhooks::emit(&tx, &project_id, "member.added", member_json(&member), now)?;
+            let effects = member_added(&project_id, &member, &actor, notify);
+            super::effects::write(&tx, &effects, now)?;
             tx.commit()?;
             Ok(Ok(member))
         })
@@ -445,14 +331,16 @@ impl Db {
 
     /// Changes a member's role (`Some`) or removes the member (`None`),
     /// keeping at least one owner.
-    pub async fn change_member(
+    async fn change_member(
         &self,
-        project_id: String,
-        user_id: String,
+        project: ProjectId,
+        user: UserId,
         to: Option<Role>,
         actor_role: Role,
         actor: Actor,
-    ) -> DbResult<Result<Option<Member>, MemberChangeError>> {
+    ) -> StoreResult<Result<Option<Member>, MemberChangeError>> {
+        let project_id = project.to_string();
+        let user_id = user.to_string();
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -489,12 +377,12 @@ impl Db {
 
     /// `gatehouse users add`: the user, and optionally a membership in the
     /// project of that name (created when none exists).
-    pub async fn bootstrap_user(
+    async fn bootstrap_user(
         &self,
         email: Email,
         project: Option<(String, Option<Role>)>,
         plan: String,
-    ) -> DbResult<Result<BootstrapOutcome, String>> {
+    ) -> StoreResult<Result<BootstrapOutcome, String>> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -508,48 +396,29 @@ impl Db {
                 role: None,
             };
             if let Some((name, role)) = project {
-                let ids: Vec<String> = {
-                    let mut stmt = tx.prepare("SELECT id FROM projects WHERE name = ?1")?;
-                    let rows = stmt.query_map([&name], |r| r.get(0))?;
+                let named: Vec<Project> = {
+                    let mut stmt = tx.prepare(&format!(
+                        "SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.name = ?1"
+                    ))?;
+                    let rows = stmt.query_map([&name], |r| project_from(r, 0))?;
                     rows.collect::<Result<Vec<_>, _>>()?
                 };
-                let (project, created) = match ids.as_slice() {
-                    [] => (insert_project(&tx, &name, &plan, now)?, true),
-                    [id] => {
-                        let p = tx.query_row(
-                            &format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = ?1"),
-                            [id],
-                            |r| project_from(r, 0),
-                        )?;
-                        (p, false)
-                    }
-                    _ => return Ok(Err(format!("{} projects are named {name:?}; rename one first", ids.len()))),
+                let (project, created) = match bootstrap_project(&name, named) {
+                    Ok(Some(p)) => (p, false),
+                    Ok(None) => (insert_project(&tx, &name, &plan, now)?, true),
+                    Err(why) => return Ok(Err(why)),
                 };
-                let role = role.unwrap_or(if created { Role::Owner } else { Role::Member });
-                match member_row(&tx, &project.id, &outcome.user.id)? {
-                    Some(existing) if existing.role != role => {
-                        return Ok(Err(format!(
-                            "{} is already a {} of {name:?}",
-                            outcome.user.email,
-                            existing.role.as_str()
-                        )))
-                    }
-                    Some(_) => {}
-                    None => {
+                let held = member_row(&tx, &project.id, &outcome.user.id)?.map(|m| m.role);
+                let role = match bootstrap_membership(&outcome.user, &project, created, role, held)
+                {
+                    Ok((role, None)) => role,
+                    Ok((role, Some(effects))) => {
                         insert_membership(&tx, &project.id, &outcome.user.id, role, now)?;
-                        audit::record(
-                            &tx,
-                            &AuditEvent {
-                                project_id: Some(&project.id),
-                                action: "member.added",
-                                actor: &Actor::system(),
-                                target: Some(&outcome.user.id),
-                                details: serde_json::json!({ "email": outcome.user.email, "role": role.as_str(), "via": "cli" }),
-                            },
-                            now,
-                        )?;
+                        super::effects::write(&tx, &effects, now)?;
+                        role
                     }
-                }
+                    Err(why) => return Ok(Err(why)),
+                };
                 outcome.project = Some(project);
                 outcome.project_created = created;
                 outcome.role = Some(role);
@@ -558,34 +427,5 @@ impl Db {
             Ok(Ok(outcome))
         })
         .await
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct BootstrapOutcome {
-    pub user: User,
-    pub user_created: bool,
-    pub project: Option<Project>,
-    pub project_created: bool,
-    pub role: Option<Role>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use Role::*;
-
-    #[test]
-    fn role_rules() {
-        assert!(may_change(Owner, false, None, Some(Owner)));
-        assert!(may_change(Admin, false, None, Some(Admin)));
-        assert!(!may_change(Admin, false, None, Some(Owner)));
-        assert!(!may_change(Member, false, None, Some(Member)));
-        assert!(may_change(Owner, false, Some(Member), Some(Admin)));
-        assert!(!may_change(Admin, false, Some(Member), Some(Admin)));
-        assert!(may_change(Admin, false, Some(Member), None));
-        assert!(!may_change(Admin, false, Some(Owner), None));
-        assert!(!may_change(Member, false, Some(Member), None));
-        assert!(may_change(Member, true, Some(Member), None));
     }
 }

@@ -1,21 +1,18 @@
-//! Webhook endpoints, the event outbox, deliveries and their attempts.
+//! Work in SQLite: webhook endpoints, the event outbox, deliveries and
+//! their attempts; the mail outbox (the local mailbox and the SMTP queue).
+//! Messages and events are queued inside the transaction of the change
+//! that causes them, so none is lost or sent for a rolled-back change.
 
+use crate::store::work::{
+    Attempt, AttemptOutcome, AttemptView, DeliveryView, DueDelivery, Endpoint, MailRepo,
+    MailboxMessage, Outgoing, PendingMail, Transport, WebhookRepo,
+};
+use crate::store::{ProjectId, StoreResult};
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{Db, DbResult};
+use super::{DbResult, SqliteStore};
 use crate::crypto::new_id;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Endpoint {
-    pub id: String,
-    pub project_id: String,
-    pub url: String,
-    pub events: Vec<String>,
-    pub secret: String,
-    pub is_active: bool,
-    pub disabled_reason: Option<String>,
-    pub created_at: i64,
-}
 
 const ENDPOINT_COLUMNS: &str =
     "id, project_id, url, events, secret, is_active, disabled_reason, created_at";
@@ -92,85 +89,17 @@ fn queue(
     Ok(())
 }
 
-/// A delivery due for an attempt, with what is needed to make it.
-#[derive(Clone, Debug)]
-pub struct DueDelivery {
-    pub id: i64,
-    pub message_id: String,
-    pub payload: String,
-    pub attempts: u32,
-    pub endpoint_id: String,
-    pub url: String,
-    pub secret: String,
-    pub endpoint_active: bool,
-    /// The trace of the request that caused the event, when traces are exported.
-    pub traceparent: Option<String>,
-}
-
-/// What happened to one attempt.
-#[derive(Clone, Debug)]
-pub enum AttemptOutcome {
-    Delivered,
-    /// Retry at this time (epoch milliseconds).
-    Retry(i64),
-    /// No more attempts.
-    Failed,
-    /// 410 Gone: the endpoint is disabled and nothing more is sent to it.
-    Gone,
-}
-
-impl AttemptOutcome {
-    pub fn label(&self) -> &'static str {
-        match self {
-            AttemptOutcome::Delivered => "delivered",
-            AttemptOutcome::Retry(_) => "retry",
-            AttemptOutcome::Failed => "failed",
-            AttemptOutcome::Gone => "gone",
-        }
-    }
-}
-
-/// One attempt as the worker made it.
-#[derive(Clone, Debug)]
-pub struct Attempt {
-    pub delivery_id: i64,
-    pub endpoint_id: String,
-    /// 1 for the first try.
-    pub number: u32,
-    pub response_status: Option<u16>,
-    pub error: Option<String>,
-    pub duration_ms: i64,
-}
-
-#[derive(Clone, Debug)]
-pub struct AttemptView {
-    pub attempt: u32,
-    pub at: i64,
-    pub response_status: Option<u16>,
-    pub error: Option<String>,
-    pub duration_ms: Option<i64>,
-}
-
-#[derive(Clone, Debug)]
-pub struct DeliveryView {
-    pub id: i64,
-    pub message_id: String,
-    pub event_type: String,
-    pub status: String,
-    pub created_at: i64,
-    pub next_attempt_at_ms: Option<i64>,
-    pub attempts: Vec<AttemptView>,
-}
-
-impl Db {
-    pub async fn create_webhook(
+#[async_trait]
+impl WebhookRepo for SqliteStore {
+    async fn create_webhook(
         &self,
-        project_id: String,
+        project: ProjectId,
         url: String,
         events: Vec<String>,
         secret: String,
         created_by: Option<String>,
-    ) -> DbResult<Endpoint> {
+    ) -> StoreResult<Endpoint> {
+        let project_id = project.to_string();
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -202,7 +131,8 @@ impl Db {
         .await
     }
 
-    pub async fn webhooks(&self, project_id: String) -> DbResult<Vec<Endpoint>> {
+    async fn webhooks(&self, project: ProjectId) -> StoreResult<Vec<Endpoint>> {
+        let project_id = project.to_string();
         self.call(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE project_id = ?1 ORDER BY created_at, id"
@@ -213,7 +143,8 @@ impl Db {
         .await
     }
 
-    pub async fn webhook(&self, project_id: String, id: String) -> DbResult<Option<Endpoint>> {
+    async fn webhook(&self, project: ProjectId, id: String) -> StoreResult<Option<Endpoint>> {
+        let project_id = project.to_string();
         self.call(move |c| {
             Ok(c.query_row(
                 &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE project_id = ?1 AND id = ?2"),
@@ -226,7 +157,8 @@ impl Db {
     }
 
     /// Deletes an endpoint with its pending deliveries.
-    pub async fn delete_webhook(&self, project_id: String, id: String) -> DbResult<bool> {
+    async fn delete_webhook(&self, project: ProjectId, id: String) -> StoreResult<bool> {
+        let project_id = project.to_string();
         self.call(move |c| {
             Ok(c.execute(
                 "DELETE FROM webhook_endpoints WHERE project_id = ?1 AND id = ?2",
@@ -237,7 +169,8 @@ impl Db {
     }
 
     /// Queues a test event for one endpoint.
-    pub async fn send_test_event(&self, project_id: String, endpoint_id: String) -> DbResult<()> {
+    async fn send_test_event(&self, project: ProjectId, endpoint_id: String) -> StoreResult<()> {
+        let project_id = project.to_string();
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -245,7 +178,7 @@ impl Db {
             queue(
                 &tx,
                 &project_id,
-                crate::webhooks::TEST_EVENT,
+                crate::store::work::TEST_EVENT,
                 serde_json::json!({ "endpoint_id": endpoint_id }),
                 std::slice::from_ref(&endpoint_id),
                 now,
@@ -257,7 +190,7 @@ impl Db {
     }
 
     /// Records an attempt and its consequence in one transaction.
-    pub async fn record_attempt(&self, attempt: Attempt, outcome: AttemptOutcome) -> DbResult<()> {
+    async fn record_attempt(&self, attempt: Attempt, outcome: AttemptOutcome) -> StoreResult<()> {
         let Attempt {
             delivery_id,
             endpoint_id,
@@ -302,12 +235,12 @@ impl Db {
     }
 
     /// An endpoint's deliveries with every attempt, newest first.
-    pub async fn deliveries(
+    async fn deliveries(
         &self,
         endpoint_id: String,
         offset: i64,
         limit: i64,
-    ) -> DbResult<(Vec<DeliveryView>, i64)> {
+    ) -> StoreResult<(Vec<DeliveryView>, i64)> {
         self.call(move |c| {
             let total: i64 = c.query_row("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = ?1", [&endpoint_id], |r| r.get(0))?;
             let mut stmt = c.prepare(
@@ -350,13 +283,48 @@ impl Db {
     }
 
     /// When the next pending delivery is due (epoch ms), if any.
-    pub async fn next_delivery_due(&self) -> DbResult<Option<i64>> {
+    async fn next_delivery_due(&self) -> StoreResult<Option<i64>> {
         self.call(|c| {
             Ok(c.query_row(
                 "SELECT min(next_attempt_at_ms) FROM webhook_deliveries WHERE status = 'pending'",
                 [],
                 |r| r.get(0),
             )?)
+        })
+        .await
+    }
+
+    /// Claims deliveries due at `now_ms` for `lease_ms` (see
+    /// [`Db::claim_due_mail`]): the next attempt moves to the end of the
+    /// lease until the attempt is recorded.
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: i64,
+        lease_ms: i64,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let due: Vec<DueDelivery> = {
+                let mut stmt = tx.prepare(
+                    "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active, m.traceparent
+                     FROM webhook_deliveries d
+                     JOIN webhook_messages m ON m.id = d.message_id
+                     JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                     WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1
+                     ORDER BY d.next_attempt_at_ms, d.id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now_ms, limit], due_delivery_from)?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for d in &due {
+                tx.execute(
+                    "UPDATE webhook_deliveries SET next_attempt_at_ms = ?2 WHERE id = ?1",
+                    params![d.id, now_ms.saturating_add(lease_ms)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(due)
         })
         .await
     }
@@ -376,34 +344,127 @@ fn due_delivery_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<DueDelivery> {
     })
 }
 
-impl Db {
-    /// Claims deliveries due at `now_ms` for `lease_ms` (see
-    /// [`Db::claim_due_mail`]): the next attempt moves to the end of the
-    /// lease until the attempt is recorded.
-    pub async fn claim_due_deliveries(
-        &self,
-        now_ms: i64,
-        limit: i64,
-        lease_ms: i64,
-    ) -> DbResult<Vec<DueDelivery>> {
+pub(crate) fn enqueue(conn: &Connection, msg: &Outgoing, now: i64) -> DbResult<()> {
+    for transport in &msg.transports {
+        let sent_at = (*transport == Transport::Mailbox).then_some(now);
+        conn.execute(
+            "INSERT INTO mail_outbox (transport, recipient, subject, body, created_at, expires_at, next_attempt_at, sent_at, traceparent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7, ?8)",
+            params![transport.as_str(), msg.to, msg.subject, msg.body, now, msg.expires_at, sent_at, crate::telemetry::traces::current_traceparent()],
+        )?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl MailRepo for SqliteStore {
+    /// The local mailbox, newest first.
+    async fn mailbox(&self, limit: i64) -> StoreResult<Vec<MailboxMessage>> {
         self.call(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let due: Vec<DueDelivery> = {
-                let mut stmt = tx.prepare(
-                    "SELECT d.id, d.message_id, m.payload, d.attempts, e.id, e.url, e.secret, e.is_active, m.traceparent
-                     FROM webhook_deliveries d
-                     JOIN webhook_messages m ON m.id = d.message_id
-                     JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                     WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1
-                     ORDER BY d.next_attempt_at_ms, d.id LIMIT ?2",
+            let mut stmt = c.prepare(
+                "SELECT id, recipient, subject, body, created_at FROM mail_outbox
+                 WHERE transport = 'mailbox' ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit], |r| {
+                Ok(MailboxMessage {
+                    id: r.get(0)?,
+                    to: r.get(1)?,
+                    subject: r.get(2)?,
+                    body: r.get(3)?,
+                    created_at: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Delivered: the body (which may hold a login code) is erased.
+    async fn mail_sent(&self, id: i64, now: i64) -> StoreResult<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE mail_outbox SET sent_at = ?2, attempts = attempts + 1, body = '', last_error = NULL WHERE id = ?1",
+                params![id, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A failed attempt: retried at `next_attempt_at`, or given up (and its
+    /// body erased) when `give_up`.
+    async fn mail_failed(
+        &self,
+        id: i64,
+        error: String,
+        next_attempt_at: i64,
+        give_up: bool,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.call(move |c| {
+            if give_up {
+                c.execute(
+                    "UPDATE mail_outbox SET failed_at = ?2, attempts = attempts + 1, body = '', last_error = ?3 WHERE id = ?1",
+                    params![id, now, error],
                 )?;
-                let rows = stmt.query_map(params![now_ms, limit], due_delivery_from)?;
+            } else {
+                c.execute(
+                    "UPDATE mail_outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                    params![id, next_attempt_at, error],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The earliest time a pending SMTP message is due, if any.
+    async fn next_mail_due(&self) -> StoreResult<Option<i64>> {
+        self.call(|c| {
+            Ok(c.query_row(
+                "SELECT min(next_attempt_at) FROM mail_outbox WHERE transport = 'smtp' AND sent_at IS NULL AND failed_at IS NULL",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// Claims SMTP messages due at `now` for `lease_secs`: their next
+    /// attempt moves to the end of the lease, so no other worker takes them
+    /// meanwhile, and a worker that dies mid-send leaves them due again
+    /// once the lease runs out.
+    async fn claim_due_mail(
+        &self,
+        now: i64,
+        limit: i64,
+        lease_secs: i64,
+    ) -> StoreResult<Vec<PendingMail>> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let due: Vec<PendingMail> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id, recipient, subject, body, attempts, expires_at, traceparent FROM mail_outbox
+                     WHERE transport = 'smtp' AND sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?1
+                     ORDER BY next_attempt_at, id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now, limit], |r| {
+                    Ok(PendingMail {
+                        id: r.get(0)?,
+                        to: r.get(1)?,
+                        subject: r.get(2)?,
+                        body: r.get(3)?,
+                        attempts: r.get(4)?,
+                        expires_at: r.get(5)?,
+                        traceparent: r.get(6)?,
+                    })
+                })?;
                 rows.collect::<Result<_, _>>()?
             };
-            for d in &due {
+            for m in &due {
                 tx.execute(
-                    "UPDATE webhook_deliveries SET next_attempt_at_ms = ?2 WHERE id = ?1",
-                    params![d.id, now_ms.saturating_add(lease_ms)],
+                    "UPDATE mail_outbox SET next_attempt_at = ?2 WHERE id = ?1",
+                    params![m.id, now.saturating_add(lease_secs)],
                 )?;
             }
             tx.commit()?;

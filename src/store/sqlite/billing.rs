@@ -1,33 +1,18 @@
 //! Stripe events and project plans.
 
+use crate::store::billing::BillingRepo;
+use crate::store::billing::{
+    link_event_outcome, plan_changed_effects, plan_kept_for_later, plan_set, StripeOutcome,
+};
+use crate::store::{ProjectId, StoreResult};
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::audit::Actor;
-use super::{Db, DbResult};
-use crate::billing::link::{
+use super::{DbResult, SqliteStore};
+use crate::store::billing::Action;
+use crate::store::billing_link::{
     self, Holder, LinkDecision, LinkOutcome, LinkRequest, LinkState, PlanChange,
 };
-use crate::billing::Action;
-use crate::store::effects::{AuditEntry, Effects, WebhookEvent};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StripeOutcome {
-    /// This event id was processed before; nothing changed.
-    Duplicate,
-    /// A project's plan changed.
-    PlanChanged {
-        project_id: String,
-        from: String,
-        to: String,
-    },
-    /// Recorded; nothing else to do (a link, the same plan, or an ignored event).
-    Recorded(String),
-    /// Recorded but not applied, and why: a checkout for a customer linked
-    /// to another project or for a project linked to another customer, a
-    /// subscription of a customer no project knows (SPEC section 10). Worth
-    /// a warning; never a failure, or Stripe would retry it for days.
-    NotApplied(String),
-}
 
 fn set_plan(
     conn: &Connection,
@@ -59,56 +44,8 @@ fn set_plan(
     Ok(Some(from))
 }
 
-/// What a plan change records and announces (both backends); `event_id`
-/// is the Stripe event that caused it, when one did.
-pub fn plan_changed_effects(
-    project_id: &str,
-    from: &str,
-    to: &str,
-    event_id: Option<&str>,
-) -> Effects {
-    Effects::default()
-        .audit(AuditEntry {
-            project_id: Some(project_id.to_string()),
-            action: "billing.plan_changed",
-            actor: Actor::system(),
-            target: Some(project_id.to_string()),
-            details: serde_json::json!({ "from": from, "to": to, "stripe_event": event_id }),
-        })
-        .webhook(WebhookEvent {
-            project_id: project_id.to_string(),
-            event: "billing.plan_changed",
-            data: serde_json::json!({ "project_id": project_id, "from": from, "to": to }),
-        })
-}
-
-/// What a link outcome means for the Stripe event that asked for it.
-pub fn link_event_outcome(project_id: String, customer: &str, link: LinkOutcome) -> StripeOutcome {
-    match link.decision {
-        LinkDecision::Link { .. } => match link.plan_changes.into_iter().next() {
-            Some(PlanChange {
-                project_id,
-                from,
-                to,
-            }) => StripeOutcome::PlanChanged {
-                project_id,
-                from,
-                to,
-            },
-            None => StripeOutcome::Recorded("linked".into()),
-        },
-        LinkDecision::AlreadyLinked => {
-            StripeOutcome::Recorded("the customer is linked to this project already".into())
-        }
-        LinkDecision::Refused(refusal) => StripeOutcome::NotApplied(format!(
-            "checkout for project {project_id} and customer {customer} not applied: {refusal}; \
-             change the link with `gatehouse billing link` if it should"
-        )),
-    }
-}
-
 /// Links `customer` to `project_id` as `request` asks, if the rules allow
-/// ([`link::decide`]), in the caller's transaction.
+/// ([`billing_link::decide`]), in the caller's transaction.
 fn link_customer(
     tx: &Connection,
     project_id: &str,
@@ -144,7 +81,7 @@ fn link_customer(
             )
             .optional()?,
     };
-    let decision = link::decide(project_id, request, &state);
+    let decision = billing_link::decide(project_id, request, &state);
     let mut plan_changes = Vec::new();
     if let LinkDecision::Link { taken_from, .. } = &decision {
         if let Some(other) = taken_from {
@@ -161,7 +98,7 @@ fn link_customer(
     // The link's audit entries come before the plan changes it causes.
     super::effects::write(
         tx,
-        &link::effects(project_id, customer, request, &decision),
+        &billing_link::effects(project_id, customer, request, &decision),
         now,
     )?;
     if let LinkDecision::Link { plans, .. } = &decision {
@@ -185,15 +122,16 @@ fn link_customer(
     })
 }
 
-impl Db {
+#[async_trait]
+impl BillingRepo for SqliteStore {
     /// Applies a verified Stripe event exactly once: the event id is recorded
     /// in the same transaction as the change it causes.
-    pub async fn apply_stripe_event(
+    async fn apply_stripe_event(
         &self,
         event_id: String,
         event_type: String,
         action: Action,
-    ) -> DbResult<StripeOutcome> {
+    ) -> StoreResult<StripeOutcome> {
         let clock = self.clock.clone();
         self.call(move |c| {
             let now = clock.now();
@@ -223,14 +161,12 @@ impl Db {
                                  ON CONFLICT (customer_id) DO UPDATE SET plan = excluded.plan, updated_at = excluded.updated_at",
                                 params![customer, plan, now],
                             )?;
-                            StripeOutcome::NotApplied(format!(
-                                "customer {customer} is not linked to a project; its plan {plan} applies when a checkout (or `gatehouse billing link`) links it"
-                            ))
+                            plan_kept_for_later(&customer, &plan)
                         }
-                        Some(project_id) => match set_plan(&tx, &project_id, &plan, Some(&event_id), now)? {
-                            Some(from) => StripeOutcome::PlanChanged { project_id, from, to: plan },
-                            None => StripeOutcome::Recorded("plan unchanged".into()),
-                        },
+                        Some(project_id) => {
+                            let from = set_plan(&tx, &project_id, &plan, Some(&event_id), now)?;
+                            plan_set(project_id, from, plan)
+                        }
                     }
                 }
             };
@@ -241,13 +177,19 @@ impl Db {
     }
 
     /// `gatehouse billing link`: links `customer` to the project by hand
-    /// (see `billing::link`), in one transaction.
-    pub async fn link_stripe_customer(
+    /// (see `store::billing_link`), in one transaction.
+    async fn link_stripe_customer(
         &self,
-        project_id: String,
+        project: ProjectId,
         customer: String,
-        request: LinkRequest,
-    ) -> DbResult<LinkOutcome> {
+        force: bool,
+        default_plan: String,
+    ) -> StoreResult<LinkOutcome> {
+        let project_id = project.to_string();
+        let request = LinkRequest::Manual {
+            force,
+            default_plan,
+        };
         let clock = self.clock.clone();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;

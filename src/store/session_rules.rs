@@ -71,7 +71,6 @@ pub struct CodeLimits {
     pub interval_secs: i64,
     pub per_hour: i64,
     pub per_ip_per_hour: i64,
-    pub ttl_secs: i64,
 }
 
 /// What the stored code requests say about an address and a client address.
@@ -114,6 +113,17 @@ pub struct SessionLimits {
     pub idle_secs: i64,
     pub max_secs: i64,
     pub reuse_grace_secs: i64,
+}
+
+impl SessionLimits {
+    /// The session lifetimes the `[auth]` settings give.
+    pub fn of(auth: &crate::config::AuthConfig) -> SessionLimits {
+        SessionLimits {
+            idle_secs: auth.session_idle_secs as i64,
+            max_secs: auth.session_max_secs as i64,
+            reuse_grace_secs: auth.refresh_reuse_grace_secs as i64,
+        }
+    }
 }
 
 /// Whether a session may still be used: not revoked, not past its absolute
@@ -176,7 +186,6 @@ mod tests {
         interval_secs: 60,
         per_hour: 5,
         per_ip_per_hour: 20,
-        ttl_secs: 600,
     };
     const SESSIONS: SessionLimits = SessionLimits {
         idle_secs: 3600,

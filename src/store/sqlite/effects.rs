@@ -2,8 +2,9 @@
 
 use rusqlite::Connection;
 
-use super::audit::{self, AuditEvent};
-use super::{mail, webhooks, DbResult};
+use super::audit;
+use super::{work, DbResult};
+use crate::store::audit::AuditEvent;
 use crate::store::effects::Effects;
 
 pub(crate) fn write(conn: &Connection, effects: &Effects, now: i64) -> DbResult<()> {
@@ -21,10 +22,10 @@ pub(crate) fn write(conn: &Connection, effects: &Effects, now: i64) -> DbResult<
         )?;
     }
     for w in &effects.webhooks {
-        webhooks::emit(conn, &w.project_id, w.event, w.data.clone(), now)?;
+        work::emit(conn, &w.project_id, w.event, w.data.clone(), now)?;
     }
     for m in &effects.mail {
-        mail::enqueue(conn, m, now)?;
+        work::enqueue(conn, m, now)?;
     }
     Ok(())
 }
