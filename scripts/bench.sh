@@ -592,18 +592,27 @@ if [[ "${BENCH_SKIP_SCALE:-0}" != 1 ]]; then
     done
     MEM_DISTINCT=$(( MEM_COVERED < MEMORY_KEYS ? MEM_COVERED : MEMORY_KEYS ))
     read -r mv1 mo1 <<<"$(verification_counts memory)"
-    # The server hands the heap freed by cache fills back to the system
-    # during a wave of fills and once more 3 s after it
-    # (keys::store::return_freed_heap): RSS is read 5 s after the load.
+    # After the load the server writes the usage it counted (in chunks,
+    # keys::usage) and hands the heap freed by cache fills back to the
+    # system 3 s after the last fill (keys::store::return_freed_heap): RSS
+    # is read once it has stopped falling (no lower in 3 readings 1 s
+    # apart), at least 5 s and at most 30 s after the load.
     sleep 5
     MEM_AFTER_KB=$(rss_kb "${PID[memory]}")
+    MEM_SETTLE_S=5 MEM_STEADY=0
+    while (( MEM_STEADY < 3 && MEM_SETTLE_S < 30 )); do
+        sleep 1; MEM_SETTLE_S=$(( MEM_SETTLE_S + 1 ))
+        r=$(rss_kb "${PID[memory]}")
+        if (( r < MEM_AFTER_KB * 99 / 100 )); then MEM_STEADY=0; else MEM_STEADY=$(( MEM_STEADY + 1 )); fi
+        if (( r < MEM_AFTER_KB )); then MEM_AFTER_KB=$r; fi
+    done
     kill "$RSS_SAMPLER" 2>/dev/null || true
     wait "$RSS_SAMPLER" 2>/dev/null || true
     MEM_PEAK_KB=$(cat "$WORK/rss-peak")
     (( MEM_PEAK_KB >= MEM_AFTER_KB )) || MEM_PEAK_KB=$MEM_AFTER_KB
     MEM_PER_KEY=$(awk -v a="$MEM_AFTER_KB" -v b="$MEM_BEFORE_KB" -v n="$MEM_DISTINCT" 'BEGIN { printf "%.0f", (a - b) * 1024 / (n > 0 ? n : 1) }')
     say "  $MEM_REQS verifications in $MEM_SECS s, $(( mv1 - mv0 )) valid, $(( mo1 - mo0 )) not valid; distinct keys checked: $MEM_DISTINCT"
-    say "  RSS: $(mib "$MEM_BEFORE_KB") MiB before, $(mib "$MEM_PEAK_KB") MiB at most during the load, $(mib "$MEM_AFTER_KB") MiB after (about $MEM_PER_KEY bytes per key checked)"
+    say "  RSS: $(mib "$MEM_BEFORE_KB") MiB before, $(mib "$MEM_PEAK_KB") MiB at most during the load, $(mib "$MEM_AFTER_KB") MiB after (read $MEM_SETTLE_S s after the load; about $MEM_PER_KEY bytes per key checked)"
     if (( MEM_DISTINCT < MEMORY_KEYS )); then
         say "  !! memory: only $MEM_DISTINCT of $MEMORY_KEYS keys were checked in $MEM_SECS s"; FAILED=1
     fi
