@@ -488,7 +488,7 @@ fn request_constraints(doc: &mut Value, catalog: &Catalog) {
         json!({"items": {"type": "string", "enum": crate::webhooks::EVENTS}}),
     );
     for (_, _, op) in operations(doc) {
-        if op["operationId"] != "getUsage" {
+        if op["operationId"] != "getUsage" && op["operationId"] != "listAuditLog" {
             continue;
         }
         for param in op["parameters"].as_array_mut().into_iter().flatten() {

@@ -170,16 +170,16 @@ pub async fn usage(
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only this action, e.g. `key.created`.
-    #[param(max_length = 64)]
+    #[param(min_length = 1, max_length = 64)]
     pub action: Option<String>,
     /// Only entries by this kind of actor: `user`, `key` or `system`.
     #[param(pattern = "^(user|key|system)$")]
     pub actor_type: Option<String>,
     /// Only entries by this actor (a user or key id).
-    #[param(max_length = 128)]
+    #[param(min_length = 1, max_length = 128)]
     pub actor_id: Option<String>,
     /// Only entries about this target (a key, user, project or session id).
-    #[param(max_length = 128)]
+    #[param(min_length = 1, max_length = 128)]
     pub target: Option<String>,
     /// RFC 3339: only entries recorded at or after this time.
     pub from: Option<String>,
@@ -193,9 +193,10 @@ impl AuditQuery {
         let text = |field: &str, value: &Option<String>, max: usize| -> ApiResult<Option<String>> {
             match value.as_deref() {
                 None => Ok(None),
-                Some(v) if v.is_empty() || v.len() > max || v.chars().any(char::is_control) => Err(
-                    ApiError::validation(field, format!("must be 1 to {max} printable characters")),
-                ),
+                Some(v) if v.is_empty() || v.chars().count() > max => Err(ApiError::validation(
+                    field,
+                    format!("must be 1 to {max} characters"),
+                )),
                 Some(v) => Ok(Some(v.to_string())),
             }
         };
