@@ -450,25 +450,6 @@ fn trial_key(a: &Node, access: &str, body: Value) -> (String, String) {
     a.create_key(access, body)
 }
 
-/// `verify` on `node` asking for `scopes`: the status and the answer's code.
-fn verify_scoped(node: &Node, key: &str, scopes: &[&str]) -> (u16, String) {
-    let res = node.post_json(
-        "/api/v1/keys/verify",
-        json!({ "key": key, "scopes": scopes }),
-    );
-    let v = res.json();
-    let code = if v["valid"] == true {
-        "valid".to_string()
-    } else {
-        v["code"]
-            .as_str()
-            .or(v["error"]["code"].as_str())
-            .unwrap_or("?")
-            .to_string()
-    };
-    (res.status, code)
-}
-
 /// Milliseconds from `change` returning until `check` (a check on the
 /// other node, which answered `valid` before) answers `refused`; fails as
 /// soon as 1 s has passed without it.
@@ -557,7 +538,7 @@ fn every_kind_of_revocation_reaches_the_other_node_within_a_second() {
             );
             refused_after_ms(
                 "narrowing PATCH",
-                || verify_scoped(&b, &key, &["keys:read"]),
+                || b.verify_body(json!({ "key": key, "scopes": ["keys:read"] })),
                 "insufficient_scope",
                 || {
                     let res = send_body(

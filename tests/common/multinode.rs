@@ -256,7 +256,12 @@ impl Node {
     /// `POST /api/v1/keys/verify`: the status and the answer's code
     /// (`valid` for a valid key, else the refusal's or the error's code).
     pub fn verify(&self, key: &str) -> (u16, String) {
-        let res = crate::helpers::verify_key_at(&self.server.base, &json!({ "key": key }));
+        self.verify_body(json!({ "key": key }))
+    }
+
+    /// [`Node::verify`] with the whole request body (scopes, cost).
+    pub fn verify_body(&self, body: Value) -> (u16, String) {
+        let res = crate::helpers::verify_key_at(&self.server.base, &body);
         let v: Value = serde_json::from_str(&res.body).unwrap_or(Value::Null);
         let code = if v["valid"] == true {
             "valid".to_string()
