@@ -183,6 +183,10 @@ impl Fixture {
                 ("GATEHOUSE_REDIS__URL", url),
                 ("GATEHOUSE_REDIS__KEY_PREFIX", prefix),
                 ("GATEHOUSE_REDIS__PROBE_INTERVAL_MS", "100"),
+                // A Redis that answers late falls back to the node's own
+                // window (by design); on a loaded test machine the default
+                // 50 ms would make the shared counts depend on its speed.
+                ("GATEHOUSE_REDIS__TIMEOUT_MS", "1000"),
             ]);
         }
         env.extend(more.iter().copied());
