@@ -180,6 +180,10 @@ impl Traffic {
         self.started.elapsed()
     }
 
+    /// Lets the traffic run for `d`. Real time on purpose: a drill is
+    /// traffic through a fault that lasts (before it, during it, after it),
+    /// against `serve` processes on the system clock, and the staleness
+    /// bound it waits past is measured by the product in real time.
     fn run_for(&self, d: Duration) {
         std::thread::sleep(d);
     }
