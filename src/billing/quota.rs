@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::keys::usage::Usage;
@@ -21,8 +21,9 @@ use crate::store::{ProjectId, Store, StoreError};
 pub struct Quotas {
     config: Arc<Config>,
     /// The monthly limit of each project seen (`None`: unlimited) and when
-    /// it was read. Bounded: past `MAX_PROJECTS` it starts afresh.
-    limits: Mutex<HashMap<String, (Option<QuotaLimit>, Instant)>>,
+    /// it was read (milliseconds, the store's clock). Bounded: past
+    /// `MAX_PROJECTS` it starts afresh.
+    limits: Mutex<HashMap<String, (Option<QuotaLimit>, i64)>>,
 }
 
 /// A project's monthly limit and the plan it comes from.
@@ -60,8 +61,10 @@ impl Quotas {
             .expect("quota lock")
             .get(project_id)
             .cloned();
+        let now_ms = store.clock().now_ms();
         if let Some((limit, read_at)) = &known {
-            if read_at.elapsed() < PLAN_TTL {
+            // A clock set back makes the age negative: read it again.
+            if (0..PLAN_TTL.as_millis() as i64).contains(&(now_ms - read_at)) {
                 return Ok(limit.clone());
             }
         }
@@ -84,7 +87,7 @@ impl Quotas {
         if limits.len() >= MAX_PROJECTS {
             limits.clear();
         }
-        limits.insert(project_id.to_string(), (limit.clone(), Instant::now()));
+        limits.insert(project_id.to_string(), (limit.clone(), now_ms));
         Ok(limit)
     }
 

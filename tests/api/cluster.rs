@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 use gatehouse::cluster::redis::{BackendMetrics, SharedWindows};
 use gatehouse::config::{RedisConfig, Secret};
 
-use crate::helpers::{e2e_available, free_port, gatehouse, run, Server};
+use crate::helpers::{e2e_available, free_port, gatehouse, run, wait_until};
+use crate::multinode::{Cluster, Node};
 
 /// The Redis the tests share: `GATEHOUSE_TEST_REDIS_URL` (`.ci/run` starts
 /// one of its own when the machine has none), else 127.0.0.1:6379.
-fn shared_redis_url() -> String {
+pub(crate) fn shared_redis_url() -> String {
     std::env::var("GATEHOUSE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
@@ -49,7 +50,9 @@ fn redis_answers(addr: &str) -> bool {
             .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
 }
 
-fn shared_redis() -> bool {
+/// Whether the shared Redis answers (else the test is skipped visibly,
+/// or fails under GATEHOUSE_REQUIRE_E2E).
+pub(crate) fn shared_redis() -> bool {
     let addr = shared_redis_addr();
     e2e_available(redis_answers(&addr), &format!("Redis at {addr}"))
 }
@@ -94,11 +97,9 @@ impl OwnRedis {
             .spawn()
             .expect("redis-server starts");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !redis_answers(&format!("127.0.0.1:{}", self.port)) {
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until("redis-server to answer", Duration::from_secs(10), || {
+            redis_answers(&format!("127.0.0.1:{}", self.port))
+        });
     }
 
     pub(crate) fn kill(&mut self) {
@@ -115,43 +116,36 @@ impl Drop for OwnRedis {
     }
 }
 
-/// A data directory with one project and one key, its limits set in the
-/// database before any node reads it.
+/// A cluster whose database holds one project and one key, its limits set
+/// before any node reads it.
 pub(crate) struct Fixture {
-    dir: tempfile::TempDir,
+    cluster: Cluster,
     pub(crate) key: String,
     key_id: String,
-    /// The nodes' shared PostgreSQL database when the suite runs on it
-    /// (`tests/api_postgres`); else its one node uses the SQLite file.
-    _pg: Option<crate::pg::TestDb>,
 }
 
 pub(crate) fn fixture(rate_limit: u32, credits: Option<i64>) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = (crate::helpers::backend() == crate::helpers::Backend::Postgres).then(|| {
-        let db = crate::pg::TestDb::create().expect("PostgreSQL for the cluster tests");
-        // gatehouse(dir) hands this URL to every command and node.
-        std::fs::write(dir.path().join("test-pg-url"), &db.url).unwrap();
-        db
-    });
-    let d = ["--data-dir", "data"];
-    let out = run(gatehouse(dir.path()).arg("migrate").args(d));
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let out = run(gatehouse(dir.path())
-        .args([
-            "users",
-            "add",
-            "--email",
-            "ops@acme.test",
-            "--project",
-            "Acme",
-        ])
-        .args(d));
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let out = run(gatehouse(dir.path())
-        .args(["keys", "create", "--project", "Acme", "--name", "shared"])
-        .args(d));
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let cluster = Cluster::new();
+    let data_dir = cluster.data_dir("cli");
+    let cli = |args: &[&str]| {
+        let out = run(cluster
+            .gatehouse()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        out
+    };
+    cli(&["migrate"]);
+    cli(&[
+        "users",
+        "add",
+        "--email",
+        "ops@acme.test",
+        "--project",
+        "Acme",
+    ]);
+    let out = cli(&["keys", "create", "--project", "Acme", "--name", "shared"]);
     let key = out.stdout.lines().last().unwrap().trim().to_string();
     let key_id = out
         .stdout
@@ -160,99 +154,75 @@ pub(crate) fn fixture(rate_limit: u32, credits: Option<i64>) -> Fixture {
         .unwrap()
         .to_string();
     let credits = credits.map_or("NULL".to_string(), |c| c.to_string());
-    crate::helpers::execute_sql_at(
-        dir.path(),
-        &format!(
-            "UPDATE api_keys SET rate_limit = {rate_limit}, rate_window_secs = 3600, credits_remaining = {credits} WHERE id = '{key_id}'"
-        ),
-    );
+    cluster.execute_sql(&format!(
+        "UPDATE api_keys SET rate_limit = {rate_limit}, rate_window_secs = 3600, credits_remaining = {credits} WHERE id = '{key_id}'"
+    ));
     Fixture {
-        dir,
+        cluster,
         key,
         key_id,
-        _pg: pg,
     }
 }
 
 impl Fixture {
-    /// A node serving this data directory, with Redis at `redis` if given.
-    pub(crate) fn node(&self, redis: Option<(&str, &str)>) -> Server {
-        self.node_with(redis, &[])
+    /// A node `name` serving this cluster, with Redis at `redis` if given.
+    pub(crate) fn node(&self, name: &str, redis: Option<(&str, &str)>) -> Node {
+        self.node_with(name, redis, &[])
     }
 
     /// [`Fixture::node`] with more `GATEHOUSE_*` settings.
-    pub(crate) fn node_with(&self, redis: Option<(&str, &str)>, env: &[(&str, &str)]) -> Server {
-        let mut cmd = gatehouse(self.dir.path());
-        cmd.args(["serve", "--data-dir", "data", "--listen", "127.0.0.1:0"])
-            .env("GATEHOUSE_HTTP__WORKERS", "2")
-            .envs(env.iter().copied());
+    pub(crate) fn node_with(
+        &self,
+        name: &str,
+        redis: Option<(&str, &str)>,
+        more: &[(&str, &str)],
+    ) -> Node {
+        let mut env = vec![("GATEHOUSE_HTTP__WORKERS", "2")];
         if let Some((url, prefix)) = redis {
-            cmd.env("GATEHOUSE_REDIS__URL", url)
-                .env("GATEHOUSE_REDIS__KEY_PREFIX", prefix)
-                .env("GATEHOUSE_REDIS__PROBE_INTERVAL_MS", "100");
+            env.extend([
+                ("GATEHOUSE_REDIS__URL", url),
+                ("GATEHOUSE_REDIS__KEY_PREFIX", prefix),
+                ("GATEHOUSE_REDIS__PROBE_INTERVAL_MS", "100"),
+                // A Redis that answers late falls back to the node's own
+                // window (by design); on a loaded test machine the default
+                // 50 ms would make the shared counts depend on its speed.
+                ("GATEHOUSE_REDIS__TIMEOUT_MS", "1000"),
+            ]);
         }
-        Server::start(&mut cmd)
+        env.extend(more.iter().copied());
+        self.cluster.serve_with(name, &env)
     }
 
     fn stored_credits(&self) -> i64 {
-        crate::helpers::query_i64_at(
-            self.dir.path(),
-            &format!(
-                "SELECT credits_remaining FROM api_keys WHERE id = '{}'",
-                self.key_id
-            ),
-        )
+        self.cluster.query_i64(&format!(
+            "SELECT credits_remaining FROM api_keys WHERE id = '{}'",
+            self.key_id
+        ))
     }
 }
 
-fn verify(base: &str, key: &str) -> serde_json::Value {
-    let res = crate::helpers::verify_key_at(base, &serde_json::json!({ "key": key }));
-    assert_eq!(res.status, 200, "{}", res.body);
-    res.json()
-}
-
-/// A metric's value from `/metrics` (local mode: no token needed).
-pub(crate) fn metric(node: &Server, line_start: &str) -> f64 {
-    let text = node.get("/metrics").body;
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in:\n{text}"))
-}
-
-pub(crate) fn on_redis(node: &Server) -> bool {
-    metric(node, "gatehouse_rate_limit_backend{backend=\"redis\"}") == 1.0
-}
-
-pub(crate) fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Until `ok` holds, at most 15 s.
+pub(crate) fn wait_for(what: &str, ok: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(15), ok);
 }
 
 /// `total` verifications of `key`, from `threads` threads taking turns
 /// between the nodes; calls `halfway` once half of them were sent. Returns
 /// the answers' codes (`valid` for a valid answer).
 fn hammer(
-    nodes: &[&Server],
+    nodes: &[&Node],
     key: &str,
     total: usize,
     threads: usize,
     halfway: impl FnOnce() + Send,
 ) -> Vec<String> {
-    let bases: Arc<Vec<String>> = Arc::new(nodes.iter().map(|n| n.base.clone()).collect());
     let sent = Arc::new(AtomicUsize::new(0));
     let (half_tx, half_rx) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                let bases = bases.clone();
                 let sent = sent.clone();
                 let half_tx = half_tx.clone();
-                let key = key.to_string();
                 scope.spawn(move || {
                     let mut codes = Vec::new();
                     loop {
@@ -263,7 +233,7 @@ fn hammer(
                         if n == total / 2 {
                             let _ = half_tx.send(());
                         }
-                        let answer = verify(&bases[n % bases.len()], &key);
+                        let answer = nodes[n % nodes.len()].verify_answer(key);
                         codes.push(if answer["valid"] == true {
                             "valid".to_string()
                         } else {
@@ -364,18 +334,18 @@ postgres_only! {
         // answer makes a node fall back to its own window (tested in
         // credits_stay_exact_when_redis_stops_halfway and the drills).
         let patient = [("GATEHOUSE_REDIS__TIMEOUT_MS", "5000")];
-        let a = f.node_with(Some((&url, &prefix)), &patient);
-        let b = f.node_with(Some((&url, &prefix)), &patient);
-        wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
+        let a = f.node_with("a", Some((&url, &prefix)), &patient);
+        let b = f.node_with("b", Some((&url, &prefix)), &patient);
+        wait_for("both nodes on Redis", || a.on_redis() && b.on_redis());
         let codes = hammer(&[&a, &b], &f.key, 4 * LIMIT, 8, || {});
-        let fell_back = metric(&a, "gatehouse_rate_limit_redis_fallbacks_total")
-            + metric(&b, "gatehouse_rate_limit_redis_fallbacks_total");
+        let fell_back = a.metric("gatehouse_rate_limit_redis_fallbacks_total")
+            + b.metric("gatehouse_rate_limit_redis_fallbacks_total");
         assert_eq!(fell_back, 0.0, "a node decided on its own window");
         assert_eq!(count(&codes, "valid"), LIMIT, "{codes:?}");
         assert_eq!(count(&codes, "rate_limited"), 3 * LIMIT);
         // Each node alone would have allowed LIMIT more.
-        assert_eq!(verify(&b.base, &f.key)["code"], "rate_limited");
-        assert_eq!(a.get("/readyz").status, 200);
+        assert_eq!(b.verify_answer(&f.key)["code"], "rate_limited");
+        assert_eq!(a.server.get("/readyz").status, 200);
     }
 }
 
@@ -383,17 +353,17 @@ postgres_only! {
     #[test]
     fn without_redis_each_node_keeps_its_own_window() {
         let f = fixture(5, None);
-        let a = f.node(None);
-        let b = f.node(None);
+        let a = f.node("a", None);
+        let b = f.node("b", None);
         assert_eq!(
-            metric(&a, "gatehouse_rate_limit_backend{backend=\"local\"}"),
+            a.metric("gatehouse_rate_limit_backend{backend=\"local\"}"),
             1.0
         );
         let codes = hammer(&[&a, &b], &f.key, 20, 2, || {});
         // The documented cost of going without Redis: N nodes, N x limit.
         assert_eq!(count(&codes, "valid"), 10, "{codes:?}");
         // Each node says so at start.
-        let (_, _, stderr) = a.terminate();
+        let (_, _, stderr) = a.server.terminate();
         assert!(
             stderr.contains("redis.url") && stderr.contains("own rate-limit windows"),
             "{stderr}"
@@ -405,13 +375,13 @@ postgres_only! {
     #[test]
     fn credits_are_spent_exactly_once_across_two_nodes() {
         let f = fixture(1_000_000, Some(1000));
-        let a = f.node(None);
-        let b = f.node(None);
+        let a = f.node("a", None);
+        let b = f.node("b", None);
         let codes = hammer(&[&a, &b], &f.key, 1200, 8, || {});
         assert_eq!(count(&codes, "valid"), 1000, "exactly the balance");
         assert_eq!(count(&codes, "usage_exceeded"), 200);
         assert_eq!(f.stored_credits(), 0);
-        let answer = verify(&a.base, &f.key);
+        let answer = a.verify_answer(&f.key);
         assert_eq!(answer["code"], "usage_exceeded");
     }
 }
@@ -424,14 +394,14 @@ postgres_only! {
         };
         let f = fixture(1_000_000, Some(1000));
         let url = redis.url();
-        let a = f.node(Some((&url, "gh:")));
-        let b = f.node(Some((&url, "gh:")));
-        wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
+        let a = f.node("a", Some((&url, "gh:")));
+        let b = f.node("b", Some((&url, "gh:")));
+        wait_for("both nodes on Redis", || a.on_redis() && b.on_redis());
         let codes = hammer(&[&a, &b], &f.key, 1200, 8, || redis.kill());
         assert_eq!(count(&codes, "valid"), 1000, "exactly the balance");
         assert_eq!(count(&codes, "usage_exceeded"), 200);
         assert_eq!(f.stored_credits(), 0);
-        assert!(!on_redis(&a) && !on_redis(&b), "both fell back");
+        assert!(!a.on_redis() && !b.on_redis(), "both fell back");
     }
 }
 
@@ -442,14 +412,14 @@ fn a_node_falls_back_while_redis_is_down_and_returns() {
     };
     let f = fixture(1000, None);
     let url = redis.url();
-    let node = f.node(Some((&url, "gh:")));
-    wait_for("the node on Redis", || on_redis(&node));
-    assert_eq!(node.get("/readyz").status, 200);
+    let node = f.node("node", Some((&url, "gh:")));
+    wait_for("the node on Redis", || node.on_redis());
+    assert_eq!(node.server.get("/readyz").status, 200);
     for _ in 0..3 {
-        assert_eq!(verify(&node.base, &f.key)["valid"], true);
+        assert_eq!(node.verify_answer(&f.key)["valid"], true);
     }
     assert_eq!(
-        metric(&node, "gatehouse_rate_limit_redis_fallbacks_total"),
+        node.metric("gatehouse_rate_limit_redis_fallbacks_total"),
         0.0
     );
 
@@ -457,29 +427,29 @@ fn a_node_falls_back_while_redis_is_down_and_returns() {
     // Checks keep answering, promptly, on the node's own window.
     for _ in 0..20 {
         let started = Instant::now();
-        assert_eq!(verify(&node.base, &f.key)["valid"], true);
+        assert_eq!(node.verify_answer(&f.key)["valid"], true);
         assert!(started.elapsed() < Duration::from_secs(2));
     }
-    assert!(!on_redis(&node));
+    assert!(!node.on_redis());
     assert_eq!(
-        metric(&node, "gatehouse_rate_limit_backend{backend=\"local\"}"),
+        node.metric("gatehouse_rate_limit_backend{backend=\"local\"}"),
         1.0
     );
     assert_eq!(
-        metric(&node, "gatehouse_rate_limit_redis_fallbacks_total"),
+        node.metric("gatehouse_rate_limit_redis_fallbacks_total"),
         1.0,
         "one outage, counted once"
     );
-    node.get("/readyz").assert_error(503, "unavailable");
+    node.server.get("/readyz").assert_error(503, "unavailable");
 
     redis.restart();
-    wait_for("the node back on Redis", || on_redis(&node));
-    assert_eq!(node.get("/readyz").status, 200);
-    let answer = verify(&node.base, &f.key);
+    wait_for("the node back on Redis", || node.on_redis());
+    assert_eq!(node.server.get("/readyz").status, 200);
+    let answer = node.verify_answer(&f.key);
     assert_eq!(answer["valid"], true);
     // The fresh Redis counts from zero: the node really asks it again.
     assert_eq!(answer["ratelimit"]["remaining"], 999);
-    let (_, stdout, stderr) = node.terminate();
+    let (_, stdout, stderr) = node.server.terminate();
     let log = stdout.join("\n") + &stderr;
     assert_eq!(
         log.matches("rate limits fall back").count(),
@@ -501,27 +471,27 @@ postgres_only! {
         const LIMIT: usize = 10;
         let f = fixture(LIMIT as u32, None);
         let url = redis.url();
-        let a = f.node(Some((&url, "gh:")));
-        let b = f.node(Some((&url, "gh:")));
-        wait_for("both nodes on Redis", || on_redis(&a) && on_redis(&b));
+        let a = f.node("a", Some((&url, "gh:")));
+        let b = f.node("b", Some((&url, "gh:")));
+        wait_for("both nodes on Redis", || a.on_redis() && b.on_redis());
         // The whole limit through Redis, taking turns: a last saw 9 counted,
         // b saw 10.
         for i in 0..LIMIT {
             let node = if i % 2 == 0 { &a } else { &b };
-            assert_eq!(verify(&node.base, &f.key)["valid"], true, "request {i}");
+            assert_eq!(node.verify_answer(&f.key)["valid"], true, "request {i}");
         }
-        assert_eq!(verify(&a.base, &f.key)["code"], "rate_limited");
+        assert_eq!(a.verify_answer(&f.key)["code"], "rate_limited");
 
         redis.kill();
-        let valid = |node: &Server| {
+        let valid = |node: &Node| {
             (0..LIMIT)
-                .filter(|_| verify(&node.base, &f.key)["valid"] == true)
+                .filter(|_| node.verify_answer(&f.key)["valid"] == true)
                 .count()
         };
         // a's last answer from Redis (the refusal) said the window was full.
         assert_eq!(valid(&a), 0, "a falls back to a full window");
         assert_eq!(valid(&b), 0, "b falls back to a full window");
-        assert!(!on_redis(&a) && !on_redis(&b), "both fell back");
+        assert!(!a.on_redis() && !b.on_redis(), "both fell back");
     }
 }
 

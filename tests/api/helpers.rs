@@ -129,20 +129,33 @@ pub fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
 
 /// An app whose data lives in `root/data` (which outlives it), for restarts.
 pub fn spawn_app_at(root: &Path, customize: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = test_config(root);
-    // Keep the session key across restarts of the same data directory.
+    spawn_app_on(root, gatehouse::clock::Clock::manual(), customize)
+}
+
+/// The session key of every app and node whose data lives in `root`, so
+/// sessions hold across restarts and between the nodes of a cluster.
+pub fn session_key_at(root: &Path) -> String {
     let key_file = root.join("test-session-key");
-    let key = std::fs::read_to_string(&key_file).unwrap_or_else(|_| {
+    std::fs::read_to_string(&key_file).unwrap_or_else(|_| {
         let k = generate_secret();
         std::fs::write(&key_file, &k).unwrap();
         k
-    });
-    config.secrets.session_key = Some(Secret::new(key));
+    })
+}
+
+/// [`spawn_app_at`] on `clock` (a manual clock that other apps may share:
+/// the in-process nodes of a [`crate::multinode::Cluster`]).
+pub fn spawn_app_on(
+    root: &Path,
+    clock: gatehouse::clock::Clock,
+    customize: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = test_config(root);
+    config.secrets.session_key = Some(Secret::new(session_key_at(root)));
     if backend() == Backend::Postgres {
         config.database.url = Some(Secret::new(database_for_root(root)));
     }
     customize(&mut config);
-    let clock = gatehouse::clock::Clock::manual();
     let app = Application::build_with_clock(config, clock.clone()).expect("the app builds");
     let port = app.port();
     let state = app.state();
@@ -891,17 +904,6 @@ pub fn login_directly(app: &TestApp, email: &str) -> Tokens {
         .expect("dev.expose_codes is on")
         .to_string();
     app.verify_tokens(email, &code)
-}
-
-/// Waits, when needed, so that the next few seconds fall in one clock
-/// minute (the per-address throttles count per minute, and the previous
-/// minute's count still weighs on the next).
-#[allow(dead_code)] // the multi-node tests, whose servers run on the system clock
-pub fn early_in_a_minute() {
-    let second = gatehouse::clock::Clock::system().now().rem_euclid(60);
-    if second > 45 {
-        std::thread::sleep(Duration::from_secs((61 - second) as u64));
-    }
 }
 
 /// Polls `done` until it holds; fails the test, saying `what`, when it has

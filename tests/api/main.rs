@@ -10,6 +10,8 @@ macro_rules! postgres_only {
 }
 
 mod helpers;
+#[path = "../common/multinode.rs"]
+mod multinode;
 #[path = "../common/pg.rs"]
 mod pg;
 #[path = "../common/skip.rs"]

@@ -11,8 +11,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    query_i64_at, send, send_body, spawn_app, spawn_app_at, spawn_app_with, wait_for, wait_until,
-    TestApp, Tokens,
+    query_i64_at, send, send_body, spawn_app, spawn_app_at, spawn_app_on, spawn_app_with, wait_for,
+    wait_until, TestApp, Tokens,
 };
 use crate::keys::create_key;
 
@@ -341,8 +341,11 @@ fn gone_disables_the_endpoint_and_failures_stop_after_the_schedule() {
 fn a_pending_delivery_is_sent_after_a_restart() {
     let root = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(vec![500, 200]);
+    // One clock for both runs of the app: the retry comes due by moving it.
+    let clock = gatehouse::clock::Clock::manual();
+    let retry_after = |c: &mut gatehouse::config::Config| c.webhooks.retry_delays_secs = vec![60];
     let t = {
-        let app = spawn_app_at(root.path(), |c| c.webhooks.retry_delays_secs = vec![2]);
+        let app = spawn_app_on(root.path(), clock.clone(), retry_after);
         let t = app.login("restart@acme.test");
         add_webhook(&app, &t, &receiver.url, &["key.created"]);
         create_key(&app, &t, json!({ "name": "before restart" }));
@@ -356,7 +359,9 @@ fn a_pending_delivery_is_sent_after_a_restart() {
         );
         t
     }; // stopped with the retry pending
-    let app = spawn_app_at(root.path(), |c| c.webhooks.retry_delays_secs = vec![2]);
+       // The retry's time (60 s and up to 10% jitter) has come.
+    clock.advance(Duration::from_secs(67));
+    let app = spawn_app_on(root.path(), clock, retry_after);
     let got = receiver.wait_for(2, Duration::from_secs(20));
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
     let _ = (app, t);

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::{e2e_available, free_port, pg_query_i64, pg_query_strings};
-use crate::nodes::{nginx_before, valid_checks, Node};
-use crate::pg::TestDb;
+use crate::multinode::{Cluster, Node};
+use crate::nodes::{nginx_before, valid_checks};
 use crate::webhooks::Receiver;
 
 /// A request that takes longer than this hangs (the drills' client gives
@@ -180,6 +180,10 @@ impl Traffic {
         self.started.elapsed()
     }
 
+    /// Lets the traffic run for `d`. Real time on purpose: a drill is
+    /// traffic through a fault that lasts (before it, during it, after it),
+    /// against `serve` processes on the system clock, and the staleness
+    /// bound it waits past is measured by the product in real time.
     fn run_for(&self, d: Duration) {
         std::thread::sleep(d);
     }
@@ -277,14 +281,14 @@ fn kill_9(node: &Node) {
 /// delivery of one event carries the same `webhook-id`.
 #[test]
 fn a_node_killed_under_traffic_loses_nothing_acknowledged() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
+    let cluster = Cluster::new();
+    let db = cluster.db();
     let receiver = Receiver::start(vec![200]);
     // An attempt times out after 1 s: a delivery the dead node had claimed
     // is taken over by the other once its lease (1 s + 30 s) has run out.
     let env = [("GATEHOUSE_WEBHOOKS__TIMEOUT_SECS", "1")];
-    let a = Node::start_with(root.path(), "a", &db.url, &env);
-    let b = Node::start_with(root.path(), "b", &db.url, &env);
+    let a = cluster.serve_with("a", &env);
+    let b = cluster.serve_with("b", &env);
     let Some(nginx) = nginx_before([&a, &b]) else {
         return;
     };
@@ -663,9 +667,9 @@ fn postgresql_stopped_for_ten_seconds_is_503_and_both_nodes_recover() {
     let Some(mut pg) = OwnPostgres::start() else {
         return;
     };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &pg.url());
-    let b = Node::start(root.path(), "b", &pg.url());
+    let cluster = Cluster::on_database(&pg.url());
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
     let (access, _) = a.login("owner@acme.test");
     let (_, cached) = a.create_key(
         &access,
@@ -811,21 +815,22 @@ fn redis_killed_and_restarted_under_traffic_fails_no_check() {
     };
     let f = crate::cluster::fixture(1_000_000, None);
     let url = redis.url();
-    let a = f.node(Some((&url, "gh:")));
-    let b = f.node(Some((&url, "gh:")));
-    crate::cluster::wait_for("both nodes on Redis", || {
-        crate::cluster::on_redis(&a) && crate::cluster::on_redis(&b)
-    });
+    let a = f.node("a", Some((&url, "gh:")));
+    let b = f.node("b", Some((&url, "gh:")));
+    crate::cluster::wait_for("both nodes on Redis", || a.on_redis() && b.on_redis());
     let both = vec![
-        Call::post(verify_url(&a.base), json!({ "key": f.key })),
-        Call::post(verify_url(&b.base), json!({ "key": f.key })),
+        Call::post(verify_url(a.base()), json!({ "key": f.key })),
+        Call::post(verify_url(b.base()), json!({ "key": f.key })),
     ];
     let traffic = Traffic::start(vec![
         ("verify", both.clone()),
         ("verify", both.clone()),
         (
             "forward-auth",
-            vec![forward_auth(&a.base, &f.key), forward_auth(&b.base, &f.key)],
+            vec![
+                forward_auth(a.base(), &f.key),
+                forward_auth(b.base(), &f.key),
+            ],
         ),
     ]);
     traffic.run_for(Duration::from_secs(1));
@@ -833,14 +838,12 @@ fn redis_killed_and_restarted_under_traffic_fails_no_check() {
     let killed = traffic.now();
     traffic.run_for(Duration::from_secs(3));
     assert!(
-        !crate::cluster::on_redis(&a) && !crate::cluster::on_redis(&b),
+        !a.on_redis() && !b.on_redis(),
         "both nodes on their own windows"
     );
     redis.restart();
     let restarted = traffic.now();
-    crate::cluster::wait_for("both nodes back on Redis", || {
-        crate::cluster::on_redis(&a) && crate::cluster::on_redis(&b)
-    });
+    crate::cluster::wait_for("both nodes back on Redis", || a.on_redis() && b.on_redis());
     traffic.run_for(Duration::from_secs(1));
     let answers = traffic.stop();
     eprintln!(
@@ -869,8 +872,8 @@ fn redis_killed_and_restarted_under_traffic_fails_no_check() {
         let res = crate::helpers::verify_key_at(base, &json!({ "key": f.key }));
         res.json()["ratelimit"]["remaining"].as_i64().unwrap()
     };
-    let on_a = remaining(&a.base);
-    let on_b = remaining(&b.base);
+    let on_a = remaining(a.base());
+    let on_b = remaining(b.base());
     assert_eq!(on_b, on_a - 1, "one window for both nodes");
     assert!(
         on_a > 1_000_000 - 100_000,
@@ -885,10 +888,9 @@ fn redis_killed_and_restarted_under_traffic_fails_no_check() {
 /// other node (a refused connection is safe to retry for any method).
 #[test]
 fn a_rolling_restart_through_nginx_fails_no_request() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
-    let b = Node::start(root.path(), "b", &db.url);
+    let cluster = Cluster::new();
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
     let Some(nginx) = nginx_before([&a, &b]) else {
         return;
     };
@@ -920,7 +922,7 @@ fn a_rolling_restart_through_nginx_fails_no_request() {
         let stopping = traffic.now();
         old.stop();
         let stopped = traffic.now();
-        let node = slot.insert(Node::start_at(root.path(), name, &db.url, &addr, &[]));
+        let node = slot.insert(cluster.serve_at(name, &addr));
         let started = traffic.now();
         // nginx skips a node for fail_timeout (5 s) after a refused
         // connection: wait until it sends this one traffic again.

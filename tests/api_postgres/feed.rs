@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::nodes::Node;
+use crate::multinode::{Cluster, Node};
 use crate::pg::{admin_sql, exec, TestDb};
 
 /// How long a node may take to refuse a key revoked through another one
@@ -50,15 +50,16 @@ fn open_gate(url: &str, name: &str) {
 /// Waits until a revocation is held at its commit (its change-feed entry
 /// written, its id taken).
 fn wait_until_held(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while crate::helpers::pg_query_i64(
-        url,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
-    ) == 0
-    {
-        assert!(Instant::now() < deadline, "the revocation never reached its commit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::helpers::wait_until(
+        "the revocation to reach its commit",
+        Duration::from_secs(30),
+        || {
+            crate::helpers::pg_query_i64(
+                url,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
+            ) > 0
+        },
+    );
 }
 
 /// Waits until `node` refuses `key`, at most `within`; panics otherwise.
@@ -126,23 +127,23 @@ fn held_revocation<'a>(
 
 #[test]
 fn a_revocation_that_commits_after_a_later_one_reaches_the_other_node() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
-    let b = Node::start(root.path(), "b", &db.url);
+    let cluster = Cluster::new();
+    let db = cluster.db();
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
     install_commit_gate(&db.url);
     let (access, _) = a.login("owner@acme.test");
 
     // Normal running: b reads the later change first.
-    held_revocation(&db, &a, &access, "held-running", |quick| {
+    held_revocation(db, &a, &access, "held-running", |quick| {
         refused_within(&b, quick, PROMISE, "the later revocation");
         &b
     });
 
     // Across a lost subscription: b's listening connection is cut while
     // the first revocation is held; it catches up from where it stood.
-    held_revocation(&db, &a, &access, "held-reconnect", |quick| {
-        cut_listeners(&db);
+    held_revocation(db, &a, &access, "held-reconnect", |quick| {
+        cut_listeners(db);
         refused_within(&b, quick, PROMISE, "the later revocation, after the cut");
         &b
     });
@@ -152,16 +153,16 @@ fn a_revocation_that_commits_after_a_later_one_reaches_the_other_node() {
 
 #[test]
 fn a_node_started_while_a_revocation_is_held_still_applies_it() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
+    let cluster = Cluster::new();
+    let db = cluster.db();
+    let a = cluster.serve("a");
     install_commit_gate(&db.url);
     let (access, _) = a.login("owner@acme.test");
     let mut restarted = None;
-    held_revocation(&db, &a, &access, "held-restart", |quick| {
+    held_revocation(db, &a, &access, "held-restart", |quick| {
         // b starts after the later change committed and before the held
         // one does: its starting point must not pass the held entry.
-        let b = restarted.insert(Node::start(root.path(), "b", &db.url));
+        let b = restarted.insert(cluster.serve("b"));
         assert_eq!(b.verify(quick), (200, "invalid_key".into()));
         b
     });
@@ -171,12 +172,8 @@ fn a_node_started_while_a_revocation_is_held_still_applies_it() {
 
 #[test]
 fn concurrent_revocations_through_two_nodes_all_reach_the_other_node() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let nodes = [
-        Node::start(root.path(), "a", &db.url),
-        Node::start(root.path(), "b", &db.url),
-    ];
+    let cluster = Cluster::new();
+    let nodes = [cluster.serve("a"), cluster.serve("b")];
     let (access, _) = nodes[0].login("owner@acme.test");
     let keys: Vec<(String, String)> = (0..160)
         .map(|i| nodes[i % 2].create_key(&access, key_body(&format!("k{i}"))))

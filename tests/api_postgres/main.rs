@@ -22,6 +22,8 @@ macro_rules! postgres_only {
 
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[path = "../common/multinode.rs"]
+mod multinode;
 #[path = "../common/pg.rs"]
 mod pg;
 #[path = "../common/skip.rs"]

@@ -1,143 +1,23 @@
-//! Several `gatehouse serve` processes on one PostgreSQL database (SPEC
-//! section 14): revocations reach every node, a node that lost its
-//! subscription catches up, a node cut off from the database fails closed,
-//! logouts hold everywhere, webhooks are delivered once and usage adds up.
+//! Several nodes on one PostgreSQL database (SPEC section 14), most of
+//! them `gatehouse serve` processes (`multinode::Cluster`): revocations
+//! reach every node, a node that lost its subscription catches up, a node
+//! cut off from the database fails closed, logouts hold everywhere,
+//! webhooks are delivered once and usage adds up. Where a test needs time
+//! to pass, its nodes run in-process on the cluster's clock, which it
+//! moves.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{early_in_a_minute, gatehouse, pg_query_i64, send, send_body, Resp, Server};
-use crate::pg::{admin_sql, TestDb};
+use crate::helpers::{pg_query_i64, send, send_body, wait_until, Resp};
+use crate::multinode::{Cluster, Node};
+use crate::pg::admin_sql;
 use crate::webhooks::Receiver;
-
-/// One node: the real binary, its own data directory, the shared database.
-pub(crate) struct Node {
-    pub(crate) server: Server,
-}
-
-fn config(root: &Path) -> std::path::PathBuf {
-    let path = root.join("cluster.toml");
-    if !path.exists() {
-        let secret = || gatehouse::config::generate_secret();
-        std::fs::write(
-            &path,
-            format!(
-                r#"
-[secrets]
-session_key = "{}"
-ops_token = "{}"
-
-[usage]
-flush_interval_secs = 1
-
-[webhooks]
-allow_private_targets = true
-retry_delays_secs = [1]
-"#,
-                secret(),
-                secret()
-            ),
-        )
-        .unwrap();
-    }
-    path
-}
-
-impl Node {
-    /// A node on `db_url`, with its data directory under `root`.
-    pub(crate) fn start(root: &Path, name: &str, db_url: &str) -> Node {
-        Self::start_with(root, name, db_url, &[])
-    }
-
-    /// [`Node::start`] with more `GATEHOUSE_*` settings in its environment.
-    pub(crate) fn start_with(root: &Path, name: &str, db_url: &str, env: &[(&str, &str)]) -> Node {
-        Self::start_at(root, name, db_url, "127.0.0.1:0", env)
-    }
-
-    /// [`Node::start_with`] listening on `listen` (a node restarted where
-    /// a proxy expects it).
-    pub(crate) fn start_at(
-        root: &Path,
-        name: &str,
-        db_url: &str,
-        listen: &str,
-        env: &[(&str, &str)],
-    ) -> Node {
-        let config = config(root);
-        let mut cmd = gatehouse(root);
-        cmd.env("GATEHOUSE_DATABASE__URL", db_url)
-            .envs(env.iter().copied())
-            .args(["serve", "--listen", listen, "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(root.join(name));
-        Node {
-            server: Server::start(&mut cmd),
-        }
-    }
-
-    pub(crate) fn post_json(&self, path: &str, body: Value) -> Resp {
-        crate::helpers::post_json_at(&self.server.base, path, &body)
-    }
-
-    pub(crate) fn authed(&self, method: &str, path: &str, access: &str) -> ureq::Request {
-        self.server
-            .request(method, path)
-            .set("Authorization", &format!("Bearer {access}"))
-    }
-
-    /// Logs in through this node; the session's access and refresh tokens.
-    pub(crate) fn login(&self, email: &str) -> (String, String) {
-        let t = crate::helpers::login_at(&self.server.base, email);
-        (t.access, t.refresh)
-    }
-
-    pub(crate) fn create_key(&self, access: &str, body: Value) -> (String, String) {
-        let res = send_body(
-            self.authed("POST", "/api/v1/api-keys", access)
-                .set("Content-Type", "application/json"),
-            &body.to_string(),
-        );
-        assert_eq!(res.status, 201, "{}", res.body);
-        let v = res.json();
-        (
-            v["id"].as_str().unwrap().to_string(),
-            v["plaintext_key"].as_str().unwrap().to_string(),
-        )
-    }
-
-    pub(crate) fn revoke(&self, access: &str, id: &str) {
-        let res = send(self.authed("DELETE", &format!("/api/v1/api-keys/{id}"), access));
-        assert_eq!(res.status, 200, "{}", res.body);
-    }
-
-    /// `POST /api/v1/keys/verify`: the status and the answer's code.
-    pub(crate) fn verify(&self, key: &str) -> (u16, String) {
-        let res = crate::helpers::verify_key_at(&self.server.base, &json!({ "key": key }));
-        let v: Value = serde_json::from_str(&res.body).unwrap_or(Value::Null);
-        let code = if v["valid"] == true {
-            "valid".to_string()
-        } else {
-            v["code"]
-                .as_str()
-                .or(v["error"]["code"].as_str())
-                .unwrap_or("?")
-                .to_string()
-        };
-        (res.status, code)
-    }
-
-    pub(crate) fn stop(self) {
-        let (code, _, stderr) = self.server.terminate();
-        assert_eq!(code, Some(0), "{stderr}");
-    }
-}
 
 /// Milliseconds from a revocation through `a` until `b` refuses the key.
 fn propagation_ms(a: &Node, b: &Node, access: &str) -> f64 {
@@ -179,10 +59,10 @@ fn distribution(label: &str, mut ms: Vec<f64>) -> (f64, f64) {
 
 #[test]
 fn a_revocation_through_one_node_is_refused_by_the_other_within_a_second() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
-    let b = Node::start(root.path(), "b", &db.url);
+    let cluster = Cluster::new();
+    let db = cluster.db();
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
     let (access, _) = a.login("owner@acme.test");
     let trials: Vec<f64> = (0..50).map(|_| propagation_ms(&a, &b, &access)).collect();
     // SPEC section 13: within 250 ms normally, within 1 s in any case.
@@ -286,22 +166,31 @@ impl Relay {
 
 #[test]
 fn a_node_cut_off_from_the_database_fails_closed_and_recovers() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
+    let cluster = Cluster::new();
+    let db = cluster.db();
     let pg = url::Url::parse(&db.url).unwrap();
     let relay = Relay::start(pg.port().unwrap_or(5432));
     let mut via_relay = pg.clone();
     via_relay.set_port(Some(relay.port)).unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
-    let b = Node::start(root.path(), "b", via_relay.as_str());
+    let a = cluster.serve("a");
+    let b = cluster.serve_with("b", &[("GATEHOUSE_DATABASE__URL", via_relay.as_str())]);
     let (access, _) = a.login("owner@acme.test");
     let (id, key) = a.create_key(&access, json!({ "name": "cached on b" }));
     assert_eq!(b.verify(&key), (200, "valid".into()));
 
     relay.cut();
-    // Within the staleness bound b may still answer from its cache; after
-    // it, never: the entry must be read again, and that read fails.
-    std::thread::sleep(Duration::from_millis(1300));
+    // Within the staleness bound (cluster.max_staleness_ms) b may still
+    // answer from its cache; after it, never: the entry must be read
+    // again, and that read fails.
+    wait_until(
+        "b to stop answering from its cache",
+        Duration::from_secs(15),
+        || match b.verify(&key) {
+            (200, code) if code == "valid" => false,
+            (503, code) if code == "unavailable" => true,
+            other => panic!("b answered {other:?} while cut off"),
+        },
+    );
     a.revoke(&access, &id);
     for _ in 0..5 {
         let (status, code) = b.verify(&key);
@@ -320,11 +209,9 @@ fn a_node_cut_off_from_the_database_fails_closed_and_recovers() {
     );
 
     relay.restore();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while b.server.get("/readyz").status != 200 {
-        assert!(Instant::now() < deadline, "b ready again");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("b ready again", Duration::from_secs(15), || {
+        b.server.get("/readyz").status == 200
+    });
     assert_eq!(b.verify(&key), (200, "invalid_key".into()), "caught up");
     a.stop();
     b.stop();
@@ -332,10 +219,10 @@ fn a_node_cut_off_from_the_database_fails_closed_and_recovers() {
 
 #[test]
 fn sessions_webhooks_and_usage_are_shared_by_the_nodes() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
-    let b = Node::start(root.path(), "b", &db.url);
+    let cluster = Cluster::new();
+    let db = cluster.db();
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
 
     // A logout on a is a logout on b, at once.
     let (access, _) = a.login("owner@acme.test");
@@ -362,14 +249,22 @@ fn sessions_webhooks_and_usage_are_shared_by_the_nodes() {
     let (id, key) = a.create_key(&access, json!({ "name": "announced" }));
     b.revoke(&access, &id);
     let got = receiver.wait_for(2, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(3));
-    let got_later = receiver.wait_for(2, Duration::from_secs(1));
-    assert_eq!(
-        got_later.len(),
-        2,
-        "one failed attempt and one retry, no more"
-    );
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    // Recorded as delivered after two attempts: no node sends it again
+    // (what might still be on its way is counted once both nodes stopped).
+    wait_until(
+        "the retry recorded as delivered",
+        Duration::from_secs(20),
+        || {
+            cluster.query_i64(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered' AND attempts = 2",
+        ) == 1
+        },
+    );
+    assert_eq!(
+        cluster.query_i64("SELECT count(*) FROM webhook_deliveries"),
+        1
+    );
     assert!(got[0].body.contains(&id));
     assert_eq!(a.verify(&key), (200, "invalid_key".into()));
 
@@ -385,6 +280,13 @@ fn sessions_webhooks_and_usage_are_shared_by_the_nodes() {
     }
     a.stop();
     b.stop();
+    // A stop finishes the delivery attempt in progress: nothing more can
+    // reach the receiver now.
+    assert_eq!(
+        receiver.count(),
+        2,
+        "one failed attempt and one retry, no more"
+    );
     assert_eq!(
         pg_query_i64(
             &db.url,
@@ -425,8 +327,7 @@ pub(crate) fn nginx_before(nodes: [&Node; 2]) -> Option<crate::proxies::Proxy> {
 
 /// Valid verifications a node has answered (its own /metrics).
 pub(crate) fn valid_checks(node: &Node) -> f64 {
-    let metrics = node.server.get("/metrics").body;
-    metrics
+    node.metrics()
         .lines()
         .filter(|l| {
             l.starts_with("gatehouse_key_verifications_total{") && l.contains("result=\"valid\"")
@@ -437,10 +338,9 @@ pub(crate) fn valid_checks(node: &Node) -> f64 {
 
 #[test]
 fn the_documented_nginx_upstream_spreads_over_two_nodes_and_steps_around_a_stopped_one() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
-    let b = Node::start(root.path(), "b", &db.url);
+    let cluster = Cluster::new();
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
     let Some(nginx) = nginx_before([&a, &b]) else {
         return;
     };
@@ -486,16 +386,19 @@ fn the_documented_nginx_upstream_spreads_over_two_nodes_and_steps_around_a_stopp
     b.stop();
 }
 
+/// Two in-process nodes on the cluster's clock: the per-minute windows are
+/// judged by the clock, which the test moves to the start of a minute
+/// instead of waiting for one.
 #[test]
 fn per_address_throttles_count_requests_to_every_node() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
-    let b = Node::start(root.path(), "b", &db.url);
+    let cluster = Cluster::new();
+    let db = cluster.db();
+    let a = cluster.app(|_| {});
+    let b = cluster.app(|_| {});
     let nodes = [&a, &b];
     // Leak reports: 10 a minute per client address, whichever node. Each
     // node alone saw only 6.
-    early_in_a_minute();
+    cluster.early_in_a_minute();
     let report = json!([{ "token": "gate_sk_not_a_real_key" }]);
     let answers: Vec<Resp> = (0..12)
         .map(|i| nodes[i % 2].post_json("/api/v1/keys/leaked", report.clone()))
@@ -506,7 +409,7 @@ fn per_address_throttles_count_requests_to_every_node() {
         assert_throttled(res);
     }
     // Login-code attempts: 30 a minute per client address (16 per node).
-    early_in_a_minute();
+    cluster.early_in_a_minute();
     let attempt = json!({ "email": "nobody@acme.test", "code": "000000" });
     let answers: Vec<Resp> = (0..32)
         .map(|i| nodes[i % 2].post_json("/api/v1/auth/verify-code", attempt.clone()))
@@ -527,8 +430,6 @@ fn per_address_throttles_count_requests_to_every_node() {
         30,
         "every attempt let through was audited, none of the refused"
     );
-    a.stop();
-    b.stop();
 }
 
 /// 429 `rate_limited` with a Retry-After of at least one second.
@@ -547,25 +448,6 @@ fn trial_key(a: &Node, access: &str, body: Value) -> (String, String) {
     let mut body = body;
     body["rate_limit"] = json!({ "limit": 100000, "window_secs": 60 });
     a.create_key(access, body)
-}
-
-/// `verify` on `node` asking for `scopes`: the status and the answer's code.
-fn verify_scoped(node: &Node, key: &str, scopes: &[&str]) -> (u16, String) {
-    let res = node.post_json(
-        "/api/v1/keys/verify",
-        json!({ "key": key, "scopes": scopes }),
-    );
-    let v = res.json();
-    let code = if v["valid"] == true {
-        "valid".to_string()
-    } else {
-        v["code"]
-            .as_str()
-            .or(v["error"]["code"].as_str())
-            .unwrap_or("?")
-            .to_string()
-    };
-    (res.status, code)
 }
 
 /// Milliseconds from `change` returning until `check` (a check on the
@@ -605,10 +487,9 @@ fn refused_after_ms(
 /// host reach every node within 1 second once they return.
 #[test]
 fn every_kind_of_revocation_reaches_the_other_node_within_a_second() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
-    let b = Node::start(root.path(), "b", &db.url);
+    let cluster = Cluster::new();
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
     let (access, _) = a.login("owner@acme.test");
     let trials = 5;
 
@@ -657,7 +538,7 @@ fn every_kind_of_revocation_reaches_the_other_node_within_a_second() {
             );
             refused_after_ms(
                 "narrowing PATCH",
-                || verify_scoped(&b, &key, &["keys:read"]),
+                || b.verify_body(json!({ "key": key, "scopes": ["keys:read"] })),
                 "insufficient_scope",
                 || {
                     let res = send_body(
@@ -680,11 +561,8 @@ fn every_kind_of_revocation_reaches_the_other_node_within_a_second() {
                 || b.verify(&key),
                 "invalid_key",
                 || {
-                    let out = crate::helpers::run(
-                        gatehouse(root.path())
-                            .env("GATEHOUSE_DATABASE__URL", &db.url)
-                            .args(["keys", "revoke", &id]),
-                    );
+                    let out =
+                        crate::helpers::run(cluster.gatehouse().args(["keys", "revoke", &id]));
                     assert_eq!(out.code, Some(0), "{}", out.stderr);
                 },
             )
@@ -700,10 +578,9 @@ fn every_kind_of_revocation_reaches_the_other_node_within_a_second() {
 /// token and the current refresh token of that login.
 #[test]
 fn a_reused_refresh_token_revokes_its_family_on_every_node() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
-    let b = Node::start(root.path(), "b", &db.url);
+    let cluster = Cluster::new();
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
     let refresh = |node: &Node, token: &str| {
         node.post_json(
             "/api/v1/auth/refresh-token",
@@ -743,10 +620,10 @@ fn a_reused_refresh_token_revokes_its_family_on_every_node() {
 /// between codes for one email, and the per-address hourly count.
 #[test]
 fn send_code_throttles_count_across_nodes() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
-    let a = Node::start(root.path(), "a", &db.url);
-    let b = Node::start(root.path(), "b", &db.url);
+    let cluster = Cluster::new();
+    let db = cluster.db();
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
     let send_code = |node: &Node, email: &str| {
         node.post_json("/api/v1/auth/send-code", json!({ "email": email }))
     };
@@ -846,34 +723,32 @@ impl HoldingReceiver {
         HoldingReceiver { url, ids }
     }
 
-    fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
+    /// The ids received once there are at least `n`.
+    fn wait_for(&self, n: usize, within: Duration) -> Vec<String> {
+        crate::helpers::wait_for(&format!("{n} deliveries"), within, || {
             let ids = self.ids.lock().unwrap().clone();
-            if ids.len() >= n {
-                return ids;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "received {} of {n} deliveries",
-                ids.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            (ids.len() >= n).then_some(ids)
+        })
     }
 }
 
 /// A node killed (kill -9) while its delivery is in flight: another node
 /// takes the delivery over once the lease has run out (the attempt timeout
 /// plus 30 s) and sends it with the same `webhook-id`; it is then recorded
-/// as delivered, once.
+/// as delivered, once. The killed node is a process; the one that takes
+/// over runs in-process on the cluster's clock, moved past the lease.
 #[test]
 fn a_node_killed_mid_delivery_hands_it_to_another_with_the_same_webhook_id() {
-    let Some(db) = TestDb::create() else { return };
-    let root = tempfile::tempdir().unwrap();
+    let cluster = Cluster::new();
     let receiver = HoldingReceiver::start();
-    let timeout = [("GATEHOUSE_WEBHOOKS__TIMEOUT_SECS", "5")];
-    let a = Node::start_with(root.path(), "a", &db.url, &timeout);
+    const TIMEOUT_SECS: u64 = 5;
+    let a = cluster.serve_with(
+        "a",
+        &[(
+            "GATEHOUSE_WEBHOOKS__TIMEOUT_SECS",
+            &TIMEOUT_SECS.to_string(),
+        )],
+    );
     let (access, _) = a.login("owner@acme.test");
     let res = send_body(
         a.authed("POST", "/api/v1/webhooks", &access)
@@ -890,24 +765,28 @@ fn a_node_killed_mid_delivery_hands_it_to_another_with_the_same_webhook_id() {
         .unwrap();
     assert!(status.success());
     drop(a);
-    let b = Node::start_with(root.path(), "b", &db.url, &timeout);
-    let got = receiver.wait_for(2, Duration::from_secs(90));
+    // The lease a took runs out: its length, and a second for the lease's
+    // end stored in whole seconds.
+    cluster
+        .clock
+        .advance(Duration::from_secs(TIMEOUT_SECS + 30 + 2));
+    let b = cluster.app(|c| c.webhooks.timeout_secs = TIMEOUT_SECS);
+    let got = receiver.wait_for(2, Duration::from_secs(30));
     assert_eq!(got[1], first[0], "the same webhook-id");
     assert!(!first[0].is_empty());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pg_query_i64(
-        &db.url,
-        "SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'",
-    ) != 1
-    {
-        assert!(Instant::now() < deadline, "the delivery is recorded");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the delivery recorded", Duration::from_secs(20), || {
+        cluster.query_i64("SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'") == 1
+    });
     assert_eq!(
-        pg_query_i64(&db.url, "SELECT count(*) FROM webhook_deliveries"),
+        cluster.query_i64("SELECT count(*) FROM webhook_deliveries"),
         1
     );
-    b.stop();
+    drop(b);
+    assert_eq!(
+        receiver.wait_for(2, Duration::ZERO).len(),
+        2,
+        "sent twice, no more"
+    );
 }
 
 /// `database.url_file` and `redis.url_file`: a node whose configuration
@@ -915,18 +794,22 @@ fn a_node_killed_mid_delivery_hands_it_to_another_with_the_same_webhook_id() {
 /// its rate-limit windows through that Redis.
 #[test]
 fn database_and_redis_urls_are_read_from_files() {
-    let Some(db) = TestDb::create() else { return };
-    let redis = TcpStream::connect("127.0.0.1:6379").is_ok();
-    if !crate::helpers::e2e_available(redis, "Redis at 127.0.0.1:6379") {
+    if !crate::cluster::shared_redis() {
         return;
     }
-    let root = tempfile::tempdir().unwrap();
-    let db_file = root.path().join("database-url");
+    let cluster = Cluster::new();
+    let db = cluster.db();
+    let root = cluster.root();
+    let db_file = root.join("database-url");
     std::fs::write(&db_file, format!("{}\n", db.url)).unwrap();
-    let redis_file = root.path().join("redis-url");
-    std::fs::write(&redis_file, "redis://127.0.0.1:6379\n").unwrap();
+    let redis_file = root.join("redis-url");
+    std::fs::write(
+        &redis_file,
+        format!("{}\n", crate::cluster::shared_redis_url()),
+    )
+    .unwrap();
     let secret = gatehouse::config::generate_secret;
-    let config = root.path().join("gatehouse.toml");
+    let config = root.join("gatehouse.toml");
     std::fs::write(
         &config,
         format!(
@@ -950,17 +833,15 @@ key_prefix = "url-file-test-{}:"
         ),
     )
     .unwrap();
-    let mut cmd = gatehouse(root.path());
+    let mut cmd = cluster.gatehouse();
     // Only the files name the database and Redis.
     cmd.env_remove("GATEHOUSE_DATABASE__URL")
         .env_remove("GATEHOUSE_REDIS__URL")
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
         .arg("--data-dir")
-        .arg(root.path().join("data"));
-    let node = Node {
-        server: Server::start(&mut cmd),
-    };
+        .arg(cluster.data_dir("a"));
+    let node = Node::start(&mut cmd);
     let (access, _) = node.login("files@acme.test");
     let (id, key) = node.create_key(&access, json!({ "name": "from the file's database" }));
     assert_eq!(node.verify(&key), (200, "valid".into()));
@@ -972,20 +853,10 @@ key_prefix = "url-file-test-{}:"
         1,
         "the key is in the database the file names"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let metrics = node.server.get("/metrics").body;
-        if metrics
-            .lines()
-            .any(|l| l == "gatehouse_rate_limit_backend{backend=\"redis\"} 1")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rate limits on the Redis the file names: {metrics}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "rate limits on the Redis the file names",
+        Duration::from_secs(15),
+        || node.on_redis(),
+    );
     node.stop();
 }
